@@ -1,0 +1,73 @@
+"""The codebook: raw code vectors plus the optional affine re-parameterisation.
+
+Everything outside this file sees only the *effective* codes (`Codebook.effective()`), and writes codes
+only through `set_effective_codes`, which inverts the affine transform. That is what makes k-means
+initialisation, dead-code replacement and the alternating step correct with affine codes (vqtorch
+writes the raw weight, so a revived code does not land where it was meant to).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .affine import RunningStatisticsAffine, _grouped, build_affine
+
+# Running-statistics codes depend on the statistics of all raw codes, so writing some codes shifts
+# the others slightly; a few fixed-point rounds make the written codes land on their targets.
+_RUNNING_INVERSE_ROUNDS = 4
+
+
+class Codebook(nn.Module):
+    """`codebook_size` codes of `embed_dim` dimensions, with affine mode None, "learned" or "running"."""
+
+    def __init__(
+        self,
+        codebook_size: int,
+        embed_dim: int,
+        affine: str | None = None,
+        affine_groups: int = 1,
+        affine_lr: float = 1.0,
+        affine_momentum: float = 0.1,
+    ):
+        super().__init__()
+        if codebook_size % affine_groups != 0:
+            raise ValueError(
+                f"affine_groups={affine_groups} must divide codebook_size={codebook_size}: "
+                "each group of consecutive codes shares one scale and shift"
+            )
+        self.codebook_size = codebook_size
+        self.embed_dim = embed_dim
+        self.weight = nn.Parameter(torch.empty(codebook_size, embed_dim))
+        self.affine = build_affine(affine, embed_dim, affine_groups, affine_lr, affine_momentum)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+        if self.affine is not None:
+            self.affine.reset_parameters()
+
+    def effective(self) -> torch.Tensor:
+        """The codes the quantizer searches and returns, (K, D), after the affine transform."""
+        if self.affine is None:
+            return self.weight
+        scale, shift = self.affine.scale_and_shift(self.weight)
+        grouped = _grouped(self.weight, self.affine.num_groups)
+        return (grouped * scale[:, None] + shift[:, None]).reshape(self.weight.shape)
+
+    def update_statistics(self, vectors: torch.Tensor) -> None:
+        if isinstance(self.affine, RunningStatisticsAffine):
+            self.affine.update(vectors)
+
+    @torch.no_grad()
+    def set_effective_codes(self, code_indices: torch.Tensor, targets: torch.Tensor) -> None:
+        """Write raw codes so that the effective codes at `code_indices` equal `targets` (M, D)."""
+        if self.affine is None:
+            self.weight[code_indices] = targets.to(self.weight.dtype)
+            return
+        group_of_code = code_indices // (self.codebook_size // self.affine.num_groups)
+        rounds = _RUNNING_INVERSE_ROUNDS if isinstance(self.affine, RunningStatisticsAffine) else 1
+        for _ in range(rounds):
+            scale, shift = self.affine.scale_and_shift(self.weight)
+            raw = (targets - shift[group_of_code]) / scale[group_of_code]
+            self.weight[code_indices] = raw.to(self.weight.dtype)
