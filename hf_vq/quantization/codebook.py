@@ -14,8 +14,11 @@ from torch import nn
 from .affine import RunningStatisticsAffine, _grouped, build_affine
 
 # Running-statistics codes depend on the statistics of all raw codes, so writing some codes shifts
-# the others slightly; a few fixed-point rounds make the written codes land on their targets.
-_RUNNING_INVERSE_ROUNDS = 4
+# the group's statistics; fixed-point rounds (each shrinks the error geometrically) make the written
+# codes land on their targets. Writing most of a group at once cannot be exact: its effective codes
+# keep the encoder's mean and variance, and the rounds stop at the closest such codebook.
+_RUNNING_INVERSE_MAX_ROUNDS = 25
+_RUNNING_INVERSE_TOLERANCE = 1e-6
 
 
 class Codebook(nn.Module):
@@ -66,8 +69,11 @@ class Codebook(nn.Module):
             self.weight[code_indices] = targets.to(self.weight.dtype)
             return
         group_of_code = code_indices // (self.codebook_size // self.affine.num_groups)
-        rounds = _RUNNING_INVERSE_ROUNDS if isinstance(self.affine, RunningStatisticsAffine) else 1
+        rounds = _RUNNING_INVERSE_MAX_ROUNDS if isinstance(self.affine, RunningStatisticsAffine) else 1
+        tolerance = _RUNNING_INVERSE_TOLERANCE * (1.0 + targets.abs().max())
         for _ in range(rounds):
             scale, shift = self.affine.scale_and_shift(self.weight)
             raw = (targets - shift[group_of_code]) / scale[group_of_code]
             self.weight[code_indices] = raw.to(self.weight.dtype)
+            if rounds > 1 and (self.effective()[code_indices] - targets).abs().max() <= tolerance:
+                break

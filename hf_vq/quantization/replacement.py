@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .codebook import Codebook
-from .distributed import sample_rows_from_all_ranks
+from .distributed import broadcast_, sample_rows_from_all_ranks
 
 
 @torch.no_grad()
@@ -36,9 +36,12 @@ def replace_dead_codes(
     dead = torch.nonzero(steps_since_used >= replace_freq).flatten()
     if dead.numel() == 0:
         return 0
-    targets = sample_rows_from_all_ranks(vectors.detach().float(), dead.numel())
-    spread = noise_scale * targets.std(dim=0, keepdim=True).nan_to_num(0.0)
-    targets = targets + torch.randn_like(targets) * spread
+    vectors = vectors.detach().float()
+    targets = sample_rows_from_all_ranks(vectors, dead.numel())
+    # Noise relative to the spread of the encoder output, so that two codes revived from the same
+    # vector still differ. Drawn on every rank, then rank 0's draw is broadcast: ranks stay identical.
+    spread = noise_scale * vectors.std(dim=0, unbiased=False)
+    targets = broadcast_(targets + torch.randn_like(targets) * spread)
     codebook.set_effective_codes(dead, targets)
     steps_since_used[dead] = 0
     return int(dead.numel())

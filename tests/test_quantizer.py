@@ -1,0 +1,362 @@
+"""The vector quantizer: the paper's methods, the helpers, state handling and bad inputs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_vq import GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer
+from hf_vq.quantization import beta_commitment_loss, kmeans_plus_plus_init, nearest_code_indices, replace_dead_codes
+
+
+def channels_last(tensor):
+    return tensor.movedim(1, -1).reshape(-1, tensor.shape[1])
+
+
+# --- synchronized update and straight-through gradients ------------------------------------------
+
+
+@pytest.mark.parametrize("nu", [0.0, 0.5, 2.0])
+def test_encoder_gets_upstream_gradient_and_codebook_gets_nu_times_it(nu):
+    vq = VectorQuantizer(embed_dim=4, codebook_size=8, sync_nu=nu)
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    upstream = torch.randn(2, 4, 3, 3)
+    out = vq(z)
+    (out.quantized * upstream).sum().backward()  # the loss is excluded on purpose
+
+    assert torch.equal(z.grad, upstream)
+    if nu == 0:
+        assert vq.embedding.weight.grad is None
+        return
+    expected = torch.zeros(8, 4).index_add_(0, out.indices.flatten(), channels_last(upstream)) * nu
+    torch.testing.assert_close(vq.embedding.weight.grad, expected)
+
+
+def test_sync_update_reaches_learned_affine_parameters():
+    vq = VectorQuantizer(embed_dim=4, codebook_size=8, sync_nu=1.0, affine="learned")
+    out = vq(torch.randn(2, 4, 3, 3))
+    out.quantized.sum().backward()
+    assert vq.embedding.affine.shift.grad is not None and vq.embedding.affine.shift.grad.abs().sum() > 0
+
+
+def test_quantized_value_is_the_selected_effective_code():
+    vq = VectorQuantizer(embed_dim=4, codebook_size=8, affine="learned", sync_nu=0.3)
+    with torch.no_grad():
+        vq.embedding.affine.scale.fill_(0.5)
+        vq.embedding.affine.shift.fill_(0.25)
+    out = vq(torch.randn(2, 4, 3, 3))
+    torch.testing.assert_close(channels_last(out.quantized), vq.codebook[out.indices.flatten()])
+    torch.testing.assert_close(vq.get_codebook_entry(out.indices), out.quantized)
+
+
+# --- beta commitment loss ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.8, 0.95, 1.0])
+def test_beta_loss_matches_its_formula(beta):
+    vq = VectorQuantizer(embed_dim=4, codebook_size=8, beta=beta)
+    z = torch.randn(2, 4, 3, 3)
+    out = vq(z)
+    q = channels_last(out.quantized).detach()
+    diff = ((channels_last(z) - q) ** 2).mean()
+    torch.testing.assert_close(out.commitment_loss, diff)
+    torch.testing.assert_close(out.codebook_loss, diff)
+    torch.testing.assert_close(out.loss, (1 - beta) * diff + beta * diff)
+
+
+def test_beta_splits_gradient_between_encoder_and_codebook():
+    z = torch.randn(10, 4, requires_grad=True)
+    codes = torch.randn(10, 4, requires_grad=True)
+    loss, _, _ = beta_commitment_loss(z, codes, beta=0.8)
+    loss.backward()
+    torch.testing.assert_close(z.grad, 0.2 * 2 * (z - codes).detach() / z.numel())
+    torch.testing.assert_close(codes.grad, 0.8 * 2 * (codes - z).detach() / z.numel())
+
+
+# --- affine re-parameterisation ------------------------------------------------------------------
+
+
+def test_learned_affine_is_identity_at_initialisation():
+    vq = VectorQuantizer(embed_dim=6, codebook_size=10, affine="learned", affine_lr=5.0, affine_groups=2)
+    torch.testing.assert_close(vq.codebook, vq.embedding.weight.detach())
+
+
+def test_running_statistics_match_the_embedding_after_training_steps():
+    vq = VectorQuantizer(embed_dim=3, codebook_size=64, affine="running", affine_momentum=0.2)
+    mean, std = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 2.0, 1.0])
+    for _ in range(60):
+        vq(torch.randn(512, 3) * std + mean)  # (N, D) with channels on axis 1
+    affine = vq.embedding.affine
+    torch.testing.assert_close(affine.running_mean, mean, atol=0.08, rtol=0)
+    torch.testing.assert_close(affine.running_var, std**2, atol=0.15, rtol=0.05)
+    # The effective codebook carries exactly the tracked statistics.
+    torch.testing.assert_close(vq.codebook.mean(0), affine.running_mean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(vq.codebook.var(0, unbiased=False), affine.running_var, atol=1e-3, rtol=1e-3)
+
+
+def test_running_statistics_are_frozen_in_eval_mode():
+    vq = VectorQuantizer(embed_dim=3, codebook_size=16, affine="running")
+    vq(torch.randn(64, 3))
+    before = vq.embedding.affine.running_mean.clone()
+    vq.eval()
+    vq(torch.randn(64, 3) + 5)
+    assert torch.equal(vq.embedding.affine.running_mean, before)
+
+
+# --- alternating optimisation --------------------------------------------------------------------
+
+
+def _assert_codes_moved_to_assignment_means(quantizer, flat_vectors, indices):
+    for k in indices.unique():
+        torch.testing.assert_close(quantizer.codebook[k], flat_vectors[indices == k].mean(0), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("affine", [None, "learned"])
+def test_alternating_step_moves_selected_codes_to_their_assignment_means(affine):
+    vq = VectorQuantizer(embed_dim=4, codebook_size=16, alternating=True, alternating_step_size=1.0, affine=affine)
+    if affine == "learned":
+        with torch.no_grad():
+            vq.embedding.affine.scale.uniform_(-0.5, 0.5)
+            vq.embedding.affine.shift.uniform_(-1, 1)
+    z = torch.randn(64, 4)
+    out = vq(z)
+    _assert_codes_moved_to_assignment_means(vq, z, out.indices)
+    # The output already uses the updated codes: assignments kept, codes fresh.
+    torch.testing.assert_close(out.quantized, vq.codebook[out.indices], atol=1e-5, rtol=1e-5)
+
+
+def test_alternating_step_with_running_statistics_moves_codes_towards_their_means():
+    # Running-statistics codes keep the encoder's mean and variance, so a step that moves most codes
+    # at once can only land as close to the means as that constraint allows.
+    vq = VectorQuantizer(embed_dim=4, codebook_size=16, alternating=True, alternating_step_size=1.0, affine="running")
+    vq(torch.randn(256, 4))
+    z = torch.randn(256, 4)
+    vq.eval()
+    before = vq(z)
+    vq.train()
+    vq.embedding.affine.momentum = 0.0  # keep the statistics fixed to isolate the step
+    after = vq(z)
+    assert torch.equal(after.indices, before.indices)
+    assert after.codebook_loss < 0.95 * before.codebook_loss
+
+
+def test_alternating_step_works_per_group_of_a_grouped_quantizer():
+    vq = GroupedVectorQuantizer(8, 16, num_groups=2, affine="learned", alternating=True, alternating_step_size=1.0)
+    z = torch.randn(64, 8)
+    out = vq(z)
+    for g, group in enumerate(vq.groups):
+        _assert_codes_moved_to_assignment_means(group, z[:, 4 * g : 4 * g + 4], out.indices[:, g])
+
+
+def test_alternating_step_works_per_stage_of_a_residual_quantizer():
+    vq = ResidualVectorQuantizer(4, 16, num_quantizers=2, affine="learned", alternating=True, alternating_step_size=1.0)
+    z = torch.randn(64, 4)
+    out = vq(z)
+    first, second = vq.stages
+    _assert_codes_moved_to_assignment_means(first, z, out.indices[:, 0])
+    residual = z - first.codebook[out.indices[:, 0]]  # computed with the first stage's updated codes
+    _assert_codes_moved_to_assignment_means(second, residual, out.indices[:, 1])
+    torch.testing.assert_close(vq.get_codebook_entry(out.indices), out.quantized, atol=1e-5, rtol=1e-5)
+
+
+# --- search, k-means, replacement ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_blocked_search_equals_exhaustive_search(distance):
+    vectors, codebook = torch.randn(1000, 16), torch.randn(300, 16)
+    if distance == "cosine":
+        vectors, codebook = F.normalize(vectors, dim=1), F.normalize(codebook, dim=1)
+        exhaustive = (vectors @ codebook.t()).argmax(1)
+    else:
+        exhaustive = torch.cdist(vectors, codebook).argmin(1)
+    blocked = nearest_code_indices(vectors, codebook, distance, max_block_elements=300 * 7)  # 7 rows a block
+    assert torch.equal(blocked, exhaustive)
+
+
+def test_kmeans_keeps_every_code_when_there_are_fewer_vectors_than_codes():
+    vectors = torch.randn(10, 4)
+    centres = kmeans_plus_plus_init(vectors, num_codes=32)
+    assert centres.shape == (32, 4)
+    pairwise = (centres[:, None] - centres[None]).norm(dim=-1) + torch.eye(32) * 1e9
+    assert pairwise.min() > 1e-4  # no two codes coincide
+    # every data vector is itself a centre
+    assert (vectors[:, None] - centres[None]).norm(dim=-1).min(1).values.max() < 1e-6
+
+
+def test_kmeans_init_runs_on_first_training_batch_and_keeps_all_codes():
+    vq = VectorQuantizer(embed_dim=4, codebook_size=64, kmeans_init=True)
+    assert not bool(vq.initialized)
+    z = torch.randn(20, 4) * 3 + 7
+    vq(z)
+    assert bool(vq.initialized) and vq.codebook.shape == (64, 4)
+    assert torch.cdist(z, vq.codebook).min(1).values.max() < 0.1  # codes sit on the data
+
+
+def test_kmeans_clusters_separated_data():
+    centres_true = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    data = (centres_true[:, None] + 0.1 * torch.randn(4, 50, 2)).reshape(-1, 2)
+    centres = kmeans_plus_plus_init(data, 4)
+    assert torch.cdist(centres_true, centres).min(1).values.max() < 0.2
+
+
+@pytest.mark.parametrize("affine", [None, "learned", "running"])
+def test_replaced_dead_code_lands_on_an_encoder_vector_in_effective_space(affine):
+    vq = VectorQuantizer(embed_dim=4, codebook_size=32, affine=affine, replace_freq=3)
+    if affine == "learned":
+        with torch.no_grad():
+            vq.embedding.affine.scale.fill_(-0.7)
+            vq.embedding.affine.shift.fill_(2.0)
+    if affine == "running":
+        vq(torch.randn(256, 4) * 2 + 1)
+    vq.steps_since_used.zero_()
+    vq.steps_since_used[[3, 17]] = 3
+    vectors = torch.randn(50, 4) * 2 + 1
+    assert replace_dead_codes(vq.embedding, vq.steps_since_used, vectors, replace_freq=3, noise_scale=0.0) == 2
+    distances = (vq.codebook[[3, 17]][:, None] - vectors[None]).norm(dim=-1).min(1).values
+    assert distances.max() < 1e-4
+    assert vq.steps_since_used[[3, 17]].tolist() == [0, 0]
+
+
+def test_codes_unused_for_replace_freq_steps_are_revived_during_training():
+    vq = VectorQuantizer(embed_dim=4, codebook_size=64, replace_freq=2)
+    with torch.no_grad():
+        vq.embedding.weight[1:] += 100.0  # only code 0 is reachable from the data
+    for _ in range(2):
+        out = vq(torch.randn(256, 4))
+    assert out.usage == 1 / 64
+    out = vq(torch.randn(256, 4))  # dead for 2 steps: revived at the start of this step, then searched
+    assert out.usage > 0.5
+    assert vq.codebook.abs().max() < 20
+
+
+# --- outputs, layouts, variants ----------------------------------------------------------------------
+
+
+def test_perplexity_and_usage():
+    vq = VectorQuantizer(embed_dim=2, codebook_size=4)
+    with torch.no_grad():
+        vq.embedding.weight.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]]))
+    out = vq(torch.tensor([[0.0, 0.1], [9.9, 0.0], [0.1, 0.0], [10.0, 0.2]]))
+    torch.testing.assert_close(out.perplexity, torch.tensor(2.0))  # two codes, used equally
+    assert out.usage == 0.5
+
+
+def test_cosine_distance_returns_unit_codes():
+    vq = VectorQuantizer(embed_dim=8, codebook_size=16, distance="cosine")
+    out = vq(torch.randn(4, 8, 2, 2) * 5)
+    torch.testing.assert_close(out.quantized.norm(dim=1), torch.ones(4, 2, 2))
+
+
+@pytest.mark.parametrize("channel_dim,shape", [(1, (2, 8, 3, 5)), (-1, (2, 3, 5, 8)), (1, (6, 8))])
+def test_layouts(channel_dim, shape):
+    vq = VectorQuantizer(embed_dim=8, codebook_size=16, channel_dim=channel_dim)
+    out = vq(torch.randn(shape))
+    assert out.quantized.shape == shape
+    expected = list(shape)
+    del expected[channel_dim]
+    assert list(out.indices.shape) == expected and out.indices.dtype == torch.int64
+    torch.testing.assert_close(vq.get_codebook_entry(out.indices), out.quantized)
+
+
+@pytest.mark.parametrize(
+    "quantizer",
+    [
+        lambda: GroupedVectorQuantizer(8, 16, num_groups=4, kmeans_init=True, replace_freq=1, sync_nu=0.5, affine="running"),
+        lambda: ResidualVectorQuantizer(8, 16, num_quantizers=3, kmeans_init=True, replace_freq=1, sync_nu=0.5, affine="learned"),
+    ],
+)
+def test_grouped_and_residual_variants_train(quantizer):
+    vq = quantizer()
+    z = torch.randn(2, 8, 4, 4, requires_grad=True)
+    for _ in range(3):
+        out = vq(z)
+        (out.quantized.sum() + out.loss).backward()
+    assert out.indices.shape[:3] == (2, 4, 4) and out.indices.shape[3] in (3, 4)
+    torch.testing.assert_close(vq.get_codebook_entry(out.indices), out.quantized, atol=1e-5, rtol=1e-5)
+
+
+def test_residual_stages_reduce_error():
+    z = torch.randn(512, 8)
+    errors = []
+    for stages in (1, 3):
+        torch.manual_seed(0)
+        vq = ResidualVectorQuantizer(8, 32, num_quantizers=stages, kmeans_init=True)
+        errors.append(float((vq(z).quantized - z).pow(2).mean()))
+    assert errors[1] < 0.8 * errors[0]
+
+
+def test_bf16_autocast_computes_in_float32_and_returns_input_dtype():
+    vq = VectorQuantizer(embed_dim=8, codebook_size=32, affine="learned", sync_nu=0.2)
+    z = torch.randn(2, 8, 4, 4)
+    reference = vq(z).indices
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = vq(z.to(torch.bfloat16))
+    assert out.quantized.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
+    assert (out.indices == reference).float().mean() > 0.9  # bf16 input rounding may flip near-ties only
+
+
+# --- state -----------------------------------------------------------------------------------------
+
+
+def test_state_dict_round_trips_including_running_statistics():
+    options = dict(embed_dim=4, codebook_size=16, affine="running", kmeans_init=True, replace_freq=2, alternating=True)
+    trained = VectorQuantizer(**options)
+    for _ in range(5):
+        trained(torch.randn(64, 4) * 3 + 1)
+    state = trained.state_dict()
+    assert {"initialized", "steps_since_used", "embedding.affine.running_mean", "embedding.affine.running_var"} <= set(state)
+    fresh = VectorQuantizer(**options)
+    fresh.load_state_dict(state)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    trained.eval(), fresh.eval()
+    z = torch.randn(32, 4)
+    assert torch.equal(fresh(z).indices, trained(z).indices)
+    fresh.train()
+    fresh(torch.randn(32, 4))  # a loaded, initialised quantizer does not run k-means again
+    torch.testing.assert_close(fresh.embedding.affine.running_mean, trained.embedding.affine.running_mean, atol=2.0, rtol=0)
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (dict(beta=1.5), "beta must lie in"),
+        (dict(beta=-0.1), "beta must lie in"),
+        (dict(sync_nu=-1.0), "sync_nu must be >= 0"),
+        (dict(distance="manhattan"), "unknown distance"),
+        (dict(affine="batchnorm"), "unknown affine mode"),
+        (dict(replace_freq=-5), "replace_freq"),
+        (dict(codebook_size=0), "codebook_size"),
+        (dict(affine="learned", affine_groups=3), "affine_groups=3 must divide"),
+    ],
+)
+def test_invalid_options_are_rejected(options, message):
+    kwargs = dict(embed_dim=4, codebook_size=16) | options
+    with pytest.raises(ValueError, match=message):
+        VectorQuantizer(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "z,error,message",
+    [
+        (torch.randn(2, 5, 3, 3), ValueError, "embed_dim=4"),
+        (torch.randint(0, 5, (2, 4, 3, 3)), TypeError, "floating-point"),
+        (torch.full((2, 4, 3, 3), float("nan")), ValueError, "NaN or Inf"),
+        (torch.tensor([[1.0, float("inf"), 0.0, 0.0]]), ValueError, "NaN or Inf"),
+        (torch.randn(4), ValueError, "at least 2 dimensions"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(z, error, message):
+    with pytest.raises(error, match=message):
+        VectorQuantizer(embed_dim=4, codebook_size=16)(z)
+
+
+def test_out_of_range_indices_get_a_clear_error():
+    vq = VectorQuantizer(embed_dim=4, codebook_size=16)
+    with pytest.raises(ValueError, match=r"\[0, 15\]"):
+        vq.get_codebook_entry(torch.tensor([[0, 16]]))
+    with pytest.raises(ValueError, match="euclidean"):
+        ResidualVectorQuantizer(4, 16, num_quantizers=2, distance="cosine")
