@@ -11,6 +11,7 @@ import sys
 # subcommand's heavy imports are paid only when it runs.
 SUBCOMMANDS = [
     ("hf_vq.demo", "add_demo_subcommand"),
+    ("hf_vq.hub.push", "add_push_subcommand"),
 ]
 
 

@@ -1,0 +1,65 @@
+"""Sharing trained models on the Hugging Face Hub: model cards and pushing.
+
+    from hf_vq.hub import push_to_hub
+    push_to_hub("outputs/vqgan", "me/vqgan-fashion-mnist")   # -> commit URL
+    # or: hf-vq push --model_dir outputs/vqgan --hub_model_id me/vqgan-fashion-mnist
+
+The model-folder contract (what a training run leaves in its output folder, and what is pushed):
+
+- `config.json` and `model.safetensors` (or `model.safetensors.index.json` and its shards), written by
+  `save_pretrained`. Required.
+- `preprocessor_config.json`: the image processor, when the model has one.
+- `*.py` modeling files named by `auto_map` in the config (written by `save_pretrained` after
+  `register_for_auto_class()`): with them `trust_remote_code=True` loads the model without hf_vq.
+- `metrics.json`: a flat JSON object of what the evaluation measured, e.g.
+  `{"psnr": 27.1, "ssim": 0.91, "rfid": 4.2, "codebook_usage": 0.97, "perplexity": 900.5,
+  "accuracy": 0.89, "dataset": "zalando-datasets/fashion_mnist", "split": "test",
+  "train_steps": 20000, "hardware": "1x H100", "num_processes": 1, "train_seconds": 3600}`.
+  Metrics shown on the card: psnr, ssim, rfid, codebook_usage, perplexity, accuracy, top5_accuracy;
+  a metric absent, null or not a finite number is not shown anywhere. `dataset` goes to the card's
+  `datasets` metadata when it is a Hub dataset id. Compute fields: hardware, num_processes,
+  mixed_precision, train_steps, train_batch_size, train_seconds, train_hours.
+- `training_config.json` (or `.yaml`): the resolved training flags, shown on the card (keys ending
+  in token/password/secret/api_key are left out). Quantizer options (affine, sync_nu, alternating,
+  beta, kmeans_init, replace_freq, num_groups, num_quantizers, distance, optionally prefixed
+  `quantizer_`) are read from it and from config.json.
+- `samples.png`: an image grid, embedded in the card.
+- A classifier's config.json names its tokenizer in `tokenizer_name_or_path` (a Hub repo id, or a
+  local folder plus `--tokenizer_hub_id` at push time). The classifier card links the tokenizer
+  (`base_model`), and the tokenizer's card on the Hub gets the classifier added to its list.
+
+Other files in the folder (checkpoints, logs, a README.md) are not pushed; the card is generated.
+"""
+
+from .errors import (
+    HubPushError,
+    HubUnreachableError,
+    IncompleteModelFolderError,
+    InvalidCardMetadataError,
+    InvalidRepoIdError,
+    MissingTokenError,
+    OfflineModeError,
+)
+from .model_card import listed_classifiers, render_model_card, validate_card_metadata
+from .model_folder import ModelFolder, load_model_folder
+from .push import add_hub_arguments, add_push_subcommand, check_push_arguments, push_to_hub, push_trained_model
+
+__all__ = [
+    "HubPushError",
+    "HubUnreachableError",
+    "IncompleteModelFolderError",
+    "InvalidCardMetadataError",
+    "InvalidRepoIdError",
+    "MissingTokenError",
+    "ModelFolder",
+    "OfflineModeError",
+    "add_hub_arguments",
+    "add_push_subcommand",
+    "check_push_arguments",
+    "listed_classifiers",
+    "load_model_folder",
+    "push_to_hub",
+    "push_trained_model",
+    "render_model_card",
+    "validate_card_metadata",
+]
