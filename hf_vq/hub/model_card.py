@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,16 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .errors import InvalidCardMetadataError
 from .model_folder import ModelFolder, looks_like_repo_id
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+
+
+def _find_template_dir() -> Path:
+    """`model_cards/` beside the package in a source checkout (editable install), else the copy that a
+    regular install puts under `<prefix>/share/hf_vq/model_cards` (setup.cfg's data_files)."""
+    candidates = [Path(__file__).resolve().parents[2] / "model_cards", Path(sys.prefix) / "share" / "hf_vq" / "model_cards"]
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+TEMPLATE_DIR = _find_template_dir()
 HUB_URL = "https://huggingface.co"
 CLASSIFIERS_START = "<!-- hf_vq:classifiers:start -->"
 CLASSIFIERS_END = "<!-- hf_vq:classifiers:end -->"
