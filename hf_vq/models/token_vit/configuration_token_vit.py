@@ -1,0 +1,99 @@
+"""Configuration of the ViT classifier that reads a VQ tokenizer's discrete token grids."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers.configuration_utils import PreTrainedConfig
+
+
+@strict
+class TokenViTConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`TokenViTForImageClassification`]: a pre-norm Vision Transformer whose input is the grid of
+    token ids an hf_vq image tokenizer produces, instead of pixels.
+
+    Args:
+        codebook_size (`int`, *optional*, defaults to 1024):
+            Number of distinct token ids (the tokenizer's codebook size).
+        tokens_per_position (`int`, *optional*, defaults to 1):
+            Ids per grid position (a grouped or residual tokenizer gives several; their embeddings are summed).
+        grid_size (`list[int]`, *optional*, defaults to `[8, 8]`):
+            Height and width of the token grid.
+        hidden_size (`int`, *optional*, defaults to 192):
+            Width of the transformer.
+        num_hidden_layers (`int`, *optional*, defaults to 6):
+            Number of transformer blocks.
+        num_attention_heads (`int`, *optional*, defaults to 3):
+            Attention heads per block; must divide `hidden_size`.
+        intermediate_size (`int`, *optional*, defaults to 768):
+            Width of the MLP of each block.
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout after attention and MLP.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout of the attention weights.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the layer norms.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated-normal initialisation.
+        token_embedding_dim (`int`, *optional*):
+            When set, token ids are embedded in this many dimensions and projected to `hidden_size`; set it to the
+            tokenizer's `embed_dim` to initialise the embedding from the tokenizer's effective codebook.
+        tokenizer_name_or_path (`str`, *optional*):
+            Hub id or path of the tokenizer ([`VQGANModel`]) the classifier was trained on. Given `pixel_values`
+            instead of tokens, the classifier tokenizes them with it.
+
+    Example:
+
+    ```python
+    >>> from hf_vq import TokenViTConfig, TokenViTForImageClassification
+    >>> config = TokenViTConfig(codebook_size=64, grid_size=[7, 7], hidden_size=32, num_hidden_layers=2,
+    ...                         num_attention_heads=2, intermediate_size=64, num_labels=10)
+    >>> model = TokenViTForImageClassification(config)
+    ```
+    """
+
+    model_type = "token_vit"
+
+    codebook_size: int = 1024
+    tokens_per_position: int = 1
+    grid_size: list[int] | tuple[int, ...] = (8, 8)
+    hidden_size: int = 192
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 3
+    intermediate_size: int = 768
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    token_embedding_dim: int | None = None
+    tokenizer_name_or_path: str | None = None
+
+    def __post_init__(self, **kwargs):
+        # A list survives the JSON round trip unchanged, so a saved config equals the loaded one.
+        self.grid_size = list(self.grid_size)
+        super().__post_init__(**kwargs)
+
+    @property
+    def num_positions(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def validate_architecture(self):
+        """Cross-field checks, each naming the field to change."""
+        super().validate_architecture()
+        for name in ("codebook_size", "tokens_per_position", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if len(self.grid_size) != 2 or min(self.grid_size) < 1:
+            raise ValueError(f"grid_size must be [height, width] of positive integers, got {self.grid_size}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
+            )
+        if self.token_embedding_dim is not None and self.token_embedding_dim < 1:
+            raise ValueError(f"token_embedding_dim must be a positive integer or None, got {self.token_embedding_dim}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+
+
+__all__ = ["TokenViTConfig"]
