@@ -71,11 +71,26 @@ def load_fashion_mnist(split: str = "train") -> ImageSplit:
         raise ValueError(f"Fashion-MNIST has splits 'train' and 'test', not {split!r}")
     directory = find_idx_dir()
     if directory is not None:
-        return ImageSplit(
-            images=read_idx(_idx_file(directory, split, "images")),
-            labels=read_idx(_idx_file(directory, split, "labels")).astype(np.int64),
-        )
+        return load_idx_split(directory, split)
     return _load_from_hub(split)
+
+
+def has_idx_files(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds MNIST-style IDX files (train-images-idx3-ubyte[.gz] or t10k-...)."""
+    return any(_idx_file(Path(directory), split, "images") is not None for split in _IDX_PREFIX)
+
+
+def load_idx_split(directory: str | os.PathLike, split: str = "train") -> ImageSplit:
+    """The `split` ("train" or "test") of MNIST-style IDX files in `directory`, e.g. a copy of Fashion-MNIST."""
+    if split not in _IDX_PREFIX:
+        raise ValueError(f"IDX datasets have splits 'train' and 'test', not {split!r}")
+    images, labels = _idx_file(Path(directory), split, "images"), _idx_file(Path(directory), split, "labels")
+    if images is None or labels is None:
+        raise DataNotFoundError(
+            f"{directory} lacks the {split!r} IDX files {_IDX_PREFIX[split]}-images-idx3-ubyte[.gz] and "
+            f"{_IDX_PREFIX[split]}-labels-idx1-ubyte[.gz]"
+        )
+    return ImageSplit(images=read_idx(images), labels=read_idx(labels).astype(np.int64))
 
 
 def _load_from_hub(split: str) -> ImageSplit:
