@@ -360,3 +360,17 @@ def test_out_of_range_indices_get_a_clear_error():
         vq.get_codebook_entry(torch.tensor([[0, 16]]))
     with pytest.raises(ValueError, match="euclidean"):
         ResidualVectorQuantizer(4, 16, num_quantizers=2, distance="cosine")
+
+
+def test_codebook_property_is_a_detached_copy():
+    vq = VectorQuantizer(embed_dim=4, codebook_size=8)
+    codebook = vq.codebook
+    assert not codebook.requires_grad
+    codebook.zero_()
+    assert vq.embedding.weight.abs().sum() > 0
+
+
+def test_kmeans_init_with_more_vectors_than_samples():
+    vq = VectorQuantizer(embed_dim=8, codebook_size=16, kmeans_init=True, kmeans_max_samples=100)
+    out = vq(torch.randn(300, 8))
+    assert bool(vq.initialized) and out.usage > 0.5

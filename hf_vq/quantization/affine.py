@@ -68,7 +68,9 @@ class RunningStatisticsAffine(nn.Module):
     def scale_and_shift(self, raw_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grouped = _grouped(raw_codes, self.num_groups)
         code_mean = grouped.mean(dim=1)
-        code_var = grouped.var(dim=1, unbiased=False)
+        # Two-pass variance: as accurate as Tensor.var, whose reduction over this middle axis runs about
+        # 15x slower on CPU; it is evaluated every forward and in every round of set_effective_codes.
+        code_var = (grouped - code_mean[:, None]).square().mean(dim=1)
         scale = torch.sqrt(self.running_var + EPS) / torch.sqrt(code_var + EPS)
         return scale, self.running_mean - scale * code_mean
 

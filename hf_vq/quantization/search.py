@@ -3,17 +3,31 @@
 For euclidean distance, argmin_k ||z - c_k||^2 = argmin_k (||c_k||^2 - 2 z.c_k): the ||z||^2 term is
 the same for every code and is dropped, so one block costs a single fused `addmm` plus an `argmin`.
 Rows of `vectors` are processed in blocks of at most `max_block_elements` distances, so memory stays
-bounded (N = K = 65536 would otherwise need a 16 GiB matrix) while each block is still one large
-GEMM, which is what the bare, unblocked search costs too.
+bounded (N = K = 65536 would otherwise need a 16 GiB matrix) while each block is still one GEMM.
 """
 
 from __future__ import annotations
 
 import torch
 
-# 2**24 float32 distances = 64 MiB per block: large enough that the GEMM stays efficient, small
-# enough that the search fits in cache-friendly pieces and a bounded amount of memory.
-DEFAULT_MAX_BLOCK_ELEMENTS = 2**24
+# Default block sizes, in float32 distances. CPU: 2**20 (4 MiB), so the block that the GEMM writes is
+# still in cache when argmin reads it, and the allocator reuses one heap buffer for every block
+# instead of mapping (and page-faulting) fresh memory each time: 1.5-4x faster than 2**24 on a 2-core
+# EPYC (scripts/benchmark_quantizer.py, docs/benchmarks.md). Accelerators: 2**24 (64 MiB) keeps each
+# GEMM large enough to fill the device.
+CPU_MAX_BLOCK_ELEMENTS = 2**20
+ACCELERATOR_MAX_BLOCK_ELEMENTS = 2**24
+
+
+def default_max_block_elements(device: torch.device) -> int:
+    """Block size used when none is given: cache-sized on CPU, large on accelerators."""
+    return CPU_MAX_BLOCK_ELEMENTS if device.type == "cpu" else ACCELERATOR_MAX_BLOCK_ELEMENTS
+
+
+def _rows_per_block(vectors: torch.Tensor, num_codes: int, max_block_elements: int | None) -> int:
+    if max_block_elements is None:
+        max_block_elements = default_max_block_elements(vectors.device)
+    return max(1, max_block_elements // max(num_codes, 1))
 
 
 @torch.no_grad()
@@ -21,12 +35,13 @@ def nearest_code_indices(
     vectors: torch.Tensor,
     codebook: torch.Tensor,
     distance: str = "euclidean",
-    max_block_elements: int = DEFAULT_MAX_BLOCK_ELEMENTS,
+    max_block_elements: int | None = None,
 ) -> torch.Tensor:
     """Index of the nearest code for each row of `vectors` (N, D) in `codebook` (K, D).
 
     For `distance="cosine"` both inputs must already be l2-normalised; the nearest code is then the
-    one with the largest dot product.
+    one with the largest dot product. `max_block_elements` bounds how many distances exist at once
+    (None: `default_max_block_elements(vectors.device)`).
     """
     if vectors.ndim != 2 or codebook.ndim != 2 or vectors.shape[1] != codebook.shape[1]:
         raise ValueError(
@@ -34,7 +49,7 @@ def nearest_code_indices(
             f"got {tuple(vectors.shape)} and {tuple(codebook.shape)}"
         )
     num_vectors, num_codes = vectors.shape[0], codebook.shape[0]
-    rows_per_block = max(1, max_block_elements // max(num_codes, 1))
+    rows_per_block = _rows_per_block(vectors, num_codes, max_block_elements)
     indices = torch.empty(num_vectors, dtype=torch.long, device=vectors.device)
     if distance == "euclidean":
         code_norms = codebook.pow(2).sum(dim=1)
@@ -53,11 +68,10 @@ def nearest_code_indices(
 
 @torch.no_grad()
 def nearest_code_distances(
-    vectors: torch.Tensor, codebook: torch.Tensor, max_block_elements: int = DEFAULT_MAX_BLOCK_ELEMENTS
+    vectors: torch.Tensor, codebook: torch.Tensor, max_block_elements: int | None = None
 ) -> torch.Tensor:
     """Squared euclidean distance from each row of `vectors` to its nearest code (k-means++ weights)."""
-    num_codes = codebook.shape[0]
-    rows_per_block = max(1, max_block_elements // max(num_codes, 1))
+    rows_per_block = _rows_per_block(vectors, codebook.shape[0], max_block_elements)
     code_norms = codebook.pow(2).sum(dim=1)
     out = torch.empty(vectors.shape[0], dtype=vectors.dtype, device=vectors.device)
     for start in range(0, vectors.shape[0], rows_per_block):
