@@ -1,0 +1,113 @@
+"""Image classification data for the reproduction: Fashion-MNIST and CIFAR-10 as float tensors.
+
+Images come back as float (N, C, H, W) in [-1, 1] and labels as int64 (N,). CIFAR-10 is read from a
+local copy only: the python-pickle batches (`cifar-10-batches-py/`, given by `data_dir`) or the Hub
+dataset `uoft-cs/cifar10` already in the `datasets` cache. When neither is there the error names both.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import DataNotFoundError, load_fashion_mnist
+from .autoencoder import images_to_tensor
+
+CIFAR10_HUB_ID = "uoft-cs/cifar10"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch"
+DATASETS = ("fashion_mnist", "cifar10")
+
+
+@dataclass
+class ClassificationData:
+    """Train and test images (float, [-1, 1], NCHW) with their labels."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[-1]
+
+
+def load_dataset(name: str, data_dir: str | None = None) -> ClassificationData:
+    """`name` is "fashion_mnist" (28x28x1) or "cifar10" (32x32x3, from `data_dir` or the Hub cache)."""
+    if name == "fashion_mnist":
+        train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+        return ClassificationData(
+            images_to_tensor(train.images), torch.from_numpy(train.labels), images_to_tensor(test.images), torch.from_numpy(test.labels)
+        )
+    if name == "cifar10":
+        return load_cifar10(data_dir)
+    raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+
+
+def load_cifar10(data_dir: str | None = None) -> ClassificationData:
+    """CIFAR-10 from the python-pickle batches in `data_dir`, else from the Hub dataset cache."""
+    if data_dir is not None:
+        return _cifar10_from_pickles(Path(data_dir))
+    try:
+        return _cifar10_from_hub()
+    except Exception as error:  # offline, no datasets package, not cached: all end the same way
+        raise DataNotFoundError(
+            "CIFAR-10 was not found. Pass --data_dir pointing at the python-pickle batches "
+            f"(the 'cifar-10-batches-py' folder with {', '.join(CIFAR10_TRAIN_FILES)} and {CIFAR10_TEST_FILE}, "
+            "from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz), or make the Hub dataset "
+            f"{CIFAR10_HUB_ID!r} available to `datasets` (online, or already in its cache). "
+            f"(Hub error: {type(error).__name__}: {error})"
+        ) from error
+
+
+def _cifar10_from_pickles(directory: Path) -> ClassificationData:
+    expected = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)
+    missing = [name for name in expected if not (directory / name).is_file()]
+    if missing:
+        raise DataNotFoundError(
+            f"CIFAR-10 python batches not found in {directory}: missing {', '.join(missing)}. --data_dir must be the "
+            "'cifar-10-batches-py' folder of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
+            f"(or leave --data_dir out to use the Hub dataset {CIFAR10_HUB_ID!r} from the datasets cache)."
+        )
+    train_images, train_labels = zip(*(_read_cifar_batch(directory / name) for name in CIFAR10_TRAIN_FILES))
+    test_images, test_labels = _read_cifar_batch(directory / CIFAR10_TEST_FILE)
+    return ClassificationData(
+        _uint8_nchw_to_tensor(np.concatenate(train_images)),
+        torch.from_numpy(np.concatenate(train_labels)),
+        _uint8_nchw_to_tensor(test_images),
+        torch.from_numpy(test_labels),
+    )
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as handle:
+        batch = pickle.load(handle, encoding="bytes")
+    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return images, np.asarray(batch[b"labels"], dtype=np.int64)
+
+
+def _cifar10_from_hub() -> ClassificationData:
+    import datasets
+
+    splits = [datasets.load_dataset(CIFAR10_HUB_ID, split=split) for split in ("train", "test")]
+    arrays = [
+        (np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in split["img"]]).transpose(0, 3, 1, 2), np.asarray(split["label"], dtype=np.int64))
+        for split in splits
+    ]
+    (train_images, train_labels), (test_images, test_labels) = arrays
+    return ClassificationData(
+        _uint8_nchw_to_tensor(train_images), torch.from_numpy(train_labels), _uint8_nchw_to_tensor(test_images), torch.from_numpy(test_labels)
+    )
+
+
+def _uint8_nchw_to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1.0)

@@ -1,0 +1,156 @@
+"""One run of the paper's ablation: build a model for (architecture, variant, seed), train it for a fixed
+number of steps, and evaluate it, recording a test-metric curve for the plot.
+
+Classification reports test accuracy; reconstruction (the demo's VQ autoencoder, trained on the same
+images without labels) reports test MSE and PSNR. Both report the perplexity and usage of the code
+histogram over the evaluated test images, like `evaluate_autoencoder`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .autoencoder import ConvVQAutoencoder
+from .classifiers import CLASSIFIERS, ViTVQ
+from .datasets import ClassificationData
+from .defaults import ArchitectureDefaults
+
+
+@dataclass
+class RunResult:
+    """Final test metrics of one (architecture, variant, seed) run and its curve over training steps.
+
+    `metric` is accuracy (classification, higher is better) or MSE (reconstruction, lower is better);
+    `curve` holds {"step", "metric", "train_perplexity", "train_loss"} at every evaluation point.
+    `cpu_seconds` (training, curve and final evaluation) is the process CPU time: with one thread per run
+    it is the cost on an idle core, unlike `train_seconds` (wall time) on a shared machine.
+    """
+
+    architecture: str
+    variant: str
+    seed: int
+    steps: int
+    metrics: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    quantizer_options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_model(architecture: str, defaults: ArchitectureDefaults, variant: str, data: ClassificationData) -> nn.Module:
+    """The architecture's model with the VQ options of `variant`, sized for `data`'s images."""
+    options = defaults.quantizer_options(variant)
+    if architecture == "autoencoder":
+        return ConvVQAutoencoder(data.in_channels, defaults.model_options.get("hidden", 64), defaults.embed_dim, defaults.codebook_size, **options)
+    model_class = CLASSIFIERS[architecture]
+    sizes = {"in_channels": data.in_channels, "num_classes": int(data.train_labels.max()) + 1, "codebook_size": defaults.codebook_size}
+    if model_class is ViTVQ:
+        sizes.update(image_size=data.image_size, dim=defaults.embed_dim)
+    else:
+        sizes["embed_dim"] = defaults.embed_dim
+    return model_class(**sizes, **defaults.model_options, **options)
+
+
+def task_loss(task: str, out: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The task's loss plus the quantizer's (commitment + codebook) loss."""
+    if task == "classification":
+        return F.cross_entropy(out["logits"], labels) + out["vq_loss"]
+    return F.mse_loss(out["reconstruction"], images) + out["vq_loss"]
+
+
+@torch.no_grad()
+def evaluate(
+    task: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, codebook_size: int, batch_size: int = 500, device: str = "cpu"
+) -> dict[str, float]:
+    """Accuracy (or MSE and PSNR) and the perplexity and usage of the code histogram over `images`."""
+    was_training = model.training
+    model.eval()
+    correct, squared_error, counts = 0, 0.0, torch.zeros(codebook_size)
+    for start in range(0, len(images), batch_size):
+        batch, batch_labels = images[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
+        out = model(batch)
+        counts += torch.bincount(out["indices"].flatten().cpu(), minlength=codebook_size).float()
+        if task == "classification":
+            correct += int((out["logits"].argmax(dim=1) == batch_labels).sum())
+        else:
+            squared_error += float(F.mse_loss(out["reconstruction"], batch, reduction="sum"))
+    model.train(was_training)
+    probs = counts / counts.sum()
+    metrics = {"perplexity": float(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum())), "usage": float((counts > 0).float().mean())}
+    if task == "classification":
+        metrics["accuracy"] = correct / len(images)
+    else:
+        metrics["mse"] = squared_error / images.numel()
+        metrics["psnr"] = 10 * math.log10(4.0 / metrics["mse"])  # images in [-1, 1]: peak-to-peak 2
+    return metrics
+
+
+def headline_metric(task: str) -> str:
+    return "accuracy" if task == "classification" else "mse"
+
+
+def run_one(
+    architecture: str,
+    defaults: ArchitectureDefaults,
+    variant: str,
+    seed: int,
+    data: ClassificationData,
+    steps: int,
+    num_curve_points: int = 10,
+    curve_size: int = 1000,
+    eval_size: int | None = None,
+    device: str = "cpu",
+) -> RunResult:
+    """Train `architecture` with `variant` for `steps` batches from `seed`; evaluate on the test set.
+
+    The curve is measured on the first `curve_size` test images (a fixed subset, to keep it cheap),
+    the final metrics on the first `eval_size` (default: all). Same seed -> same initial weights
+    (up to the quantizer's extra parameters) and the same batches for every variant.
+    """
+    torch.manual_seed(seed)
+    model = build_model(architecture, defaults, variant, data).to(device)
+    initial_codebook = model.quantizer.codebook.detach().clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=defaults.learning_rate)
+    batches = torch.Generator().manual_seed(seed)
+    eval_images, eval_labels = data.test_images[:eval_size], data.test_labels[:eval_size]
+    curve_images, curve_labels = data.test_images[:curve_size], data.test_labels[:curve_size]
+    curve_steps = _curve_steps(steps, num_curve_points)
+    curve, recent_perplexities = [], []
+    model.train()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for step in range(1, steps + 1):
+        picks = torch.randint(len(data.train_images), (defaults.batch_size,), generator=batches)
+        images, labels = data.train_images[picks].to(device), data.train_labels[picks].to(device)
+        out = model(images)
+        loss = task_loss(defaults.task, out, images, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{architecture}/{variant}/seed {seed}: loss became {float(loss)} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recent_perplexities.append(float(out["perplexity"]))
+        if step in curve_steps:
+            point = evaluate(defaults.task, model, curve_images, curve_labels, defaults.codebook_size, device=device)
+            curve.append({"step": step, "metric": point[headline_metric(defaults.task)], "train_perplexity": sum(recent_perplexities) / len(recent_perplexities), "train_loss": float(loss.detach())})
+            recent_perplexities = []
+    train_seconds = time.perf_counter() - start  # wall time, including the curve evaluations
+    metrics = evaluate(defaults.task, model, eval_images, eval_labels, defaults.codebook_size, device=device)
+    # How far the effective codes moved: a check that the quantizer itself was trained, not just the net.
+    metrics["codebook_shift"] = float((model.quantizer.codebook.detach() - initial_codebook).norm(dim=1).mean())
+    cpu_seconds = time.process_time() - start_cpu  # core-seconds (one thread per run): what an idle core would need
+    return RunResult(architecture, variant, seed, steps, metrics, curve, train_seconds, cpu_seconds, defaults.quantizer_options(variant))
+
+
+def _curve_steps(steps: int, num_points: int) -> set[int]:
+    """`num_points` evenly spaced steps ending at the last one."""
+    num_points = max(1, min(num_points, steps))
+    return {round(steps * (i + 1) / num_points) for i in range(num_points)}
