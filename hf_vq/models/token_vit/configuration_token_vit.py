@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
@@ -49,6 +51,7 @@ class TokenViTConfig(PreTrainedConfig):
     >>> config = TokenViTConfig(codebook_size=64, grid_size=[7, 7], hidden_size=32, num_hidden_layers=2,
     ...                         num_attention_heads=2, intermediate_size=64, num_labels=10)
     >>> model = TokenViTForImageClassification(config)
+
     ```
     """
 
@@ -76,6 +79,35 @@ class TokenViTConfig(PreTrainedConfig):
     @property
     def num_positions(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
+
+    @classmethod
+    def from_tokenizer_config(
+        cls, tokenizer_config: Any, tokenizer_name_or_path: str | None = None, **kwargs: Any
+    ) -> "TokenViTConfig":
+        """A config that fits a tokenizer's `VQGANConfig`: its codebook size, ids per position and token grid
+        (`image_size // downsampling_factor` on each side); `kwargs` set the transformer's own fields.
+
+        Example:
+
+        ```python
+        >>> from hf_vq import TokenViTConfig, VQGANConfig
+        >>> tokenizer_config = VQGANConfig(num_channels=1, image_size=16, block_out_channels=[16, 32], norm_num_groups=8,
+        ...                                latent_channels=8, embed_dim=4, codebook_size=32)
+        >>> config = TokenViTConfig.from_tokenizer_config(tokenizer_config, "my/tokenizer", hidden_size=32,
+        ...                                               num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+        >>> config.codebook_size, config.grid_size, config.tokenizer_name_or_path
+        (32, [8, 8], 'my/tokenizer')
+
+        ```
+        """
+        side = tokenizer_config.image_size // tokenizer_config.downsampling_factor
+        fitted = {
+            "codebook_size": tokenizer_config.codebook_size,
+            "tokens_per_position": tokenizer_config.tokens_per_position,
+            "grid_size": [side, side],
+            "tokenizer_name_or_path": tokenizer_name_or_path,
+        }
+        return cls(**{**fitted, **kwargs})
 
     def validate_architecture(self):
         """Cross-field checks, each naming the field to change."""

@@ -8,6 +8,11 @@ the tokenizer named in its config (loaded once, frozen, kept out of the state di
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -114,6 +119,7 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
     >>> model = TokenViTForImageClassification(config)
     >>> model(image_tokens=torch.randint(0, 64, (2, 7, 7))).logits.shape
     torch.Size([2, 10])
+
     ```
     """
 
@@ -127,6 +133,47 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         # the state dict, the optimizer and save_pretrained.
         self.__dict__["_tokenizer"] = None
         self.post_init()
+
+    @classmethod
+    def from_tokenizer(
+        cls,
+        tokenizer_name_or_path: str | os.PathLike,
+        tokenizer: nn.Module | None = None,
+        init_from_codebook: bool = False,
+        **config_kwargs: Any,
+    ) -> "TokenViTForImageClassification":
+        """A new (untrained) classifier fitted to a tokenizer: codebook size, token grid and the tokenizer's
+        reference come from it. `tokenizer` is the loaded `VQGANModel` when the caller has it already.
+        `init_from_codebook=True` embeds tokens in the tokenizer's code space (`token_embedding_dim = embed_dim`)
+        and starts the embedding at its effective codebook.
+
+        Example:
+
+        ```python
+        >>> from hf_vq import TokenViTForImageClassification
+        >>> model = TokenViTForImageClassification.from_tokenizer(
+        ...     "outputs/tokenizer", init_from_codebook=True, num_labels=10, hidden_size=64)  # doctest: +SKIP
+        ```
+        """
+        if tokenizer is None:
+            from transformers import AutoModel
+
+            tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path)
+        if init_from_codebook:
+            config_kwargs.setdefault("token_embedding_dim", tokenizer.config.embed_dim)
+        config = TokenViTConfig.from_tokenizer_config(tokenizer.config, os.fspath(tokenizer_name_or_path), **config_kwargs)
+        model = cls(config)
+        model.set_tokenizer(tokenizer)
+        if init_from_codebook:
+            model.init_token_embedding_from_codebook(tokenizer.quantize.codebook.detach().float().cpu())
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, image_processor: Any = None, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, plus the tokenizer's image processor (`image_processor`), so that
+        `AutoImageProcessor` and `pipeline("image-classification")` can load the folder."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if image_processor is not None and kwargs.get("is_main_process", True):
+            save_processor_without_remote_code(image_processor, save_directory)
 
     # --- tokenizer ------------------------------------------------------------------------------------------
 
@@ -227,4 +274,19 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         return image_tokens.reshape(image_tokens.shape[0], config.num_positions, per_position).long()
 
 
-__all__ = ["TokenViTForImageClassification", "TokenViTPreTrainedModel"]
+def save_processor_without_remote_code(image_processor: Any, save_directory: str | os.PathLike) -> Path:
+    """Write `preprocessor_config.json` without the tokenizer's `auto_map`.
+
+    The tokenizer's processor points at its remote code (image_processing_vqgan.py), which a classifier folder does
+    not hold; `pipeline()` then guesses a matching remote video processor and asks on stdin whether to run it. The
+    classifier is loaded through hf_vq's registration instead, so the reference is dropped.
+    """
+    config = image_processor.to_dict()
+    for key in ("auto_map", "_auto_class"):
+        config.pop(key, None)
+    path = Path(save_directory) / "preprocessor_config.json"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+__all__ = ["TokenViTForImageClassification", "TokenViTPreTrainedModel", "save_processor_without_remote_code"]

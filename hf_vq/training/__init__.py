@@ -1,0 +1,52 @@
+"""Training the VQGAN image tokenizer with Accelerate: losses (reconstruction, LPIPS, hinge GAN, adaptive weight,
+LeCam), the PatchGAN discriminator, flags and YAML configs, and the training loop.
+
+The loop itself (`train_tokenizer`) is imported on first use: it pulls in accelerate and diffusers.
+"""
+
+from typing import Any
+
+from .args import ConfigError, add_training_arguments, build_training_parser, namespace_from_given, parse_training_args
+from .discriminator import NLayerDiscriminator
+from .losses import (
+    LeCamEMA,
+    adaptive_generator_weight,
+    adopt_weight,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    reconstruction_loss,
+)
+from .lpips import LPIPS, LPIPSWeightsError, load_lpips
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train_tokenizer":
+        from .trainer import train_tokenizer
+
+        return train_tokenizer
+    if name == "train_from_config":
+        from .train_tokenizer import train_from_config
+
+        return train_from_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ConfigError",
+    "LPIPS",
+    "LPIPSWeightsError",
+    "LeCamEMA",
+    "NLayerDiscriminator",
+    "adaptive_generator_weight",
+    "add_training_arguments",
+    "adopt_weight",
+    "build_training_parser",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
+    "load_lpips",
+    "namespace_from_given",
+    "parse_training_args",
+    "reconstruction_loss",
+    "train_from_config",
+    "train_tokenizer",
+]

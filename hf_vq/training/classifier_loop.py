@@ -1,0 +1,268 @@
+"""The Accelerate loop of `hf-vq train-classifier`, built from the tokenizer loop's parts (`trainer.py`): the same
+Accelerator setup (mixed precision, gradient accumulation, trackers), `checkpoint-<step>` folders with a retention
+limit, exact resume (seedable sampler + `skip_first_batches` + `TrainingState`), logging and a progress bar.
+
+One loop trains both models of the comparison: the token ViT (`TokenViTForImageClassification` on cached token
+grids) and the pixel-ViT reference (transformers' `ViTForImageClassification` with the same width, depth, heads
+and MLP, on patches of the tokenizer's downsampling factor, hence the same sequence length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..models.token_vit import TokenViTForImageClassification
+from ..models.vqgan import VQGANImageProcessor
+from .checkpointing import TrainingState
+from .classifier_data import ClassifierData, build_classifier_data
+from .trainer import _RunningLosses, _set_epoch, build_accelerator, resume_if_asked, save_checkpoint, start_trackers
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+TRAINING_CONFIG_FILE = "training_config.json"
+SHARED_VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
+
+
+def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
+    """See `train_classifier.train_classifier`."""
+    from ..hub import check_push_arguments
+
+    check_push_arguments(args)  # before hours of training, not after
+    accelerator = build_accelerator(args)
+    set_seed(args.seed)
+    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
+    with accelerator.main_process_first():
+        data = build_classifier_data(args, tokenizer, processor, encode=args.model_type == "token_vit",
+                                     device=accelerator.device)
+    accelerator.print(f"encoded data: {len(data.train)} train / {len(data.eval) if data.eval else 0} eval rows, "
+                      f"cached in {data.cache_files}")
+    model = build_model(args, tokenizer, processor, data.id2label)
+    model.train()
+    optimizer, scheduler, train_loader, max_steps = build_optimization(args, model, data, accelerator)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    eval_loader = accelerator.prepare(DataLoader(data.eval, batch_size=args.eval_batch_size)) if data.eval else None
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    resume_if_asked(args, accelerator, state)
+    start_trackers(args, accelerator)
+    train_seconds = run_loop(args, accelerator, model, optimizer, scheduler, train_loader, eval_loader, state, max_steps)
+    metrics = evaluate(accelerator, model, eval_loader) if eval_loader is not None else {}
+    return finish(args, accelerator, model, processor, data, state, metrics, train_seconds)
+
+
+def load_tokenizer(tokenizer_name_or_path: str, device: torch.device) -> tuple[nn.Module, VQGANImageProcessor]:
+    """The frozen tokenizer and its image processor (the processor the classifier folder will carry)."""
+    from transformers import AutoModel
+
+    tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path).eval().requires_grad_(False).to(device)
+    return tokenizer, VQGANImageProcessor.from_pretrained(tokenizer_name_or_path)
+
+
+def build_model(args, tokenizer: nn.Module, processor, id2label: dict[int, str]) -> nn.Module:
+    labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
+    if args.model_type == "pixel_vit":
+        return build_pixel_vit(args.model_config, tokenizer, processor, labels)
+    init = args.init_from_codebook and tokenizer.config.tokens_per_position == 1
+    if args.init_from_codebook and not init:
+        logger.warning("--init_from_codebook needs one id per position (a 'vector' tokenizer): embedding from scratch")
+    reference = _tokenizer_reference(args.tokenizer_name_or_path)
+    return TokenViTForImageClassification.from_tokenizer(
+        reference, tokenizer=tokenizer, init_from_codebook=init, **{**args.model_config, **labels}
+    )
+
+
+def build_pixel_vit(model_config: dict[str, Any], tokenizer: nn.Module, processor, labels: dict[str, Any]) -> nn.Module:
+    """transformers' ViT of the token ViT's size; patch = the tokenizer's downsampling factor (same sequence length)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from ..models.token_vit import TokenViTConfig
+
+    defaults = TokenViTConfig()  # the token ViT's defaults, so that both models have the same size when unset
+    shared = {name: model_config.get(name, getattr(defaults, name)) for name in SHARED_VIT_FIELDS}
+    config = ViTConfig(
+        image_size=processor.size["height"], patch_size=tokenizer.config.downsampling_factor,
+        num_channels=tokenizer.config.num_channels, hidden_act="gelu", qkv_bias=True, **shared, **labels,
+    )
+    return ViTForImageClassification(config)
+
+
+def _tokenizer_reference(name_or_path: str) -> str:
+    """A local folder is recorded as an absolute path (the classifier folder may be opened from elsewhere)."""
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.is_dir() else name_or_path
+
+
+def build_optimization(args, model: nn.Module, data: ClassifierData, accelerator: Accelerator):
+    from transformers import get_scheduler
+
+    # A generator of its own: the shuffle depends on the seed alone (and on the epoch through set_epoch).
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader = DataLoader(data.train, batch_size=args.train_batch_size, shuffle=True, generator=generator,
+                              num_workers=args.dataloader_num_workers, drop_last=len(data.train) > args.train_batch_size)
+    max_steps = args.max_train_steps or args.num_train_epochs * max(
+        1, len(train_loader) // (args.gradient_accumulation_steps * accelerator.num_processes))
+    optimizer = torch.optim.AdamW(
+        _decay_groups(model, args.adam_weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
+    # Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling.
+    scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                              num_training_steps=max_steps * accelerator.num_processes)
+    return optimizer, scheduler, train_loader, max_steps
+
+
+def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: norms, biases, the class token and positions are not decayed (as in ViT)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 and "position" not in name and "cls_token" not in name else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def run_loop(args, accelerator: Accelerator, model, optimizer, scheduler, train_loader, eval_loader, state: TrainingState,
+             max_steps: int) -> float:
+    """Train until `max_steps` optimizer steps; returns the seconds spent training (evaluation excluded)."""
+    progress = tqdm(total=max_steps, initial=state.global_step, desc="steps",
+                    disable=not (accelerator.is_local_main_process and args.progress_bar))
+    running, train_seconds = _RunningLosses(), 0.0
+    while state.global_step < max_steps:
+        start = time.perf_counter()
+        for batch in _epoch_batches(accelerator, train_loader, state):
+            with accelerator.accumulate(model), accelerator.autocast():
+                output = model(**batch)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running.add({"loss": output.loss.detach(), "accuracy": _accuracy(output.logits, batch["labels"])})
+            if not accelerator.sync_gradients:
+                continue
+            state.global_step += 1
+            progress.update(1)
+            if state.global_step % args.logging_steps == 0 or state.global_step == max_steps:
+                logs = running.mean() | {"lr": scheduler.get_last_lr()[0]}
+                accelerator.log(logs, step=state.global_step)
+                progress.set_postfix(loss=f"{logs['loss']:.4f}")
+            train_seconds += time.perf_counter() - start
+            _periodic(args, accelerator, model, eval_loader, state, max_steps)
+            start = time.perf_counter()
+            if state.global_step >= max_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+        train_seconds += time.perf_counter() - start
+    progress.close()
+    return train_seconds
+
+
+def _epoch_batches(accelerator: Accelerator, train_loader, state: TrainingState) -> Iterator[dict]:
+    """The current epoch's batches not yet trained on (the rest of the epoch after a resume)."""
+    loader = _set_epoch(train_loader, state.epoch)
+    if state.batches_in_epoch > 0:
+        loader = _set_epoch(accelerator.skip_first_batches(loader, state.batches_in_epoch), state.epoch)
+    for batch in loader:
+        state.batches_in_epoch += 1
+        state.images_seen += len(batch["labels"]) * accelerator.num_processes
+        yield batch
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(-1) == labels).float().mean().detach()
+
+
+def _periodic(args, accelerator: Accelerator, model, eval_loader, state: TrainingState, max_steps: int) -> None:
+    step = state.global_step
+    if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+        save_checkpoint(args, accelerator, step)
+    if eval_loader is not None and args.eval_steps and step % args.eval_steps == 0 and step < max_steps:
+        metrics = evaluate(accelerator, model, eval_loader)
+        accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
+
+
+@torch.no_grad()
+def evaluate(accelerator: Accelerator, model, eval_loader) -> dict[str, float]:
+    """Top-1 / top-5 accuracy and mean loss over the whole held-out split (each process on its share; the
+    predictions are gathered without the padding Accelerate adds to even out the shares)."""
+    was_training = model.training
+    model.eval()
+    correct = correct_top5 = loss_sum = 0.0
+    count = 0
+    for batch in eval_loader:
+        with accelerator.autocast():
+            logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits.float()
+        logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
+        top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+        correct += float((top5[:, 0] == labels).sum())
+        correct_top5 += float((top5 == labels[:, None]).any(-1).sum())
+        loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+        count += len(labels)
+    model.train(was_training)
+    return {"accuracy": correct / count, "top5_accuracy": correct_top5 / count, "eval_loss": loss_sum / count,
+            "eval_examples": count}
+
+
+def finish(args, accelerator: Accelerator, model, processor, data: ClassifierData, state: TrainingState,
+           metrics: dict[str, Any], train_seconds: float) -> dict[str, Any]:
+    """Save the model with the tokenizer's processor, metrics.json and training_config.json; push if asked."""
+    output_dir = Path(args.output_dir).resolve()
+    metrics = metrics | summary(args, accelerator, model, state, data, train_seconds)
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        if isinstance(unwrapped, TokenViTForImageClassification):
+            unwrapped.save_pretrained(output_dir, image_processor=processor)
+        else:
+            from ..models.token_vit import save_processor_without_remote_code
+
+            unwrapped.save_pretrained(output_dir)
+            save_processor_without_remote_code(processor, output_dir)
+        _write_json(output_dir / METRICS_FILE, metrics)
+        _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
+        accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
+                        step=state.global_step)
+        from ..hub import push_trained_model
+
+        push_trained_model(args, output_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
+            "global_step": state.global_step, "is_main_process": accelerator.is_main_process}
+
+
+def summary(args, accelerator: Accelerator, model, state: TrainingState, data: ClassifierData, train_seconds: float):
+    split = args.eval_split or ("test" if data.eval is not None else None)
+    return {
+        "model_type": args.model_type, "tokenizer": args.tokenizer_name_or_path,
+        "dataset": args.dataset_name or args.train_data_dir, "split": split,
+        "num_parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
+        "global_step": state.global_step, "train_steps": state.global_step, "epochs_completed": state.epoch,
+        "images_seen": state.images_seen, "skipped_images": data.skipped_images,
+        "train_batch_size": args.train_batch_size, "train_seconds": round(train_seconds, 2),
+        "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+    }
+
+
+def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if key != "handler"}
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,77 @@
+"""`hf-vq train-tokenizer` and `scripts/train_tokenizer.py`: one parser, one function.
+
+    hf-vq train-tokenizer --config configs/vqgan_fashion_mnist.yaml --max_train_steps 200
+    torchrun --nproc_per_node 2 scripts/train_tokenizer.py --config configs/vqgan_tiny.yaml --train_data_dir imgs
+    accelerate launch scripts/train_tokenizer.py --config configs/vqgan_imagenet256.yaml --mixed_precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .args import ConfigError, add_training_arguments, build_training_parser, namespace_from_given, suppress_defaults
+
+
+def add_train_tokenizer_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    """Register `train-tokenizer` with the `hf-vq` command (hf_vq/cli.py)."""
+    parser = subparsers.add_parser(
+        "train-tokenizer", help="train a VQGAN image tokenizer with Accelerate",
+        description="Train a VQGAN image tokenizer with Accelerate. A YAML --config sets defaults; flags override it.",
+    )
+    # Only the flags actually given reach the handler, which lays them over the YAML file over the defaults.
+    suppress_defaults(add_training_arguments(parser))
+    parser.set_defaults(handler=lambda args: run_subcommand(args, parser))
+
+
+def run_subcommand(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
+    try:
+        resolved = namespace_from_given(given, build_training_parser(parser.prog))
+    except ConfigError as error:
+        parser.error(str(error))
+    return report(train(resolved))
+
+
+def train_from_config(config: str, **flags: Any) -> dict[str, Any]:
+    """Train as `hf-vq train-tokenizer --config CONFIG --flag value ...` would, for callers such as `hf-vq demo`.
+
+    Returns `train_tokenizer`'s dict: `output_dir` (model + processor, `save_pretrained` layout), `metrics`,
+    `metrics_path` (metrics.json), `sample_grid` (samples.png), `global_step`, and the trained `model`.
+
+    Example:
+        >>> result = train_from_config("configs/vqgan_fashion_mnist_cpu.yaml", max_train_steps=50)  # doctest: +SKIP
+        >>> report(result)  # doctest: +SKIP
+    """
+    return train(namespace_from_given({"config": config, **flags}))
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    from .trainer import train_tokenizer  # torch, accelerate and the model are imported only to train
+
+    return train_tokenizer(args)
+
+
+def report(result: dict[str, Any]) -> dict[str, Any]:
+    metrics = result.get("metrics") or {}
+    shown = {key: metrics[key] for key in ("psnr", "ssim", "codebook_usage", "perplexity", "rfid") if key in metrics}
+    if result.get("metrics_path") and result.get("is_main_process", True):
+        print(f"model and processor: {result['output_dir']}")
+        print(f"metrics:             {result['metrics_path']}  {shown}")
+        if result.get("sample_grid"):
+            print(f"sample grid:         {result['sample_grid']}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .args import parse_training_args
+
+    parser = build_training_parser()
+    args = parse_training_args(argv, parser)
+    report(train(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

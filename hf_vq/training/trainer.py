@@ -1,0 +1,573 @@
+"""The Accelerate training loop of the VQGAN image tokenizer.
+
+One step (per batch; Accelerate accumulates gradients over `--gradient_accumulation_steps` batches):
+1. generator: reconstruction (L1/L2) + LPIPS + quantizer loss + adaptive-weighted hinge generator loss, with the
+   discriminator frozen (`requires_grad_(False)`) and called unwrapped (no DDP bookkeeping for a network that
+   gets no gradients in this step);
+2. discriminator (from `--discriminator_start` on): hinge loss on real and reconstructed images, plus LeCam.
+The generator's EMA (diffusers' `EMAModel`) follows each optimizer step; its weights are evaluated and saved.
+
+Example:
+    >>> from hf_vq.training import parse_training_args, train_tokenizer
+    >>> args = parse_training_args(["--config", "configs/vqgan_tiny.yaml", "--train_data_dir", "my_images",
+    ...                             "--max_train_steps", "20", "--output_dir", "outputs/tiny"])  # doctest: +SKIP
+    >>> result = train_tokenizer(args)  # doctest: +SKIP
+    >>> result["output_dir"], result["metrics"]["psnr"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
+from .checkpointing import TrainingState, prune_checkpoints, resolve_resume_checkpoint
+from .data import TrainingData, build_training_data
+from .discriminator import NLayerDiscriminator
+from .evaluate import build_rfid_extractor, evaluate_reconstructions
+from .losses import (
+    LeCamEMA,
+    adaptive_generator_weight,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    reconstruction_loss,
+)
+from .tracking import JSONLTracker
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "samples.png"
+TRAINING_CONFIG_FILE = "training_config.json"
+
+
+@dataclass
+class Networks:
+    """What the loop trains and uses; `generator` / `discriminator` are the Accelerate-prepared (maybe DDP) modules."""
+
+    generator: nn.Module
+    discriminator: nn.Module | None
+    lpips: nn.Module | None
+    ema: Any | None
+    lecam: LeCamEMA | None
+    rfid_extractor: nn.Module | None = None
+
+
+def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
+    """Train a VQGAN tokenizer as `args` says (see `hf_vq.training.args`); returns
+    `{"output_dir", "metrics", "metrics_path", "sample_grid", "global_step", "is_main_process", "model",
+    "discriminator"}` (paths absolute; `model` / `discriminator` are the trained modules with their live weights).
+
+    At the end the model (EMA weights when `--use_ema`) and its processor are saved with `save_pretrained` in
+    `--output_dir`, beside `metrics.json` and `samples.png`; `--push_to_hub` then uploads that folder.
+    """
+    accelerator = build_accelerator(args)
+    set_seed(args.seed)  # identical initial weights on every process
+    model, processor = build_model_and_processor(args)
+    data = build_training_data(args, processor, accelerator)
+    networks, optimizers, schedulers = build_networks_and_optimizers(args, model, accelerator, data)
+    state = TrainingState()
+    register_checkpoint_state(accelerator, networks, state)
+    resume_if_asked(args, accelerator, state)
+    start_trackers(args, accelerator)
+    train_seconds = run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
+    return finish(args, accelerator, networks, processor, data, state, train_seconds)
+
+
+def build_accelerator(args: argparse.Namespace) -> Accelerator:
+    output_dir = Path(args.output_dir)
+    trackers: list[Any] = []
+    if args.report_to in ("jsonl", "all"):
+        trackers.append(JSONLTracker("train_log", output_dir / "logs"))
+    if args.report_to in ("tensorboard", "wandb"):
+        trackers.append(args.report_to)
+    elif args.report_to == "all":
+        trackers.append("all")
+    accelerator = Accelerator(
+        # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
+        cpu=args.cpu or not _has_accelerator_device(),
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        # Same shuffled order for a given (seed, epoch) on every run: what makes resuming exact.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # Accelerate logs every file of every checkpoint at INFO; its warnings are what matters here.
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    return accelerator
+
+
+def _has_accelerator_device() -> bool:
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQGANImageProcessor]:
+    if args.pretrained_model_name_or_path:
+        model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path)
+    else:
+        model = VQGANModel(VQGANConfig(**args.model_config))
+    config = model.config
+    side = args.resolution or config.image_size
+    processor = VQGANImageProcessor.from_model_config(
+        config, size={"height": side, "width": side}, do_center_crop=args.center_crop,
+        crop_size={"height": side, "width": side} if args.center_crop else None,
+    )
+    if args.gradient_checkpointing:
+        # transformers 5 renamed it; the old name still works but warns.
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    model.train()
+    return model, processor
+
+
+def build_networks_and_optimizers(args, model: VQGANModel, accelerator: Accelerator, data: TrainingData):
+    discriminator = None
+    if args.discriminator_weight > 0:
+        discriminator = NLayerDiscriminator(
+            model.config.num_channels, args.discriminator_channels, args.discriminator_layers, args.discriminator_norm
+        )
+        side = args.resolution or model.config.image_size
+        if side < discriminator.minimum_image_size:
+            raise ValueError(
+                f"--discriminator_layers {args.discriminator_layers} needs images of at least "
+                f"{discriminator.minimum_image_size} pixels, the training images have {side}: use fewer layers"
+            )
+    lpips = None
+    if args.perceptual_weight > 0:
+        from .lpips import load_lpips
+
+        lpips = load_lpips(args.lpips_weights, cache_dir=args.cache_dir).to(accelerator.device)
+    scale = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes if args.scale_lr else 1
+    optimizer_g = _adam(args, model.parameters(), args.learning_rate * scale)
+    optimizer_d = _adam(args, discriminator.parameters(), args.discriminator_learning_rate * scale) if discriminator else None
+    ema = _build_ema(args, model)
+    schedulers = [_scheduler(args, optimizer, accelerator, data) for optimizer in (optimizer_g, optimizer_d) if optimizer]
+    prepared = accelerator.prepare(model, optimizer_g, *schedulers, *([discriminator, optimizer_d] if discriminator else []))
+    model, optimizer_g, scheduler_g = prepared[:3]
+    optimizers, schedulers = [optimizer_g], [scheduler_g]
+    if discriminator is not None:
+        scheduler_d, discriminator, optimizer_d = prepared[3:6]
+        optimizers.append(optimizer_d)
+        schedulers.append(scheduler_d)
+    data.train_dataloader = accelerator.prepare(data.train_dataloader)
+    lecam = LeCamEMA(args.lecam_decay) if args.lecam_weight > 0 else None
+    rfid_extractor = build_rfid_extractor(args.rfid, args.rfid_weights)
+    return Networks(model, discriminator, lpips, ema, lecam, rfid_extractor), optimizers, schedulers
+
+
+def _adam(args, parameters, learning_rate: float) -> torch.optim.Optimizer:
+    # Adam with beta1 = 0.5, beta2 = 0.9 (taming-transformers, MaskGIT): GAN training is unstable with beta1 = 0.9.
+    return torch.optim.AdamW(
+        parameters, lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+    )
+
+
+def _scheduler(args, optimizer, accelerator: Accelerator, data: TrainingData):
+    from transformers import get_scheduler
+
+    # Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling.
+    return get_scheduler(
+        args.lr_scheduler, optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=data.max_train_steps * accelerator.num_processes,
+    )
+
+
+def _build_ema(args, model: VQGANModel):
+    """diffusers' EMAModel (the EMA of diffusers' example training scripts): decay warm-up, `store`/`restore` for
+    evaluating with EMA weights, and `state_dict` so Accelerate checkpoints it. It averages parameters only, so
+    codebook bookkeeping buffers (k-means flag, dead-code counters, running statistics) come from the live model."""
+    if not args.use_ema:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(model.parameters(), decay=args.ema_decay, use_ema_warmup=args.ema_warmup, power=3 / 4)
+
+
+def register_checkpoint_state(accelerator: Accelerator, networks: Networks, state: TrainingState) -> None:
+    """Objects saved by `save_state` beside models, optimizers, schedulers and RNG states (fixed order: loading
+    matches them by position)."""
+    accelerator.register_for_checkpointing(state)
+    if networks.ema is not None:
+        accelerator.register_for_checkpointing(networks.ema)
+    if networks.lecam is not None:
+        accelerator.register_for_checkpointing(networks.lecam)
+
+
+def resume_if_asked(args, accelerator: Accelerator, state: TrainingState) -> None:
+    checkpoint = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint is None:
+        if args.resume_from_checkpoint:
+            accelerator.print(f"no checkpoint in {args.output_dir} to resume from: starting a new run")
+        return
+    accelerator.print(f"resuming from {checkpoint}")
+    accelerator.load_state(str(checkpoint))
+
+
+def start_trackers(args, accelerator: Accelerator) -> None:
+    config = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool)) or value is None}
+    config.update({f"model.{key}": str(value) for key, value in (args.model_config or {}).items()})
+    accelerator.init_trackers(args.tracker_project_name, config=config)
+
+
+def run_training_loop(args, accelerator, networks: Networks, optimizers, schedulers, data: TrainingData, state) -> float:
+    """Train until `data.max_train_steps` optimizer steps; returns the seconds spent training (evaluation excluded)."""
+    progress = tqdm(
+        total=data.max_train_steps, initial=state.global_step, desc="steps",
+        disable=not (accelerator.is_local_main_process and args.progress_bar),
+    )
+    train_seconds, running = 0.0, _RunningLosses()
+    while state.global_step < data.max_train_steps:
+        start = time.perf_counter()
+        for batch in _epoch_batches(accelerator, data, state):
+            logs = train_step(args, accelerator, networks, optimizers, schedulers, batch, state)
+            running.add(logs)
+            if not accelerator.sync_gradients:
+                continue
+            state.global_step += 1
+            progress.update(1)
+            if state.global_step % args.logging_steps == 0 or state.global_step == data.max_train_steps:
+                logs = running.mean() | {"lr": schedulers[0].get_last_lr()[0], "skipped_images": state.skipped_images}
+                accelerator.log(logs, step=state.global_step)
+                progress.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}")
+            train_seconds += time.perf_counter() - start
+            periodic_actions(args, accelerator, networks, data, state)
+            start = time.perf_counter()
+            if state.global_step >= data.max_train_steps:
+                break
+        else:
+            _end_epoch(data, state)
+        train_seconds += time.perf_counter() - start
+    progress.close()
+    return train_seconds
+
+
+def _epoch_batches(accelerator: Accelerator, data: TrainingData, state: TrainingState) -> Iterator[dict]:
+    """The batches of the current epoch not yet trained on (all of them, or the rest after a resume).
+
+    Batches in which every image was unreadable are skipped on all processes together (a process that skipped
+    alone would leave the others waiting in DDP's gradient all-reduce); skipped images are counted over all
+    processes, so every process holds the same total.
+    """
+    data.train_transform.set_epoch(state.epoch)
+    dataloader = _set_epoch(data.train_dataloader, state.epoch)
+    if state.batches_in_epoch > 0:
+        dataloader = _set_epoch(accelerator.skip_first_batches(dataloader, state.batches_in_epoch), state.epoch)
+    for batch in dataloader:
+        state.batches_in_epoch += 1
+        counts = torch.tensor([[batch["pixel_values"].shape[0], int(batch["num_skipped"].sum())]], device=accelerator.device)
+        counts = accelerator.gather(counts) if accelerator.num_processes > 1 else counts
+        state.skipped_images += int(counts[:, 1].sum())
+        if int(counts[:, 0].min()) == 0:
+            continue
+        state.images_seen += int(counts[:, 0].sum())
+        yield batch
+
+
+def _set_epoch(dataloader: Any, epoch: int) -> Any:
+    """Seed the epoch's shuffle: Accelerate's dataloaders and streamed datasets have `set_epoch`."""
+    if hasattr(dataloader, "set_epoch"):
+        dataloader.set_epoch(epoch)
+    elif hasattr(dataloader.dataset, "set_epoch"):
+        dataloader.dataset.set_epoch(epoch)
+    return dataloader
+
+
+def _end_epoch(data: TrainingData, state: TrainingState) -> None:
+    if state.images_seen == 0:
+        raise RuntimeError(
+            f"the training data yielded no readable image in a whole epoch ({state.skipped_images} unreadable images "
+            "skipped): check the dataset and --image_column"
+        )
+    state.epoch += 1
+    state.batches_in_epoch = 0
+
+
+def train_step(args, accelerator: Accelerator, networks: Networks, optimizers, schedulers, batch: dict, state) -> dict:
+    """One batch: generator update, then discriminator update (once the GAN has started)."""
+    pixel_values = batch["pixel_values"].to(accelerator.device)
+    gan_active = networks.discriminator is not None and state.global_step >= args.discriminator_start
+    models = [networks.generator] + ([networks.discriminator] if networks.discriminator is not None else [])
+    with accelerator.accumulate(*models):
+        logs, reconstruction = generator_step(args, accelerator, networks, optimizers[0], schedulers[0], pixel_values, gan_active)
+        if gan_active:
+            logs |= discriminator_step(args, accelerator, networks, optimizers[1], schedulers[1], pixel_values, reconstruction)
+    if accelerator.sync_gradients and networks.ema is not None:
+        networks.ema.step(accelerator.unwrap_model(networks.generator).parameters())
+    return logs
+
+
+def generator_step(args, accelerator, networks: Networks, optimizer, scheduler, pixel_values, gan_active: bool):
+    generator = networks.generator
+    unwrapped = accelerator.unwrap_model(generator)
+    with frozen(accelerator, networks.discriminator), accelerator.autocast():
+        output = generator(pixel_values)
+        reconstruction = output.reconstruction
+        kind = args.reconstruction_loss or ("l2" if unwrapped.config.reconstruction_loss_type == "mse" else "l1")
+        rec_loss = reconstruction_loss(reconstruction, pixel_values, kind)
+        nll_loss = args.reconstruction_weight * rec_loss
+        logs = {"reconstruction_loss": rec_loss.detach()}
+        if networks.lpips is not None:
+            perceptual = networks.lpips(reconstruction.float(), pixel_values.float()).mean()
+            nll_loss = nll_loss + args.perceptual_weight * perceptual
+            logs["perceptual_loss"] = perceptual.detach()
+        quantizer_weight = args.quantizer_loss_weight
+        if quantizer_weight is None:
+            quantizer_weight = unwrapped.config.quantizer_loss_weight
+        loss = nll_loss + quantizer_weight * output.quantizer_loss
+        if gan_active:
+            gan_loss, gan_logs = adversarial_generator_loss(args, accelerator, networks, unwrapped, reconstruction, nll_loss)
+            loss = loss + gan_loss
+            logs |= gan_logs
+    accelerator.backward(loss)
+    _clip_and_step(args, accelerator, generator, optimizer, scheduler)
+    logs |= {
+        "loss": loss.detach(), "quantizer_loss": output.quantizer_loss.detach(),
+        "commitment_loss": output.commitment_loss.detach(), "codebook_loss": output.codebook_loss.detach(),
+        "perplexity": output.perplexity.detach(), "usage": output.usage.detach(),
+    }
+    return logs, reconstruction.detach()
+
+
+def adversarial_generator_loss(args, accelerator, networks: Networks, unwrapped, reconstruction, nll_loss):
+    # The unwrapped discriminator: under DDP, a forward through the wrapper would wait for gradients that a frozen
+    # network never produces, and the next discriminator step would fail.
+    discriminator = accelerator.unwrap_model(networks.discriminator)
+    generator_loss = hinge_generator_loss(discriminator(reconstruction))
+    weight = torch.ones((), device=reconstruction.device)
+    if args.adaptive_weight and torch.is_grad_enabled():
+        weight = adaptive_generator_weight(nll_loss, generator_loss, last_decoder_layer(unwrapped))
+        # Every process uses the same weight (their local gradients differ), so the objective is one objective.
+        weight = accelerator.reduce(weight, reduction="mean")
+    return args.discriminator_weight * weight * generator_loss, {
+        "generator_adversarial_loss": generator_loss.detach(), "adaptive_weight": weight.detach()
+    }
+
+
+def last_decoder_layer(model: VQGANModel) -> torch.Tensor:
+    """The weight of the decoder's output convolution, where taming's adaptive weight compares gradients."""
+    if hasattr(model, "get_last_layer"):
+        return model.get_last_layer()
+    return model.decoder.conv_out.weight
+
+
+def discriminator_step(args, accelerator, networks: Networks, optimizer, scheduler, pixel_values, reconstruction) -> dict:
+    discriminator = networks.discriminator
+    with accelerator.autocast():
+        # One forward over real and fake together: one DDP forward per backward, and equal batch statistics.
+        logits = discriminator(torch.cat([pixel_values.detach(), reconstruction.detach()]))
+        logits_real, logits_fake = logits.float().chunk(2)
+        loss = hinge_discriminator_loss(logits_real, logits_fake)
+        logs = {"discriminator_loss": loss.detach(), "logits_real": logits_real.detach().mean(),
+                "logits_fake": logits_fake.detach().mean()}
+        if networks.lecam is not None:
+            lecam = networks.lecam.regularization(logits_real, logits_fake)
+            loss = loss + args.lecam_weight * lecam
+            # Anchors from every process' mean logits, so that they stay identical across processes.
+            means = accelerator.reduce(torch.stack([logits_real.detach().mean(), logits_fake.detach().mean()]), "mean")
+            networks.lecam.update(means[0], means[1])
+            logs["lecam_loss"] = lecam.detach()
+    accelerator.backward(args.discriminator_weight * loss)
+    _clip_and_step(args, accelerator, discriminator, optimizer, scheduler)
+    return logs
+
+
+def _clip_and_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler) -> None:
+    if accelerator.sync_gradients and args.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@contextmanager
+def frozen(accelerator: Accelerator, module: nn.Module | None):
+    """No gradients reach `module`'s weights inside the block (the generator step must not train the
+    discriminator); gradients still flow through it to its input."""
+    if module is None:
+        yield
+        return
+    unwrapped = accelerator.unwrap_model(module)
+    unwrapped.requires_grad_(False)
+    # Batch norm still normalises with batch statistics here, but its running statistics must not move either.
+    batch_norms = [m for m in unwrapped.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in batch_norms]
+    for norm in batch_norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        unwrapped.requires_grad_(True)
+        for norm, momentum in zip(batch_norms, momenta):
+            norm.momentum = momentum
+
+
+@contextmanager
+def ema_weights(accelerator: Accelerator, networks: Networks):
+    """The generator holds its EMA weights inside the block (when EMA is on), its own weights again after it."""
+    model = accelerator.unwrap_model(networks.generator)
+    if networks.ema is None:
+        yield model
+        return
+    networks.ema.store(model.parameters())
+    networks.ema.copy_to(model.parameters())
+    try:
+        yield model
+    finally:
+        networks.ema.restore(model.parameters())
+
+
+def periodic_actions(args, accelerator: Accelerator, networks: Networks, data: TrainingData, state) -> None:
+    step = state.global_step
+    if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+        save_checkpoint(args, accelerator, step)
+    if args.eval_steps and step % args.eval_steps == 0 and step < data.max_train_steps:
+        metrics = run_evaluation(args, accelerator, networks, data, Path(args.output_dir) / f"samples-{step}.png")
+        accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
+
+
+def save_checkpoint(args, accelerator: Accelerator, step: int) -> Path:
+    path = Path(args.output_dir) / f"checkpoint-{step}"
+    if accelerator.is_main_process:
+        for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
+            logger.info("removed old checkpoint %s (--checkpoints_total_limit %s)", removed, args.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(path))  # on every process: each saves its own RNG state
+    return path
+
+
+def run_evaluation(args, accelerator: Accelerator, networks: Networks, data: TrainingData, grid_path: Path) -> dict:
+    """Reconstruction metrics on the held-out split (EMA weights when enabled), each process on its share; the
+    main process writes the sample grid. The quantizer runs in eval mode: no codebook updates, no collectives."""
+    if data.eval_dataloader is None:
+        return {}
+    with ema_weights(accelerator, networks) as model:
+        was_training = model.training
+        model.eval()
+        try:
+            metrics = evaluate_reconstructions(
+                model, data.eval_dataloader, accelerator.device, grid_path, num_sample_images=args.num_sample_images,
+                rfid_extractor=networks.rfid_extractor, is_main_process=accelerator.is_main_process,
+            )
+        finally:
+            model.train(was_training)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def finish(args, accelerator: Accelerator, networks: Networks, processor, data: TrainingData, state, train_seconds: float) -> dict:
+    output_dir = Path(args.output_dir).resolve()
+    grid_path = output_dir / SAMPLES_FILE
+    metrics = run_evaluation(args, accelerator, networks, data, grid_path)
+    result: dict[str, Any] = {"output_dir": str(output_dir), "global_step": state.global_step,
+                              "is_main_process": accelerator.is_main_process}
+    if accelerator.is_main_process:
+        with ema_weights(accelerator, networks) as model:
+            model.save_pretrained(output_dir, image_processor=processor)
+        metrics = _json_safe(metrics | training_summary(args, accelerator, state, train_seconds))
+        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
+        accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
+                        step=state.global_step)
+        if args.push_to_hub:
+            push_folder(args, output_dir)
+    result |= {
+        "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
+        "sample_grid": str(grid_path) if grid_path.exists() else None,
+        # The trained networks (live weights, not EMA), for callers that go on using them in this process.
+        "model": accelerator.unwrap_model(networks.generator),
+        "discriminator": accelerator.unwrap_model(networks.discriminator) if networks.discriminator is not None else None,
+    }
+    shut_down(accelerator, networks)
+    return result
+
+
+def shut_down(accelerator: Accelerator, networks: Networks) -> None:
+    """Release the DDP wrappers while the process group still exists, wait for every process, then let Accelerate
+    end the trackers and destroy the group. (A DDP reducer outliving its gloo group, or one process tearing gloo
+    down while another still talks to it, can hang or abort the process at exit.)"""
+    networks.generator = networks.discriminator = None
+    accelerator.free_memory()
+    gc.collect()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def training_config(args) -> dict[str, Any]:
+    """The flags of the run (read by the model card); the Hub token stays out."""
+    return {key: value for key, value in vars(args).items() if key not in ("hub_token", "model_config", "handler", "command")}
+
+
+def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    # The Hub's metrics.json check wants null, not NaN, for a metric that could not be measured.
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in metrics.items()}
+
+
+def training_summary(args, accelerator: Accelerator, state: TrainingState, train_seconds: float) -> dict[str, Any]:
+    device = accelerator.device
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return {
+        "dataset": args.dataset_name or Path(args.train_data_dir).name,
+        "hardware": hardware,
+        "mixed_precision": accelerator.mixed_precision,
+        "train_steps": state.global_step,
+        "global_step": state.global_step,
+        "epochs_completed": state.epoch,
+        "images_seen": state.images_seen,
+        "skipped_images": state.skipped_images,
+        "train_seconds": round(train_seconds, 2),
+        "train_images_per_second": round(state.images_seen / train_seconds, 2) if train_seconds > 0 else None,
+        "num_processes": accelerator.num_processes,
+        "ema": bool(args.use_ema),
+    }
+
+
+def push_folder(args, output_dir: Path) -> str:
+    try:
+        from ..hub.push import push_to_hub
+    except ImportError as error:
+        raise RuntimeError(f"--push_to_hub needs hf_vq.hub.push.push_to_hub, which cannot be imported: {error}") from error
+    url = push_to_hub(output_dir, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
+                      commit_message=f"Upload VQGAN tokenizer trained for {args.max_train_steps or 'N'} steps")
+    logger.info("pushed %s to %s", output_dir, url)
+    return url
+
+
+class _RunningLosses:
+    """Means of the logged values over the batches since the last log line."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, logs: dict[str, torch.Tensor]) -> None:
+        for key, value in logs.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.count += 1
+
+    def mean(self) -> dict[str, float]:
+        means = {key: value / max(self.count, 1) for key, value in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return {key: value for key, value in means.items() if math.isfinite(value)} | {
+            key: str(value) for key, value in means.items() if not math.isfinite(value)
+        }
