@@ -1,5 +1,11 @@
-"""The main job: train the small VQ autoencoder on Fashion-MNIST with plain straight-through
-estimation and with the paper's methods, and print the comparison side by side."""
+"""The main job, `hf-vq demo` (`make demo`), on Fashion-MNIST and the CPU:
+
+1. the quantizer: the small VQ autoencoder trained with plain straight-through estimation and with
+   the paper's methods, compared side by side (reconstruction error, perplexity, codebook usage);
+2. the tokenizer: a VQGAN trained with Accelerate (configs/vqgan_fashion_mnist_cpu.yaml), evaluated,
+   and saved as a `from_pretrained` folder with metrics.json and a sample grid;
+3. the classifier: a ViT trained on that tokenizer's token grids, with its test accuracy.
+"""
 
 from __future__ import annotations
 
@@ -15,36 +21,69 @@ from .data import load_fashion_mnist
 from .experiments import ConvVQAutoencoder, images_to_tensor, train_autoencoder, variant_options
 
 DEMO_VARIANTS = ("baseline", "all")
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+TOKENIZER_CONFIG = CONFIG_DIR / "vqgan_fashion_mnist_cpu.yaml"
+CLASSIFIER_CONFIG = CONFIG_DIR / "token_vit_fashion_mnist.yaml"
+# --quick: a smoke run of every stage (used by the tests), not a useful model.
+QUICK = {"autoencoder_steps": 5, "tokenizer_steps": 4, "classifier_steps": 4, "classifier_train_samples": 256, "eval_samples": 256}
 
 
 def add_demo_subcommand(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="train the demo VQ autoencoder with plain STE and with the paper's methods")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per variant")
-    parser.add_argument("--train_batch_size", type=int, default=128)
-    parser.add_argument("--codebook_size", type=int, default=512)
-    parser.add_argument("--embed_dim", type=int, default=32)
+    parser = subparsers.add_parser("demo", help="the main job: quantizer comparison, tokenizer training, token classifier")
+    parser.add_argument("--stages", nargs="+", default=["quantizer", "tokenizer", "classifier"],
+                        choices=["quantizer", "tokenizer", "classifier"], help="which stages to run")
+    parser.add_argument("--autoencoder_steps", type=int, default=1000, help="training steps per quantizer variant")
+    parser.add_argument("--tokenizer_steps", type=int, default=None, help="default: the tokenizer config's max_train_steps")
+    parser.add_argument("--classifier_steps", type=int, default=None, help="default: the classifier config's max_train_steps")
+    parser.add_argument("--classifier_train_samples", type=int, default=10000, help="training images tokenized for the classifier")
+    parser.add_argument("--eval_samples", type=int, default=None, help="limit the evaluation images (default: configs' values)")
+    parser.add_argument("--codebook_size", type=int, default=512, help="codebook of the demo autoencoder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_dir", default="outputs/demo", help="where metrics.json is written")
+    parser.add_argument("--quick", action="store_true", help="a few steps of every stage (a smoke test)")
+    parser.add_argument("--output_dir", default="outputs/demo")
     parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> dict:
-    if args.steps < 1:
-        raise SystemExit(f"--steps must be >= 1, got {args.steps}")
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    for name in ("autoencoder_steps", "tokenizer_steps", "classifier_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
+    output_dir = Path(args.output_dir).resolve()
+    results: dict = {}
+    if "quantizer" in args.stages:
+        results["quantizer"] = compare_quantizers(args, output_dir)
+    if "tokenizer" in args.stages:
+        results["tokenizer"] = train_demo_tokenizer(args, output_dir / "tokenizer")
+    if "classifier" in args.stages:
+        tokenizer_dir = output_dir / "tokenizer"
+        if not (tokenizer_dir / "config.json").is_file():
+            raise SystemExit(f"the classifier stage needs the demo tokenizer in {tokenizer_dir}: run the tokenizer stage first")
+        results["classifier"] = train_demo_classifier(args, tokenizer_dir, output_dir / "token_vit")
+    print_summary(results, output_dir)
+    return results
+
+
+# --- 1. quantizer ------------------------------------------------------------------------------------------
+
+
+def compare_quantizers(args: argparse.Namespace, output_dir: Path) -> dict:
+    print("== 1/3 quantizer: plain straight-through vs the paper's methods (VQ autoencoder) ==", flush=True)
     train_images = images_to_tensor(load_fashion_mnist("train").images)
-    test_images = images_to_tensor(load_fashion_mnist("test").images)
+    test_images = images_to_tensor(load_fashion_mnist("test").images[: args.eval_samples])
     results = {}
     for variant in DEMO_VARIANTS:
         torch.manual_seed(args.seed)
         options = variant_options(variant, beta=0.95)
-        model = ConvVQAutoencoder(1, 64, args.embed_dim, args.codebook_size, **options)
-        print(f"training '{variant}' for {args.steps} steps ({options or 'plain straight-through'})", flush=True)
-        results[variant] = asdict(train_autoencoder(model, train_images, test_images, args.steps, args.train_batch_size, seed=args.seed))
+        model = ConvVQAutoencoder(1, 64, 32, args.codebook_size, **options)
+        print(f"training '{variant}' for {args.autoencoder_steps} steps ({options or 'plain straight-through'})", flush=True)
+        result = train_autoencoder(model, train_images, test_images, args.autoencoder_steps, seed=args.seed)
+        results[variant] = asdict(result)
     print(format_comparison(results, args.codebook_size))
-    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
-    print(f"metrics written to {os.path.abspath(output_dir / 'metrics.json')}")
+    (output_dir / "quantizer_comparison.json").write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -54,3 +93,59 @@ def format_comparison(results: dict[str, dict], codebook_size: int) -> str:
     for name, r in results.items():
         rows.append(f"| {name} | {r['mse']:.4f} | {r['psnr']:.2f} | {r['perplexity']:.1f} | {r['usage']:.1%} | {r['train_seconds']:.0f} |")
     return "\n".join(rows)
+
+
+# --- 2. tokenizer --------------------------------------------------------------------------------------------
+
+
+def train_demo_tokenizer(args: argparse.Namespace, output_dir: Path) -> dict:
+    from .training import train_from_config
+
+    print(f"== 2/3 tokenizer: VQGAN on Fashion-MNIST with Accelerate ({TOKENIZER_CONFIG.name}) ==", flush=True)
+    flags = {"output_dir": str(output_dir), "seed": args.seed}
+    if args.tokenizer_steps is not None:
+        flags.update(max_train_steps=args.tokenizer_steps, checkpointing_steps=args.tokenizer_steps, lr_warmup_steps=0)
+    if args.eval_samples is not None:
+        flags["max_eval_samples"] = args.eval_samples
+    result = train_from_config(str(TOKENIZER_CONFIG), **flags)
+    return {key: result[key] for key in ("output_dir", "metrics", "metrics_path", "sample_grid") if key in result}
+
+
+# --- 3. classifier -------------------------------------------------------------------------------------------
+
+
+def train_demo_classifier(args: argparse.Namespace, tokenizer_dir: Path, output_dir: Path) -> dict:
+    from .training import train_classifier
+
+    print("== 3/3 classifier: a ViT on the tokenizer's token grids ==", flush=True)
+    flags = {
+        "config": str(CLASSIFIER_CONFIG),
+        "tokenizer_name_or_path": str(tokenizer_dir),
+        "output_dir": str(output_dir),
+        "max_train_samples": args.classifier_train_samples,
+        "seed": args.seed,
+    }
+    if args.classifier_steps is not None:
+        flags.update(max_train_steps=args.classifier_steps, checkpointing_steps=args.classifier_steps, lr_warmup_steps=0)
+    if args.eval_samples is not None:
+        flags["max_eval_samples"] = args.eval_samples
+    result = train_classifier(flags)
+    return {key: result[key] for key in ("output_dir", "metrics", "metrics_path") if key in result}
+
+
+def print_summary(results: dict, output_dir: Path) -> None:
+    print("\n== demo results ==")
+    if "quantizer" in results:
+        print(f"quantizer comparison:  {output_dir / 'quantizer_comparison.json'}")
+    if "tokenizer" in results:
+        tokenizer, metrics = results["tokenizer"], results["tokenizer"]["metrics"]
+        shown = ", ".join(f"{key} {metrics[key]:.4g}" for key in ("psnr", "ssim", "codebook_usage", "perplexity") if key in metrics)
+        print(f"tokenizer (from_pretrained folder): {tokenizer['output_dir']}")
+        print(f"  metrics: {tokenizer['metrics_path']}  ({shown})")
+        if tokenizer.get("sample_grid"):
+            print(f"  originals | reconstructions: {tokenizer['sample_grid']}")
+    if "classifier" in results:
+        classifier = results["classifier"]
+        print(f"token classifier: {classifier['output_dir']}")
+        print(f"  test top-1 accuracy: {classifier['metrics']['accuracy']:.2%}  ({classifier['metrics_path']})")
+    print(f"everything is under {os.path.relpath(output_dir)}")

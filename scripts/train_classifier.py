@@ -9,7 +9,7 @@
 
 import sys
 
-from hf_vq.training.train_classifier import main
+from hf_vq.training.classifier_command import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@
 
 import sys
 
-from hf_vq.training.train_tokenizer import main
+from hf_vq.training.tokenizer_command import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ from hf_vq.cli import main as cli_main
 from hf_vq.data import ImageTransform
 from hf_vq.training.args import ConfigError
 from hf_vq.training.classifier_data import ImageEncoder, encode_split
-from hf_vq.training.train_classifier import resolve_classifier_args, train_classifier
+from hf_vq.training.classifier_command import resolve_classifier_args, train_classifier
 
 CLASSES = ("dark", "light", "red")
 TINY_CONFIG = "configs/token_vit_tiny.yaml"

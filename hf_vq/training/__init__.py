@@ -1,7 +1,9 @@
 """Training the VQGAN image tokenizer with Accelerate: losses (reconstruction, LPIPS, hinge GAN, adaptive weight,
 LeCam), the PatchGAN discriminator, flags and YAML configs, and the training loop.
 
-The loop itself (`train_tokenizer`) is imported on first use: it pulls in accelerate and diffusers.
+The loops (`train_tokenizer`, `train_classifier`, `train_from_config`) are imported on first use: they pull in
+accelerate and diffusers. The command-line modules are `tokenizer_command` and `classifier_command` (not named
+after the functions, so that importing a module never shadows the function of the same name on this package).
 """
 
 from typing import Any
@@ -24,8 +26,12 @@ def __getattr__(name: str) -> Any:
         from .trainer import train_tokenizer
 
         return train_tokenizer
+    if name == "train_classifier":
+        from .classifier_command import train_classifier
+
+        return train_classifier
     if name == "train_from_config":
-        from .train_tokenizer import train_from_config
+        from .tokenizer_command import train_from_config
 
         return train_from_config
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -47,6 +53,7 @@ __all__ = [
     "namespace_from_given",
     "parse_training_args",
     "reconstruction_loss",
+    "train_classifier",
     "train_from_config",
     "train_tokenizer",
 ]

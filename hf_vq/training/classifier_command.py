@@ -14,7 +14,7 @@ A config file has the tokenizer loop's sections: `model:` (fields of `TokenViTCo
 num_hidden_layers, ...), `data:` and `training:` (defaults of the flags). Flags override the file.
 
 Example:
-    >>> from hf_vq.training.train_classifier import train_classifier
+    >>> from hf_vq.training.classifier_command import train_classifier
     >>> result = train_classifier({"config": "configs/token_vit_fashion_mnist.yaml",
     ...                            "tokenizer_name_or_path": "outputs/vqgan"})  # doctest: +SKIP
     >>> result["metrics"]["accuracy"], result["output_dir"]  # doctest: +SKIP
