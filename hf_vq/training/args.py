@@ -34,14 +34,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--config", default=None, help="YAML file with model:, data: and training: sections")
     parser.add_argument("--pretrained_model_name_or_path", default=None,
                         help="start from a saved VQGANModel (folder or Hub id) instead of the config's model: section")
-    _add_data_arguments(parser.add_argument_group("data"))
-    _add_optimization_arguments(parser.add_argument_group("optimization"))
+    add_data_arguments(parser.add_argument_group("data"))
+    add_optimization_arguments(parser.add_argument_group("optimization"))
     _add_loss_arguments(parser.add_argument_group("losses"))
     _add_run_arguments(parser.add_argument_group("checkpoints, evaluation, logging, Hub"))
     return parser
 
 
-def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
+def add_data_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--dataset_name", default=None, help="Hub dataset id, a parquet file/folder, or 'fashion_mnist'")
     group.add_argument("--dataset_config_name", default=None)
     group.add_argument("--train_data_dir", default=None, help="local imagefolder (or Fashion-MNIST IDX) directory")
@@ -62,7 +62,7 @@ def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--dataloader_num_workers", type=int, default=0)
 
 
-def _add_optimization_arguments(group: argparse._ArgumentGroup) -> None:
+def add_optimization_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--train_batch_size", type=int, default=16, help="per process")
     group.add_argument("--eval_batch_size", type=int, default=64)
@@ -175,7 +175,7 @@ def namespace_from_given(given: dict[str, Any], parser: argparse.ArgumentParser 
     args = parser.parse_args([])
     if given.get("config"):
         sections = load_config_file(given["config"])
-        _check_config_keys(parser, sections, given["config"])
+        check_config_keys(parser, sections, given["config"])
         vars(args).update({**sections["data"], **sections["training"], "model_config": sections["model"]})
     vars(args).update(given)
     return resolve_training_args(args)
@@ -189,7 +189,7 @@ def suppress_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
-def _check_config_keys(parser: argparse.ArgumentParser, sections: dict[str, dict], path: str) -> None:
+def check_config_keys(parser: argparse.ArgumentParser, sections: dict[str, dict], path: str) -> None:
     known = {action.dest for action in parser._actions}
     unknown = sorted((set(sections["data"]) | set(sections["training"])) - known)
     if unknown:
@@ -197,7 +197,7 @@ def _check_config_keys(parser: argparse.ArgumentParser, sections: dict[str, dict
 
 
 def _apply_config_defaults(parser: argparse.ArgumentParser, sections: dict[str, dict], path: str) -> None:
-    _check_config_keys(parser, sections, path)
+    check_config_keys(parser, sections, path)
     parser.set_defaults(**sections["data"], **sections["training"], model_config=sections["model"])
 
 

@@ -31,9 +31,9 @@ from typing import Any
 from .args import (
     REPORT_TO,
     ConfigError,
-    _add_data_arguments,
-    _add_optimization_arguments,
-    _check_config_keys,
+    add_data_arguments,
+    add_optimization_arguments,
+    check_config_keys,
     load_config_file,
     suppress_defaults,
 )
@@ -65,8 +65,8 @@ def add_classifier_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
                        help="embed tokens in the tokenizer's code space, starting from its effective codebook")
     group.add_argument("--label_column", default="label")
     group.add_argument("--tokenize_batch_size", type=int, default=256, help="images per tokenizer forward when caching")
-    _add_data_arguments(parser.add_argument_group("data"))
-    _add_optimization_arguments(parser.add_argument_group("optimization"))
+    add_data_arguments(parser.add_argument_group("data"))
+    add_optimization_arguments(parser.add_argument_group("optimization"))
     _add_run_arguments(parser.add_argument_group("checkpoints, evaluation, logging"))
     add_hub_arguments(parser)
     return parser
@@ -103,7 +103,7 @@ def resolve_classifier_args(given: dict[str, Any]) -> argparse.Namespace:
     args.model_config = {}
     if given.get("config"):
         sections = load_config_file(given["config"])
-        _check_config_keys(parser, sections, given["config"])
+        check_config_keys(parser, sections, given["config"])
         vars(args).update({**sections["data"], **sections["training"], "model_config": sections["model"]})
     vars(args).update(given)
     check_classifier_args(args)

@@ -21,7 +21,7 @@ import datasets
 import torch
 
 from ..data import ImageTransform
-from .data import _train_and_eval_datasets
+from .data import train_and_eval_datasets
 
 # Bump when the layout of the cached rows changes, so that old cache files are not read as new ones.
 CACHE_FORMAT_VERSION = "1"
@@ -48,7 +48,7 @@ def build_classifier_data(args: argparse.Namespace, tokenizer: torch.nn.Module, 
     source = dict(dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
                   train_data_dir=args.train_data_dir, image_column=args.image_column, streaming=False,
                   cache_dir=args.cache_dir)
-    train, evaluation = _train_and_eval_datasets(args, source)
+    train, evaluation = train_and_eval_datasets(args, source)
     train, evaluation, id2label = _encode_labels(train, evaluation, args.label_column)
     side = args.resolution or processor.size["height"]
     # Center crop, no flips: tokens are computed once, so every epoch sees the same view of an image.

@@ -27,7 +27,7 @@ from ..models.token_vit import TokenViTForImageClassification
 from ..models.vqgan import VQGANImageProcessor
 from .checkpointing import TrainingState
 from .classifier_data import ClassifierData, build_classifier_data
-from .trainer import _RunningLosses, _set_epoch, build_accelerator, resume_if_asked, save_checkpoint, start_trackers
+from .trainer import RunningLosses, build_accelerator, resume_if_asked, save_checkpoint, set_dataset_epoch, start_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def run_loop(args, accelerator: Accelerator, model, optimizer, scheduler, train_
     """Train until `max_steps` optimizer steps; returns the seconds spent training (evaluation excluded)."""
     progress = tqdm(total=max_steps, initial=state.global_step, desc="steps",
                     disable=not (accelerator.is_local_main_process and args.progress_bar))
-    running, train_seconds = _RunningLosses(), 0.0
+    running, train_seconds = RunningLosses(), 0.0
     while state.global_step < max_steps:
         start = time.perf_counter()
         for batch in _epoch_batches(accelerator, train_loader, state):
@@ -175,9 +175,9 @@ def run_loop(args, accelerator: Accelerator, model, optimizer, scheduler, train_
 
 def _epoch_batches(accelerator: Accelerator, train_loader, state: TrainingState) -> Iterator[dict]:
     """The current epoch's batches not yet trained on (the rest of the epoch after a resume)."""
-    loader = _set_epoch(train_loader, state.epoch)
+    loader = set_dataset_epoch(train_loader, state.epoch)
     if state.batches_in_epoch > 0:
-        loader = _set_epoch(accelerator.skip_first_batches(loader, state.batches_in_epoch), state.epoch)
+        loader = set_dataset_epoch(accelerator.skip_first_batches(loader, state.batches_in_epoch), state.epoch)
     for batch in loader:
         state.batches_in_epoch += 1
         state.images_seen += len(batch["labels"]) * accelerator.num_processes

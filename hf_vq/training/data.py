@@ -43,7 +43,7 @@ def build_training_data(args: argparse.Namespace, processor: Any, accelerator: A
         streaming=args.streaming, cache_dir=args.cache_dir,
     )
     with accelerator.main_process_first():
-        train, evaluation = _train_and_eval_datasets(args, source)
+        train, evaluation = train_and_eval_datasets(args, source)
     train_transform = ImageTransform(processor, resolution=side, center_crop=args.center_crop,
                                      random_flip=args.random_flip, seed=args.seed)
     eval_transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
@@ -63,7 +63,7 @@ def build_training_data(args: argparse.Namespace, processor: Any, accelerator: A
     )
 
 
-def _train_and_eval_datasets(args: argparse.Namespace, source: dict[str, Any]):
+def train_and_eval_datasets(args: argparse.Namespace, source: dict[str, Any]):
     train = build_image_dataset(split=args.train_split, max_samples=args.max_train_samples, **source)
     if args.eval_split:
         return train, build_image_dataset(split=args.eval_split, max_samples=args.max_eval_samples, **source)

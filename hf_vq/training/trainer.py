@@ -236,7 +236,7 @@ def run_training_loop(args, accelerator, networks: Networks, optimizers, schedul
         total=data.max_train_steps, initial=state.global_step, desc="steps",
         disable=not (accelerator.is_local_main_process and args.progress_bar),
     )
-    train_seconds, running = 0.0, _RunningLosses()
+    train_seconds, running = 0.0, RunningLosses()
     while state.global_step < data.max_train_steps:
         start = time.perf_counter()
         for batch in _epoch_batches(accelerator, data, state):
@@ -270,9 +270,9 @@ def _epoch_batches(accelerator: Accelerator, data: TrainingData, state: Training
     processes, so every process holds the same total.
     """
     data.train_transform.set_epoch(state.epoch)
-    dataloader = _set_epoch(data.train_dataloader, state.epoch)
+    dataloader = set_dataset_epoch(data.train_dataloader, state.epoch)
     if state.batches_in_epoch > 0:
-        dataloader = _set_epoch(accelerator.skip_first_batches(dataloader, state.batches_in_epoch), state.epoch)
+        dataloader = set_dataset_epoch(accelerator.skip_first_batches(dataloader, state.batches_in_epoch), state.epoch)
     for batch in dataloader:
         state.batches_in_epoch += 1
         counts = torch.tensor([[batch["pixel_values"].shape[0], int(batch["num_skipped"].sum())]], device=accelerator.device)
@@ -284,7 +284,7 @@ def _epoch_batches(accelerator: Accelerator, data: TrainingData, state: Training
         yield batch
 
 
-def _set_epoch(dataloader: Any, epoch: int) -> Any:
+def set_dataset_epoch(dataloader: Any, epoch: int) -> Any:
     """Seed the epoch's shuffle: Accelerate's dataloaders and streamed datasets have `set_epoch`."""
     if hasattr(dataloader, "set_epoch"):
         dataloader.set_epoch(epoch)
@@ -553,7 +553,7 @@ def push_folder(args, output_dir: Path) -> str:
     return url
 
 
-class _RunningLosses:
+class RunningLosses:
     """Means of the logged values over the batches since the last log line."""
 
     def __init__(self):
