@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .data import load_fashion_mnist
-from .experiments import ConvVQAutoencoder, images_to_tensor, train_autoencoder, variant_options
+from .experiments import VARIANTS, ConvVQAutoencoder, images_to_tensor, train_autoencoder, variant_options
 
 DEMO_VARIANTS = ("baseline", "all")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -78,7 +78,8 @@ def compare_quantizers(args: argparse.Namespace, output_dir: Path) -> dict:
         torch.manual_seed(args.seed)
         options = variant_options(variant, beta=0.95)
         model = ConvVQAutoencoder(1, 64, 32, args.codebook_size, **options)
-        print(f"training '{variant}' for {args.autoencoder_steps} steps ({options or 'plain straight-through'})", flush=True)
+        methods = VARIANTS[variant] or "plain straight-through"
+        print(f"training '{variant}' for {args.autoencoder_steps} steps ({methods})", flush=True)
         result = train_autoencoder(model, train_images, test_images, args.autoencoder_steps, seed=args.seed)
         results[variant] = asdict(result)
     print(format_comparison(results, args.codebook_size))
