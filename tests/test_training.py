@@ -102,16 +102,24 @@ def test_unavailable_loss_and_metric_weights_fail_before_training(image_folder, 
     assert not (tmp_path / "lpips" / "model.safetensors").exists()
 
 
-def test_push_to_hub_uploads_the_saved_folder(image_folder, tmp_path, monkeypatch):
-    import hf_vq.hub.push
+def test_push_to_hub_uploads_the_saved_folder_to_a_real_hub(image_folder, tmp_path, monkeypatch):
+    """--push_to_hub sends the saved folder to a Hub server on loopback through huggingface_hub's real client."""
+    from huggingface_hub import HfApi, constants
+    from hub_server import HubServer
 
-    calls = []
-    monkeypatch.setattr(hf_vq.hub.push, "push_to_hub", lambda model_dir, hub_model_id, **kwargs: calls.append(
-        (sorted(p.name for p in model_dir.iterdir()), hub_model_id, kwargs)) or "https://hub/commit/1")
-    train(tmp_path / "run", train_data_dir=str(image_folder), max_train_steps=1, discriminator_weight=0.0,
-          push_to_hub=True, hub_model_id="me/tiny-vqgan", hub_token="secret")
-    files, repo, kwargs = calls[0]
-    assert repo == "me/tiny-vqgan" and kwargs["token"] == "secret"
+    server = HubServer(tmp_path / "hub", tokens={"hf_test_token": "me"}).start()
+    try:
+        endpoint = server.url
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-file"))
+        train(tmp_path / "run", train_data_dir=str(image_folder), max_train_steps=1, discriminator_weight=0.0,
+              push_to_hub=True, hub_model_id="me/tiny-vqgan", hub_token="hf_test_token")
+        info = HfApi(endpoint=endpoint, token="hf_test_token").model_info("me/tiny-vqgan", files_metadata=False)
+        files = {sibling.rfilename for sibling in info.siblings}
+    finally:
+        server.stop()
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "samples.png",
-            "training_config.json"} <= set(files)
-    assert "secret" not in (tmp_path / "run" / "training_config.json").read_text()
+            "training_config.json", "README.md"} <= files
+    assert "hf_test_token" not in (tmp_path / "run" / "training_config.json").read_text()

@@ -225,6 +225,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sharing on the Hub")
     group.add_argument("--push_to_hub", action="store_true", help="push the final model to the Hub after training")
     group.add_argument("--hub_model_id", default=None, help="repo to push to, as namespace/name")
+    group.add_argument("--hub_token", default=None, help="token to push with (default: HF_TOKEN or `hf auth login`)")
     _add_common_hub_flags(group)
 
 
@@ -237,8 +238,8 @@ def check_push_arguments(args: argparse.Namespace) -> None:
     check_repo_id(args.hub_model_id)
     if constants.is_offline_mode():
         raise OfflineModeError("--push_to_hub was given but offline mode is on (HF_HUB_OFFLINE): unset it or drop --push_to_hub.")
-    if not get_token():
-        raise MissingTokenError("--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN before training.")
+    if not (getattr(args, "hub_token", None) or get_token()):
+        raise MissingTokenError("--push_to_hub needs a Hugging Face token: run `hf auth login`, set HF_TOKEN or pass --hub_token before training.")
 
 
 def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -> str | None:
@@ -248,6 +249,7 @@ def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -
     return push_to_hub(
         model_dir, args.hub_model_id, private=args.private, revision=args.revision,
         commit_message=args.commit_message, license=args.license, tokenizer_hub_id=args.tokenizer_hub_id,
+        token=getattr(args, "hub_token", None),
     )
 
 

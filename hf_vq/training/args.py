@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from ..hub.push import add_hub_arguments
+
 CONFIG_SECTIONS = ("model", "data", "training")
 REPORT_TO = ("jsonl", "tensorboard", "wandb", "all", "none")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -37,7 +39,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     add_data_arguments(parser.add_argument_group("data"))
     add_optimization_arguments(parser.add_argument_group("optimization"))
     _add_loss_arguments(parser.add_argument_group("losses"))
-    _add_run_arguments(parser.add_argument_group("checkpoints, evaluation, logging, Hub"))
+    _add_run_arguments(parser.add_argument_group("checkpoints, evaluation, logging"))
+    add_hub_arguments(parser)  # --push_to_hub, --hub_model_id, --hub_token, --private ... (shared with train-classifier)
     return parser
 
 
@@ -125,10 +128,6 @@ def _add_run_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--tracker_project_name", default="hf_vq_tokenizer")
     group.add_argument("--logging_steps", type=int, default=10)
     group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True)
-    group.add_argument("--push_to_hub", action=argparse.BooleanOptionalAction, default=False)
-    group.add_argument("--hub_model_id", default=None)
-    group.add_argument("--hub_token", default=None)
-    group.add_argument("--hub_private_repo", action=argparse.BooleanOptionalAction, default=False)
 
 
 def build_training_parser(prog: str = "train_tokenizer") -> argparse.ArgumentParser:
@@ -250,8 +249,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--ema_decay and --lecam_decay must lie in [0, 1)")
     if args.lecam_weight > 0 and args.discriminator_weight == 0:
         raise ConfigError("--lecam_weight regularises the discriminator, which is off: set --discriminator_weight > 0")
-    if args.push_to_hub and not args.hub_model_id:
-        raise ConfigError("--push_to_hub needs --hub_model_id (e.g. your-name/vqgan-fashion-mnist)")
     resume = args.resume_from_checkpoint
     if resume and resume != "latest" and not Path(resume).is_dir():
         raise ConfigError(f"--resume_from_checkpoint {resume!r} is neither 'latest' nor a checkpoint folder")

@@ -75,6 +75,9 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     At the end the model (EMA weights when `--use_ema`) and its processor are saved with `save_pretrained` in
     `--output_dir`, beside `metrics.json` and `samples.png`; `--push_to_hub` then uploads that folder.
     """
+    from ..hub import check_push_arguments
+
+    check_push_arguments(args)  # a bad repo id, no token or offline mode fail now, not after hours of training
     accelerator = build_accelerator(args)
     set_seed(args.seed)  # identical initial weights on every process
     model, processor = build_model_and_processor(args)
@@ -490,7 +493,9 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
         if args.push_to_hub:
-            push_folder(args, output_dir)
+            from ..hub import push_trained_model
+
+            logger.info("pushed %s to %s", output_dir, push_trained_model(args, output_dir))
     result |= {
         "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
         "sample_grid": str(grid_path) if grid_path.exists() else None,
@@ -540,17 +545,6 @@ def training_summary(args, accelerator: Accelerator, state: TrainingState, train
         "num_processes": accelerator.num_processes,
         "ema": bool(args.use_ema),
     }
-
-
-def push_folder(args, output_dir: Path) -> str:
-    try:
-        from ..hub.push import push_to_hub
-    except ImportError as error:
-        raise RuntimeError(f"--push_to_hub needs hf_vq.hub.push.push_to_hub, which cannot be imported: {error}") from error
-    url = push_to_hub(output_dir, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
-                      commit_message=f"Upload VQGAN tokenizer trained for {args.max_train_steps or 'N'} steps")
-    logger.info("pushed %s to %s", output_dir, url)
-    return url
 
 
 class RunningLosses:
