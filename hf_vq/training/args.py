@@ -249,6 +249,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--ema_decay and --lecam_decay must lie in [0, 1)")
     if args.lecam_weight > 0 and args.discriminator_weight == 0:
         raise ConfigError("--lecam_weight regularises the discriminator, which is off: set --discriminator_weight > 0")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ConfigError("--push_to_hub needs --hub_model_id (e.g. your-name/vqgan-fashion-mnist)")
     resume = args.resume_from_checkpoint
     if resume and resume != "latest" and not Path(resume).is_dir():
         raise ConfigError(f"--resume_from_checkpoint {resume!r} is neither 'latest' nor a checkpoint folder")
