@@ -15,3 +15,17 @@ import torch  # noqa: E402
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A real saved tokenizer (configs/vqgan_tiny.yaml: 16x16 RGB -> 8x8 grid of 32 codes) with its processor."""
+    from pathlib import Path
+
+    from hf_vq import VQGANConfig, VQGANModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tokenizer")
+    config = VQGANConfig.from_yaml(Path(__file__).parents[1] / "configs" / "vqgan_tiny.yaml")
+    VQGANModel(config).eval().save_pretrained(folder)
+    return folder

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_vq import GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer
-from hf_vq.quantization import beta_commitment_loss, kmeans_plus_plus_init, nearest_code_indices, replace_dead_codes
+from hf_vq.quantization import beta_commitment_loss, beta_from_vqvae_weight, kmeans_plus_plus_init, nearest_code_indices, replace_dead_codes
 
 
 def channels_last(tensor):
@@ -61,6 +61,15 @@ def test_beta_loss_matches_its_formula(beta):
     torch.testing.assert_close(out.commitment_loss, diff)
     torch.testing.assert_close(out.codebook_loss, diff)
     torch.testing.assert_close(out.loss, (1 - beta) * diff + beta * diff)
+
+
+def test_classic_vqvae_weight_maps_to_the_equivalent_beta():
+    # ||sg(z)-q||^2 + b||z-sg(q)||^2 = (1 + b) * [beta||sg(z)-q||^2 + (1-beta)||z-sg(q)||^2] with beta = 1/(1+b)
+    assert beta_from_vqvae_weight(0.25) == pytest.approx(0.8)
+    z, codes = torch.randn(10, 4), torch.randn(10, 4)
+    beta = beta_from_vqvae_weight(0.25)
+    ours, commitment, codebook = beta_commitment_loss(z, codes, beta)
+    torch.testing.assert_close((1 + 0.25) * ours, codebook + 0.25 * commitment)
 
 
 def test_beta_splits_gradient_between_encoder_and_codebook():

@@ -17,15 +17,6 @@ TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermed
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    """A real saved tokenizer (configs/vqgan_tiny.yaml: 16x16 RGB -> 8x8 grid of 32 codes) with its processor."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tokenizer")
-    VQGANModel(VQGANConfig.from_yaml("configs/vqgan_tiny.yaml")).eval().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def classifier_dir(tokenizer_dir, tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("classifier")

@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from hf_vq import VQGANConfig, VQGANImageProcessor, VQGANModel
+from hf_vq import VQGANImageProcessor, VQGANModel
 from hf_vq.cli import main as cli_main
 from hf_vq.data import ImageTransform
 from hf_vq.training.args import ConfigError
@@ -19,14 +19,6 @@ from hf_vq.training.classifier_command import resolve_classifier_args, train_cla
 
 CLASSES = ("dark", "light", "red")
 TINY_CONFIG = "configs/token_vit_tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tokenizer")
-    VQGANModel(VQGANConfig.from_yaml("configs/vqgan_tiny.yaml")).eval().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

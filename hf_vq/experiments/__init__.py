@@ -4,7 +4,6 @@ from .autoencoder import AutoencoderResult, ConvVQAutoencoder, evaluate_autoenco
 from .classifiers import CLASSIFIERS, AlexNetVQ, ResNet18VQ, ViTVQ
 from .defaults import ARCHITECTURES, VARIANT_METHODS, ArchitectureDefaults, ablation_options
 from .runner import RunResult, run_one
-from .variants import VARIANTS, variant_options
 
 __all__ = [
     "ARCHITECTURES",
@@ -15,7 +14,6 @@ __all__ = [
     "ConvVQAutoencoder",
     "ResNet18VQ",
     "RunResult",
-    "VARIANTS",
     "VARIANT_METHODS",
     "ViTVQ",
     "ablation_options",
@@ -23,5 +21,4 @@ __all__ = [
     "images_to_tensor",
     "run_one",
     "train_autoencoder",
-    "variant_options",
 ]

@@ -70,7 +70,7 @@ def ablation_options(variant: str, defaults: ArchitectureDefaults) -> dict:
 # - codebook_size = 1024 for the classifiers: the paper's perplexities reach 600-750, so the codebook
 #   must be larger than that for the ablation to show the effect; 512 for the autoencoder (the demo's
 #   size), whose 7x7 grid of 64 images per batch gives ~3k vectors per step.
-# - sync_nu = 0.2: inside the paper's 0.01-2 range and the value the demo already uses (variants.py);
+# - sync_nu = 0.2: inside the paper's 0.01-2 range and the value the demo uses too;
 #   it is the same for every architecture so that "+sync" means one thing across the table.
 # - affine_lr = 2 for the CNNs (low end of vqtorch's 2-10: the conv features are already on an O(1)
 #   scale, so a fast scale/shift overshoots); 5 for the ViT, whose un-normalised residual stream drifts

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .search import nearest_code_distances, nearest_code_indices
+from .search import nearest_code_indices
 
 
 @torch.no_grad()
@@ -74,4 +74,4 @@ def _lloyd_step(vectors: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return updated
 
 
-__all__ = ["kmeans_plus_plus_init", "nearest_code_distances"]
+__all__ = ["kmeans_plus_plus_init"]

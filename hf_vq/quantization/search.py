@@ -64,18 +64,3 @@ def nearest_code_indices(
     else:
         raise ValueError(f"unknown distance {distance!r}; use 'euclidean' or 'cosine'")
     return indices
-
-
-@torch.no_grad()
-def nearest_code_distances(
-    vectors: torch.Tensor, codebook: torch.Tensor, max_block_elements: int | None = None
-) -> torch.Tensor:
-    """Squared euclidean distance from each row of `vectors` to its nearest code (k-means++ weights)."""
-    rows_per_block = _rows_per_block(vectors, codebook.shape[0], max_block_elements)
-    code_norms = codebook.pow(2).sum(dim=1)
-    out = torch.empty(vectors.shape[0], dtype=vectors.dtype, device=vectors.device)
-    for start in range(0, vectors.shape[0], rows_per_block):
-        block = vectors[start : start + rows_per_block]
-        scores = torch.addmm(code_norms, block, codebook.t(), beta=1.0, alpha=-2.0)
-        out[start : start + rows_per_block] = (scores.min(dim=1).values + block.pow(2).sum(dim=1)).clamp_min(0)
-    return out
