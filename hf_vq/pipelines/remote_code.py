@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import sys
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,6 +48,7 @@ import hashlib
 import importlib
 import os
 import sys
+import types
 from pathlib import Path
 
 SOURCES = {sources}
@@ -78,6 +80,23 @@ def _import_component_class():
 
 {class_name} = _import_component_class()
 '''
+
+
+class _MissingComponentFolder(types.ModuleType):
+    """Stands for `hf_vq_component` in `sys.modules`, where diffusers looks when a component folder lacks its entry
+    file (because the folder is missing): the error then names what is missing instead of asking to import a module."""
+
+    def __getattr__(self, class_name: str) -> Any:
+        if class_name.startswith("__"):
+            raise AttributeError(class_name)
+        raise ValueError(
+            f"this pipeline folder lacks the folder of its {class_name} component (model_index.json names it, with its "
+            f"code in <component>/{ENTRY_MODULE}.py beside its config and weights); the folder is incomplete: download "
+            "or save the whole pipeline again, or pass the component to from_pretrained(..., <component>=...)"
+        )
+
+
+sys.modules.setdefault(ENTRY_MODULE, _MissingComponentFolder(ENTRY_MODULE))
 
 
 def save_pretrained_with_code(
