@@ -168,3 +168,52 @@ def test_folder_errors(pipe, tmp_path):
     shutil.rmtree(tmp_path / "pipe" / "transformer")
     with pytest.raises(ValueError, match="lacks the folder of its MaskGITModel component"):
         DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
+
+
+HUB_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    sys.modules["hf_vq"] = None
+    import torch
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import HfApi, hf_hub_download
+
+    folder, mode, out = sys.argv[1:4]
+    if mode == "push":
+        HfApi().create_repo("org/maskgit")
+        HfApi().upload_folder(folder_path=folder, repo_id="org/maskgit")
+        pipe = DiffusionPipeline.from_pretrained("org/maskgit", trust_remote_code=True)
+    else:
+        # Offline, diffusers 0.42 asks the Hub for the commit of a repo's pipeline file even when it is cached; the
+        # cached snapshot folder loads as any local folder.
+        snapshot = os.path.dirname(hf_hub_download("org/maskgit", "model_index.json"))
+        pipe = DiffusionPipeline.from_pretrained(snapshot, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(class_labels=[1, 4], num_inference_steps=3, guidance_scale=2.0, output_type="np")
+    torch.save(pipe(generator=torch.Generator().manual_seed(0), **kwargs).image_tokens, out)
+    """
+)
+
+
+@pytest.mark.slow
+def test_pipeline_pushed_to_the_hub_loads_where_hf_vq_cannot_be_imported(pipe, tmp_path):
+    """diffusers downloads only the weights, config.json and the named .py file of a model folder: the entry files
+    must carry the code. Online from the (loopback) Hub, then offline from the cache."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from hub_server import HubServer
+
+    pipe.save_pretrained(tmp_path / "maskgit")
+    (tmp_path / "hub.py").write_text(HUB_SCRIPT)
+    expected = sample(pipe, guidance_scale=2.0).image_tokens
+    server = HubServer(tmp_path / "hub", tokens={"hf_test": "alice"}, orgs={"alice": ["org"]}).start()
+    try:
+        env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "home"), "HF_TOKEN": "hf_test",
+               "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": ""}
+        for mode, offline in (("push", "0"), ("offline", "1")):
+            result = subprocess.run(
+                [sys.executable, str(tmp_path / "hub.py"), str(tmp_path / "maskgit"), mode, str(tmp_path / f"{mode}.pt")],
+                cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": offline}, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert torch.equal(torch.load(tmp_path / f"{mode}.pt"), expected), mode
+    finally:
+        server.stop()
