@@ -165,6 +165,9 @@ def test_folder_errors(pipe, tmp_path):
         DiffusionPipeline.from_pretrained(tmp_path / "pipe")
     loaded = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
     assert all(torch.equal(a, b) for a, b in zip(loaded.transformer.state_dict().values(), pipe.transformer.state_dict().values()))
+    # A component passed in replaces the folder's (here, the tokenizer as hf_vq's own class).
+    replaced = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True, vqgan=pipe.vqgan)
+    assert replaced.vqgan is pipe.vqgan
     shutil.rmtree(tmp_path / "pipe" / "transformer")
     with pytest.raises(ValueError, match="lacks the folder of its MaskGITModel component"):
         DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
