@@ -44,8 +44,8 @@ ENTRY_TEMPLATE = '''"""Code of the `{component}` component of this pipeline, for
 trust_remote_code=True)` where hf_vq is not installed. Written by hf_vq when the pipeline was saved.
 
 diffusers downloads and imports only this file of a component folder (besides weights and config), so the component's
-source files ({files}, the same as the .py files beside this one) are embedded below and imported as one package
-from the dynamic-modules cache, named after their hash.
+source files, the same as the .py files beside this one, are embedded below and imported as one package from the
+dynamic-modules cache, named after their hash. Files: {files}.
 """
 
 import hashlib
