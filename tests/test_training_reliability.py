@@ -198,14 +198,24 @@ def test_the_final_model_is_saved_before_a_failing_final_evaluation(image_folder
     assert metrics["global_step"] == 6 and "metric backend crashed" in metrics["evaluation_error"]
 
 
-def test_train_time_and_throughput_add_up_across_a_resume(image_folder, tmp_path):
+def test_train_time_and_throughput_add_up_across_a_resume(image_folder, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from hf_vq.training import loop
+
+    def clock(tick: float) -> SimpleNamespace:  # the loop's clock, advancing `tick` seconds per reading
+        now = [0.0]
+        return SimpleNamespace(perf_counter=lambda: now.__setitem__(0, now[0] + tick) or now[0])
+
     output_dir = tmp_path / "run"
+    monkeypatch.setattr(loop, "time", clock(10.0))  # a slow first part...
     first = train(output_dir, train_data_dir=str(image_folder), **(FAST | {"max_train_steps": 2}))["metrics"]
     state = torch.load(output_dir / "checkpoint-2" / "custom_checkpoint_0.pkl", weights_only=False)
-    assert 0 < state["train_seconds"] <= first["train_seconds"]
+    assert 20 <= state["train_seconds"] <= first["train_seconds"]
+    monkeypatch.setattr(loop, "time", clock(0.001))  # ...and a fast resumed part: the total keeps the first
     resumed = train(output_dir, train_data_dir=str(image_folder), resume_from_checkpoint="latest", **FAST)["metrics"]
+    assert state["train_seconds"] < resumed["train_seconds"] < state["train_seconds"] + 1
     assert resumed["images_seen"] > first["images_seen"] > 0  # counted over the whole run, like the time
-    assert resumed["train_seconds"] > state["train_seconds"]
     assert resumed["train_images_per_second"] == pytest.approx(resumed["images_seen"] / resumed["train_seconds"], rel=0.01)
 
 
