@@ -166,6 +166,32 @@ def test_skip_step_drops_the_bad_update_and_finishes(image_folder, tmp_path, mon
     assert all(torch.isfinite(tensor).all() for tensor in load_file(tmp_path / "run" / "model.safetensors").values())
 
 
+def test_the_classifier_loop_stops_on_divergence_too(tokenizer_dir, tmp_path, monkeypatch):
+    """train-classifier (and any command on `train_single_model`) has the same guard and the same checkpoints."""
+    from hf_vq.training import classifier_loop
+    from hf_vq.training.classifier_command import train_classifier
+
+    real_loss, calls = classifier_loop.classification_loss, {"count": 0}
+
+    def nan_in_the_third_step(model, batch):
+        calls["count"] += 1
+        loss, logs = real_loss(model, batch)
+        return (loss * float("nan") if calls["count"] == 3 else loss), logs
+
+    monkeypatch.setattr(classifier_loop, "classification_loss", nan_in_the_third_step)
+    labeled = tmp_path / "labeled"  # imagefolder: a subfolder per class, train/ and test/ splits
+    for split, count in (("train", 8), ("test", 2)):
+        for seed, name in enumerate(("a", "b")):
+            write_images(labeled / split / name, count=count, size=16, seed=seed)
+    output_dir = tmp_path / "classifier"
+    with pytest.raises(TrainingDivergedError, match=r"at step 3: the loss is nan.*checkpoint-2"):
+        train_classifier({"config": str(REPO / "configs" / "token_vit_tiny.yaml"),
+                          "tokenizer_name_or_path": str(tokenizer_dir), "train_data_dir": str(labeled),
+                          "output_dir": str(output_dir),
+                          "cache_dir": str(tmp_path / "cache"), "checkpointing_steps": 2, "progress_bar": False})
+    assert checkpoint_problem(output_dir / "checkpoint-2") is None and not (output_dir / "model.safetensors").exists()
+
+
 def test_the_guard_stops_a_loss_that_jumps_above_its_running_average():
     guard = DivergenceGuard(None, TrainingState(), "nowhere", factor=10.0)
     weight = torch.nn.Parameter(torch.ones(3))
