@@ -261,7 +261,8 @@ def test_sixteen_bit_png_keeps_its_range_in_training_data_and_in_the_processor(t
     assert PIL.Image.open(path).mode == "I;16"
     processor = VQGANImageProcessor(size={"height": 16, "width": 16}, num_channels=1, downsampling_factor=4)
     for pixel_values in (ImageTransform(num_channels=1)(str(path)), ImageTransform(processor)(str(path)),
-                         processor(PIL.Image.open(path), return_tensors="pt").pixel_values[0]):
+                         processor(PIL.Image.open(path), return_tensors="pt").pixel_values[0],
+                         processor(_ramp(np.uint16, 65535), return_tensors="pt").pixel_values[0]):
         # A ramp over the full 16-bit range: black to white, mid-grey on average (clipping gave nearly all white).
         assert float(pixel_values.min()) == -1.0 and float(pixel_values.max()) == 1.0
         assert abs(float(pixel_values.mean())) < 0.01

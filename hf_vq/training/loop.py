@@ -12,7 +12,8 @@
 The loops read these attributes of `args` (the flags of `args.add_optimization_arguments` and of the run
 flags): `output_dir`, `logging_steps`, `checkpointing_steps`, `checkpoints_total_limit`, `eval_steps`,
 `max_grad_norm`, `progress_bar`, `gradient_accumulation_steps`, `mixed_precision`, `cpu`, `seed`, `report_to`,
-`tracker_project_name`, `resume_from_checkpoint`.
+`tracker_project_name`, `resume_from_checkpoint`, and, when present, `on_divergence` / `divergence_factor`
+(`args.add_reliability_arguments`; default: stop, 10).
 
 Example: a new command plugs in with its loss and its evaluation (this is how `train-classifier` trains)::
 
