@@ -4,6 +4,7 @@ images: a real SIGKILL of a real training process inside a checkpoint save, then
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,6 +106,18 @@ def test_latest_skips_incomplete_and_damaged_checkpoints_and_names_them(tmp_path
     assert "checkpoint-6" in caplog.text and "model.safetensors has 5 bytes instead of 7" in caplog.text
     with pytest.raises(CheckpointError, match="cannot resume from .*checkpoint-6"):
         resolve_resume_checkpoint(str(damaged), tmp_path)
+
+
+def test_latest_falls_back_when_the_newest_checkpoint_does_not_load(image_folder, tmp_path, caplog, capsys):
+    output_dir = tmp_path / "run"
+    train(output_dir, train_data_dir=str(image_folder), **(FAST | {"max_train_steps": 4}))
+    weights = output_dir / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(b"\0" * weights.stat().st_size)  # same size, so the manifest cannot tell: loading can
+    with caplog.at_level(logging.WARNING):
+        result = train(output_dir, train_data_dir=str(image_folder), resume_from_checkpoint="latest", **FAST)
+    assert "could not load" in caplog.text and "checkpoint-4" in caplog.text
+    assert re.search(r"resuming from \S*checkpoint-2 \(step 2\)", capsys.readouterr().out)
+    assert result["global_step"] == 6
 
 
 def test_a_failed_save_keeps_the_previous_checkpoints(image_folder, tmp_path, monkeypatch):
