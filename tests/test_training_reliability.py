@@ -215,6 +215,10 @@ def test_the_guard_stops_a_loss_that_jumps_above_its_running_average():
     assert guard.check(torch.tensor(5.0), [weight])  # a bump, not a divergence
     with pytest.raises(TrainingDivergedError, match=r"step 13: the loss jumped to 50.*--divergence_factor 10"):
         guard.check(torch.tensor(50.0), [weight])
+    overfit = DivergenceGuard(None, TrainingState(), "nowhere", factor=10.0)
+    for loss in [2.0] * 10 + [1e-3] * 30:  # a loss that fell from 2 to 0.001...
+        assert overfit.check(torch.tensor(loss), [weight])
+    assert overfit.check(torch.tensor(0.05), [weight])  # ...spikes 50-fold in noise, still below the start: no stop
     weight.grad = torch.tensor([1.0, float("inf"), 0.0])
     skipping = DivergenceGuard(None, TrainingState(), "nowhere", on_divergence="skip_step")
     assert not skipping.check(torch.tensor(1.0), [weight]) and skipping.state.skipped_steps == 1

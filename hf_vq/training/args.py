@@ -143,7 +143,8 @@ def add_reliability_arguments(group: argparse._ArgumentGroup) -> None:
                             "times its running average: stop with a message naming the step and the last good "
                             "checkpoint, or skip that optimizer step")
     group.add_argument("--divergence_factor", type=float, default=10.0,
-                       help="a loss above this multiple of its running average counts as divergence (0: off)")
+                       help="a loss above this multiple of its running average (and above its level in the first "
+                            "steps) counts as divergence (0: off)")
 
 
 def check_reliability_args(args: argparse.Namespace) -> None:
