@@ -107,7 +107,7 @@ def test_cli_trains_the_pixel_reference_and_resumes(tokenizer_dir, image_dir, tm
 
 @pytest.mark.parametrize("override, message", [
     ({"tokenizer_name_or_path": None}, "no tokenizer"),
-    ({"streaming": True}, "tokenized once"),
+    ({"streaming": True}, "unknown flag --streaming"),  # the images are tokenized once: no streaming flag at all
     ({"train_batch_size": 0}, "train_batch_size must be >= 1"),
 ])
 def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, image_dir, tmp_path):

@@ -26,13 +26,22 @@ from tqdm.auto import tqdm
 from ..models.token_vit import TokenViTForImageClassification
 from ..models.vqgan import VQGANImageProcessor
 from .checkpointing import TrainingState
+from ..errors import HfVqUserError
 from .classifier_data import ClassifierData, build_classifier_data
+from .optimization import build_lr_scheduler
+from .run_summary import run_summary
 from .trainer import RunningLosses, build_accelerator, resume_if_asked, save_checkpoint, set_dataset_epoch, start_trackers
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 TRAINING_CONFIG_FILE = "training_config.json"
+
+
+class MissingTokenizerError(HfVqUserError, OSError):
+    """The tokenizer named by --tokenizer_name_or_path cannot be loaded."""
+
+
 SHARED_VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
 
@@ -44,7 +53,7 @@ def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
     check_push_arguments(args)  # before hours of training, not after
     accelerator = build_accelerator(args)
     set_seed(args.seed)
-    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
+    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device, revision=args.revision)
     with accelerator.main_process_first():
         data = build_classifier_data(args, tokenizer, processor, encode=args.model_type == "token_vit",
                                      device=accelerator.device)
@@ -59,17 +68,30 @@ def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
     accelerator.register_for_checkpointing(state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(
+        examples=len(data.train), batch_size_per_process=args.train_batch_size, num_processes=accelerator.num_processes,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, max_train_steps=max_steps,
+        mixed_precision=accelerator.mixed_precision, start_step=state.global_step, models={args.model_type: model},
+    ))
     train_seconds = run_loop(args, accelerator, model, optimizer, scheduler, train_loader, eval_loader, state, max_steps)
     metrics = evaluate(accelerator, model, eval_loader) if eval_loader is not None else {}
     return finish(args, accelerator, model, processor, data, state, metrics, train_seconds)
 
 
-def load_tokenizer(tokenizer_name_or_path: str, device: torch.device) -> tuple[nn.Module, VQGANImageProcessor]:
+def load_tokenizer(tokenizer_name_or_path: str, device: torch.device,
+                   revision: str | None = None) -> tuple[nn.Module, VQGANImageProcessor]:
     """The frozen tokenizer and its image processor (the processor the classifier folder will carry)."""
     from transformers import AutoModel
 
-    tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path).eval().requires_grad_(False).to(device)
-    return tokenizer, VQGANImageProcessor.from_pretrained(tokenizer_name_or_path)
+    try:
+        tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path, revision=revision)
+        processor = VQGANImageProcessor.from_pretrained(tokenizer_name_or_path, revision=revision)
+    except OSError as error:  # transformers' "not a local folder nor a model on the Hub", offline, no such revision
+        raise MissingTokenizerError(
+            f"cannot load the tokenizer --tokenizer_name_or_path {tokenizer_name_or_path!r}"
+            f"{f' (revision {revision!r})' if revision else ''}: {' '.join(str(error).split())}"
+        ) from error
+    return tokenizer.eval().requires_grad_(False).to(device), processor
 
 
 def build_model(args, tokenizer: nn.Module, processor, id2label: dict[int, str]) -> nn.Module:
@@ -107,8 +129,6 @@ def _tokenizer_reference(name_or_path: str) -> str:
 
 
 def build_optimization(args, model: nn.Module, data: ClassifierData, accelerator: Accelerator):
-    from transformers import get_scheduler
-
     # A generator of its own: the shuffle depends on the seed alone (and on the epoch through set_epoch).
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(data.train, batch_size=args.train_batch_size, shuffle=True, generator=generator,
@@ -119,9 +139,7 @@ def build_optimization(args, model: nn.Module, data: ClassifierData, accelerator
         _decay_groups(model, args.adam_weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         eps=args.adam_epsilon,
     )
-    # Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling.
-    scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                              num_training_steps=max_steps * accelerator.num_processes)
+    scheduler = build_lr_scheduler(args, optimizer, max_steps, accelerator.num_processes)
     return optimizer, scheduler, train_loader, max_steps
 
 
@@ -192,7 +210,7 @@ def _periodic(args, accelerator: Accelerator, model, eval_loader, state: Trainin
     step = state.global_step
     if args.checkpointing_steps and step % args.checkpointing_steps == 0:
         save_checkpoint(args, accelerator, step)
-    if eval_loader is not None and args.eval_steps and step % args.eval_steps == 0 and step < max_steps:
+    if eval_loader is not None and args.validation_steps and step % args.validation_steps == 0 and step < max_steps:
         metrics = evaluate(accelerator, model, eval_loader)
         accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
 

@@ -46,7 +46,9 @@ from .losses import (
     hinge_generator_loss,
     reconstruction_loss,
 )
-from .tracking import JSONLTracker
+from .optimization import build_lr_scheduler
+from .run_summary import run_summary
+from .tracking import JSONLTracker, log_image_grid
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +89,22 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     register_checkpoint_state(accelerator, networks, state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(
+        examples=data.num_train_examples, batch_size_per_process=args.train_batch_size,
+        num_processes=accelerator.num_processes, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_train_steps=data.max_train_steps, mixed_precision=accelerator.mixed_precision, start_step=state.global_step,
+        models={"tokenizer": networks.generator, "discriminator": networks.discriminator},
+    ))
     train_seconds = run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
     return finish(args, accelerator, networks, processor, data, state, train_seconds)
 
 
 def build_accelerator(args: argparse.Namespace) -> Accelerator:
     output_dir = Path(args.output_dir)
+    logging_dir = output_dir / args.logging_dir  # an absolute --logging_dir stays as it is
     trackers: list[Any] = []
     if args.report_to in ("jsonl", "all"):
-        trackers.append(JSONLTracker("train_log", output_dir / "logs"))
+        trackers.append(JSONLTracker("train_log", logging_dir))
     if args.report_to in ("tensorboard", "wandb"):
         trackers.append(args.report_to)
     elif args.report_to == "all":
@@ -106,12 +115,15 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir)),
         # Same shuffled order for a given (seed, epoch) on every run: what makes resuming exact.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+    if args.allow_tf32:  # as diffusers' example scripts: faster matmuls and convolutions on Ampere and newer GPUs
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     # Accelerate logs every file of every checkpoint at INFO; its warnings are what matters here.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
@@ -126,7 +138,7 @@ def _has_accelerator_device() -> bool:
 
 def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQGANImageProcessor]:
     if args.pretrained_model_name_or_path:
-        model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path)
+        model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
     else:
         model = VQGANModel(VQGANConfig(**args.model_config))
     config = model.config
@@ -186,14 +198,7 @@ def _adam(args, parameters, learning_rate: float) -> torch.optim.Optimizer:
 
 
 def _scheduler(args, optimizer, accelerator: Accelerator, data: TrainingData):
-    from transformers import get_scheduler
-
-    # Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling.
-    return get_scheduler(
-        args.lr_scheduler, optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=data.max_train_steps * accelerator.num_processes,
-    )
+    return build_lr_scheduler(args, optimizer, data.max_train_steps, accelerator.num_processes)
 
 
 def _build_ema(args, model: VQGANModel):
@@ -444,9 +449,11 @@ def periodic_actions(args, accelerator: Accelerator, networks: Networks, data: T
     step = state.global_step
     if args.checkpointing_steps and step % args.checkpointing_steps == 0:
         save_checkpoint(args, accelerator, step)
-    if args.eval_steps and step % args.eval_steps == 0 and step < data.max_train_steps:
-        metrics = run_evaluation(args, accelerator, networks, data, Path(args.output_dir) / f"samples-{step}.png")
+    if args.validation_steps and step % args.validation_steps == 0 and step < data.max_train_steps:
+        grid_path = Path(args.output_dir) / f"samples-{step}.png"
+        metrics = run_evaluation(args, accelerator, networks, data, grid_path)
         accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
+        log_image_grid(accelerator, grid_path, step)
 
 
 def save_checkpoint(args, accelerator: Accelerator, step: int) -> Path:
@@ -492,6 +499,7 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
         (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
+        log_image_grid(accelerator, grid_path, state.global_step)
         if args.push_to_hub:
             from ..hub import push_trained_model
 
