@@ -216,6 +216,16 @@ def test_a_missing_tokenizer_is_one_line(tmp_path, images, capsys):
                                                f"'{tmp_path / 'nowhere'}' does not exist")
 
 
+def test_a_tokenizer_that_cannot_be_loaded_is_one_line(tmp_path, images, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # offline (conftest): a Hub id not in the cache cannot load
+        main(["train-classifier", "--train_data_dir", images, "--tokenizer_name_or_path", "org/no-such-tokenizer",
+              "--revision", "v2", "--output_dir", str(tmp_path / "run"), "--no-progress_bar"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("hf-vq train-classifier: error: cannot load the tokenizer --tokenizer_name_or_path "
+                          "'org/no-such-tokenizer' (revision 'v2'): ")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_report_to_a_tracker_that_is_not_installed_fails_at_start(images, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
