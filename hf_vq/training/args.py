@@ -40,6 +40,7 @@ from ..hub.push import HubArguments
 CONFIG_SECTIONS = ("model", "data", "training")
 REPORT_TO = ("jsonl", "tensorboard", "wandb", "all", "none")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+ON_DIVERGENCE = ("stop", "skip_step")  # hf_vq/training/divergence.py
 # diffusers.optimization.SchedulerType, the names its get_scheduler takes (spelled out so that --help does not
 # import diffusers; tests/test_flags.py checks them against diffusers). piecewise_constant is left out: it needs
 # step rules that no flag gives.
@@ -206,6 +207,20 @@ class RunArguments:
     progress_bar: bool = flag(True, "show a progress bar")
 
 
+@dataclass
+class ReliabilityArguments:
+    """The divergence guard (hf_vq/training/divergence.py), shared by every training command."""
+
+    TITLE: ClassVar[str] = "divergence guard"
+
+    on_divergence: Literal[ON_DIVERGENCE] = flag(
+        "stop", "when the loss or gradients become non-finite or the loss jumps above --divergence_factor times its "
+                "running average: stop with a message naming the step and the last good checkpoint, or skip that "
+                "optimizer step")
+    divergence_factor: float = flag(10.0, "a loss above this multiple of its running average counts as divergence "
+                                          "(0: off)", check=">= 0")
+
+
 # ------------------------------------------------------------------------------------------------ commands
 
 
@@ -353,6 +368,8 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--resume_from_checkpoint {resume!r} is neither 'latest' nor a checkpoint folder")
     if args.push_to_hub and not args.hub_model_id:
         raise ConfigError("--push_to_hub needs --hub_model_id (e.g. your-name/vqgan-fashion-mnist)")
+    if 0 < args.divergence_factor <= 1:
+        raise ConfigError(f"--divergence_factor must be above 1 (or 0 to turn the jump check off), got {args.divergence_factor}")
     check_tracker_installed(args.report_to)
 
 
@@ -412,7 +429,7 @@ TOKENIZER_COMMAND = TrainingCommand(
     name="train-tokenizer",
     description="Train a VQGAN image tokenizer with Accelerate. A YAML --config sets defaults; flags override it.",
     groups=(ConfigArguments, TokenizerModelArguments, DataArguments, AugmentationArguments, OptimizationArguments,
-            TokenizerTrainingArguments, TokenizerLossArguments, RunArguments, HubArguments),
+            TokenizerTrainingArguments, TokenizerLossArguments, RunArguments, ReliabilityArguments, HubArguments),
     model_config_class="hf_vq.models.vqgan.configuration_vqgan:VQGANConfig",
     check=check_tokenizer_args,
 )
@@ -422,7 +439,7 @@ CLASSIFIER_COMMAND = TrainingCommand(
     description="Train a ViT classifier on the token grids of a trained tokenizer, with Accelerate. A YAML --config "
                 "sets defaults; flags override it.",
     groups=(ConfigArguments, ClassifierModelArguments, DataArguments, ClassifierDataArguments, OptimizationArguments,
-            RunArguments, HubArguments),
+            RunArguments, ReliabilityArguments, HubArguments),
     model_config_class="hf_vq.models.token_vit.configuration_token_vit:TokenViTConfig",
     defaults=CLASSIFIER_DEFAULTS,
     check=check_classifier_args,

@@ -21,23 +21,22 @@ import argparse
 import gc
 import json
 import logging
-import math
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
-from .checkpointing import TrainingState, prune_checkpoints, resolve_resume_checkpoint
+from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
 from .discriminator import NLayerDiscriminator
+from .divergence import DivergenceGuard, ensure_finite_weights
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
 from .losses import (
     LeCamEMA,
@@ -46,9 +45,21 @@ from .losses import (
     hinge_generator_loss,
     reconstruction_loss,
 )
+from .loop import (  # noqa: F401  (build_accelerator ... set_dataset_epoch: re-exported, they used to live here)
+    RunningLosses,
+    TrainingLoop,
+    build_accelerator,
+    clip_and_step,
+    final_evaluation,
+    resume_if_asked,
+    save_checkpoint,
+    set_dataset_epoch,
+    start_trackers,
+    write_metrics,
+)
 from .optimization import build_lr_scheduler
 from .run_summary import run_summary
-from .tracking import JSONLTracker, log_image_grid
+from .tracking import log_image_grid
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +78,7 @@ class Networks:
     ema: Any | None
     lecam: LeCamEMA | None
     rfid_extractor: nn.Module | None = None
+    guard: DivergenceGuard | None = None
 
 
 def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,6 +99,7 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     networks, optimizers, schedulers = build_networks_and_optimizers(args, model, accelerator, data)
     state = TrainingState()
     register_checkpoint_state(accelerator, networks, state)
+    networks.guard = DivergenceGuard.from_args(args, accelerator, state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
     accelerator.print(run_summary(
@@ -95,45 +108,8 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
         max_train_steps=data.max_train_steps, mixed_precision=accelerator.mixed_precision, start_step=state.global_step,
         models={"tokenizer": networks.generator, "discriminator": networks.discriminator},
     ))
-    train_seconds = run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
-    return finish(args, accelerator, networks, processor, data, state, train_seconds)
-
-
-def build_accelerator(args: argparse.Namespace) -> Accelerator:
-    output_dir = Path(args.output_dir)
-    logging_dir = output_dir / args.logging_dir  # an absolute --logging_dir stays as it is
-    trackers: list[Any] = []
-    if args.report_to in ("jsonl", "all"):
-        trackers.append(JSONLTracker("train_log", logging_dir))
-    if args.report_to in ("tensorboard", "wandb"):
-        trackers.append(args.report_to)
-    elif args.report_to == "all":
-        trackers.append("all")
-    accelerator = Accelerator(
-        # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
-        cpu=args.cpu or not _has_accelerator_device(),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir)),
-        # Same shuffled order for a given (seed, epoch) on every run: what makes resuming exact.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-    )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    if args.allow_tf32:  # as diffusers' example scripts: faster matmuls and convolutions on Ampere and newer GPUs
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    # Accelerate logs every file of every checkpoint at INFO; its warnings are what matters here.
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    return accelerator
-
-
-def _has_accelerator_device() -> bool:
-    if hasattr(torch, "accelerator"):
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
+    run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
+    return finish(args, accelerator, networks, processor, data, state)
 
 
 def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQGANImageProcessor]:
@@ -162,7 +138,7 @@ def build_networks_and_optimizers(args, model: VQGANModel, accelerator: Accelera
         )
         side = args.resolution or model.config.image_size
         if side < discriminator.minimum_image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"--discriminator_layers {args.discriminator_layers} needs images of at least "
                 f"{discriminator.minimum_image_size} pixels, the training images have {side}: use fewer layers"
             )
@@ -222,93 +198,22 @@ def register_checkpoint_state(accelerator: Accelerator, networks: Networks, stat
         accelerator.register_for_checkpointing(networks.lecam)
 
 
-def resume_if_asked(args, accelerator: Accelerator, state: TrainingState) -> None:
-    checkpoint = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if checkpoint is None:
-        if args.resume_from_checkpoint:
-            accelerator.print(f"no checkpoint in {args.output_dir} to resume from: starting a new run")
-        return
-    accelerator.print(f"resuming from {checkpoint}")
-    accelerator.load_state(str(checkpoint))
-
-
-def start_trackers(args, accelerator: Accelerator) -> None:
-    config = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool)) or value is None}
-    config.update({f"model.{key}": str(value) for key, value in (args.model_config or {}).items()})
-    accelerator.init_trackers(args.tracker_project_name, config=config)
-
-
 def run_training_loop(args, accelerator, networks: Networks, optimizers, schedulers, data: TrainingData, state) -> float:
-    """Train until `data.max_train_steps` optimizer steps; returns the seconds spent training (evaluation excluded)."""
-    progress = tqdm(
-        total=data.max_train_steps, initial=state.global_step, desc="steps",
-        disable=not (accelerator.is_local_main_process and args.progress_bar),
+    """Train until `data.max_train_steps` optimizer steps (the shared `TrainingLoop` around `train_step`); returns
+    the seconds spent training in this call (evaluation excluded)."""
+
+    def evaluate(step: int) -> dict:
+        grid_path = Path(args.output_dir) / f"samples-{step}.png"
+        metrics = run_evaluation(args, accelerator, networks, data, grid_path)
+        log_image_grid(accelerator, grid_path, step)
+        return metrics
+
+    loop = TrainingLoop(
+        args, accelerator, state, data.train_dataloader, data.max_train_steps,
+        lambda batch: train_step(args, accelerator, networks, optimizers, schedulers, batch, state),
+        evaluate=evaluate, scheduler=schedulers[0], on_epoch_start=data.train_transform.set_epoch,
     )
-    train_seconds, running = 0.0, RunningLosses()
-    while state.global_step < data.max_train_steps:
-        start = time.perf_counter()
-        for batch in _epoch_batches(accelerator, data, state):
-            logs = train_step(args, accelerator, networks, optimizers, schedulers, batch, state)
-            running.add(logs)
-            if not accelerator.sync_gradients:
-                continue
-            state.global_step += 1
-            progress.update(1)
-            if state.global_step % args.logging_steps == 0 or state.global_step == data.max_train_steps:
-                logs = running.mean() | {"lr": schedulers[0].get_last_lr()[0], "skipped_images": state.skipped_images}
-                accelerator.log(logs, step=state.global_step)
-                progress.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}")
-            train_seconds += time.perf_counter() - start
-            periodic_actions(args, accelerator, networks, data, state)
-            start = time.perf_counter()
-            if state.global_step >= data.max_train_steps:
-                break
-        else:
-            _end_epoch(data, state)
-        train_seconds += time.perf_counter() - start
-    progress.close()
-    return train_seconds
-
-
-def _epoch_batches(accelerator: Accelerator, data: TrainingData, state: TrainingState) -> Iterator[dict]:
-    """The batches of the current epoch not yet trained on (all of them, or the rest after a resume).
-
-    Batches in which every image was unreadable are skipped on all processes together (a process that skipped
-    alone would leave the others waiting in DDP's gradient all-reduce); skipped images are counted over all
-    processes, so every process holds the same total.
-    """
-    data.train_transform.set_epoch(state.epoch)
-    dataloader = set_dataset_epoch(data.train_dataloader, state.epoch)
-    if state.batches_in_epoch > 0:
-        dataloader = set_dataset_epoch(accelerator.skip_first_batches(dataloader, state.batches_in_epoch), state.epoch)
-    for batch in dataloader:
-        state.batches_in_epoch += 1
-        counts = torch.tensor([[batch["pixel_values"].shape[0], int(batch["num_skipped"].sum())]], device=accelerator.device)
-        counts = accelerator.gather(counts) if accelerator.num_processes > 1 else counts
-        state.skipped_images += int(counts[:, 1].sum())
-        if int(counts[:, 0].min()) == 0:
-            continue
-        state.images_seen += int(counts[:, 0].sum())
-        yield batch
-
-
-def set_dataset_epoch(dataloader: Any, epoch: int) -> Any:
-    """Seed the epoch's shuffle: Accelerate's dataloaders and streamed datasets have `set_epoch`."""
-    if hasattr(dataloader, "set_epoch"):
-        dataloader.set_epoch(epoch)
-    elif hasattr(dataloader.dataset, "set_epoch"):
-        dataloader.dataset.set_epoch(epoch)
-    return dataloader
-
-
-def _end_epoch(data: TrainingData, state: TrainingState) -> None:
-    if state.images_seen == 0:
-        raise RuntimeError(
-            f"the training data yielded no readable image in a whole epoch ({state.skipped_images} unreadable images "
-            "skipped): check the dataset and --image_column"
-        )
-    state.epoch += 1
-    state.batches_in_epoch = 0
+    return loop.run()
 
 
 def train_step(args, accelerator: Accelerator, networks: Networks, optimizers, schedulers, batch: dict, state) -> dict:
@@ -348,7 +253,10 @@ def generator_step(args, accelerator, networks: Networks, optimizer, scheduler, 
             loss = loss + gan_loss
             logs |= gan_logs
     accelerator.backward(loss)
-    _clip_and_step(args, accelerator, generator, optimizer, scheduler)
+    # The jump check watches the reconstruction loss: the adversarial part moves by design when the GAN starts.
+    apply = networks.guard is None or not accelerator.sync_gradients or networks.guard.check(
+        loss, generator.parameters(), what="generator loss", tracked=rec_loss)
+    clip_and_step(args, accelerator, generator, optimizer, scheduler, apply=apply)
     logs |= {
         "loss": loss.detach(), "quantizer_loss": output.quantizer_loss.detach(),
         "commitment_loss": output.commitment_loss.detach(), "codebook_loss": output.codebook_loss.detach(),
@@ -396,16 +304,10 @@ def discriminator_step(args, accelerator, networks: Networks, optimizer, schedul
             networks.lecam.update(means[0], means[1])
             logs["lecam_loss"] = lecam.detach()
     accelerator.backward(args.discriminator_weight * loss)
-    _clip_and_step(args, accelerator, discriminator, optimizer, scheduler)
+    apply = networks.guard is None or not accelerator.sync_gradients or networks.guard.check(
+        loss, discriminator.parameters(), what="discriminator loss", track_average=False)
+    clip_and_step(args, accelerator, discriminator, optimizer, scheduler, apply=apply)
     return logs
-
-
-def _clip_and_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler) -> None:
-    if accelerator.sync_gradients and args.max_grad_norm > 0:
-        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
 
 
 @contextmanager
@@ -445,27 +347,6 @@ def ema_weights(accelerator: Accelerator, networks: Networks):
         networks.ema.restore(model.parameters())
 
 
-def periodic_actions(args, accelerator: Accelerator, networks: Networks, data: TrainingData, state) -> None:
-    step = state.global_step
-    if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-        save_checkpoint(args, accelerator, step)
-    if args.validation_steps and step % args.validation_steps == 0 and step < data.max_train_steps:
-        grid_path = Path(args.output_dir) / f"samples-{step}.png"
-        metrics = run_evaluation(args, accelerator, networks, data, grid_path)
-        accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
-        log_image_grid(accelerator, grid_path, step)
-
-
-def save_checkpoint(args, accelerator: Accelerator, step: int) -> Path:
-    path = Path(args.output_dir) / f"checkpoint-{step}"
-    if accelerator.is_main_process:
-        for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
-            logger.info("removed old checkpoint %s (--checkpoints_total_limit %s)", removed, args.checkpoints_total_limit)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(path))  # on every process: each saves its own RNG state
-    return path
-
-
 def run_evaluation(args, accelerator: Accelerator, networks: Networks, data: TrainingData, grid_path: Path) -> dict:
     """Reconstruction metrics on the held-out split (EMA weights when enabled), each process on its share; the
     main process writes the sample grid. The quantizer runs in eval mode: no codebook updates, no collectives."""
@@ -485,18 +366,20 @@ def run_evaluation(args, accelerator: Accelerator, networks: Networks, data: Tra
     return metrics
 
 
-def finish(args, accelerator: Accelerator, networks: Networks, processor, data: TrainingData, state, train_seconds: float) -> dict:
+def finish(args, accelerator: Accelerator, networks: Networks, processor, data: TrainingData, state) -> dict:
+    """Save the final model first (EMA weights when `--use_ema`), with its processor and training_config.json,
+    then evaluate it, then write metrics.json and push. A failed evaluation leaves the saved model in place and
+    raises `FinalEvaluationError` naming it."""
     output_dir = Path(args.output_dir).resolve()
     grid_path = output_dir / SAMPLES_FILE
-    metrics = run_evaluation(args, accelerator, networks, data, grid_path)
+    save_final_model(args, accelerator, networks, processor, state, output_dir)
+    summary = training_summary(args, accelerator, state)
+    metrics = final_evaluation(accelerator, lambda: run_evaluation(args, accelerator, networks, data, grid_path),
+                               output_dir, summary)
     result: dict[str, Any] = {"output_dir": str(output_dir), "global_step": state.global_step,
                               "is_main_process": accelerator.is_main_process}
     if accelerator.is_main_process:
-        with ema_weights(accelerator, networks) as model:
-            model.save_pretrained(output_dir, image_processor=processor)
-        metrics = _json_safe(metrics | training_summary(args, accelerator, state, train_seconds))
-        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
+        metrics = write_metrics(output_dir / METRICS_FILE, metrics | summary)
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
         log_image_grid(accelerator, grid_path, state.global_step)
@@ -515,6 +398,17 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
     return result
 
 
+def save_final_model(args, accelerator: Accelerator, networks: Networks, processor, state, output_dir: Path) -> None:
+    """The model (EMA weights when enabled) and processor in `save_pretrained` layout, and training_config.json;
+    refused (`TrainingDivergedError`) if a weight is not finite."""
+    with ema_weights(accelerator, networks) as model:
+        ensure_finite_weights([model], state.global_step, args.output_dir)
+        if accelerator.is_main_process:
+            model.save_pretrained(output_dir, image_processor=processor)
+            (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
+    accelerator.wait_for_everyone()
+
+
 def shut_down(accelerator: Accelerator, networks: Networks) -> None:
     """Release the DDP wrappers while the process group still exists, wait for every process, then let Accelerate
     end the trackers and destroy the group. (A DDP reducer outliving its gloo group, or one process tearing gloo
@@ -531,12 +425,9 @@ def training_config(args) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if key not in ("hub_token", "model_config", "handler", "command")}
 
 
-def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    # The Hub's metrics.json check wants null, not NaN, for a metric that could not be measured.
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in metrics.items()}
-
-
-def training_summary(args, accelerator: Accelerator, state: TrainingState, train_seconds: float) -> dict[str, Any]:
+def training_summary(args, accelerator: Accelerator, state: TrainingState) -> dict[str, Any]:
+    """The run's counters; time and throughput are over the whole run, across resumes."""
+    train_seconds = state.train_seconds
     device = accelerator.device
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     return {
@@ -549,27 +440,8 @@ def training_summary(args, accelerator: Accelerator, state: TrainingState, train
         "images_seen": state.images_seen,
         "skipped_images": state.skipped_images,
         "train_seconds": round(train_seconds, 2),
+        "skipped_steps": state.skipped_steps,
         "train_images_per_second": round(state.images_seen / train_seconds, 2) if train_seconds > 0 else None,
         "num_processes": accelerator.num_processes,
         "ema": bool(args.use_ema),
     }
-
-
-class RunningLosses:
-    """Means of the logged values over the batches since the last log line."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, logs: dict[str, torch.Tensor]) -> None:
-        for key, value in logs.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-        self.count += 1
-
-    def mean(self) -> dict[str, float]:
-        means = {key: value / max(self.count, 1) for key, value in self.sums.items()}
-        self.sums, self.count = {}, 0
-        return {key: value for key, value in means.items() if math.isfinite(value)} | {
-            key: str(value) for key, value in means.items() if not math.isfinite(value)
-        }
