@@ -85,6 +85,8 @@ def test_yaml_values_are_converted_to_the_flag_type(tmp_path, images):
     ("training:\n  learning_rate: fast\n", "training.learning_rate in {path} must be a number, got the string 'fast'"),
     ("training:\n  learning_rate: -1\n", "training.learning_rate in {path} must be > 0, got -1.0"),
     ("training:\n  lr_scheduler: cosin\n", "must be one of 'linear', 'cosine'"),
+    ("training:\n  on_divergence: skip\n", "must be one of 'stop', 'skip_step'; got 'skip' (did you mean 'skip_step'?)"),
+    ("training:\n  divergence_factor: 0.5\n", "--divergence_factor must be above 1 (or 0 to turn the jump check off)"),
     ("training:\n  ema_decay: 1\n", "training.ema_decay in {path} must lie in [0, 1), got 1.0"),
     ("data:\n  max_train_samples: {a: 1}\n", "data.max_train_samples in {path} must be an integer, got {{'a': 1}}"),
     ("model:\n  codebook_size: 2x\n", "model.codebook_size in {path} must be an integer, got the string '2x'"),

@@ -267,26 +267,33 @@ def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> argparse.Na
     given = dict(given)
     model_config = given.pop("model_config", None)
     specs = command.specs()
-    values, where = command.default_values(), {}
-    sections: dict[str, dict[str, Any]] = {name: {} for name in CONFIG_SECTIONS}
+    values, where = command.default_values(), {}  # where: how a message names the place a value came from
+    model_section: dict[str, Any] = {}
     if given.get("config"):
-        sections = load_config_file(given["config"])
-        for section in ("data", "training"):
-            for key, value in sections[section].items():
-                label = f"{section}.{key} in {given['config']}"
-                name = _flag_name(specs, key, label, section)
-                values[name], where[name] = convert(value, specs[name].type, label), label
-        sections["model"] = check_model_section(command, sections["model"], given["config"])
+        model_section = _read_config_file(command, specs, given["config"], values, where)
     for key, value in given.items():
         name = _flag_name(specs, key, f"--{key}", None)
         values[name], where[name] = convert(value, specs[name].type, f"--{key}"), f"--{name}"
     for name, spec in specs.items():
         check_bound(values[name], spec.check, where.get(name, f"--{name}"))
-    args = argparse.Namespace(**values, model_config=sections["model"] if model_config is None else model_config)
+    args = argparse.Namespace(**values, model_config=model_section if model_config is None else model_config)
     check_common_args(args)
     if command.check is not None:
         command.check(args)
     return args
+
+
+def _read_config_file(command: TrainingCommand, specs: dict[str, FlagSpec], path: str, values: dict[str, Any],
+                      where: dict[str, str]) -> dict[str, Any]:
+    """Lay the data: and training: sections of `path` over `values` (checked and converted); return its checked
+    model: section."""
+    sections = load_config_file(path)
+    for section in ("data", "training"):
+        for key, value in sections[section].items():
+            label = f"{section}.{key} in {path}"
+            name = _flag_name(specs, key, label, section)
+            values[name], where[name] = convert(value, specs[name].type, label), label
+    return check_model_section(command, sections["model"], path)
 
 
 def _flag_name(specs: dict[str, FlagSpec], key: str, label: str, section: str | None) -> str:
