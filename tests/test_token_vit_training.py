@@ -43,8 +43,10 @@ def _flags(tokenizer_dir, image_dir, tmp_path, **overrides):
 
 
 def test_training_saves_a_pipeline_ready_folder_and_reuses_the_cached_tokens(tokenizer_dir, image_dir, tmp_path, monkeypatch):
-    result = train_classifier(_flags(tokenizer_dir, image_dir, tmp_path))
+    result = train_classifier(_flags(tokenizer_dir, image_dir, tmp_path, hub_token="hf_never_written"))
     output_dir = tmp_path / "classifier"
+    for written in [output_dir / "training_config.json", *(output_dir / "logs").iterdir()]:
+        assert "hf_never_written" not in written.read_text(), written
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics == result["metrics"]
     assert 0.0 <= metrics["accuracy"] <= metrics["top5_accuracy"] == 1.0  # 3 classes: the top 5 hold them all

@@ -29,6 +29,7 @@ from .classifier_data import ClassifierData, build_classifier_data
 from .divergence import ensure_finite_weights
 from .loop import (
     METRICS_FILE,
+    SECRET_FLAGS,
     build_accelerator,
     final_evaluation,
     resume_if_asked,
@@ -245,7 +246,7 @@ def summary(args, accelerator: Accelerator, model, state: TrainingState, data: C
 
 
 def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: value for key, value in vars(args).items() if key != "handler"}
+    return {key: value for key, value in vars(args).items() if key not in (*SECRET_FLAGS, "handler", "command")}
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:

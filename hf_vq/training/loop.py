@@ -68,6 +68,7 @@ from .tracking import JSONLTracker
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+SECRET_FLAGS = ("hub_token",)  # never written to trackers, training_config.json or anything else a run leaves
 # What the quantizers' input check says when it meets NaN or infinite activations (hf_vq/quantization).
 NON_FINITE_INPUT_MESSAGE = "NaN or Inf values"
 
@@ -117,7 +118,8 @@ def _has_accelerator_device() -> bool:
 
 
 def start_trackers(args, accelerator: Accelerator) -> None:
-    config = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool)) or value is None}
+    config = {key: value for key, value in vars(args).items()
+              if key not in SECRET_FLAGS and (isinstance(value, (int, float, str, bool)) or value is None)}
     config.update({f"model.{key}": str(value) for key, value in (getattr(args, "model_config", None) or {}).items()})
     accelerator.init_trackers(args.tracker_project_name, config=config)
 

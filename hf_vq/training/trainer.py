@@ -46,6 +46,7 @@ from .losses import (
     reconstruction_loss,
 )
 from .loop import (  # noqa: F401  (build_accelerator ... set_dataset_epoch: re-exported, they used to live here)
+    SECRET_FLAGS,
     RunningLosses,
     TrainingLoop,
     build_accelerator,
@@ -422,7 +423,8 @@ def shut_down(accelerator: Accelerator, networks: Networks) -> None:
 
 def training_config(args) -> dict[str, Any]:
     """The flags of the run (read by the model card); the Hub token stays out."""
-    return {key: value for key, value in vars(args).items() if key not in ("hub_token", "model_config", "handler", "command")}
+    return {key: value for key, value in vars(args).items()
+            if key not in (*SECRET_FLAGS, "model_config", "handler", "command")}
 
 
 def training_summary(args, accelerator: Accelerator, state: TrainingState) -> dict[str, Any]:
