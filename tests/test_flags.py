@@ -204,6 +204,15 @@ def test_data_errors_are_one_line(tmp_path, capsys):
     assert exit_info.value.code == 1 and err.startswith("hf-vq train-tokenizer: error: ") and "Traceback" not in err
 
 
+def test_a_hub_dataset_that_cannot_be_loaded_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # offline (conftest): not in the cache
+        main(["train-tokenizer", "--config", TINY_CONFIG, "--dataset_name", "org/no-such-dataset",
+              "--output_dir", str(tmp_path / "run"), "--no-progress_bar"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.startswith("hf-vq train-tokenizer: error: cannot load the Hub dataset 'org/no-such-dataset' (")
+
+
 def test_argparse_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train-tokenizer", "--mixed_precision", "fp8"])
