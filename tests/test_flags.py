@@ -307,3 +307,13 @@ def test_tensorboard_gets_the_sample_grids_and_the_summary_is_printed(images, tm
                          for event in accumulator.Images(tag))
     assert image_steps == [1, 2]  # the grid of the evaluation at step 1 and the final one
     assert json.loads((output_dir / "training_config.json").read_text())["logging_dir"] == str(tmp_path / "tb")
+
+
+@pytest.mark.parametrize("config", sorted(path.name for path in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_is_valid(config, images):
+    command = CLASSIFIER_COMMAND if config.startswith("token_vit") else TOKENIZER_COMMAND
+    given = {"config": str(REPO / "configs" / config), "dataset_name": None, "train_data_dir": images}
+    if command is CLASSIFIER_COMMAND:
+        given["tokenizer_name_or_path"] = "org/tokenizer"
+    args = resolve_args(command, given)
+    assert args.model_config or config.startswith("token_vit")
