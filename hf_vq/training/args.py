@@ -312,6 +312,27 @@ def _read_config_file(command: TrainingCommand, specs: dict[str, FlagSpec], path
     return check_model_section(command, sections["model"], path)
 
 
+def add_command_subparser(subparsers: argparse._SubParsersAction, command: TrainingCommand, help: str,  # noqa: A002
+                          run: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+    """Register `command` with `hf-vq` (hf_vq/cli.py): only the flags given reach `run`'s namespace over the config
+    file over the defaults."""
+    parser = subparsers.add_parser(command.name, help=help, description=command.description)
+    build_parser(command, parser)
+    parser.set_defaults(handler=lambda args: run(resolve_args(command, _given(args))))
+    return parser
+
+
+def run_script(command: TrainingCommand, run: Callable[[argparse.Namespace], Any], argv: list[str] | None = None) -> int:
+    """`scripts/<command>.py`: the same flags and one-line errors as `hf-vq <command>`."""
+    from ..errors import run_reporting_user_errors
+
+    return run_reporting_user_errors(command.name, lambda: run(parse_args(command, argv)))
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
+
+
 def _flag_name(specs: dict[str, FlagSpec], key: str, label: str, section: str | None) -> str:
     """The flag `key` names (itself or an alias), or a `ConfigError` naming the nearest valid one."""
     for name, spec in specs.items():
