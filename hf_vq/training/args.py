@@ -233,8 +233,8 @@ class ReliabilityArguments:
         "stop", "when the loss or gradients become non-finite or the loss jumps above --divergence_factor times its "
                 "running average: stop with a message naming the step and the last good checkpoint, or skip that "
                 "optimizer step")
-    divergence_factor: float = flag(10.0, "a loss above this multiple of its running average counts as divergence "
-                                          "(0: off)", check=">= 0")
+    divergence_factor: float = flag(10.0, "a loss above this multiple of its running average (and above its level in "
+                                          "the first steps) counts as divergence (0: off)", check=">= 0")
 
 
 # ------------------------------------------------------------------------------------------------ commands
