@@ -124,6 +124,10 @@ class LabelArguments:
     label_column: str = flag("label", "column holding the class labels")
 
 
+# Its earlier name, which train-prior (branch prior-train) imports: the same class, so merging needs no edit there.
+ClassifierDataArguments = LabelArguments
+
+
 @dataclass
 class AugmentationArguments:
     """Images decoded anew each epoch: augmentation and streaming (not for commands that cache encoded images)."""
