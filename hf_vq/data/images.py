@@ -24,6 +24,7 @@ import pyarrow as pa
 from datasets.data_files import EmptyDatasetError
 from datasets.distributed import split_dataset_by_node
 
+from ..errors import HfVqUserError
 from .fashion_mnist import LABELS as FASHION_MNIST_LABELS
 from .fashion_mnist import ImageSplit, has_idx_files, load_fashion_mnist, load_idx_split
 
@@ -33,7 +34,7 @@ FASHION_MNIST_NAMES = frozenset({"fashion_mnist", "fashion-mnist"})
 _STREAMING_SHARDS = 64
 
 
-class ImageDatasetError(ValueError):
+class ImageDatasetError(HfVqUserError, ValueError):
     """The image dataset cannot be used as asked: no source, no such column, nothing in it."""
 
 
@@ -149,7 +150,14 @@ def _load_source(
         raise ImageDatasetError(f"--train_data_dir {location} does not exist")
     if location.endswith(".parquet"):
         return load("parquet", data_files=location), f"parquet files {location}"
-    return load(dataset_name, config_name), f"Hub dataset {dataset_name!r}"
+    try:
+        return load(dataset_name, config_name), f"Hub dataset {dataset_name!r}"
+    except (FileNotFoundError, ConnectionError) as error:  # datasets' DatasetNotFoundError, offline, no network
+        raise ImageDatasetError(
+            f"cannot load the Hub dataset {dataset_name!r} ({' '.join(str(error).split())}): check the id (a local "
+            "folder goes in --train_data_dir), the network, and that HF_DATASETS_OFFLINE is unset or the dataset is "
+            "in the cache"
+        ) from error
 
 
 def _loader(split: str, streaming: bool, cache_dir: str | os.PathLike | None) -> Callable[..., AnyDataset]:

@@ -11,27 +11,13 @@ import argparse
 import sys
 from typing import Any
 
-from .args import ConfigError, add_training_arguments, build_training_parser, namespace_from_given, suppress_defaults
+from .args import TOKENIZER_COMMAND, add_command_subparser, namespace_from_given, run_script
 
 
 def add_train_tokenizer_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-tokenizer` with the `hf-vq` command (hf_vq/cli.py)."""
-    parser = subparsers.add_parser(
-        "train-tokenizer", help="train a VQGAN image tokenizer with Accelerate",
-        description="Train a VQGAN image tokenizer with Accelerate. A YAML --config sets defaults; flags override it.",
-    )
-    # Only the flags actually given reach the handler, which lays them over the YAML file over the defaults.
-    suppress_defaults(add_training_arguments(parser))
-    parser.set_defaults(handler=lambda args: run_subcommand(args, parser))
-
-
-def run_subcommand(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
-    try:
-        resolved = namespace_from_given(given, build_training_parser(parser.prog))
-    except ConfigError as error:
-        parser.error(str(error))
-    return report(train(resolved))
+    add_command_subparser(subparsers, TOKENIZER_COMMAND, "train a VQGAN image tokenizer with Accelerate",
+                          lambda args: report(train(args)))
 
 
 def train_from_config(config: str, **flags: Any) -> dict[str, Any]:
@@ -65,12 +51,8 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .args import parse_training_args
-
-    parser = build_training_parser()
-    args = parse_training_args(argv, parser)
-    report(train(args))
-    return 0
+    """`scripts/train_tokenizer.py`."""
+    return run_script(TOKENIZER_COMMAND, lambda args: report(train(args)), argv)
 
 
 if __name__ == "__main__":
