@@ -2,6 +2,7 @@
 pipeline("image-classification"), and clear errors for inputs that do not fit."""
 
 import json
+import re
 
 import numpy as np
 import PIL.Image
@@ -56,10 +57,20 @@ def test_saved_folder_loads_through_auto_classes_without_the_tokenizer_weights(c
     assert (config.codebook_size, config.grid_size, config.token_embedding_dim) == (32, [8, 8], 4)
     assert isinstance(transformers.AutoModelForImageClassification.from_pretrained(classifier_dir), TokenViTForImageClassification)
     assert isinstance(transformers.AutoImageProcessor.from_pretrained(classifier_dir), VQGANImageProcessor)
-    # The tokenizer is a tool, not part of the classifier's weights; and the processor points at no remote code
-    # (pipeline() would otherwise ask on stdin whether to run a "VQGANVideoProcessor").
+    # The tokenizer is a tool, not part of the classifier's weights; but its code (and the processor's) travels with
+    # the classifier, for trust_remote_code=True.
     assert not [key for key in load_file(classifier_dir / "model.safetensors") if "encoder" in key or "quantize" in key]
-    assert "auto_map" not in json.loads((classifier_dir / "preprocessor_config.json").read_text())
+    assert json.loads((classifier_dir / "preprocessor_config.json").read_text())["auto_map"] == {
+        "AutoImageProcessor": "image_processing_vqgan.VQGANImageProcessor"}
+    assert json.loads((classifier_dir / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_token_vit.TokenViTConfig",
+        "AutoModelForImageClassification": "modeling_token_vit.TokenViTForImageClassification"}
+    code = {path.name for path in classifier_dir.glob("*.py")}
+    assert {"modeling_token_vit.py", "configuration_token_vit.py", "vqgan_token_vit.py", "modeling_vqgan.py",
+            "configuration_vqgan.py", "image_processing_vqgan.py", "quantization_vqgan.py", "vector_quantizer.py"} <= code
+    imports = [line for name in code for line in (classifier_dir / name).read_text().splitlines()
+               if re.match(r"\s*(from|import)\s+hf_vq\b", line)]
+    assert imports == [], "the copied code must not import hf_vq"
 
 
 def test_token_embedding_starts_at_the_effective_codebook(classifier_dir, tokenizer_dir):

@@ -229,10 +229,10 @@ def finish(args, accelerator: Accelerator, model, processor, data: ClassifierDat
         if isinstance(unwrapped, TokenViTForImageClassification):
             unwrapped.save_pretrained(output_dir, image_processor=processor)
         else:
-            from ..models.token_vit import save_processor_without_remote_code
+            from ..models.token_vit import save_image_processor
 
             unwrapped.save_pretrained(output_dir)
-            save_processor_without_remote_code(processor, output_dir)
+            save_image_processor(processor, output_dir)
         _write_json(output_dir / METRICS_FILE, metrics)
         _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
