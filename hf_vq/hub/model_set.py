@@ -96,15 +96,17 @@ def push_model_set(
     for member in dependents:
         _check_reads_this_tokenizer(member, tokenizer, tokenizer_repo)
     linked = [(member.repo_id, member.folder.kind) for member in dependents if member.reads_tokenizer]
+    # Any record of one of the set's folders (a metrics.json naming the tokenizer folder...) becomes its repo id.
+    hub_ids = {member.folder.path.resolve(): member.repo_id for member in ([tokenizer] if tokenizer else []) + dependents}
 
     api = HfApi()
-    common = {"license": license, "endpoint": api.endpoint}
+    common = {"license": license, "endpoint": api.endpoint, "hub_ids": hub_ids}
     if tokenizer:  # every card is rendered, and so checked, before the first request
         render_shared_card(tokenizer.folder, tokenizer.repo_id, dependents=linked, **common)
     for member in dependents:
         render_shared_card(member.folder, member.repo_id, tokenizer_hub_id=tokenizer_repo if member.reads_tokenizer else None, **common)
 
-    upload = {"private": private, "revision": revision, "commit_message": commit_message, "license": license}
+    upload = {"private": private, "revision": revision, "commit_message": commit_message, "license": license, "hub_ids": hub_ids}
     commits: dict[str, str] = {}
     with hub_errors(api.endpoint):
         for repo_id in [member.repo_id for member in ([tokenizer] if tokenizer else []) + dependents]:
@@ -174,11 +176,15 @@ def _check_distinct(repo_ids: list[str]) -> None:
 
 
 def _check_reads_this_tokenizer(member: SetMember, tokenizer: SetMember | None, tokenizer_repo: str) -> None:
-    """A dependent of the set must read the set's tokenizer: its local folder, or its Hub repo."""
+    """A dependent of the set must read the set's tokenizer: its local folder, or its Hub repo. (With
+    `--tokenizer_hub_id` and no tokenizer folder, a local reference is taken to be that repo's local copy, as with
+    `hf-vq push --tokenizer_hub_id`.)"""
     reference = member.folder.tokenizer_reference
     if reference is None or reference == tokenizer_repo:
         return
-    if tokenizer is not None and not looks_like_repo_id(reference) and Path(reference).expanduser().resolve() == tokenizer.folder.path.resolve():
+    if not looks_like_repo_id(reference) and (
+        tokenizer is None or Path(reference).expanduser().resolve() == tokenizer.folder.path.resolve()
+    ):
         return
     if looks_like_repo_id(reference):
         raise LocalTokenizerError(

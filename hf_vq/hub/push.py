@@ -125,20 +125,23 @@ def upload_model_folder(
     tokenizer_hub_id: str | None = None,
     tokenizer_revision: str | None = None,
     dependents: list[tuple[str, str]] | None = None,
+    hub_ids: dict[Path, str] | None = None,
 ) -> CommitInfo:
     """Create the repo (and branch) if needed and upload the folder's shared files with a fresh card, in one commit.
 
-    The staged copy names the tokenizer by `tokenizer_hub_id` at `tokenizer_revision` and carries no local path.
+    The staged copy names the tokenizer by `tokenizer_hub_id` at `tokenizer_revision` and carries no local path:
+    `hub_ids` maps local folders (the models pushed together) to their repos, the tokenizer's by default.
     """
+    hub_ids = local_hub_ids(folder, tokenizer_hub_id) if hub_ids is None else hub_ids
     card = render_shared_card(
         folder, hub_model_id, license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
-        dependents=dependents, endpoint=api.endpoint,
+        dependents=dependents, endpoint=api.endpoint, hub_ids=hub_ids,
     )
     with hub_errors(api.endpoint):
         api.create_repo(hub_model_id, token=token, private=private, exist_ok=True)
         if revision and revision != constants.DEFAULT_REVISION:
             api.create_branch(hub_model_id, branch=revision, token=token, exist_ok=True)
-        with staged_folder(folder, card.content, tokenizer_hub_id, tokenizer_revision) as staging:
+        with staged_folder(folder, card.content, tokenizer_hub_id, tokenizer_revision, hub_ids) as staging:
             return api.upload_folder(
                 repo_id=hub_model_id,
                 folder_path=staging,
@@ -148,15 +151,23 @@ def upload_model_folder(
             )
 
 
-def render_shared_card(folder: ModelFolder, hub_model_id: str, *, tokenizer_hub_id: str | None = None, **kwargs):
+def render_shared_card(
+    folder: ModelFolder, hub_model_id: str, *, tokenizer_hub_id: str | None = None, hub_ids: dict[Path, str] | None = None,
+    **kwargs,
+):
     """The card rendered from what will be uploaded: the folder's records without local paths."""
-    shared = shareable_view(folder, tokenizer_hub_id)
-    return render_model_card(shared, hub_model_id, tokenizer_hub_id=tokenizer_hub_id, **kwargs)
+    hub_ids = local_hub_ids(folder, tokenizer_hub_id) if hub_ids is None else hub_ids
+    return render_model_card(shareable_view(folder, hub_ids), hub_model_id, tokenizer_hub_id=tokenizer_hub_id, **kwargs)
 
 
-def shareable_view(folder: ModelFolder, tokenizer_hub_id: str | None) -> ModelFolder:
-    """`folder` as uploaded: the tokenizer named by its Hub id, other local paths reduced to their last component."""
-    hub_ids = hub_ids_for(folder.tokenizer_reference, tokenizer_hub_id)
+def local_hub_ids(folder: ModelFolder, tokenizer_hub_id: str | None) -> dict[Path, str]:
+    """Local folders a pushed model names, and the repos they are on: its tokenizer's, when pushed alone."""
+    return hub_ids_for(folder.tokenizer_reference, tokenizer_hub_id)
+
+
+def shareable_view(folder: ModelFolder, hub_ids: dict[Path, str]) -> ModelFolder:
+    """`folder` as uploaded: the models of `hub_ids` named by their Hub ids, other local paths reduced to their last
+    component."""
     return dataclasses.replace(
         folder,
         config=without_local_paths(folder.config, hub_ids),
@@ -256,7 +267,11 @@ def hub_errors(endpoint: str) -> Iterator[None]:
 
 @contextmanager
 def staged_folder(
-    folder: ModelFolder, card_text: str, tokenizer_hub_id: str | None, tokenizer_revision: str | None = None
+    folder: ModelFolder,
+    card_text: str,
+    tokenizer_hub_id: str | None,
+    tokenizer_revision: str | None = None,
+    hub_ids: dict[Path, str] | None = None,
 ) -> Iterator[Path]:
     """A temporary copy of the files to share, plus the card, so the user's folder is left untouched.
 
@@ -264,7 +279,7 @@ def staged_folder(
     the config of a model built on a tokenizer naming its Hub repo and pinned revision. The staged copy is scanned
     for local folders before it is handed out.
     """
-    hub_ids = hub_ids_for(folder.tokenizer_reference, tokenizer_hub_id)
+    hub_ids = local_hub_ids(folder, tokenizer_hub_id) if hub_ids is None else hub_ids
     with tempfile.TemporaryDirectory(prefix="hf_vq_push_") as tmp:
         staging = Path(tmp)
         for relative in folder.files_to_share():
@@ -273,7 +288,7 @@ def staged_folder(
         (staging / "README.md").write_text(card_text, encoding="utf-8")
         for file in staging.rglob("*.json"):
             rewrite_json_without_local_paths(file, hub_ids, _tokenizer_fields(folder, file, tokenizer_hub_id, tokenizer_revision))
-        check_no_local_paths(staging, [folder.path, *[Path(ref) for ref in [folder.tokenizer_reference] if ref and Path(ref).exists()]])
+        check_no_local_paths(staging, [folder.path, *hub_ids])
         yield staging
 
 
