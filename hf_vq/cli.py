@@ -14,6 +14,7 @@ SUBCOMMANDS = [
     ("hf_vq.hub.push", "add_push_subcommand"),
     ("hf_vq.training.tokenizer_command", "add_train_tokenizer_subcommand"),
     ("hf_vq.training.classifier_command", "add_train_classifier_subcommand"),
+    ("hf_vq.training.prior_command", "add_train_prior_subcommand"),
 ]
 
 
