@@ -47,7 +47,7 @@ def test_conditional_accuracy_counts_matches_with_the_conditioning_labels():
     assert result["real_accuracy"] == pytest.approx(0.75)  # 3 of the 4 real images are of class 2
     assert result["conditional_accuracy"] == pytest.approx(0.5)  # 2 of the 4 samples were asked for class 2
     assert result["relative_conditional_accuracy"] == pytest.approx(0.5 / 0.75)
-    assert result["classifier_fid_reconstructions"] == pytest.approx(0.0, abs=1e-6)  # reconstructions == originals
+    assert result["reconstruction_classifier_fid"] == pytest.approx(0.0, abs=1e-6)  # reconstructions == originals
 
 
 def test_frechet_distance_is_zero_for_identical_sets_and_the_squared_shift_for_shifted_ones():
@@ -68,7 +68,7 @@ def test_frechet_distance_is_zero_for_identical_sets_and_the_squared_shift_for_s
     result = metrics.compute()
     # Equal covariances: FID = |mean difference|^2 = 0.3^2 + 0.4^2.
     assert result["inception_fid"] == pytest.approx(0.25, rel=1e-4)
-    assert result["inception_fid_reconstructions"] == pytest.approx(0.0, abs=1e-6)
+    assert result["reconstruction_inception_fid"] == pytest.approx(0.0, abs=1e-6)
     assert "inception_fid_ratio" not in result  # no ratio to a floor of zero
     assert "conditional_accuracy" not in result and "classifier_fid" not in result  # no judge given
 
@@ -78,8 +78,8 @@ def test_token_statistics_of_generated_and_real_tokens():
     metrics.update_real(None, None, torch.tensor([[[0, 1], [2, 3]], [[4, 5], [6, 7]]]))
     metrics.update_generated(torch.zeros(2, 1, 8, 8), None, torch.tensor([[[0, 0], [0, 0]], [[1, 1], [1, 1]]]))
     result = metrics.compute()
-    assert result["real_codebook_usage"] == 1.0 and result["real_perplexity"] == pytest.approx(8.0)
-    assert result["generated_codebook_usage"] == 0.25 and result["generated_perplexity"] == pytest.approx(2.0)
+    assert result["real_usage"] == 1.0 and result["real_perplexity"] == pytest.approx(8.0)
+    assert result["generated_usage"] == 0.25 and result["generated_perplexity"] == pytest.approx(2.0)
     assert math.isfinite(result["generated_perplexity"])
 
 

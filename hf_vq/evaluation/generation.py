@@ -121,7 +121,7 @@ class GenerationMetrics(nn.Module):
     >>> metrics.update_real(torch.zeros(1, 1, 8, 8), None, tokens)
     >>> metrics.update_generated(torch.zeros(1, 1, 8, 8), None, torch.zeros_like(tokens))
     >>> {name: round(value, 3) for name, value in sorted(metrics.compute().items())}
-    {'generated_codebook_usage': 0.25, 'generated_perplexity': 1.0, 'real_codebook_usage': 1.0, 'real_perplexity': 4.0}
+    {'generated_perplexity': 1.0, 'generated_usage': 0.25, 'real_perplexity': 4.0, 'real_usage': 1.0}
 
     ```
     """
@@ -136,10 +136,10 @@ class GenerationMetrics(nn.Module):
             self.real_accuracy = MulticlassAccuracy(judge.num_labels, average="micro")
             self.conditional_accuracy = MulticlassAccuracy(judge.num_labels, average="micro")
             self.classifier_fid = _frechet(judge)
-            self.classifier_fid_reconstructions = _frechet(judge)
+            self.reconstruction_classifier_fid = _frechet(judge)
         if inception is not None:
             self.inception_fid = _frechet(inception)
-            self.inception_fid_reconstructions = _frechet(inception)
+            self.reconstruction_inception_fid = _frechet(inception)
         self.has_inception = inception is not None
         self.has_reconstructions = False
         self.has_conditional = False
@@ -158,9 +158,9 @@ class GenerationMetrics(nn.Module):
         if self.judge is not None:
             if labels is not None:
                 self.real_accuracy.update(self.judge.predict(images), labels.to(images.device))
-            pairs.append((self.classifier_fid, self.classifier_fid_reconstructions))
+            pairs.append((self.classifier_fid, self.reconstruction_classifier_fid))
         if self.has_inception:
-            pairs.append((self.inception_fid, self.inception_fid_reconstructions))
+            pairs.append((self.inception_fid, self.reconstruction_inception_fid))
         if reconstructions is not None:
             reconstructions = _check_images(reconstructions, "reconstructions")
             self.has_reconstructions = True
@@ -187,16 +187,18 @@ class GenerationMetrics(nn.Module):
         result: dict[str, float] = {}
         for prefix, usage in (("real", self.real_tokens), ("generated", self.generated_tokens)):
             if int(usage.counts.sum()) > 0:
-                result.update({f"{prefix}_{name}": float(value) for name, value in usage.compute().items()})
+                statistics = usage.compute()
+                result[f"{prefix}_usage"] = float(statistics["codebook_usage"])
+                result[f"{prefix}_perplexity"] = float(statistics["perplexity"])
         if self.judge is not None:
             if self.real_accuracy.update_count:
                 result["real_accuracy"] = float(self.real_accuracy.compute())
             if self.has_conditional:
                 result["conditional_accuracy"] = float(self.conditional_accuracy.compute())
-            result.update(_frechet_pair("classifier_fid", self.classifier_fid, self.classifier_fid_reconstructions,
+            result.update(_frechet_pair("classifier_fid", self.classifier_fid, self.reconstruction_classifier_fid,
                                         self.has_reconstructions))
         if self.has_inception:
-            result.update(_frechet_pair("inception_fid", self.inception_fid, self.inception_fid_reconstructions,
+            result.update(_frechet_pair("inception_fid", self.inception_fid, self.reconstruction_inception_fid,
                                         self.has_reconstructions))
         if result.get("real_accuracy") and "conditional_accuracy" in result:
             result["relative_conditional_accuracy"] = result["conditional_accuracy"] / result["real_accuracy"]
@@ -209,13 +211,14 @@ def _frechet(extractor: FIDFeatureExtractor) -> FrechetInceptionDistance:
 
 def _frechet_pair(name: str, generated: FrechetInceptionDistance, reconstructed: FrechetInceptionDistance,
                   has_reconstructions: bool) -> dict[str, float]:
-    """`name` (generated vs real), `name_reconstructions` (the floor) and their ratio, where there are samples."""
+    """`name` (generated vs real), `reconstruction_name` (the floor) and their ratio `name_ratio`, where there are
+    samples."""
     result: dict[str, float] = {}
     if generated.fake_features_num_samples >= 2 and generated.real_features_num_samples >= 2:
         result[name] = float(generated.compute())
     if has_reconstructions and reconstructed.fake_features_num_samples >= 2:
-        result[f"{name}_reconstructions"] = float(reconstructed.compute())
-    floor = result.get(f"{name}_reconstructions")
+        result[f"reconstruction_{name}"] = float(reconstructed.compute())
+    floor = result.get(f"reconstruction_{name}")
     if name in result and floor is not None and math.isfinite(floor) and floor > 0:
         result[f"{name}_ratio"] = result[name] / floor
     return result

@@ -212,14 +212,14 @@ def format_generation_metrics(metrics: dict[str, Any]) -> str:
                      f"{metrics['real_accuracy']:.2%}; ratio {metrics['relative_conditional_accuracy']:.2f})")
     for name in ("classifier_fid", "inception_fid"):
         if name in metrics:
-            floor = metrics.get(f"{name}_reconstructions")
+            floor = metrics.get(f"reconstruction_{name}")
             text = f"{name.replace('_', ' ')} {metrics[name]:.3f}"
             if floor is not None:
                 text += f" (tokenizer reconstructions: {floor:.3f}; ratio {metrics[f'{name}_ratio']:.2f})"
             lines.append(text)
     if "generated_perplexity" in metrics:
         lines.append(f"token perplexity {metrics['generated_perplexity']:.1f} generated / {metrics.get('real_perplexity', float('nan')):.1f} real, "
-                     f"codebook usage {metrics['generated_codebook_usage']:.1%} / {metrics.get('real_codebook_usage', float('nan')):.1%}")
+                     f"codebook usage {metrics['generated_usage']:.1%} / {metrics.get('real_usage', float('nan')):.1%}")
     return "\n".join(lines)
 
 

@@ -27,7 +27,8 @@ def build_pipeline(tokenizer: nn.Module, prior: nn.Module):
     from ..pipelines.maskgit import MaskGITPipeline
     from ..schedulers import MaskGITScheduler
 
-    return MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=MaskGITScheduler())
+    scheduler = MaskGITScheduler(mask_token_id=prior.config.mask_token_id)
+    return MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=scheduler)
 
 
 @torch.no_grad()
@@ -40,7 +41,7 @@ def generate(args: argparse.Namespace, pipeline, class_labels: list[int] | None,
         size = min(args.generation_batch_size, count - start)
         labels = class_labels[start : start + size] if class_labels is not None else None
         output = pipeline(
-            class_labels=labels, num_images_per_prompt=1 if labels is not None else size,
+            class_labels=labels, batch_size=None if labels is not None else size,
             num_inference_steps=args.num_inference_steps,
             guidance_scale=args.guidance_scale if labels is not None else 1.0,
             temperature=args.temperature, generator=generator, output_type="pt",
