@@ -15,6 +15,7 @@ SUBCOMMANDS = [
     ("hf_vq.hub.model_set", "add_push_set_subcommand"),
     ("hf_vq.training.tokenizer_command", "add_train_tokenizer_subcommand"),
     ("hf_vq.training.classifier_command", "add_train_classifier_subcommand"),
+    ("hf_vq.training.prior_command", "add_train_prior_subcommand"),
 ]
 
 

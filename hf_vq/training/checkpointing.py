@@ -14,20 +14,23 @@ CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
 @dataclass
 class TrainingState:
     """Counters that `accelerator.save_state` stores beside the weights (registered for checkpointing), so that a
-    resumed run knows its step, where it was in its epoch, and how many images were skipped so far."""
+    resumed run knows its step, where it was in its epoch, how many images were seen and skipped so far, and how
+    long it has trained (throughput over the whole run, not since the last resume)."""
 
     global_step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
     images_seen: int = 0
     skipped_images: int = 0
+    train_seconds: float = 0.0
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, int | float]:
         return asdict(self)
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
         for key, value in state.items():
-            setattr(self, key, int(value))
+            # Each field keeps its own type (older checkpoints lack train_seconds: it stays 0).
+            setattr(self, key, type(getattr(self, key))(value))
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:

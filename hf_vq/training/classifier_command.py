@@ -120,15 +120,16 @@ def parse_classifier_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(error))
 
 
-def check_classifier_args(args: argparse.Namespace) -> None:
-    """Reject what cannot work, naming the flag to change."""
+def check_classifier_args(args: argparse.Namespace, command: str = "train-classifier") -> None:
+    """Reject what cannot work, naming the flag to change (also the checks of `train-prior`, which reads the same
+    token cache)."""
     if not args.tokenizer_name_or_path:
         raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a trained tokenizer's folder or Hub id)")
     if bool(args.dataset_name) == bool(args.train_data_dir):
         raise ConfigError("pass exactly one of --dataset_name (Hub id, parquet, 'fashion_mnist') and --train_data_dir")
     if args.streaming or args.random_flip or not args.center_crop:
         raise ConfigError("the images are tokenized once and cached: --streaming, --random_flip and --no-center_crop "
-                          "(random crops) are not supported by train-classifier")
+                          f"(random crops) are not supported by {command}")
     for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "num_train_epochs",
                  "logging_steps", "tokenize_batch_size", "max_train_steps", "checkpoints_total_limit", "resolution"):
         value = getattr(args, name)

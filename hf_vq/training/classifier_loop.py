@@ -1,6 +1,6 @@
-"""The Accelerate loop of `hf-vq train-classifier`, built from the tokenizer loop's parts (`trainer.py`): the same
-Accelerator setup (mixed precision, gradient accumulation, trackers), `checkpoint-<step>` folders with a retention
-limit, exact resume (seedable sampler + `skip_first_batches` + `TrainingState`), logging and a progress bar.
+"""`hf-vq train-classifier` on the shared training machinery (`loop.py`: Accelerator setup, `checkpoint-<step>`
+folders, exact resume, logging, progress bar, timing): this module only says what a step computes (the
+classification loss) and how the model is evaluated (top-1 / top-5 accuracy).
 
 One loop trains both models of the comparison: the token ViT (`TokenViTForImageClassification` on cached token
 grids) and the pixel-ViT reference (transformers' `ViTForImageClassification` with the same width, depth, heads
@@ -12,22 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..models.token_vit import TokenViTForImageClassification
 from ..models.vqgan import VQGANImageProcessor
 from .checkpointing import TrainingState
 from .classifier_data import ClassifierData, build_classifier_data
-from .trainer import RunningLosses, build_accelerator, resume_if_asked, save_checkpoint, set_dataset_epoch, start_trackers
+from .loop import build_accelerator, resume_if_asked, start_trackers, train_single_model
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +57,11 @@ def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
     accelerator.register_for_checkpointing(state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
-    train_seconds = run_loop(args, accelerator, model, optimizer, scheduler, train_loader, eval_loader, state, max_steps)
+    periodic_evaluation = (lambda step: evaluate(accelerator, model, eval_loader)) if eval_loader is not None else None
+    train_single_model(args, accelerator, model, optimizer, scheduler, train_loader, state, max_steps,
+                       classification_loss, evaluate=periodic_evaluation)
     metrics = evaluate(accelerator, model, eval_loader) if eval_loader is not None else {}
-    return finish(args, accelerator, model, processor, data, state, metrics, train_seconds)
+    return finish(args, accelerator, model, processor, data, state, metrics)
 
 
 def load_tokenizer(tokenizer_name_or_path: str, device: torch.device) -> tuple[nn.Module, VQGANImageProcessor]:
@@ -134,67 +134,14 @@ def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def run_loop(args, accelerator: Accelerator, model, optimizer, scheduler, train_loader, eval_loader, state: TrainingState,
-             max_steps: int) -> float:
-    """Train until `max_steps` optimizer steps; returns the seconds spent training (evaluation excluded)."""
-    progress = tqdm(total=max_steps, initial=state.global_step, desc="steps",
-                    disable=not (accelerator.is_local_main_process and args.progress_bar))
-    running, train_seconds = RunningLosses(), 0.0
-    while state.global_step < max_steps:
-        start = time.perf_counter()
-        for batch in _epoch_batches(accelerator, train_loader, state):
-            with accelerator.accumulate(model), accelerator.autocast():
-                output = model(**batch)
-                accelerator.backward(output.loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            running.add({"loss": output.loss.detach(), "accuracy": _accuracy(output.logits, batch["labels"])})
-            if not accelerator.sync_gradients:
-                continue
-            state.global_step += 1
-            progress.update(1)
-            if state.global_step % args.logging_steps == 0 or state.global_step == max_steps:
-                logs = running.mean() | {"lr": scheduler.get_last_lr()[0]}
-                accelerator.log(logs, step=state.global_step)
-                progress.set_postfix(loss=f"{logs['loss']:.4f}")
-            train_seconds += time.perf_counter() - start
-            _periodic(args, accelerator, model, eval_loader, state, max_steps)
-            start = time.perf_counter()
-            if state.global_step >= max_steps:
-                break
-        else:
-            state.epoch += 1
-            state.batches_in_epoch = 0
-        train_seconds += time.perf_counter() - start
-    progress.close()
-    return train_seconds
-
-
-def _epoch_batches(accelerator: Accelerator, train_loader, state: TrainingState) -> Iterator[dict]:
-    """The current epoch's batches not yet trained on (the rest of the epoch after a resume)."""
-    loader = set_dataset_epoch(train_loader, state.epoch)
-    if state.batches_in_epoch > 0:
-        loader = set_dataset_epoch(accelerator.skip_first_batches(loader, state.batches_in_epoch), state.epoch)
-    for batch in loader:
-        state.batches_in_epoch += 1
-        state.images_seen += len(batch["labels"]) * accelerator.num_processes
-        yield batch
+def classification_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The step function of `train_single_model`: cross-entropy (computed by the model) and batch accuracy."""
+    output = model(**batch)
+    return output.loss, {"accuracy": _accuracy(output.logits, batch["labels"])}
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(-1) == labels).float().mean().detach()
-
-
-def _periodic(args, accelerator: Accelerator, model, eval_loader, state: TrainingState, max_steps: int) -> None:
-    step = state.global_step
-    if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-        save_checkpoint(args, accelerator, step)
-    if eval_loader is not None and args.eval_steps and step % args.eval_steps == 0 and step < max_steps:
-        metrics = evaluate(accelerator, model, eval_loader)
-        accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
 
 
 @torch.no_grad()
@@ -220,10 +167,10 @@ def evaluate(accelerator: Accelerator, model, eval_loader) -> dict[str, float]:
 
 
 def finish(args, accelerator: Accelerator, model, processor, data: ClassifierData, state: TrainingState,
-           metrics: dict[str, Any], train_seconds: float) -> dict[str, Any]:
+           metrics: dict[str, Any]) -> dict[str, Any]:
     """Save the model with the tokenizer's processor, metrics.json and training_config.json; push if asked."""
     output_dir = Path(args.output_dir).resolve()
-    metrics = metrics | summary(args, accelerator, model, state, data, train_seconds)
+    metrics = metrics | summary(args, accelerator, model, state, data)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         if isinstance(unwrapped, TokenViTForImageClassification):
@@ -246,7 +193,7 @@ def finish(args, accelerator: Accelerator, model, processor, data: ClassifierDat
             "global_step": state.global_step, "is_main_process": accelerator.is_main_process}
 
 
-def summary(args, accelerator: Accelerator, model, state: TrainingState, data: ClassifierData, train_seconds: float):
+def summary(args, accelerator: Accelerator, model, state: TrainingState, data: ClassifierData):
     split = args.eval_split or ("test" if data.eval is not None else None)
     return {
         "model_type": args.model_type, "tokenizer": args.tokenizer_name_or_path,
@@ -254,7 +201,7 @@ def summary(args, accelerator: Accelerator, model, state: TrainingState, data: C
         "num_parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
         "global_step": state.global_step, "train_steps": state.global_step, "epochs_completed": state.epoch,
         "images_seen": state.images_seen, "skipped_images": data.skipped_images,
-        "train_batch_size": args.train_batch_size, "train_seconds": round(train_seconds, 2),
+        "train_batch_size": args.train_batch_size, "train_seconds": round(state.train_seconds, 2),
         "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
     }
 

@@ -22,20 +22,18 @@ import gc
 import json
 import logging
 import math
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
-from .checkpointing import TrainingState, prune_checkpoints, resolve_resume_checkpoint
+from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
 from .discriminator import NLayerDiscriminator
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
@@ -46,7 +44,16 @@ from .losses import (
     hinge_generator_loss,
     reconstruction_loss,
 )
-from .tracking import JSONLTracker
+from .loop import (  # noqa: F401  (build_accelerator ... set_dataset_epoch: re-exported, they used to live here)
+    RunningLosses,
+    TrainingLoop,
+    build_accelerator,
+    clip_and_step,
+    resume_if_asked,
+    save_checkpoint,
+    set_dataset_epoch,
+    start_trackers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,41 +94,8 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     register_checkpoint_state(accelerator, networks, state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
-    train_seconds = run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
-    return finish(args, accelerator, networks, processor, data, state, train_seconds)
-
-
-def build_accelerator(args: argparse.Namespace) -> Accelerator:
-    output_dir = Path(args.output_dir)
-    trackers: list[Any] = []
-    if args.report_to in ("jsonl", "all"):
-        trackers.append(JSONLTracker("train_log", output_dir / "logs"))
-    if args.report_to in ("tensorboard", "wandb"):
-        trackers.append(args.report_to)
-    elif args.report_to == "all":
-        trackers.append("all")
-    accelerator = Accelerator(
-        # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
-        cpu=args.cpu or not _has_accelerator_device(),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        # Same shuffled order for a given (seed, epoch) on every run: what makes resuming exact.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-    )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    # Accelerate logs every file of every checkpoint at INFO; its warnings are what matters here.
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    return accelerator
-
-
-def _has_accelerator_device() -> bool:
-    if hasattr(torch, "accelerator"):
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
+    run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
+    return finish(args, accelerator, networks, processor, data, state)
 
 
 def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQGANImageProcessor]:
@@ -217,93 +191,19 @@ def register_checkpoint_state(accelerator: Accelerator, networks: Networks, stat
         accelerator.register_for_checkpointing(networks.lecam)
 
 
-def resume_if_asked(args, accelerator: Accelerator, state: TrainingState) -> None:
-    checkpoint = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if checkpoint is None:
-        if args.resume_from_checkpoint:
-            accelerator.print(f"no checkpoint in {args.output_dir} to resume from: starting a new run")
-        return
-    accelerator.print(f"resuming from {checkpoint}")
-    accelerator.load_state(str(checkpoint))
-
-
-def start_trackers(args, accelerator: Accelerator) -> None:
-    config = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool)) or value is None}
-    config.update({f"model.{key}": str(value) for key, value in (args.model_config or {}).items()})
-    accelerator.init_trackers(args.tracker_project_name, config=config)
-
-
 def run_training_loop(args, accelerator, networks: Networks, optimizers, schedulers, data: TrainingData, state) -> float:
-    """Train until `data.max_train_steps` optimizer steps; returns the seconds spent training (evaluation excluded)."""
-    progress = tqdm(
-        total=data.max_train_steps, initial=state.global_step, desc="steps",
-        disable=not (accelerator.is_local_main_process and args.progress_bar),
+    """Train until `data.max_train_steps` optimizer steps (the shared `TrainingLoop` around `train_step`); returns
+    the seconds spent training in this call (evaluation excluded)."""
+
+    def evaluate(step: int) -> dict:
+        return run_evaluation(args, accelerator, networks, data, Path(args.output_dir) / f"samples-{step}.png")
+
+    loop = TrainingLoop(
+        args, accelerator, state, data.train_dataloader, data.max_train_steps,
+        lambda batch: train_step(args, accelerator, networks, optimizers, schedulers, batch, state),
+        evaluate=evaluate, scheduler=schedulers[0], on_epoch_start=data.train_transform.set_epoch,
     )
-    train_seconds, running = 0.0, RunningLosses()
-    while state.global_step < data.max_train_steps:
-        start = time.perf_counter()
-        for batch in _epoch_batches(accelerator, data, state):
-            logs = train_step(args, accelerator, networks, optimizers, schedulers, batch, state)
-            running.add(logs)
-            if not accelerator.sync_gradients:
-                continue
-            state.global_step += 1
-            progress.update(1)
-            if state.global_step % args.logging_steps == 0 or state.global_step == data.max_train_steps:
-                logs = running.mean() | {"lr": schedulers[0].get_last_lr()[0], "skipped_images": state.skipped_images}
-                accelerator.log(logs, step=state.global_step)
-                progress.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}")
-            train_seconds += time.perf_counter() - start
-            periodic_actions(args, accelerator, networks, data, state)
-            start = time.perf_counter()
-            if state.global_step >= data.max_train_steps:
-                break
-        else:
-            _end_epoch(data, state)
-        train_seconds += time.perf_counter() - start
-    progress.close()
-    return train_seconds
-
-
-def _epoch_batches(accelerator: Accelerator, data: TrainingData, state: TrainingState) -> Iterator[dict]:
-    """The batches of the current epoch not yet trained on (all of them, or the rest after a resume).
-
-    Batches in which every image was unreadable are skipped on all processes together (a process that skipped
-    alone would leave the others waiting in DDP's gradient all-reduce); skipped images are counted over all
-    processes, so every process holds the same total.
-    """
-    data.train_transform.set_epoch(state.epoch)
-    dataloader = set_dataset_epoch(data.train_dataloader, state.epoch)
-    if state.batches_in_epoch > 0:
-        dataloader = set_dataset_epoch(accelerator.skip_first_batches(dataloader, state.batches_in_epoch), state.epoch)
-    for batch in dataloader:
-        state.batches_in_epoch += 1
-        counts = torch.tensor([[batch["pixel_values"].shape[0], int(batch["num_skipped"].sum())]], device=accelerator.device)
-        counts = accelerator.gather(counts) if accelerator.num_processes > 1 else counts
-        state.skipped_images += int(counts[:, 1].sum())
-        if int(counts[:, 0].min()) == 0:
-            continue
-        state.images_seen += int(counts[:, 0].sum())
-        yield batch
-
-
-def set_dataset_epoch(dataloader: Any, epoch: int) -> Any:
-    """Seed the epoch's shuffle: Accelerate's dataloaders and streamed datasets have `set_epoch`."""
-    if hasattr(dataloader, "set_epoch"):
-        dataloader.set_epoch(epoch)
-    elif hasattr(dataloader.dataset, "set_epoch"):
-        dataloader.dataset.set_epoch(epoch)
-    return dataloader
-
-
-def _end_epoch(data: TrainingData, state: TrainingState) -> None:
-    if state.images_seen == 0:
-        raise RuntimeError(
-            f"the training data yielded no readable image in a whole epoch ({state.skipped_images} unreadable images "
-            "skipped): check the dataset and --image_column"
-        )
-    state.epoch += 1
-    state.batches_in_epoch = 0
+    return loop.run()
 
 
 def train_step(args, accelerator: Accelerator, networks: Networks, optimizers, schedulers, batch: dict, state) -> dict:
@@ -343,7 +243,7 @@ def generator_step(args, accelerator, networks: Networks, optimizer, scheduler, 
             loss = loss + gan_loss
             logs |= gan_logs
     accelerator.backward(loss)
-    _clip_and_step(args, accelerator, generator, optimizer, scheduler)
+    clip_and_step(args, accelerator, generator, optimizer, scheduler)
     logs |= {
         "loss": loss.detach(), "quantizer_loss": output.quantizer_loss.detach(),
         "commitment_loss": output.commitment_loss.detach(), "codebook_loss": output.codebook_loss.detach(),
@@ -391,16 +291,8 @@ def discriminator_step(args, accelerator, networks: Networks, optimizer, schedul
             networks.lecam.update(means[0], means[1])
             logs["lecam_loss"] = lecam.detach()
     accelerator.backward(args.discriminator_weight * loss)
-    _clip_and_step(args, accelerator, discriminator, optimizer, scheduler)
+    clip_and_step(args, accelerator, discriminator, optimizer, scheduler)
     return logs
-
-
-def _clip_and_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler) -> None:
-    if accelerator.sync_gradients and args.max_grad_norm > 0:
-        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
 
 
 @contextmanager
@@ -440,25 +332,6 @@ def ema_weights(accelerator: Accelerator, networks: Networks):
         networks.ema.restore(model.parameters())
 
 
-def periodic_actions(args, accelerator: Accelerator, networks: Networks, data: TrainingData, state) -> None:
-    step = state.global_step
-    if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-        save_checkpoint(args, accelerator, step)
-    if args.eval_steps and step % args.eval_steps == 0 and step < data.max_train_steps:
-        metrics = run_evaluation(args, accelerator, networks, data, Path(args.output_dir) / f"samples-{step}.png")
-        accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
-
-
-def save_checkpoint(args, accelerator: Accelerator, step: int) -> Path:
-    path = Path(args.output_dir) / f"checkpoint-{step}"
-    if accelerator.is_main_process:
-        for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
-            logger.info("removed old checkpoint %s (--checkpoints_total_limit %s)", removed, args.checkpoints_total_limit)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(path))  # on every process: each saves its own RNG state
-    return path
-
-
 def run_evaluation(args, accelerator: Accelerator, networks: Networks, data: TrainingData, grid_path: Path) -> dict:
     """Reconstruction metrics on the held-out split (EMA weights when enabled), each process on its share; the
     main process writes the sample grid. The quantizer runs in eval mode: no codebook updates, no collectives."""
@@ -478,7 +351,7 @@ def run_evaluation(args, accelerator: Accelerator, networks: Networks, data: Tra
     return metrics
 
 
-def finish(args, accelerator: Accelerator, networks: Networks, processor, data: TrainingData, state, train_seconds: float) -> dict:
+def finish(args, accelerator: Accelerator, networks: Networks, processor, data: TrainingData, state) -> dict:
     output_dir = Path(args.output_dir).resolve()
     grid_path = output_dir / SAMPLES_FILE
     metrics = run_evaluation(args, accelerator, networks, data, grid_path)
@@ -487,7 +360,7 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
     if accelerator.is_main_process:
         with ema_weights(accelerator, networks) as model:
             model.save_pretrained(output_dir, image_processor=processor)
-        metrics = _json_safe(metrics | training_summary(args, accelerator, state, train_seconds))
+        metrics = _json_safe(metrics | training_summary(args, accelerator, state))
         (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
         (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
@@ -528,7 +401,9 @@ def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in metrics.items()}
 
 
-def training_summary(args, accelerator: Accelerator, state: TrainingState, train_seconds: float) -> dict[str, Any]:
+def training_summary(args, accelerator: Accelerator, state: TrainingState) -> dict[str, Any]:
+    """The run's counters; time and throughput are over the whole run, across resumes."""
+    train_seconds = state.train_seconds
     device = accelerator.device
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     return {
@@ -545,23 +420,3 @@ def training_summary(args, accelerator: Accelerator, state: TrainingState, train
         "num_processes": accelerator.num_processes,
         "ema": bool(args.use_ema),
     }
-
-
-class RunningLosses:
-    """Means of the logged values over the batches since the last log line."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, logs: dict[str, torch.Tensor]) -> None:
-        for key, value in logs.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-        self.count += 1
-
-    def mean(self) -> dict[str, float]:
-        means = {key: value / max(self.count, 1) for key, value in self.sums.items()}
-        self.sums, self.count = {}, 0
-        return {key: value for key, value in means.items() if math.isfinite(value)} | {
-            key: str(value) for key, value in means.items() if not math.isfinite(value)
-        }

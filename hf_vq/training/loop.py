@@ -1,0 +1,292 @@
+"""The Accelerate machinery that every `hf-vq train-*` command shares.
+
+- `build_accelerator`, `start_trackers`, `resume_if_asked`, `save_checkpoint`: the run's setup, trackers, exact
+  resume and `checkpoint-<step>` folders (`checkpointing.py` holds the folder rules);
+- `TrainingLoop`: the step loop around any `train_batch(batch) -> logs` function: epochs with a seeded shuffle,
+  the rest of an epoch after a resume (`skip_first_batches`), optimizer-step counting under gradient accumulation,
+  logging, a progress bar, periodic checkpoints and evaluations, and the training time;
+- `single_model_step` / `train_single_model`: the one-model case (one optimizer, one scheduler) from a
+  `compute_loss(model, batch) -> (loss, logs)` function: accumulation, backward, clipping, optimizer step.
+  The tokenizer (a generator and a discriminator) gives `TrainingLoop` its own `train_batch` instead.
+
+The loops read these attributes of `args` (the flags of `args.add_optimization_arguments` and of the run
+flags): `output_dir`, `logging_steps`, `checkpointing_steps`, `checkpoints_total_limit`, `eval_steps`,
+`max_grad_norm`, `progress_bar`, `gradient_accumulation_steps`, `mixed_precision`, `cpu`, `seed`, `report_to`,
+`tracker_project_name`, `resume_from_checkpoint`.
+
+Example: a new command plugs in with its loss and its evaluation (this is how `train-classifier` trains)::
+
+    accelerator = build_accelerator(args)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    resume_if_asked(args, accelerator, state)
+    start_trackers(args, accelerator)
+
+    def compute_loss(model, batch):
+        output = model(**batch)
+        return output.loss, {"accuracy": (output.logits.argmax(-1) == batch["labels"]).float().mean()}
+
+    train_single_model(args, accelerator, model, optimizer, scheduler, loader, state, max_steps, compute_loss,
+                       evaluate=lambda step: {"accuracy": my_accuracy(model)})
+    # then save the final model (see `classifier_loop.finish`); `state.train_seconds` is the training time
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpointing import TrainingState, prune_checkpoints, resolve_resume_checkpoint
+from .tracking import JSONLTracker
+
+logger = logging.getLogger(__name__)
+
+ComputeLoss = Callable[[nn.Module, dict], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+TrainBatch = Callable[[dict], "dict[str, torch.Tensor]"]
+Evaluate = Callable[[int], "dict[str, float]"]
+
+
+# ------------------------------------------------------------------------------------------------ setup
+
+
+def build_accelerator(args: argparse.Namespace) -> Accelerator:
+    output_dir = Path(args.output_dir)
+    trackers: list[Any] = []
+    if args.report_to in ("jsonl", "all"):
+        trackers.append(JSONLTracker("train_log", output_dir / "logs"))
+    if args.report_to in ("tensorboard", "wandb"):
+        trackers.append(args.report_to)
+    elif args.report_to == "all":
+        trackers.append("all")
+    accelerator = Accelerator(
+        # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
+        cpu=args.cpu or not _has_accelerator_device(),
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        # Same shuffled order for a given (seed, epoch) on every run: what makes resuming exact.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # Accelerate logs every file of every checkpoint at INFO; its warnings are what matters here.
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    return accelerator
+
+
+def _has_accelerator_device() -> bool:
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+def start_trackers(args, accelerator: Accelerator) -> None:
+    config = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool)) or value is None}
+    config.update({f"model.{key}": str(value) for key, value in (getattr(args, "model_config", None) or {}).items()})
+    accelerator.init_trackers(args.tracker_project_name, config=config)
+
+
+def resume_if_asked(args, accelerator: Accelerator, state: TrainingState) -> None:
+    checkpoint = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint is None:
+        if args.resume_from_checkpoint:
+            accelerator.print(f"no checkpoint in {args.output_dir} to resume from: starting a new run")
+        return
+    accelerator.print(f"resuming from {checkpoint}")
+    accelerator.load_state(str(checkpoint))
+
+
+def save_checkpoint(args, accelerator: Accelerator, step: int) -> Path:
+    path = Path(args.output_dir) / f"checkpoint-{step}"
+    if accelerator.is_main_process:
+        for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
+            logger.info("removed old checkpoint %s (--checkpoints_total_limit %s)", removed, args.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(path))  # on every process: each saves its own RNG state
+    return path
+
+
+def set_dataset_epoch(dataloader: Any, epoch: int) -> Any:
+    """Seed the epoch's shuffle: Accelerate's dataloaders and streamed datasets have `set_epoch`."""
+    if hasattr(dataloader, "set_epoch"):
+        dataloader.set_epoch(epoch)
+    elif hasattr(dataloader.dataset, "set_epoch"):
+        dataloader.dataset.set_epoch(epoch)
+    return dataloader
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+class TrainingLoop:
+    """Trains until `max_steps` optimizer steps by calling `train_batch(batch) -> logs` on each batch.
+
+    `train_batch` runs inside the loop's accounting: it must do its own `accelerator.accumulate(...)`, backward
+    and optimizer steps (`single_model_step` builds one for a single model). After each optimizer step (when
+    `accelerator.sync_gradients`), the loop counts the step, logs the mean of the logs since the last log line
+    (every `args.logging_steps`), saves `checkpoint-<step>` (every `args.checkpointing_steps`) and calls
+    `evaluate(step)` (every `args.eval_steps`, not at the last step: the command evaluates the final model).
+
+    Batches are dicts of tensors; the first tensor's length is the number of examples (a `num_skipped` entry,
+    as the tokenizer's image collator adds for unreadable images, is counted in `state.skipped_images`). A batch
+    that is empty on any process is skipped by all (a process skipping alone would leave the others waiting in
+    DDP's all-reduce). `on_epoch_start(epoch)` lets the data follow the epoch (e.g. seeded random flips).
+    """
+
+    def __init__(self, args, accelerator: Accelerator, state: TrainingState, train_loader, max_steps: int,
+                 train_batch: TrainBatch, *, evaluate: Evaluate | None = None, scheduler=None,
+                 on_epoch_start: Callable[[int], None] | None = None):
+        self.args, self.accelerator, self.state = args, accelerator, state
+        self.train_loader, self.max_steps, self.train_batch = train_loader, max_steps, train_batch
+        self.evaluate, self.scheduler, self.on_epoch_start = evaluate, scheduler, on_epoch_start
+
+    def run(self) -> float:
+        """Train to `max_steps`; returns the seconds spent training in this call (evaluations and checkpoints
+        excluded), also added to `state.train_seconds`."""
+        state, accelerator = self.state, self.accelerator
+        progress = tqdm(total=self.max_steps, initial=state.global_step, desc="steps",
+                        disable=not (accelerator.is_local_main_process and self.args.progress_bar))
+        running, seconds_before = RunningLosses(), state.train_seconds
+        while state.global_step < self.max_steps:
+            start = time.perf_counter()
+            for batch in self._epoch_batches():
+                running.add(self.train_batch(batch))
+                if not accelerator.sync_gradients:
+                    continue
+                state.global_step += 1
+                progress.update(1)
+                if state.global_step % self.args.logging_steps == 0 or state.global_step == self.max_steps:
+                    self._log(running, progress)
+                state.train_seconds += time.perf_counter() - start  # before the checkpoint, which stores it
+                self._periodic()
+                start = time.perf_counter()
+                if state.global_step >= self.max_steps:
+                    break
+            else:
+                self._end_epoch()
+            state.train_seconds += time.perf_counter() - start
+        progress.close()
+        return state.train_seconds - seconds_before
+
+    def _epoch_batches(self) -> Iterator[dict]:
+        """The batches of the current epoch not yet trained on (all of them, or the rest after a resume)."""
+        accelerator, state = self.accelerator, self.state
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(state.epoch)
+        loader = set_dataset_epoch(self.train_loader, state.epoch)
+        if state.batches_in_epoch > 0:
+            loader = set_dataset_epoch(accelerator.skip_first_batches(loader, state.batches_in_epoch), state.epoch)
+        for batch in loader:
+            state.batches_in_epoch += 1
+            counts = torch.tensor([batch_counts(batch)], device=accelerator.device)
+            counts = accelerator.gather(counts) if accelerator.num_processes > 1 else counts
+            state.skipped_images += int(counts[:, 1].sum())
+            if int(counts[:, 0].min()) == 0:
+                continue
+            state.images_seen += int(counts[:, 0].sum())
+            yield batch
+
+    def _end_epoch(self) -> None:
+        state = self.state
+        if state.images_seen == 0:
+            raise RuntimeError(
+                f"the training data yielded no readable image in a whole epoch ({state.skipped_images} unreadable "
+                "images skipped): check the dataset and --image_column"
+            )
+        state.epoch += 1
+        state.batches_in_epoch = 0
+
+    def _log(self, running: RunningLosses, progress) -> None:
+        logs = running.mean() | {"skipped_images": self.state.skipped_images}
+        if self.scheduler is not None:
+            logs["lr"] = self.scheduler.get_last_lr()[0]
+        self.accelerator.log(logs, step=self.state.global_step)
+        progress.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}")
+
+    def _periodic(self) -> None:
+        step, args = self.state.global_step, self.args
+        if args.checkpointing_steps and step % args.checkpointing_steps == 0:
+            save_checkpoint(args, self.accelerator, step)
+        if self.evaluate is not None and args.eval_steps and step % args.eval_steps == 0 and step < self.max_steps:
+            metrics = self.evaluate(step)
+            if metrics:
+                self.accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
+
+
+def batch_counts(batch: dict) -> tuple[int, int]:
+    """(examples, skipped unreadable examples) of one process' batch."""
+    examples = next(value.shape[0] for key, value in batch.items() if key != "num_skipped" and torch.is_tensor(value))
+    skipped = int(batch["num_skipped"].sum()) if "num_skipped" in batch else 0
+    return examples, skipped
+
+
+# ------------------------------------------------------------------------------------------------ one model
+
+
+def clip_and_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler) -> None:
+    """Clip (at the end of an accumulation window, when `--max_grad_norm` > 0), step, and clear the gradients.
+    Accelerate's prepared optimizer and scheduler only act at the end of an accumulation window."""
+    if accelerator.sync_gradients and args.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def single_model_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
+                      compute_loss: ComputeLoss) -> TrainBatch:
+    """`train_batch` for one model: `compute_loss(model, batch) -> (loss, logs)` under autocast, backward,
+    clipping and the optimizer step, with Accelerate's gradient accumulation. The logs get `loss`."""
+
+    def train_batch(batch: dict) -> dict[str, torch.Tensor]:
+        with accelerator.accumulate(model), accelerator.autocast():
+            loss, logs = compute_loss(model, batch)
+            accelerator.backward(loss)
+            clip_and_step(args, accelerator, model, optimizer, scheduler)
+        return {"loss": loss.detach(), **logs}
+
+    return train_batch
+
+
+def train_single_model(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler, train_loader,
+                       state: TrainingState, max_steps: int, compute_loss: ComputeLoss,
+                       evaluate: Evaluate | None = None) -> float:
+    """Train one prepared model to `max_steps` optimizer steps (see the module's example); returns the seconds
+    spent training in this call (`state.train_seconds` holds the total over resumes)."""
+    train_batch = single_model_step(args, accelerator, model, optimizer, scheduler, compute_loss)
+    loop = TrainingLoop(args, accelerator, state, train_loader, max_steps, train_batch, evaluate=evaluate,
+                        scheduler=scheduler)
+    return loop.run()
+
+
+class RunningLosses:
+    """Means of the logged values over the batches since the last log line."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, logs: dict[str, torch.Tensor]) -> None:
+        for key, value in logs.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.count += 1
+
+    def mean(self) -> dict[str, float]:
+        means = {key: value / max(self.count, 1) for key, value in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return {key: value for key, value in means.items() if math.isfinite(value)} | {
+            key: str(value) for key, value in means.items() if not math.isfinite(value)
+        }
