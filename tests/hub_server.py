@@ -1,6 +1,6 @@
 """A small Hugging Face Hub on loopback, for tests: the part of the Hub HTTP API that huggingface_hub 2.4
 calls for `whoami`, `create_repo`, `create_branch`, `upload_folder` / `create_commit` (preupload + NDJSON
-commit), `model_info`, file download (`hf_hub_download`, hence `from_pretrained` and
+commit), `model_info`, `list_repo_tree` (hence `snapshot_download` and diffusers' pipeline download), file download (`hf_hub_download`, hence `from_pretrained` and
 `ModelCard.load`) and collections (`create_collection`, `add_collection_item`, `get_collection`; switched off
 with `collections=False`, to play an endpoint without them).
 
@@ -49,6 +49,7 @@ ROUTES = [
     ("POST", rf"^/api/models/(?P<repo>{NAME}/{NAME})/commit/(?P<rev>[^/]+)$", "commit"),
     ("POST", rf"^/api/models/(?P<repo>{NAME}/{NAME})/branch/(?P<branch>[^/]+)$", "create_branch"),
     ("GET", rf"^/api/models/(?P<repo>{NAME}/{NAME})(?:/revision/(?P<rev>[^/]+))?$", "model_info"),
+    ("GET", rf"^/api/models/(?P<repo>{NAME}/{NAME})/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?$", "tree"),
     ("HEAD", rf"^/(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
     ("GET", rf"^/(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
     ("POST", r"^/api/collections$", "create_collection"),
@@ -416,6 +417,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if "config.json" in files:
             info["config"] = json.loads(store.blob(repo, files["config.json"]))
         self._send_json(info)
+
+    def handle_tree(self, body: bytes, repo: str, rev: str, path: str = "") -> None:
+        """The files (and folders) under `path`, all levels with `?recursive=true`, in one page."""
+        self.hub.require_read(self.authorization, repo)
+        files = self.hub.store.commit(repo, self.hub.store.resolve(repo, rev))["files"]
+        prefix = path.strip("/") + "/" if path.strip("/") else ""
+        recursive = self.query.get("recursive", "false").lower() == "true"
+        entries, folders = [], set()
+        for name, blob in sorted(files.items()):
+            if not name.startswith(prefix):
+                continue
+            parts = name[len(prefix):].split("/")
+            for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
+                folders.add(prefix + "/".join(parts[:depth]))
+            if recursive or len(parts) == 1:
+                content = self.hub.store.blob(repo, blob)
+                entries.append({"type": "file", "path": name, "size": len(content), "oid": _git_sha1(content)})
+        entries += [{"type": "directory", "path": folder, "oid": hashlib.sha1(folder.encode()).hexdigest()} for folder in sorted(folders)]
+        self._send_json(entries)
 
     def _card_fields(self, repo: str, files: dict[str, str]) -> dict:
         """What the Hub derives from README.md's front matter: cardData, tags, pipeline_tag, library_name."""

@@ -30,7 +30,13 @@ from test_hub import ORG, TOKEN, USER, _act_as_online_user  # noqa: E402
 
 LABELS = {0: "T-shirt/top", 1: "Trouser", 2: "Pullover"}
 TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO = f"{ORG}/fmnist-vqgan", f"{ORG}/fmnist-token-vit", f"{ORG}/fmnist-pixel-vit"
-COLLECTION = "Fashion-MNIST tokenizer and its classifiers"
+PRIOR_REPO = f"{ORG}/fmnist-prior"
+ALL_REPOS = (TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO, PRIOR_REPO)
+COLLECTION = "Fashion-MNIST tokenizer and the models built on it"
+PRIOR_METRICS = {"conditional_accuracy": 0.5, "real_accuracy": 0.8, "relative_conditional_accuracy": 0.625, "classifier_fid": 12.0,
+                 "reconstruction_classifier_fid": 3.0, "classifier_fid_ratio": 4.0, "generated_usage": 0.4,
+                 "generated_perplexity": 9.5, "real_usage": 0.9, "real_perplexity": 20.1, "eval_images": 48,
+                 "num_classes": 3, "dataset": "fashion_mnist", "split": "test"}
 
 
 # ------------------------------------------------------------------------------------------- folders
@@ -80,7 +86,19 @@ def folders(workdir) -> dict[str, Path]:
     save_image_processor(processor, pixel_vit_dir)
     _run_files(pixel_vit_dir, classifier_metrics | {"accuracy": 0.5}, {"tokenizer_name_or_path": str(tokenizer_dir),
                                                                        "output_dir": str(pixel_vit_dir), "model_type": "pixel_vit"})
-    return {"tokenizer": tokenizer_dir, "token_vit": token_vit_dir, "pixel_vit": pixel_vit_dir, "data": data_dir}
+
+    from hf_vq import MaskGITModel
+    from hf_vq.training.prior_evaluation import build_pipeline
+
+    prior_dir = workdir / "outputs" / "fmnist-prior"
+    prior = MaskGITModel.from_tokenizer(str(tokenizer_dir), tokenizer=tokenizer, num_classes=3, id2label=LABELS, hidden_size=16,
+                                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).eval()
+    build_pipeline(tokenizer, prior).save_pretrained(prior_dir)
+    (prior_dir / "checkpoints" / "checkpoint_0").mkdir(parents=True)  # training state stays local
+    (prior_dir / "checkpoints" / "checkpoint_0" / "prior_tokenizer.json").write_text(json.dumps({"tokenizer": str(tokenizer_dir)}))
+    _run_files(prior_dir, PRIOR_METRICS | {"tokenizer": str(tokenizer_dir)},
+               {"tokenizer_name_or_path": str(tokenizer_dir), "output_dir": str(prior_dir), "dataset_name": "fashion_mnist"})
+    return {"tokenizer": tokenizer_dir, "token_vit": token_vit_dir, "pixel_vit": pixel_vit_dir, "prior": prior_dir, "data": data_dir}
 
 
 def _run_files(folder: Path, metrics: dict, training_config: dict) -> None:
@@ -109,7 +127,7 @@ def pushed(hub, folders, tmp_path_factory):
     _act_as_online_user(patch, hub.url, tmp_path_factory.mktemp("push-user"))
     try:
         return push_model_set(str(folders["tokenizer"]), [str(folders["token_vit"]), str(folders["pixel_vit"])],
-                              hub_namespace=ORG, collection_title=COLLECTION)
+                              [str(folders["prior"])], hub_namespace=ORG, collection_title=COLLECTION)
     finally:
         patch.undo()
 
@@ -122,22 +140,36 @@ def online(hub, tmp_path, monkeypatch):
 
 def test_set_is_pushed_tokenizer_first_and_dependents_pin_its_commit(hub, pushed):
     commits = [path for method, path in hub.requests if method == "POST" and "/commit/" in path]
-    assert [path.split("/")[3:5] for path in commits] == [["org", "fmnist-vqgan"], ["org", "fmnist-token-vit"], ["org", "fmnist-pixel-vit"]]
+    assert ["/".join(path.split("/")[3:5]) for path in commits] == list(ALL_REPOS)
     tokenizer_commit = hub.store.commits_on(TOKENIZER_REPO)[0]
     assert pushed.tokenizer_repo == TOKENIZER_REPO and pushed.tokenizer_revision == tokenizer_commit["id"]
     assert len(hub.store.commits_on(TOKENIZER_REPO)) == 2, "the tokenizer card lists its dependents in the first push"
     config = _pushed_json(hub, TOKEN_VIT_REPO, "config.json")
     assert config["tokenizer_name_or_path"] == TOKENIZER_REPO and config["tokenizer_revision"] == tokenizer_commit["id"]
-    assert set(pushed.commits) == {TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO}
+    prior_config = _pushed_json(hub, PRIOR_REPO, "transformer/config.json")
+    assert prior_config["tokenizer_name_or_path"] == TOKENIZER_REPO and prior_config["tokenizer_revision"] == tokenizer_commit["id"]
+    assert set(pushed.commits) == set(ALL_REPOS)
     files = set(hub.store.commits_on(TOKEN_VIT_REPO)[0]["files"])
     assert {"modeling_token_vit.py", "vqgan_token_vit.py", "modeling_vqgan.py", "image_processing_vqgan.py",
             "vector_quantizer.py", "preprocessor_config.json"} <= files
+    prior_files = set(hub.store.commits_on(PRIOR_REPO)[0]["files"])
+    assert {"model_index.json", "pipeline_maskgit.py", "transformer/config.json", "vqgan/model.safetensors",
+            "scheduler/scheduler_config.json", "metrics.json", "samples.png", "README.md"} <= prior_files
+    assert not any(path.startswith("checkpoints/") for path in prior_files)
     assert hub.unhandled == []
 
 
 def test_cards_link_both_ways_and_the_collection_groups_the_set(online, pushed):
     tokenizer_card = ModelCard.load(TOKENIZER_REPO)
-    assert listed_dependents(tokenizer_card.text) == [TOKEN_VIT_REPO], "the pixel ViT does not read the tokenizer"
+    assert listed_dependents(tokenizer_card.text) == [PRIOR_REPO, TOKEN_VIT_REPO], "the pixel ViT does not read the tokenizer"
+    assert f"[{PRIOR_REPO}]({online.url}/{PRIOR_REPO}): class-conditional image generation" in tokenizer_card.text
+    prior_card = ModelCard.load(PRIOR_REPO)
+    assert prior_card.data.base_model == TOKENIZER_REPO and prior_card.data.library_name == "diffusers"
+    assert prior_card.data.pipeline_tag == "unconditional-image-generation" and "class-conditional" in prior_card.data.tags
+    assert [r.metric_type for r in prior_card.data.eval_results][:3] == ["conditional_accuracy", "real_accuracy",
+                                                                          "relative_conditional_accuracy"]
+    assert "Classes (the `class_labels` it takes, in order): T-shirt/top, Trouser, Pullover." in prior_card.text
+    assert "48 images" in prior_card.text
     token_vit_card = ModelCard.load(TOKEN_VIT_REPO)
     assert token_vit_card.data.base_model == TOKENIZER_REPO and pushed.tokenizer_revision in token_vit_card.text
     assert ModelCard.load(PIXEL_VIT_REPO).data.base_model is None
@@ -148,11 +180,11 @@ def test_cards_link_both_ways_and_the_collection_groups_the_set(online, pushed):
         assert "pip install" not in card.text and "import hf_vq" not in card.text
     assert "64 images" in token_vit_card.text
     collection = HfApi().get_collection(pushed.collection_url.split("/collections/")[1])
-    assert collection.title == COLLECTION and [item.item_id for item in collection.items] == [TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO]
+    assert collection.title == COLLECTION and [item.item_id for item in collection.items] == list(ALL_REPOS)
 
 
 def test_no_uploaded_file_carries_a_local_path(hub, pushed, folders, workdir):
-    for repo in (TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO):
+    for repo in ALL_REPOS:
         for commit in hub.store.commits_on(repo):
             for path, blob in commit["files"].items():
                 content = hub.store.blob(repo, blob)
@@ -161,6 +193,7 @@ def test_no_uploaded_file_carries_a_local_path(hub, pushed, folders, workdir):
     assert training_config["tokenizer_name_or_path"] == TOKENIZER_REPO and training_config["output_dir"] == TOKEN_VIT_REPO
     assert _pushed_json(hub, TOKENIZER_REPO, "training_config.json")["train_data_dir"] == "fashion-mnist"
     assert _pushed_json(hub, PIXEL_VIT_REPO, "metrics.json")["tokenizer"] == TOKENIZER_REPO
+    assert _pushed_json(hub, PRIOR_REPO, "training_config.json")["tokenizer_name_or_path"] == TOKENIZER_REPO
     assert str(folders["tokenizer"]) in (folders["token_vit"] / "config.json").read_text(), "the user's folder is untouched"
 
 
@@ -174,7 +207,7 @@ USER_SCRIPT = textwrap.dedent(
     from huggingface_hub import ModelCard
     from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 
-    tokenizer_repo, token_vit_repo, pixel_vit_repo, out = sys.argv[1:5]
+    tokenizer_repo, token_vit_repo, pixel_vit_repo, prior_repo, out = sys.argv[1:6]
     image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8), mode="L")
     results, modules = {}, {}
 
@@ -197,7 +230,14 @@ USER_SCRIPT = textwrap.dedent(
         if name == "token_vit":
             modules["token_vit_tokenizer"] = type(model.tokenizer).__module__
 
-    for repo in (tokenizer_repo, token_vit_repo, pixel_vit_repo):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(prior_repo, trust_remote_code=True)
+    results["generated"] = pipe(class_labels=[0, 2], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    modules["prior"] = type(pipe.transformer).__module__
+    modules["prior_vqgan"] = type(pipe.vqgan).__module__
+
+    for repo in (tokenizer_repo, token_vit_repo, pixel_vit_repo, prior_repo):
         for block in re.findall(r"```python\\n(.*?)```", ModelCard.load(repo).text, re.S):
             exec(block, {})  # each card's usage snippet runs as written
     torch.save(results, out)
@@ -211,12 +251,13 @@ def test_a_hub_user_without_hf_vq_gets_the_same_outputs(hub, pushed, folders, tm
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
            "TRANSFORMERS_OFFLINE": "0", "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": ""}
     before = len(hub.requests)
-    result = subprocess.run([sys.executable, "user.py", TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO, "out.pt"],
+    result = subprocess.run([sys.executable, "user.py", *ALL_REPOS, "out.pt"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     modules = json.loads(result.stdout.split("MODULES", 1)[1])
     assert all(modules[name].startswith("transformers_modules") for name in ("tokenizer", "token_vit", "token_vit_tokenizer"))
     assert modules["pixel_vit"].startswith("transformers.models.vit")
+    assert modules["prior"].startswith("hf_vq_components.") and modules["prior_vqgan"].startswith("hf_vq_components.")
     # The classifier fetched its tokenizer's weights at the pinned commit.
     assert ("GET", f"/{TOKENIZER_REPO}/resolve/{pushed.tokenizer_revision}/model.safetensors") in hub.requests[before:]
 
@@ -238,6 +279,12 @@ def test_a_hub_user_without_hf_vq_gets_the_same_outputs(hub, pushed, folders, tm
             torch.testing.assert_close(remote[name + "_logits"], logits)
             probabilities = logits.softmax(-1)[0]
             assert remote[name + "_scores"] == pytest.approx({LABELS[i]: float(probabilities[i]) for i in range(3)}, abs=1e-5)
+    from diffusers import DiffusionPipeline
+
+    local_pipe = DiffusionPipeline.from_pretrained(folders["prior"], trust_remote_code=True)
+    generated = local_pipe(class_labels=[0, 2], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert remote["generated"].shape == (2, 1, 16, 16)
+    torch.testing.assert_close(remote["generated"], generated)
 
 
 # ------------------------------------------------------------------------------------------- refusals and fallbacks

@@ -57,16 +57,25 @@ METRICS = (
     MetricSpec("perplexity", "Codebook perplexity", "exp(entropy) of code usage; the codebook size at most"),
     MetricSpec("accuracy", "Accuracy", "top-1 classification accuracy", percent=True),
     MetricSpec("top5_accuracy", "Top-5 accuracy", "top-5 classification accuracy", percent=True),
-    # Class-conditional generation (a prior over a tokenizer's codes), as the prior's training run measures it.
+    # Generation (a prior over a tokenizer's codes), under the names the prior's training run writes them.
     MetricSpec("conditional_accuracy", "Conditional accuracy",
                "share of generated images that a reference classifier assigns to the class they were generated for",
                percent=True),
+    MetricSpec("real_accuracy", "Reference classifier accuracy", "the reference classifier's accuracy on real images",
+               percent=True),
+    MetricSpec("relative_conditional_accuracy", "Relative conditional accuracy",
+               "conditional accuracy / reference classifier accuracy; 1 is as recognisable as real images"),
     MetricSpec("classifier_fid", "Classifier FID",
-               "Frechet distance of generated images to real ones, in a reference classifier's feature space; lower is better"),
+               "Frechet distance of generated to real images in the reference classifier's features, lower is better"),
     MetricSpec("reconstruction_classifier_fid", "Reconstruction classifier FID",
-               "the same distance for the tokenizer's reconstructions: the floor the prior can reach"),
+               "the same distance for the tokenizer's reconstructions: the floor a prior over its codes can reach"),
+    MetricSpec("classifier_fid_ratio", "Classifier FID / floor", "classifier FID over its reconstruction floor; 1 is the floor"),
+    MetricSpec("inception_fid", "FID", "Frechet Inception distance of generated to real images, lower is better"),
+    MetricSpec("reconstruction_inception_fid", "Reconstruction FID", "the same distance for the tokenizer's reconstructions"),
     MetricSpec("generated_perplexity", "Generated-code perplexity", "exp(entropy) of the codes the prior generates"),
+    MetricSpec("real_perplexity", "Real-code perplexity", "exp(entropy) of the codes of real images, for comparison"),
     MetricSpec("generated_usage", "Generated-code usage", "share of the codebook the prior generates", percent=True),
+    MetricSpec("real_usage", "Real-code usage", "share of the codebook real images use", percent=True),
 )
 # Quantizer options as named by hf_vq.quantization.VectorQuantizer; configs may prefix them with "quantizer_".
 QUANTIZER_METHODS = (
@@ -81,7 +90,7 @@ QUANTIZER_METHODS = (
     ("distance", lambda v: v is not None, "Distance: {v}"),
 )
 ARCHITECTURE_KEYS = ("codebook_size", "embed_dim", "quantizer_type", "image_size", "num_channels", "block_out_channels",
-                     "latent_channels", "grid_size", "patch_size",
+                     "latent_channels", "grid_size", "grid_height", "grid_width", "num_classes", "patch_size",
                      "hidden_size", "num_hidden_layers", "num_attention_heads", "num_labels")
 COMPUTE_KEYS = (("hardware", "Hardware"), ("num_processes", "Processes"), ("mixed_precision", "Mixed precision"),
                 ("train_steps", "Training steps"), ("max_train_steps", "Training steps"),
@@ -93,7 +102,6 @@ SECRET_KEY = re.compile(r"(^|_)(token|password|secret|api_key)$", re.I)
 # "unconditional-image-generation"; the tags say "class-conditional".
 PIPELINE_TAGS = {"tokenizer": "image-feature-extraction", "classifier": "image-classification",
                  "prior": "unconditional-image-generation", "model": None}
-LIBRARIES = {"prior": "diffusers"}
 KIND_TAGS = {
     "tokenizer": ["hf_vq", "image-tokenizer", "vqgan", "vector-quantization"],
     "classifier": ["hf_vq", "image-classification", "image-tokens"],
@@ -178,7 +186,7 @@ def card_context(
         "dataset_on_hub": bool(dataset and looks_like_repo_id(dataset)),
         "subset": subset,
         "split": folder.metrics.get("split") or folder.training_config.get("eval_split"),
-        "eval_examples": folder.metrics.get("eval_examples") or folder.metrics.get("num_eval_images"),
+        "eval_examples": folder.metrics.get("eval_examples") or folder.metrics.get("eval_images"),
         "architecture": _architecture(folder),
         "labels": _labels(folder),
         "quantizer_methods": quantizer_methods(folder.config, folder.training_config),
@@ -186,6 +194,7 @@ def card_context(
         "training_config_yaml": _training_config_yaml(folder.training_config),
         "has_samples": folder.has_samples,
         "has_processor": folder.processor_config is not None,
+        "is_pipeline": folder.is_pipeline,
         "trust_remote_code": folder.uses_remote_code,
         "reads_tokens": folder.kind == "classifier" and "codebook_size" in folder.config,
         "image_mode": "L" if image_config.get("num_channels") == 1 else "RGB",
@@ -217,7 +226,7 @@ def build_card_data(folder: ModelFolder, hub_model_id: str, context: dict[str, A
             for metric in context["metrics"]
         ]
     return ModelCardData(
-        library_name=LIBRARIES.get(folder.kind, "transformers"),
+        library_name="diffusers" if folder.is_pipeline else "transformers",
         license=license,
         pipeline_tag=pipeline_tag,
         tags=tags,
@@ -333,26 +342,31 @@ def _evaluation_dataset(folder: ModelFolder) -> tuple[str | None, str | None]:
 def _image_config(folder: ModelFolder) -> dict[str, Any]:
     """The config that says what images the model takes or makes: its own, or a pipeline's tokenizer component."""
     if folder.is_pipeline:
-        return next((config for config in folder.components.values() if "codebook_size" in config), {})
+        return next((config for config in folder.components.values() if "image_size" in config), {})
     return folder.config
 
 
+def _prior_config(folder: ModelFolder) -> dict[str, Any]:
+    """A pipeline's prior component: the one that names the tokenizer (or the `transformer`)."""
+    named = [config for config in folder.components.values() if config.get("tokenizer_name_or_path")]
+    return named[0] if named else folder.components.get("transformer", {})
+
+
 def _architecture(folder: ModelFolder) -> list[tuple[str, Any]]:
-    configs = [folder.config] if not folder.is_pipeline else [folder.components.get(name, {}) for name in folder.components]
-    rows, seen = [], set()
-    for config in configs:
-        for key in ARCHITECTURE_KEYS:
-            if config.get(key) is not None and key not in seen:
-                rows.append((key, config[key]))
-                seen.add(key)
-    return rows
+    """(setting, value) rows; a pipeline's settings are named by component (`transformer.hidden_size`)."""
+    if not folder.is_pipeline:
+        return [(key, folder.config[key]) for key in ARCHITECTURE_KEYS if folder.config.get(key) is not None]
+    return [(f"{name}.{key}", config[key]) for name, config in folder.components.items()
+            for key in ARCHITECTURE_KEYS if config.get(key) is not None]
 
 
 def _labels(folder: ModelFolder) -> list[str]:
-    configs = [folder.config, *folder.components.values()]
-    id2label = next((config["id2label"] for config in configs if config.get("id2label")), {})
     if folder.kind not in ("classifier", "prior"):
         return []
+    config = _prior_config(folder) if folder.is_pipeline else folder.config
+    id2label = config.get("id2label") or {}
+    if folder.is_pipeline and len(id2label) != config.get("num_classes"):
+        return []  # transformers' default two labels of a config without classes
     return [id2label[key] for key in sorted(id2label, key=lambda k: int(k))]
 
 
@@ -372,8 +386,11 @@ def _training_config_yaml(training_config: dict[str, Any]) -> str | None:
 
 
 def _generation_call(folder: ModelFolder) -> str:
-    """The line of the prior card's snippet that generates images (two classes, seeded)."""
-    return "images = pipe(class_labels=[0, 1], generator=torch.manual_seed(0)).images"
+    """The line of the prior card's snippet that generates images: two classes (or, unconditional, two samples)."""
+    seeded = "generator=torch.Generator().manual_seed(0)"
+    if folder.is_pipeline and _prior_config(folder).get("num_classes", 0) > 0:
+        return f"images = pipe(class_labels=[0, 1], {seeded}).images  # one image of class 0, one of class 1"
+    return f"images = pipe(batch_size=2, {seeded}).images"
 
 
 def _image_size(folder: ModelFolder, image_config: dict[str, Any]) -> int:

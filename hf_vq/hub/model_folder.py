@@ -62,9 +62,10 @@ class ModelFolder:
 
     @property
     def kind(self) -> str:
-        """"classifier", "tokenizer", "prior" or "model" (anything else): picks the card template."""
+        """"classifier", "tokenizer", "prior" (a generation pipeline over a tokenizer's codes) or "model" (anything
+        else): picks the card template."""
         if self.is_pipeline:
-            return "prior"
+            return "prior" if self.tokenizer_reference or any("num_classes" in c for c in self.components.values()) else "model"
         architectures = self.config.get("architectures") or []
         if self.tokenizer_reference or any(name.endswith("ForImageClassification") for name in architectures):
             return "classifier"
