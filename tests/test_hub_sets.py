@@ -179,6 +179,10 @@ def test_cards_link_both_ways_and_the_collection_groups_the_set(online, pushed):
         assert "subset `fashion_mnist`, `test` split" in card.text
         assert "pip install" not in card.text and "import hf_vq" not in card.text
     assert "64 images" in token_vit_card.text
+    # Snippets make images of the mode and size the models take (the classifier's config has no channels: its
+    # processor's say grayscale).
+    for card in (tokenizer_card, token_vit_card, ModelCard.load(PIXEL_VIT_REPO)):
+        assert 'Image.new("L", (16, 16)' in card.text and 'Image.new("RGB"' not in card.text
     collection = HfApi().get_collection(pushed.collection_url.split("/collections/")[1])
     assert collection.title == COLLECTION and [item.item_id for item in collection.items] == list(ALL_REPOS)
 

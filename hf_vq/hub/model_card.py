@@ -198,6 +198,7 @@ def card_context(
         "trust_remote_code": folder.uses_remote_code,
         "reads_tokens": folder.kind == "classifier" and "codebook_size" in folder.config,
         "image_mode": "L" if image_config.get("num_channels") == 1 else "RGB",
+        "image_kind": "grayscale" if image_config.get("num_channels") == 1 else "RGB",
         "image_size": _image_size(folder, image_config),
         "num_channels": image_config.get("num_channels", 3),
         "tokenizer_repo": tokenizer if tokenizer and looks_like_repo_id(tokenizer) else None,
@@ -340,10 +341,13 @@ def _evaluation_dataset(folder: ModelFolder) -> tuple[str | None, str | None]:
 
 
 def _image_config(folder: ModelFolder) -> dict[str, Any]:
-    """The config that says what images the model takes or makes: its own, or a pipeline's tokenizer component."""
+    """What images the model takes or makes (`num_channels`, `image_size`): its config, completed by its image
+    processor's (a token classifier's config has no channels: its tokenizer's processor has), or a pipeline's
+    tokenizer component."""
     if folder.is_pipeline:
         return next((config for config in folder.components.values() if "image_size" in config), {})
-    return folder.config
+    processor = {key: value for key, value in (folder.processor_config or {}).items() if key == "num_channels"}
+    return processor | {key: value for key, value in folder.config.items() if value is not None}
 
 
 def _prior_config(folder: ModelFolder) -> dict[str, Any]:
