@@ -355,3 +355,17 @@ def test_push_set_command(online, folders, capsys):
 
 def _pushed_json(hub: HubServer, repo: str, path: str) -> dict:
     return json.loads(hub.store.blob(repo, hub.store.commits_on(repo)[0]["files"][path]))
+
+
+def test_training_with_push_to_hub_refuses_a_local_tokenizer_before_training(folders):
+    from argparse import Namespace
+
+    from hf_vq.hub import check_tokenizer_for_push
+
+    local = {"push_to_hub": True, "tokenizer_name_or_path": str(folders["tokenizer"]), "tokenizer_hub_id": None}
+    with pytest.raises(LocalTokenizerError, match="pass --tokenizer_hub_id"):
+        check_tokenizer_for_push(Namespace(**local))
+    check_tokenizer_for_push(Namespace(**local), reads_tokenizer=False)  # a pixel ViT names no tokenizer
+    check_tokenizer_for_push(Namespace(**{**local, "tokenizer_hub_id": TOKENIZER_REPO}))
+    check_tokenizer_for_push(Namespace(**{**local, "tokenizer_name_or_path": TOKENIZER_REPO}))
+    check_tokenizer_for_push(Namespace(**{**local, "push_to_hub": False}))

@@ -52,7 +52,14 @@ from .errors import (
 from .model_card import listed_dependents, render_model_card, validate_card_metadata
 from .model_folder import ModelFolder, load_model_folder
 from .model_set import PushedSet, add_push_set_subcommand, push_model_set
-from .push import add_hub_arguments, add_push_subcommand, check_push_arguments, push_to_hub, push_trained_model
+from .push import (
+    add_hub_arguments,
+    add_push_subcommand,
+    check_push_arguments,
+    check_tokenizer_for_push,
+    push_to_hub,
+    push_trained_model,
+)
 
 __all__ = [
     "HubPushError",
@@ -69,6 +76,7 @@ __all__ = [
     "add_push_set_subcommand",
     "add_push_subcommand",
     "check_push_arguments",
+    "check_tokenizer_for_push",
     "listed_dependents",
     "load_model_folder",
     "push_model_set",

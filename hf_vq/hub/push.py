@@ -199,6 +199,21 @@ def refuse_local_tokenizer(folder: ModelFolder, tokenizer_hub_id: str | None, hu
     )
 
 
+def check_tokenizer_for_push(args: argparse.Namespace, reads_tokenizer: bool = True) -> None:
+    """Before training a model that reads a tokenizer with `--push_to_hub`: refuse now, not after training, when
+    that tokenizer is a local folder that the push could not name on the Hub (no `--tokenizer_hub_id`)."""
+    reference = getattr(args, "tokenizer_name_or_path", None)
+    if not getattr(args, "push_to_hub", False) or not reads_tokenizer or not reference or looks_like_repo_id(reference):
+        return
+    if getattr(args, "tokenizer_hub_id", None):
+        return
+    raise LocalTokenizerError(
+        f"--push_to_hub: the tokenizer {reference!r} is a local folder, so the pushed model could not find it. Push the "
+        "tokenizer first (`hf-vq push --model_dir ... --hub_model_id ORG/NAME`) and pass --tokenizer_hub_id ORG/NAME, "
+        "or train without --push_to_hub and push both afterwards with `hf-vq push-set --tokenizer_dir ...`."
+    )
+
+
 def current_revision(api: HfApi, tokenizer_hub_id: str, token: str | None, dependent: str) -> str:
     """The tokenizer repo's current commit, to pin in a dependent's config; a clear error when it is not there."""
     try:

@@ -37,9 +37,10 @@ SHARED_VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", 
 
 def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
     """See `train_classifier.train_classifier`."""
-    from ..hub import check_push_arguments
+    from ..hub import check_push_arguments, check_tokenizer_for_push
 
     check_push_arguments(args)  # before hours of training, not after
+    check_tokenizer_for_push(args, reads_tokenizer=args.model_type == "token_vit")
     accelerator = build_accelerator(args)
     set_seed(args.seed)
     tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)

@@ -42,9 +42,10 @@ TRANSFORMER_SUBFOLDER = "transformer"
 
 def run_prior_training(args: argparse.Namespace) -> dict[str, Any]:
     """See `prior_command.train_prior`."""
-    from ..hub import check_push_arguments
+    from ..hub import check_push_arguments, check_tokenizer_for_push
 
     check_push_arguments(args)  # before hours of training, not after
+    check_tokenizer_for_push(args)
     accelerator = build_accelerator(args)
     set_seed(args.seed)  # identical initial weights on every process
     tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
