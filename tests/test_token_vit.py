@@ -108,3 +108,43 @@ def test_pixels_of_the_wrong_size_and_a_mismatched_tokenizer_are_refused(classif
     unnamed = TokenViTForImageClassification(TokenViTConfig(codebook_size=32, grid_size=[8, 8], **TINY))
     with pytest.raises(ValueError, match="tokenizer_name_or_path is not set"):
         unnamed(pixel_values=torch.zeros(1, 3, 16, 16))
+
+
+BLOCKED_SCRIPT = """
+import sys
+sys.modules["hf_vq"] = None  # `import hf_vq` raises ImportError: the folder must carry all of its code
+import numpy as np, PIL.Image, torch, transformers
+
+folder, out = sys.argv[1], sys.argv[2]
+image = PIL.Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+model = transformers.AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+processor = transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+with torch.no_grad():
+    logits = model(**processor(images=image, return_tensors="pt")).logits
+scores = transformers.pipeline("image-classification", model=folder, trust_remote_code=True)(image, top_k=3)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+assert type(model.tokenizer).__module__.startswith("transformers_modules"), type(model.tokenizer).__module__
+torch.save({"logits": logits, "scores": {s["label"]: s["score"] for s in scores}}, out)
+"""
+
+
+def test_saved_folder_loads_without_hf_vq(classifier_dir, tmp_path):
+    """The folder alone (its code, its tokenizer's code and its processor's) classifies images where hf_vq is absent;
+    the tokenizer's weights come from the folder its config names."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "blocked.py").write_text(BLOCKED_SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "blocked.py", str(classifier_dir), "out.pt"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "out.pt")
+    model = TokenViTForImageClassification.from_pretrained(classifier_dir).eval()
+    processor = VQGANImageProcessor.from_pretrained(classifier_dir)
+    with torch.no_grad():
+        logits = model(**processor(images=_image(1), return_tensors="pt")).logits
+    torch.testing.assert_close(remote["logits"], logits)
+    probabilities = logits.softmax(-1)[0]
+    assert remote["scores"] == pytest.approx({LABELS[i]: float(probabilities[i]) for i in range(3)}, abs=1e-5)
