@@ -1,4 +1,4 @@
-"""Pushing a tokenizer and the models built on it as one linked set: `hf-vq push-set`.
+r"""Pushing a tokenizer and the models built on it as one linked set: `hf-vq push-set`.
 
     hf-vq push-set --tokenizer_dir outputs/vqgan \
         --classifier_dirs outputs/token-vit outputs/pixel-vit --prior_dirs outputs/prior \
@@ -205,7 +205,7 @@ def add_push_set_subcommand(subparsers: argparse._SubParsersAction) -> argparse.
     """`hf-vq push-set --tokenizer_dir T --classifier_dirs C1 C2 --prior_dirs P --hub_namespace ORG [--collection T]`."""
     parser = subparsers.add_parser(
         "push-set", help="push a tokenizer and the classifiers and priors trained on it as one linked set",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--tokenizer_dir", default=None,
                         help="tokenizer folder, pushed first (DIR or DIR=[NAMESPACE/]NAME); or give --tokenizer_hub_id")
