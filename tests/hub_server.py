@@ -418,25 +418,6 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             info["config"] = json.loads(store.blob(repo, files["config.json"]))
         self._send_json(info)
 
-    def handle_tree(self, body: bytes, repo: str, rev: str, path: str = "") -> None:
-        """The files (and folders) under `path`, all levels with `?recursive=true`, in one page."""
-        self.hub.require_read(self.authorization, repo)
-        files = self.hub.store.commit(repo, self.hub.store.resolve(repo, rev))["files"]
-        prefix = path.strip("/") + "/" if path.strip("/") else ""
-        recursive = self.query.get("recursive", "false").lower() == "true"
-        entries, folders = [], set()
-        for name, blob in sorted(files.items()):
-            if not name.startswith(prefix):
-                continue
-            parts = name[len(prefix):].split("/")
-            for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
-                folders.add(prefix + "/".join(parts[:depth]))
-            if recursive or len(parts) == 1:
-                content = self.hub.store.blob(repo, blob)
-                entries.append({"type": "file", "path": name, "size": len(content), "oid": _git_sha1(content)})
-        entries += [{"type": "directory", "path": folder, "oid": hashlib.sha1(folder.encode()).hexdigest()} for folder in sorted(folders)]
-        self._send_json(entries)
-
     def _card_fields(self, repo: str, files: dict[str, str]) -> dict:
         """What the Hub derives from README.md's front matter: cardData, tags, pipeline_tag, library_name."""
         if "README.md" not in files:
@@ -497,6 +478,26 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         collection["lastUpdated"] = _now()
         self.hub.collection_file(slug).write_text(json.dumps(collection))
         self._send_json(collection)
+
+    def handle_tree(self, body: bytes, repo: str, rev: str, path: str | None = None) -> None:
+        """`list_repo_tree` (hence `snapshot_download`): the files of a commit, one page, recursive or not."""
+        self.hub.require_read(self.authorization, repo)
+        store = self.hub.store
+        files = store.commit(repo, store.resolve(repo, rev))["files"]
+        recursive = self.query.get("recursive", "false").lower() == "true"
+        prefix = f"{path.strip('/')}/" if path else ""
+        entries, folders = [], set()
+        for name, blob_sha in sorted(files.items()):
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):]
+            if not recursive and "/" in rest:
+                folders.add(prefix + rest.split("/", 1)[0])
+                continue
+            content = store.blob(repo, blob_sha)
+            entries.append({"type": "file", "path": name, "size": len(content), "oid": _git_sha1(content)})
+        entries += [{"type": "directory", "path": folder, "oid": "0" * 40} for folder in sorted(folders)]
+        self._send_json(entries)
 
     def handle_resolve(self, body: bytes, repo: str, rev: str, path: str) -> None:
         head_only = self.command == "HEAD"

@@ -16,6 +16,16 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+try:
+    # In a saved pipeline folder, hf_vq's helper that writes the code into pipeline folders is this file's neighbour:
+    # diffusers copies the files of `from .x import` lines along. Importing it also makes a missing component folder
+    # a clear error (see remote_code.py).
+    from .remote_code import save_pretrained_with_code
+except ImportError:
+    # Inside hf_vq it lives in hf_vq.pipelines; imported by name, so that diffusers' import check of this file's copy
+    # does not ask users to install hf_vq.
+    save_pretrained_with_code = importlib.import_module("hf_vq.pipelines.remote_code").save_pretrained_with_code
+
 
 @dataclass
 class VQGANPipelineOutput(BaseOutput):
@@ -72,19 +82,7 @@ class VQGANPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """diffusers' `save_pretrained`, plus the code of this pipeline and of every component, so that the folder
         loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where hf_vq is not installed."""
-        _save_pretrained_with_code()(self, save_directory, super().save_pretrained, __file__, **kwargs)
-
-
-def _save_pretrained_with_code() -> Any:
-    """hf_vq's helper that writes the code into a saved folder (hf_vq/pipelines/remote_code.py)."""
-    try:
-        # In a saved pipeline folder the helper is this file's neighbour: diffusers copies relative imports along.
-        from .remote_code import save_pretrained_with_code
-    except ImportError:
-        # Inside hf_vq it lives in hf_vq.pipelines; imported by name, so that diffusers' import check of this file's
-        # copy does not ask users to install hf_vq.
-        save_pretrained_with_code = importlib.import_module("hf_vq.pipelines.remote_code").save_pretrained_with_code
-    return save_pretrained_with_code
+        save_pretrained_with_code(self, save_directory, super().save_pretrained, __file__, **kwargs)
 
 
 __all__ = ["VQGANPipeline", "VQGANPipelineOutput"]

@@ -21,6 +21,16 @@ from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 
+try:
+    # In a saved pipeline folder, hf_vq's helper that writes the code into pipeline folders is this file's neighbour:
+    # diffusers copies the files of `from .x import` lines along. Importing it also makes a missing component folder
+    # a clear error (see remote_code.py).
+    from .remote_code import save_pretrained_with_code
+except ImportError:
+    # Inside hf_vq it lives in hf_vq.pipelines; imported by name, so that diffusers' import check of this file's copy
+    # does not ask users to install hf_vq.
+    save_pretrained_with_code = importlib.import_module("hf_vq.pipelines.remote_code").save_pretrained_with_code
+
 
 @dataclass
 class MaskGITPipelineOutput(BaseOutput):
@@ -56,7 +66,7 @@ class MaskGITPipeline(DiffusionPipeline):
     >>> out = pipe(class_labels=[0, 3, 7], num_images_per_prompt=2, guidance_scale=2.0,
     ...            generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
     >>> len(out.images), out.image_tokens.shape  # doctest: +SKIP
-    (6, torch.Size([6, 7, 7]))
+    (6, torch.Size([6, 8, 8]))
     ```
     """
 
@@ -195,19 +205,7 @@ class MaskGITPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """diffusers' `save_pretrained`, plus the code of this pipeline and of every component, so that the folder
         loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where hf_vq is not installed."""
-        _save_pretrained_with_code()(self, save_directory, super().save_pretrained, __file__, **kwargs)
-
-
-def _save_pretrained_with_code() -> Any:
-    """hf_vq's helper that writes the code into a saved folder (hf_vq/pipelines/remote_code.py)."""
-    try:
-        # In a saved pipeline folder the helper is this file's neighbour: diffusers copies relative imports along.
-        from .remote_code import save_pretrained_with_code
-    except ImportError:
-        # Inside hf_vq it lives in hf_vq.pipelines; imported by name, so that diffusers' import check of this file's
-        # copy does not ask users to install hf_vq.
-        save_pretrained_with_code = importlib.import_module("hf_vq.pipelines.remote_code").save_pretrained_with_code
-    return save_pretrained_with_code
+        save_pretrained_with_code(self, save_directory, super().save_pretrained, __file__, **kwargs)
 
 
 __all__ = ["MaskGITPipeline", "MaskGITPipelineOutput"]
