@@ -5,10 +5,13 @@ The vector quantizer implements Huh et al., "Straightening Out the Straight-Thro
 improved commitment loss, plus k-means++ initialisation and dead-code replacement.
 
 Importing hf_vq registers its models with transformers' Auto classes (AutoConfig, AutoModel,
-AutoImageProcessor, AutoModelForImageClassification).
+AutoImageProcessor, AutoModelForImageClassification); the diffusers pipelines
+(`VQGANPipeline`, `MaskGITPipeline`) and `MaskGITScheduler` are imported on first use.
 """
 
 from .models import (
+    MaskGITConfig,
+    MaskGITModel,
     TokenViTConfig,
     TokenViTForImageClassification,
     VQGANConfig,
@@ -21,6 +24,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GroupedVectorQuantizer",
+    "MaskGITConfig",
+    "MaskGITModel",
+    "MaskGITPipeline",
+    "MaskGITScheduler",
     "ResidualVectorQuantizer",
     "TokenViTConfig",
     "TokenViTForImageClassification",
@@ -34,10 +41,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # The diffusers pipeline is imported on first use: diffusers is only needed by those who use it.
-    if name == "VQGANPipeline":
-        from .models.vqgan.pipeline_vqgan import VQGANPipeline
+# diffusers pieces are imported on first use: diffusers is only needed by those who use them.
+_LAZY_DIFFUSERS = {
+    "VQGANPipeline": "hf_vq.models.vqgan.pipeline_vqgan",
+    "MaskGITPipeline": "hf_vq.pipelines.maskgit.pipeline_maskgit",
+    "MaskGITScheduler": "hf_vq.schedulers.scheduling_maskgit",
+}
 
-        return VQGANPipeline
+
+def __getattr__(name: str):
+    if name in _LAZY_DIFFUSERS:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_DIFFUSERS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

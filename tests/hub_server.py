@@ -47,6 +47,7 @@ ROUTES = [
     ("POST", rf"^/api/models/(?P<repo>{NAME}/{NAME})/commit/(?P<rev>[^/]+)$", "commit"),
     ("POST", rf"^/api/models/(?P<repo>{NAME}/{NAME})/branch/(?P<branch>[^/]+)$", "create_branch"),
     ("GET", rf"^/api/models/(?P<repo>{NAME}/{NAME})(?:/revision/(?P<rev>[^/]+))?$", "model_info"),
+    ("GET", rf"^/api/models/(?P<repo>{NAME}/{NAME})/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?$", "tree"),
     ("HEAD", rf"^/(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
     ("GET", rf"^/(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
 ]
@@ -415,6 +416,26 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if "model-index" in metadata:
             fields["model-index"] = metadata["model-index"]
         return fields
+
+    def handle_tree(self, body: bytes, repo: str, rev: str, path: str | None = None) -> None:
+        """`list_repo_tree` (hence `snapshot_download`): the files of a commit, one page, recursive or not."""
+        self.hub.require_read(self.authorization, repo)
+        store = self.hub.store
+        files = store.commit(repo, store.resolve(repo, rev))["files"]
+        recursive = self.query.get("recursive", "false").lower() == "true"
+        prefix = f"{path.strip('/')}/" if path else ""
+        entries, folders = [], set()
+        for name, blob_sha in sorted(files.items()):
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):]
+            if not recursive and "/" in rest:
+                folders.add(prefix + rest.split("/", 1)[0])
+                continue
+            content = store.blob(repo, blob_sha)
+            entries.append({"type": "file", "path": name, "size": len(content), "oid": _git_sha1(content)})
+        entries += [{"type": "directory", "path": folder, "oid": "0" * 40} for folder in sorted(folders)]
+        self._send_json(entries)
 
     def handle_resolve(self, body: bytes, repo: str, rev: str, path: str) -> None:
         head_only = self.command == "HEAD"

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from .maskgit import MaskGITConfig, MaskGITModel, MaskGITModelOutput, MaskGITPreTrainedModel
 from .token_vit import TokenViTConfig, TokenViTForImageClassification, TokenViTPreTrainedModel
 from .vqgan import (
     VQGANConfig,
@@ -19,10 +20,19 @@ def __getattr__(name: str) -> Any:
         from .vqgan.pipeline_vqgan import VQGANPipeline
 
         return VQGANPipeline
+    if name == "MaskGITPipeline":
+        from ..pipelines.maskgit.pipeline_maskgit import MaskGITPipeline
+
+        return MaskGITPipeline
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "MaskGITConfig",
+    "MaskGITModel",
+    "MaskGITModelOutput",
+    "MaskGITPipeline",
+    "MaskGITPreTrainedModel",
     "TokenViTConfig",
     "TokenViTForImageClassification",
     "TokenViTPreTrainedModel",

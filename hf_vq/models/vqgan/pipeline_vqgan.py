@@ -1,29 +1,30 @@
 """A diffusers pipeline around the VQGAN image tokenizer: images -> image tokens -> images.
 
-The pipeline folder holds the model and the image processor as components and this file itself.
-
-- Components: `model_index.json` names them by module path (`["hf_vq.models.vqgan.modeling_vqgan", "VQGANModel"]`),
-  which diffusers resolves from the modules the caller has imported (`import hf_vq`). (diffusers can also load a
-  component from a code file in its folder, but it copies only that file's direct relative imports, one level, into
-  a namespace shared by all local components, and the quantizer is several files deep.)
-- Pipeline class: diffusers resolves a `_class_name` that is not one of its own pipelines only through a pipeline
-  file in the folder, so `save_pretrained` copies this file there and writes
-  `_class_name: ["pipeline_vqgan", "VQGANPipeline"]`. The folder then loads offline with
-  `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` (also through `VQGANPipeline.from_pretrained`),
-  as any custom pipeline. This file imports only diffusers, torch and PIL, so the copy runs on its own.
+Components: `vqgan` (the model) and `image_processor`. `save_pretrained` writes the code of both and of this file into
+the folder (see `hf_vq/pipelines/remote_code.py`), so that `DiffusionPipeline.from_pretrained(folder_or_repo,
+trust_remote_code=True)` loads it where hf_vq is not installed. This file imports only diffusers, torch, PIL and the
+standard library, so its copy runs on its own.
 """
 
-import json
+import importlib
 import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
+
+try:
+    # In a saved pipeline folder, hf_vq's helper that writes the code into pipeline folders is this file's neighbour:
+    # diffusers copies the files of `from .x import` lines along. Importing it also makes a missing component folder
+    # a clear error (see remote_code.py).
+    from .remote_code import save_pretrained_with_code
+except ImportError:
+    # Inside hf_vq it lives in hf_vq.pipelines; imported by name, so that diffusers' import check of this file's copy
+    # does not ask users to install hf_vq.
+    save_pretrained_with_code = importlib.import_module("hf_vq.pipelines.remote_code").save_pretrained_with_code
 
 
 @dataclass
@@ -78,16 +79,10 @@ class VQGANPipeline(DiffusionPipeline):
             return decoded, image_tokens
         return VQGANPipelineOutput(images=decoded, image_tokens=image_tokens)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """diffusers' `save_pretrained`, plus this file, so that `DiffusionPipeline.from_pretrained` finds the class."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        save_directory = Path(save_directory)
-        module_name = Path(__file__).stem
-        shutil.copyfile(__file__, save_directory / f"{module_name}.py")
-        index_path = save_directory / self.config_name
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-        index["_class_name"] = [module_name, type(self).__name__]
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """diffusers' `save_pretrained`, plus the code of this pipeline and of every component, so that the folder
+        loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where hf_vq is not installed."""
+        save_pretrained_with_code(self, save_directory, super().save_pretrained, __file__, **kwargs)
 
 
 __all__ = ["VQGANPipeline", "VQGANPipelineOutput"]
