@@ -171,13 +171,17 @@ def test_bad_config_files(tmp_path):
 
 
 def test_checkpoint_retention_and_latest(tmp_path):
+    from hf_vq.training.checkpointing import complete_checkpoint, temporary_folder
+
     for step in (10, 2, 30):
-        (tmp_path / f"checkpoint-{step}").mkdir()
+        temporary_folder(tmp_path, step).mkdir()
+        (temporary_folder(tmp_path, step) / "model.safetensors").write_bytes(b"weights")
+        complete_checkpoint(tmp_path, step, num_processes=1)
     (tmp_path / "checkpoint-notes").mkdir()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10", "checkpoint-30"]
     assert resolve_resume_checkpoint("latest", tmp_path).name == "checkpoint-30"
     assert resolve_resume_checkpoint("latest", tmp_path / "empty") is None
-    removed = prune_checkpoints(tmp_path, total_limit=2)  # room for the one about to be saved
+    removed = prune_checkpoints(tmp_path, total_limit=1)  # called once the newest is complete
     assert [p.name for p in removed] == ["checkpoint-2", "checkpoint-10"]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-30"]
     state = TrainingState(global_step=5, epoch=1, batches_in_epoch=3)

@@ -128,6 +128,33 @@ def _add_run_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--tracker_project_name", default="hf_vq_tokenizer")
     group.add_argument("--logging_steps", type=int, default=10)
     group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True)
+    add_reliability_arguments(group)
+
+
+# ------------------------------------------------------------------------------------------------ reliability flags
+# The flags of the divergence guard (hf_vq/training/divergence.py), shared by every training command. Kept in this
+# one place on purpose: the flag refactor moves them into its dataclasses.
+ON_DIVERGENCE = ("stop", "skip_step")
+
+
+def add_reliability_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--on_divergence", choices=ON_DIVERGENCE, default="stop",
+                       help="when the loss or gradients become non-finite or the loss jumps above --divergence_factor "
+                            "times its running average: stop with a message naming the step and the last good "
+                            "checkpoint, or skip that optimizer step")
+    group.add_argument("--divergence_factor", type=float, default=10.0,
+                       help="a loss above this multiple of its running average counts as divergence (0: off)")
+
+
+def check_reliability_args(args: argparse.Namespace) -> None:
+    if args.on_divergence not in ON_DIVERGENCE:
+        raise ConfigError(f"--on_divergence must be one of {list(ON_DIVERGENCE)}, got {args.on_divergence!r}")
+    factor = args.divergence_factor
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not (factor == 0 or factor > 1):
+        raise ConfigError(f"--divergence_factor must be a number above 1 (or 0 to turn the jump check off), got {factor!r}")
+
+
+# ------------------------------------------------------------------------------------------------ parsers
 
 
 def build_training_parser(prog: str = "train_tokenizer") -> argparse.ArgumentParser:
@@ -254,3 +281,4 @@ def _check_args(args: argparse.Namespace) -> None:
     resume = args.resume_from_checkpoint
     if resume and resume != "latest" and not Path(resume).is_dir():
         raise ConfigError(f"--resume_from_checkpoint {resume!r} is neither 'latest' nor a checkpoint folder")
+    check_reliability_args(args)

@@ -33,7 +33,9 @@ from .args import (
     ConfigError,
     add_data_arguments,
     add_optimization_arguments,
+    add_reliability_arguments,
     check_config_keys,
+    check_reliability_args,
     load_config_file,
     suppress_defaults,
 )
@@ -82,6 +84,7 @@ def _add_run_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--logging_steps", type=int, default=50)
     group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True)
     group.add_argument("--output_dir", default="outputs/token_vit")
+    add_reliability_arguments(group)
 
 
 def build_classifier_parser(prog: str = "train_classifier") -> argparse.ArgumentParser:
@@ -143,6 +146,7 @@ def check_classifier_args(args: argparse.Namespace, command: str = "train-classi
     resume = args.resume_from_checkpoint
     if resume and resume != "latest" and not Path(resume).is_dir():
         raise ConfigError(f"--resume_from_checkpoint {resume!r} is neither 'latest' nor a checkpoint folder")
+    check_reliability_args(args)
 
 
 def as_namespace(args_or_config: argparse.Namespace | dict[str, Any] | str | os.PathLike) -> argparse.Namespace:

@@ -25,11 +25,19 @@ from ..models.token_vit import TokenViTForImageClassification
 from ..models.vqgan import VQGANImageProcessor
 from .checkpointing import TrainingState
 from .classifier_data import ClassifierData, build_classifier_data
-from .loop import build_accelerator, resume_if_asked, start_trackers, train_single_model
+from .divergence import ensure_finite_weights
+from .loop import (
+    METRICS_FILE,
+    build_accelerator,
+    final_evaluation,
+    resume_if_asked,
+    start_trackers,
+    train_single_model,
+    write_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 TRAINING_CONFIG_FILE = "training_config.json"
 SHARED_VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
@@ -60,8 +68,7 @@ def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
     periodic_evaluation = (lambda step: evaluate(accelerator, model, eval_loader)) if eval_loader is not None else None
     train_single_model(args, accelerator, model, optimizer, scheduler, train_loader, state, max_steps,
                        classification_loss, evaluate=periodic_evaluation)
-    metrics = evaluate(accelerator, model, eval_loader) if eval_loader is not None else {}
-    return finish(args, accelerator, model, processor, data, state, metrics)
+    return finish(args, accelerator, model, processor, data, state, eval_loader)
 
 
 def load_tokenizer(tokenizer_name_or_path: str, device: torch.device) -> tuple[nn.Module, VQGANImageProcessor]:
@@ -167,21 +174,17 @@ def evaluate(accelerator: Accelerator, model, eval_loader) -> dict[str, float]:
 
 
 def finish(args, accelerator: Accelerator, model, processor, data: ClassifierData, state: TrainingState,
-           metrics: dict[str, Any]) -> dict[str, Any]:
-    """Save the model with the tokenizer's processor, metrics.json and training_config.json; push if asked."""
+           eval_loader) -> dict[str, Any]:
+    """Save the model with the tokenizer's processor and training_config.json first, then evaluate it on the
+    held-out split, write metrics.json and push if asked (a failed evaluation leaves the saved model in place)."""
     output_dir = Path(args.output_dir).resolve()
-    metrics = metrics | summary(args, accelerator, model, state, data)
+    save_final_model(args, accelerator, model, processor, state, output_dir)
+    training = summary(args, accelerator, model, state, data)
+    metrics = final_evaluation(accelerator, lambda: evaluate(accelerator, model, eval_loader) if eval_loader else {},
+                               output_dir, training)
+    metrics = metrics | training
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        if isinstance(unwrapped, TokenViTForImageClassification):
-            unwrapped.save_pretrained(output_dir, image_processor=processor)
-        else:
-            from ..models.token_vit import save_processor_without_remote_code
-
-            unwrapped.save_pretrained(output_dir)
-            save_processor_without_remote_code(processor, output_dir)
-        _write_json(output_dir / METRICS_FILE, metrics)
-        _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
+        metrics = write_metrics(output_dir / METRICS_FILE, metrics)
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
         from ..hub import push_trained_model
@@ -191,6 +194,23 @@ def finish(args, accelerator: Accelerator, model, processor, data: ClassifierDat
     accelerator.end_training()
     return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
             "global_step": state.global_step, "is_main_process": accelerator.is_main_process}
+
+
+def save_final_model(args, accelerator: Accelerator, model, processor, state: TrainingState, output_dir: Path) -> None:
+    """The classifier and the tokenizer's processor (`save_pretrained` layout) and training_config.json; refused
+    (`TrainingDivergedError`) if a weight is not finite."""
+    unwrapped = accelerator.unwrap_model(model)
+    ensure_finite_weights([unwrapped], state.global_step, args.output_dir)
+    if accelerator.is_main_process:
+        if isinstance(unwrapped, TokenViTForImageClassification):
+            unwrapped.save_pretrained(output_dir, image_processor=processor)
+        else:
+            from ..models.token_vit import save_processor_without_remote_code
+
+            unwrapped.save_pretrained(output_dir)
+            save_processor_without_remote_code(processor, output_dir)
+        _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
+    accelerator.wait_for_everyone()
 
 
 def summary(args, accelerator: Accelerator, model, state: TrainingState, data: ClassifierData):

@@ -21,7 +21,6 @@ import argparse
 import gc
 import json
 import logging
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
 from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
 from .discriminator import NLayerDiscriminator
+from .divergence import DivergenceGuard, ensure_finite_weights
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
 from .losses import (
     LeCamEMA,
@@ -49,10 +49,12 @@ from .loop import (  # noqa: F401  (build_accelerator ... set_dataset_epoch: re-
     TrainingLoop,
     build_accelerator,
     clip_and_step,
+    final_evaluation,
     resume_if_asked,
     save_checkpoint,
     set_dataset_epoch,
     start_trackers,
+    write_metrics,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class Networks:
     ema: Any | None
     lecam: LeCamEMA | None
     rfid_extractor: nn.Module | None = None
+    guard: DivergenceGuard | None = None
 
 
 def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,6 +95,7 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     networks, optimizers, schedulers = build_networks_and_optimizers(args, model, accelerator, data)
     state = TrainingState()
     register_checkpoint_state(accelerator, networks, state)
+    networks.guard = DivergenceGuard.from_args(args, accelerator, state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
     run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
@@ -243,7 +247,10 @@ def generator_step(args, accelerator, networks: Networks, optimizer, scheduler, 
             loss = loss + gan_loss
             logs |= gan_logs
     accelerator.backward(loss)
-    clip_and_step(args, accelerator, generator, optimizer, scheduler)
+    # The jump check watches the reconstruction loss: the adversarial part moves by design when the GAN starts.
+    apply = networks.guard is None or not accelerator.sync_gradients or networks.guard.check(
+        loss, generator.parameters(), what="generator loss", tracked=rec_loss)
+    clip_and_step(args, accelerator, generator, optimizer, scheduler, apply=apply)
     logs |= {
         "loss": loss.detach(), "quantizer_loss": output.quantizer_loss.detach(),
         "commitment_loss": output.commitment_loss.detach(), "codebook_loss": output.codebook_loss.detach(),
@@ -291,7 +298,9 @@ def discriminator_step(args, accelerator, networks: Networks, optimizer, schedul
             networks.lecam.update(means[0], means[1])
             logs["lecam_loss"] = lecam.detach()
     accelerator.backward(args.discriminator_weight * loss)
-    clip_and_step(args, accelerator, discriminator, optimizer, scheduler)
+    apply = networks.guard is None or not accelerator.sync_gradients or networks.guard.check(
+        loss, discriminator.parameters(), what="discriminator loss", track_average=False)
+    clip_and_step(args, accelerator, discriminator, optimizer, scheduler, apply=apply)
     return logs
 
 
@@ -352,17 +361,19 @@ def run_evaluation(args, accelerator: Accelerator, networks: Networks, data: Tra
 
 
 def finish(args, accelerator: Accelerator, networks: Networks, processor, data: TrainingData, state) -> dict:
+    """Save the final model first (EMA weights when `--use_ema`), with its processor and training_config.json,
+    then evaluate it, then write metrics.json and push. A failed evaluation leaves the saved model in place and
+    raises `FinalEvaluationError` naming it."""
     output_dir = Path(args.output_dir).resolve()
     grid_path = output_dir / SAMPLES_FILE
-    metrics = run_evaluation(args, accelerator, networks, data, grid_path)
+    save_final_model(args, accelerator, networks, processor, state, output_dir)
+    summary = training_summary(args, accelerator, state)
+    metrics = final_evaluation(accelerator, lambda: run_evaluation(args, accelerator, networks, data, grid_path),
+                               output_dir, summary)
     result: dict[str, Any] = {"output_dir": str(output_dir), "global_step": state.global_step,
                               "is_main_process": accelerator.is_main_process}
     if accelerator.is_main_process:
-        with ema_weights(accelerator, networks) as model:
-            model.save_pretrained(output_dir, image_processor=processor)
-        metrics = _json_safe(metrics | training_summary(args, accelerator, state))
-        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
+        metrics = write_metrics(output_dir / METRICS_FILE, metrics | summary)
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
         if args.push_to_hub:
@@ -378,6 +389,17 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
     }
     shut_down(accelerator, networks)
     return result
+
+
+def save_final_model(args, accelerator: Accelerator, networks: Networks, processor, state, output_dir: Path) -> None:
+    """The model (EMA weights when enabled) and processor in `save_pretrained` layout, and training_config.json;
+    refused (`TrainingDivergedError`) if a weight is not finite."""
+    with ema_weights(accelerator, networks) as model:
+        ensure_finite_weights([model], state.global_step, args.output_dir)
+        if accelerator.is_main_process:
+            model.save_pretrained(output_dir, image_processor=processor)
+            (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
+    accelerator.wait_for_everyone()
 
 
 def shut_down(accelerator: Accelerator, networks: Networks) -> None:
@@ -396,11 +418,6 @@ def training_config(args) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if key not in ("hub_token", "model_config", "handler", "command")}
 
 
-def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    # The Hub's metrics.json check wants null, not NaN, for a metric that could not be measured.
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in metrics.items()}
-
-
 def training_summary(args, accelerator: Accelerator, state: TrainingState) -> dict[str, Any]:
     """The run's counters; time and throughput are over the whole run, across resumes."""
     train_seconds = state.train_seconds
@@ -416,6 +433,7 @@ def training_summary(args, accelerator: Accelerator, state: TrainingState) -> di
         "images_seen": state.images_seen,
         "skipped_images": state.skipped_images,
         "train_seconds": round(train_seconds, 2),
+        "skipped_steps": state.skipped_steps,
         "train_images_per_second": round(state.images_seen / train_seconds, 2) if train_seconds > 0 else None,
         "num_processes": accelerator.num_processes,
         "ema": bool(args.use_ema),
