@@ -152,9 +152,10 @@ def test_unlabeled_data_needs_an_unconditional_prior(tokenizer_dir, tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ({"tokenizer_name_or_path": None}, "no tokenizer"),
-    ({"label_dropout": 1.0}, "--label_dropout must lie in"),
+    ({"label_dropout": 1.0}, r"--label_dropout must lie in \[0, 1\)"),
     ({"num_inference_steps": 0}, "--num_inference_steps must be >= 1"),
-    ({"random_flip": True}, "not supported by train-prior"),
+    ({"random_flip": True}, "unknown flag --random_flip"),  # tokens are cached once: no augmentation flags
+    ({"inception_weights": "/nonexistent/inception.pth"}, "is not a file"),
 ])
 def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, image_dir, tmp_path):
     with pytest.raises(ConfigError, match=message):
@@ -165,6 +166,6 @@ def test_cli_has_the_command_and_a_flag_beats_the_file(tokenizer_dir, image_dir,
     with pytest.raises(SystemExit):
         cli_main(["train-prior", "--config", TINY_PRIOR, "--tokenizer_name_or_path", str(tokenizer_dir),
                   "--train_data_dir", str(image_dir), "--label_dropout", "2"])
-    assert "--label_dropout must lie in [0, 1)" in capsys.readouterr().err
+    assert "train-prior: error: --label_dropout must lie in [0, 1)" in capsys.readouterr().err
     args = resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, max_train_steps=7))
     assert (args.max_train_steps, args.model_config["hidden_size"], args.label_dropout) == (7, 32, 0.1)

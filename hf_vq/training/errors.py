@@ -1,9 +1,11 @@
 """The training loops' own errors: problems a user can act on, each with a message that says what happened and
-what to do (the CLI prints them as one line). They subclass RuntimeError, so callers that caught RuntimeError
-before still do."""
+what to do (the CLI prints them as one line: `HfVqUserError`). They subclass RuntimeError, so callers that caught
+RuntimeError before still do."""
+
+from ..errors import HfVqUserError
 
 
-class TrainingError(RuntimeError):
+class TrainingError(HfVqUserError, RuntimeError):
     """A training run stopped for a reason its message explains."""
 
 

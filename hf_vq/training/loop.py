@@ -9,10 +9,10 @@
   `compute_loss(model, batch) -> (loss, logs)` function: accumulation, backward, clipping, optimizer step.
   The tokenizer (a generator and a discriminator) gives `TrainingLoop` its own `train_batch` instead.
 
-The loops read these attributes of `args` (the flags of `args.add_optimization_arguments` and of the run
-flags): `output_dir`, `logging_steps`, `checkpointing_steps`, `checkpoints_total_limit`, `eval_steps`,
-`max_grad_norm`, `progress_bar`, `gradient_accumulation_steps`, `mixed_precision`, `cpu`, `seed`, `report_to`,
-`tracker_project_name`, `resume_from_checkpoint`.
+The loops read these attributes of `args` (the flags of `args.OptimizationArguments`, `args.RunArguments` and
+`args.ReliabilityArguments`): `output_dir`, `logging_dir`, `logging_steps`, `checkpointing_steps`,
+`checkpoints_total_limit`, `validation_steps`, `max_grad_norm`, `progress_bar`, `gradient_accumulation_steps`,
+`mixed_precision`, `allow_tf32`, `cpu`, `seed`, `report_to`, `tracker_project_name`, `resume_from_checkpoint`.
 
 Example: a new command plugs in with its loss and its evaluation (this is how `train-classifier` trains)::
 
@@ -22,6 +22,7 @@ Example: a new command plugs in with its loss and its evaluation (this is how `t
     accelerator.register_for_checkpointing(state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(...))  # examples, batch sizes, steps, epochs, parameters, processes, precision
 
     def compute_loss(model, batch):
         output = model(**batch)
@@ -67,6 +68,7 @@ from .tracking import JSONLTracker
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+SECRET_FLAGS = ("hub_token",)  # never written to trackers, training_config.json or anything else a run leaves
 # What the quantizers' input check says when it meets NaN or infinite activations (hf_vq/quantization).
 NON_FINITE_INPUT_MESSAGE = "NaN or Inf values"
 
@@ -80,9 +82,10 @@ Evaluate = Callable[[int], "dict[str, float]"]
 
 def build_accelerator(args: argparse.Namespace) -> Accelerator:
     output_dir = Path(args.output_dir)
+    logging_dir = output_dir / args.logging_dir  # an absolute --logging_dir stays as it is
     trackers: list[Any] = []
     if args.report_to in ("jsonl", "all"):
-        trackers.append(JSONLTracker("train_log", output_dir / "logs"))
+        trackers.append(JSONLTracker("train_log", logging_dir))
     if args.report_to in ("tensorboard", "wandb"):
         trackers.append(args.report_to)
     elif args.report_to == "all":
@@ -93,12 +96,15 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir)),
         # Same shuffled order for a given (seed, epoch) on every run: what makes resuming exact.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+    if args.allow_tf32:  # as diffusers' example scripts: faster matmuls and convolutions on Ampere and newer GPUs
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     # Accelerate logs every file of every checkpoint at INFO; its warnings are what matters here.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
@@ -112,7 +118,8 @@ def _has_accelerator_device() -> bool:
 
 
 def start_trackers(args, accelerator: Accelerator) -> None:
-    config = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool)) or value is None}
+    config = {key: value for key, value in vars(args).items()
+              if key not in SECRET_FLAGS and (isinstance(value, (int, float, str, bool)) or value is None)}
     config.update({f"model.{key}": str(value) for key, value in (getattr(args, "model_config", None) or {}).items()})
     accelerator.init_trackers(args.tracker_project_name, config=config)
 
@@ -215,7 +222,7 @@ class TrainingLoop:
     and optimizer steps (`single_model_step` builds one for a single model). After each optimizer step (when
     `accelerator.sync_gradients`), the loop counts the step, logs the mean of the logs since the last log line
     (every `args.logging_steps`), saves `checkpoint-<step>` (every `args.checkpointing_steps`) and calls
-    `evaluate(step)` (every `args.eval_steps`, not at the last step: the command evaluates the final model).
+    `evaluate(step)` (every `args.validation_steps`, not at the last step: the command evaluates the final model).
 
     Batches are dicts of tensors; the first tensor's length is the number of examples (a `num_skipped` entry,
     as the tokenizer's image collator adds for unreadable images, is counted in `state.skipped_images`). A batch
@@ -313,7 +320,8 @@ class TrainingLoop:
         step, args = self.state.global_step, self.args
         if args.checkpointing_steps and step % args.checkpointing_steps == 0:
             save_checkpoint(args, self.accelerator, step)
-        if self.evaluate is not None and args.eval_steps and step % args.eval_steps == 0 and step < self.max_steps:
+        if (self.evaluate is not None and args.validation_steps and step % args.validation_steps == 0
+                and step < self.max_steps):
             metrics = self.evaluate(step)
             if metrics:
                 self.accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)

@@ -36,6 +36,7 @@ from .loop import (
     start_trackers,
     write_metrics,
 )
+from .run_summary import run_summary
 from .trainer import _build_ema, training_config
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def run_prior_training(args: argparse.Namespace) -> dict[str, Any]:
     check_push_arguments(args)  # before hours of training, not after
     accelerator = build_accelerator(args)
     set_seed(args.seed)  # identical initial weights on every process
-    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
+    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device, revision=args.revision)
     check_single_codebook(tokenizer.config)  # before tokenizing the dataset, not after
     record = tokenizer_record(tokenizer, args.tokenizer_name_or_path)
     check_resume_tokenizer(args, record)
@@ -82,6 +83,10 @@ def run_prior_training(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed * 1000 + accelerator.process_index)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(
+        examples=len(data.train), batch_size_per_process=args.train_batch_size, num_processes=accelerator.num_processes,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, max_train_steps=max_steps,
+        models={"prior": model}, mixed_precision=accelerator.mixed_precision, start_step=state.global_step))
     unwrapped = accelerator.unwrap_model(model)
     loss_function = MaskedTokenLoss(unwrapped.config, args.label_dropout if conditional else None)
     guard = DivergenceGuard.from_args(args, accelerator, state)
@@ -163,6 +168,8 @@ def build_prior(args: argparse.Namespace, tokenizer: nn.Module, id2label: dict[i
     classes from the dataset."""
     config = dict(args.model_config)
     config["num_classes"] = len(id2label)
+    if args.revision:
+        config["tokenizer_revision"] = args.revision
     if id2label:
         config["id2label"] = {int(key): value for key, value in id2label.items()}
     return MaskGITModel.from_tokenizer(_tokenizer_reference(args.tokenizer_name_or_path), tokenizer=tokenizer, **config)

@@ -31,6 +31,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
 from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
@@ -45,6 +46,7 @@ from .losses import (
     reconstruction_loss,
 )
 from .loop import (  # noqa: F401  (build_accelerator ... set_dataset_epoch: re-exported, they used to live here)
+    SECRET_FLAGS,
     RunningLosses,
     TrainingLoop,
     build_accelerator,
@@ -56,6 +58,9 @@ from .loop import (  # noqa: F401  (build_accelerator ... set_dataset_epoch: re-
     start_trackers,
     write_metrics,
 )
+from .optimization import build_lr_scheduler
+from .run_summary import run_summary
+from .tracking import log_image_grid
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +103,19 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     networks.guard = DivergenceGuard.from_args(args, accelerator, state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(
+        examples=data.num_train_examples, batch_size_per_process=args.train_batch_size,
+        num_processes=accelerator.num_processes, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_train_steps=data.max_train_steps, mixed_precision=accelerator.mixed_precision, start_step=state.global_step,
+        models={"tokenizer": networks.generator, "discriminator": networks.discriminator},
+    ))
     run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
     return finish(args, accelerator, networks, processor, data, state)
 
 
 def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQGANImageProcessor]:
     if args.pretrained_model_name_or_path:
-        model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path)
+        model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
     else:
         model = VQGANModel(VQGANConfig(**args.model_config))
     config = model.config
@@ -128,7 +139,7 @@ def build_networks_and_optimizers(args, model: VQGANModel, accelerator: Accelera
         )
         side = args.resolution or model.config.image_size
         if side < discriminator.minimum_image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"--discriminator_layers {args.discriminator_layers} needs images of at least "
                 f"{discriminator.minimum_image_size} pixels, the training images have {side}: use fewer layers"
             )
@@ -164,14 +175,7 @@ def _adam(args, parameters, learning_rate: float) -> torch.optim.Optimizer:
 
 
 def _scheduler(args, optimizer, accelerator: Accelerator, data: TrainingData):
-    from transformers import get_scheduler
-
-    # Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling.
-    return get_scheduler(
-        args.lr_scheduler, optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=data.max_train_steps * accelerator.num_processes,
-    )
+    return build_lr_scheduler(args, optimizer, data.max_train_steps, accelerator.num_processes)
 
 
 def _build_ema(args, model: VQGANModel):
@@ -200,7 +204,10 @@ def run_training_loop(args, accelerator, networks: Networks, optimizers, schedul
     the seconds spent training in this call (evaluation excluded)."""
 
     def evaluate(step: int) -> dict:
-        return run_evaluation(args, accelerator, networks, data, Path(args.output_dir) / f"samples-{step}.png")
+        grid_path = Path(args.output_dir) / f"samples-{step}.png"
+        metrics = run_evaluation(args, accelerator, networks, data, grid_path)
+        log_image_grid(accelerator, grid_path, step)
+        return metrics
 
     loop = TrainingLoop(
         args, accelerator, state, data.train_dataloader, data.max_train_steps,
@@ -376,6 +383,7 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
         metrics = write_metrics(output_dir / METRICS_FILE, metrics | summary)
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
+        log_image_grid(accelerator, grid_path, state.global_step)
         if args.push_to_hub:
             from ..hub import push_trained_model
 
@@ -415,7 +423,8 @@ def shut_down(accelerator: Accelerator, networks: Networks) -> None:
 
 def training_config(args) -> dict[str, Any]:
     """The flags of the run (read by the model card); the Hub token stays out."""
-    return {key: value for key, value in vars(args).items() if key not in ("hub_token", "model_config", "handler", "command")}
+    return {key: value for key, value in vars(args).items()
+            if key not in (*SECRET_FLAGS, "model_config", "handler", "command")}
 
 
 def training_summary(args, accelerator: Accelerator, state: TrainingState) -> dict[str, Any]:
