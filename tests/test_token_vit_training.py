@@ -43,8 +43,10 @@ def _flags(tokenizer_dir, image_dir, tmp_path, **overrides):
 
 
 def test_training_saves_a_pipeline_ready_folder_and_reuses_the_cached_tokens(tokenizer_dir, image_dir, tmp_path, monkeypatch):
-    result = train_classifier(_flags(tokenizer_dir, image_dir, tmp_path))
+    result = train_classifier(_flags(tokenizer_dir, image_dir, tmp_path, hub_token="hf_never_written"))
     output_dir = tmp_path / "classifier"
+    for written in [output_dir / "training_config.json", *(output_dir / "logs").iterdir()]:
+        assert "hf_never_written" not in written.read_text(), written
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics == result["metrics"]
     assert 0.0 <= metrics["accuracy"] <= metrics["top5_accuracy"] == 1.0  # 3 classes: the top 5 hold them all
@@ -107,7 +109,7 @@ def test_cli_trains_the_pixel_reference_and_resumes(tokenizer_dir, image_dir, tm
 
 @pytest.mark.parametrize("override, message", [
     ({"tokenizer_name_or_path": None}, "no tokenizer"),
-    ({"streaming": True}, "tokenized once"),
+    ({"streaming": True}, "unknown flag --streaming"),  # the images are tokenized once: no streaming flag at all
     ({"train_batch_size": 0}, "train_batch_size must be >= 1"),
 ])
 def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, image_dir, tmp_path):

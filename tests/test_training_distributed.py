@@ -1,6 +1,7 @@
 """Two real processes (torchrun, gloo on the CPU) train the tokenizer with DDP and end with identical weights and
 codebooks; the run saves one checkpoint with both processes' RNG states."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from hf_vq.training.checkpointing import MANIFEST_FILE, checkpoint_problem
 
 from training_helpers import write_images
 
@@ -35,4 +38,8 @@ def test_two_processes_keep_identical_weights_and_codebooks(tmp_path):
     assert bool(first["generator.quantize.initialized"])
     checkpoint = tmp_path / "run" / "checkpoint-6"
     assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    # Complete only once both processes had written their part: the manifest lists both RNG files.
+    manifest = json.loads((checkpoint / MANIFEST_FILE).read_text())
+    assert {"random_states_0.pkl", "random_states_1.pkl", "model.safetensors"} <= set(manifest["files"])
+    assert checkpoint_problem(checkpoint) is None and not list((tmp_path / "run").glob("*.tmp"))
     assert (tmp_path / "run" / "model.safetensors").is_file()

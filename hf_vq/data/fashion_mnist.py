@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import HfVqUserError
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 HUB_DATASET_ID = "zalando-datasets/fashion_mnist"
 ENV_DIR = "HF_VQ_FASHION_MNIST_DIR"
@@ -30,7 +32,7 @@ class ImageSplit:
     labels: np.ndarray
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(HfVqUserError, FileNotFoundError):
     """The data could be found neither on disk nor on the Hub."""
 
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 from datasets.data_files import EmptyDatasetError
 from datasets.distributed import split_dataset_by_node
 
+from ..errors import HfVqUserError
 from .fashion_mnist import LABELS as FASHION_MNIST_LABELS
 from .fashion_mnist import ImageSplit, has_idx_files, load_fashion_mnist, load_idx_split
 
@@ -33,7 +34,7 @@ FASHION_MNIST_NAMES = frozenset({"fashion_mnist", "fashion-mnist"})
 _STREAMING_SHARDS = 64
 
 
-class ImageDatasetError(ValueError):
+class ImageDatasetError(HfVqUserError, ValueError):
     """The image dataset cannot be used as asked: no source, no such column, nothing in it."""
 
 

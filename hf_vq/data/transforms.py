@@ -21,6 +21,8 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
+from ..models.vqgan.image_processing_vqgan import convert_image_mode
+
 logger = logging.getLogger(__name__)
 
 # Warn about the first few unreadable files by name, then stay quiet: the counter carries the total.
@@ -54,8 +56,21 @@ def decode_image(value: Any) -> PIL.Image.Image | None:
     try:
         return _open_fully(source)
     except Exception as error:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
-        _warn_unreadable(source, error)
+        _warn_unreadable(describe_image_source(value), error)
         return None
+
+
+def describe_image_source(value: Any) -> str:
+    """How messages name an image: its path when it has one (also for bytes read from a file), else its size."""
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return f"<{len(value['bytes'])} bytes>"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    return f"<{type(value).__name__}>"
 
 
 def _file_source(value: Any) -> bytes | str:
@@ -88,20 +103,22 @@ def _open_fully(source: bytes | str) -> PIL.Image.Image:
 
 def _as_uint8_array(value: Any) -> np.ndarray:
     array = np.asarray(value)
+    if array.dtype == np.uint16:  # 16-bit pixels: scaled to 8 bits with their full range, not clipped
+        return np.round(array.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     if array.dtype != np.uint8:
         # `datasets` hands Array2D columns over as nested lists of Python ints: int64 once in numpy.
         in_range = array.dtype.kind in "uib" and (array.size == 0 or (array.min() >= 0 and array.max() <= 255))
         if not in_range:
-            raise TypeError(f"image arrays must hold integers in 0..255, got dtype {array.dtype}")
+            raise TypeError(f"image arrays must hold integers in 0..255 (uint8) or 0..65535 (uint16), got dtype "
+                            f"{array.dtype} with values {array.min()}..{array.max()}")
         array = array.astype(np.uint8)
     return array
 
 
-def _warn_unreadable(source: bytes | str, error: Exception) -> None:
+def _warn_unreadable(where: str, error: Exception) -> None:
     global _warnings_given
     _warnings_given += 1
     if _warnings_given <= _MAX_WARNINGS_PER_PROCESS:
-        where = source if isinstance(source, str) else f"<{len(source)} bytes>"
         quiet = " (further unreadable images are only counted)" if _warnings_given == _MAX_WARNINGS_PER_PROCESS else ""
         logger.warning("Skipping unreadable image %s: %s: %s%s", where, type(error).__name__, error, quiet)
 
@@ -183,7 +200,12 @@ class ImageTransform:
         image = decode_image(value)
         if image is None:
             return None
-        image = image.convert("L" if self.num_channels == 1 else "RGB")
+        try:
+            # 16-bit, float, transparent, CMYK... images keep their real range (see convert_image_mode).
+            image = convert_image_mode(image, "L" if self.num_channels == 1 else "RGB")
+        except Exception as error:  # a mode PIL cannot convert: one skipped image, named, not a dead run
+            _warn_unreadable(describe_image_source(value), error)
+            return None
         if self.resolution is not None:
             image = self._resize_and_crop(image, random_bytes)
         if self.random_flip and random_bytes[0] & 1:

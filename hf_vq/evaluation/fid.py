@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
+from ..errors import HfVqUserError
+
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"
 INCEPTION_FEATURE_DIMS = (64, 192, 768, 2048)
@@ -35,7 +37,7 @@ class FIDFeatureExtractor(Protocol):
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
-class InceptionWeightsNotFoundError(FileNotFoundError):
+class InceptionWeightsNotFoundError(HfVqUserError, FileNotFoundError):
     """The FID Inception network cannot be built: torch-fidelity or its weights file is missing."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import HfVqUserError
 
-class HubPushError(RuntimeError):
+
+class HubPushError(HfVqUserError, RuntimeError):
     """Base class: anything that stops `push_to_hub`. The message is meant to be shown to the user as is."""
 
 

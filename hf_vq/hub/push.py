@@ -9,18 +9,19 @@ dependents together, see `hf_vq.hub.model_set` (`hf-vq push-set`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 from huggingface_hub import CommitInfo, HfApi, constants, get_token, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
+from ..flags import add_flags, flag
 from .errors import (
     HubPushError,
     HubUnreachableError,
@@ -168,7 +169,7 @@ def local_hub_ids(folder: ModelFolder, tokenizer_hub_id: str | None) -> dict[Pat
 def shareable_view(folder: ModelFolder, hub_ids: dict[Path, str]) -> ModelFolder:
     """`folder` as uploaded: the models of `hub_ids` named by their Hub ids, other local paths reduced to their last
     component."""
-    return dataclasses.replace(
+    return replace(
         folder,
         config=without_local_paths(folder.config, hub_ids),
         metrics=without_local_paths(folder.metrics, hub_ids),
@@ -351,7 +352,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def add_push_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """`hf-vq push --model_dir DIR --hub_model_id ORG/NAME [--private] [--revision R] [--commit_message M]`."""
+    """`hf-vq push --model_dir DIR --hub_model_id ORG/NAME [--private] [--hub_revision R] [--commit_message M]`."""
     parser = subparsers.add_parser("push", help="push a trained model folder to the Hugging Face Hub, with a model card")
     parser.add_argument("--model_dir", required=True, help="folder written by save_pretrained (and the training run)")
     parser.add_argument("--hub_model_id", required=True, help="repo to push to, as namespace/name")
@@ -378,17 +379,38 @@ def run_push(args: argparse.Namespace) -> str:
     return url
 
 
+@dataclass
+class HubPushOptions:
+    """The options of a push, shared by `hf-vq push` and the training commands' `--push_to_hub`."""
+
+    TITLE: ClassVar[str] = "sharing on the Hub"
+
+    private: bool = flag(False, "create the repo as private")
+    hub_revision: str | None = flag(None, "branch to push to (created if missing); default: main")
+    commit_message: str | None = flag(None, "message of the commit")
+    license: str = flag("apache-2.0", "Hub license id for the card")
+    tokenizer_hub_id: str | None = flag(
+        None, "classifiers: Hub repo of the tokenizer they read, when the config names a local folder")
+
+
+@dataclass
+class HubArguments(HubPushOptions):
+    """The training commands' flags: `--push_to_hub`, `--hub_model_id`, `--hub_token` and the options of a push."""
+
+    push_to_hub: bool = flag(False, "push the final model to the Hub after training")
+    hub_model_id: str | None = flag(None, "repo to push to, as namespace/name")
+    hub_token: str | None = flag(None, "token to push with (default: HF_TOKEN or `hf auth login`)")
+
+
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training scripts' flags: `--push_to_hub`, `--hub_model_id` and the options of `hf-vq push`."""
-    group = parser.add_argument_group("sharing on the Hub")
-    group.add_argument("--push_to_hub", action="store_true", help="push the final model to the Hub after training")
-    group.add_argument("--hub_model_id", default=None, help="repo to push to, as namespace/name")
-    group.add_argument("--hub_token", default=None, help="token to push with (default: HF_TOKEN or `hf auth login`)")
-    _add_common_hub_flags(group)
+    """The training scripts' flags (`HubArguments`) on `parser`, with their defaults."""
+    add_flags(parser, [HubArguments])
 
 
 def check_push_arguments(args: argparse.Namespace) -> None:
-    """Fail before training, not after it, when `--push_to_hub` could not succeed (repo id, token, offline mode)."""
+    """Fail before training, not after it, when `--push_to_hub` could not succeed: a bad repo id, offline mode, no
+    token, or a token the Hub rejects or that may not write to the namespace (asked with `whoami`, which also shows
+    that the endpoint answers)."""
     if not getattr(args, "push_to_hub", False):
         return
     if not args.hub_model_id:
@@ -398,6 +420,9 @@ def check_push_arguments(args: argparse.Namespace) -> None:
         raise OfflineModeError("--push_to_hub was given but offline mode is on (HF_HUB_OFFLINE): unset it or drop --push_to_hub.")
     if not (getattr(args, "hub_token", None) or get_token()):
         raise MissingTokenError("--push_to_hub needs a Hugging Face token: run `hf auth login`, set HF_TOKEN or pass --hub_token before training.")
+    api = HfApi()
+    with hub_errors(api.endpoint):
+        check_token(api, args.hub_model_id, getattr(args, "hub_token", None))
 
 
 def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -> str | None:
@@ -412,9 +437,4 @@ def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -
 
 
 def _add_common_hub_flags(parser) -> None:
-    parser.add_argument("--private", action="store_true", help="create the repo as private")
-    parser.add_argument("--revision", default=None, help="branch to push to (created if missing); default: main")
-    parser.add_argument("--commit_message", default=None, help="message of the commit")
-    parser.add_argument("--license", default="apache-2.0", help="Hub license id for the card (default: apache-2.0)")
-    parser.add_argument("--tokenizer_hub_id", default=None,
-                        help="classifiers: Hub repo of the tokenizer they read, when the config names a local folder")
+    add_flags(parser, [HubPushOptions])

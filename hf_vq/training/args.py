@@ -1,7 +1,17 @@
-"""Command-line flags of tokenizer training (named as in diffusers' example training scripts) and YAML configs.
+"""The flags and YAML configs of the training commands: one dataclass per group of flags, composed per command.
 
-A config file has three sections: `model:` (fields of `VQGANConfig`), `data:` and `training:` (defaults of the
-flags below, by their names). Precedence: built-in defaults < the YAML file < flags given on the command line.
+A command (`TrainingCommand`) is its list of flag groups, its own defaults, the model config class its `model:`
+section is checked against, and its cross-flag checks; `train-tokenizer` and `train-classifier` (and any later
+command) share the parser, the config reading and the checks below. Adding a command is a few lines:
+
+    MY_COMMAND = TrainingCommand("train-my-model", "Train my model.", groups=(ConfigArguments, MyModelArguments,
+                                 DataArguments, OptimizationArguments, RunArguments, HubArguments),
+                                 model_config_class="my_package.configuration:MyConfig", defaults={...})
+
+A config file has three sections: `model:` (fields of the model config class), `data:` and `training:` (flags of
+the groups whose SECTION they are). Every key is checked (an unknown one is an error naming the nearest valid
+name) and every value converted to its flag's type. Precedence: built-in defaults < the YAML file < the flags
+given on the command line (a given flag wins even when it equals its default).
 
 Example:
     >>> args = parse_training_args(["--config", "configs/vqgan_tiny.yaml", "--train_data_dir", "images",
@@ -13,126 +23,290 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar, Literal
 
 import yaml
 
-from ..hub.push import add_hub_arguments
+from ..errors import ConfigError
+from ..flags import FlagSpec, OneLineErrorParser, add_flags, check_bound, convert, did_you_mean, flag, flag_specs
+from ..hub.push import HubArguments
 
 CONFIG_SECTIONS = ("model", "data", "training")
 REPORT_TO = ("jsonl", "tensorboard", "wandb", "all", "none")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+ON_DIVERGENCE = ("stop", "skip_step")  # hf_vq/training/divergence.py
+# diffusers.optimization.SchedulerType, the names its get_scheduler takes (spelled out so that --help does not
+# import diffusers; tests/test_flags.py checks them against diffusers). piecewise_constant is left out: it needs
+# step rules that no flag gives.
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+# The package each tracker of --report_to needs (Accelerate silently skips a tracker whose package is missing).
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+__all__ = ["ConfigError"]  # completed at the end of the file
 
 
-class ConfigError(ValueError):
-    """A bad config file or an inconsistent combination of flags."""
+# ------------------------------------------------------------------------------------------------ flag groups
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add every flag of `hf-vq train-tokenizer` to `parser` (shared by the CLI and scripts/train_tokenizer.py)."""
-    parser.add_argument("--config", default=None, help="YAML file with model:, data: and training: sections")
-    parser.add_argument("--pretrained_model_name_or_path", default=None,
-                        help="start from a saved VQGANModel (folder or Hub id) instead of the config's model: section")
-    add_data_arguments(parser.add_argument_group("data"))
-    add_optimization_arguments(parser.add_argument_group("optimization"))
-    _add_loss_arguments(parser.add_argument_group("losses"))
-    _add_run_arguments(parser.add_argument_group("checkpoints, evaluation, logging"))
-    add_hub_arguments(parser)  # --push_to_hub, --hub_model_id, --hub_token, --private ... (shared with train-classifier)
+@dataclass
+class ConfigArguments:
+    SECTION: ClassVar[str | None] = None  # command line only
+    TITLE: ClassVar[str] = "config"
+
+    config: str | None = flag(None, "YAML file with model:, data: and training: sections (flags override it)")
+
+
+@dataclass
+class TokenizerModelArguments:
+    TITLE: ClassVar[str] = "model"
+
+    pretrained_model_name_or_path: str | None = flag(
+        None, "start from a saved VQGANModel (folder or Hub id) instead of the config's model: section")
+    revision: str | None = flag(None, "revision (branch, tag or commit) of --pretrained_model_name_or_path")
+
+
+@dataclass
+class ClassifierModelArguments:
+    TITLE: ClassVar[str] = "classifier"
+
+    tokenizer_name_or_path: str | None = flag(None, "trained tokenizer (folder or Hub id) to read tokens of")
+    revision: str | None = flag(None, "revision (branch, tag or commit) of --tokenizer_name_or_path")
+    model_type: Literal["token_vit", "pixel_vit"] = flag(
+        "token_vit", "pixel_vit: the reference, a transformers ViT of the same size on patches of the tokenizer's "
+                     "downsampling factor (same sequence length), trained by the same loop")
+    init_from_codebook: bool = flag(True, "embed tokens in the tokenizer's code space, starting from its codebook")
+    tokenize_batch_size: int = flag(256, "images per tokenizer forward when caching the token grids", check=">= 1")
+
+
+@dataclass
+class DataArguments:
+    SECTION: ClassVar[str] = "data"
+    TITLE: ClassVar[str] = "data"
+
+    dataset_name: str | None = flag(None, "Hub dataset id, a parquet file/folder, or 'fashion_mnist'")
+    dataset_config_name: str | None = flag(None, "configuration (subset) of --dataset_name")
+    train_data_dir: str | None = flag(None, "local imagefolder (or Fashion-MNIST IDX) directory")
+    image_column: str = flag("image", "column holding the images")
+    train_split: str = flag("train", "split to train on")
+    eval_split: str | None = flag(
+        None, "held-out split ('test', 'validation'); default: the first of them the dataset has, else "
+              "--eval_fraction of the training data")
+    eval_fraction: float = flag(0.05, "fraction of the training data held out when the dataset has no evaluation "
+                                      "split", check="(0, 1)")
+    cache_dir: str | None = flag(None, "cache folder of datasets (and of downloaded weights)")
+    max_train_samples: int | None = flag(None, "use only the first N training examples", check=">= 1")
+    max_eval_samples: int | None = flag(512, "evaluate on at most N held-out examples (unset: all)", check=">= 1")
+    resolution: int | None = flag(None, "training image side (default: the model's image_size)", check=">= 1")
+    dataloader_num_workers: int = flag(0, "data loading worker processes", check=">= 0")
+
+
+@dataclass
+class ClassifierDataArguments:
+    SECTION: ClassVar[str] = "data"
+    TITLE: ClassVar[str] = "data"
+
+    label_column: str = flag("label", "column holding the class labels")
+
+
+@dataclass
+class AugmentationArguments:
+    """Images decoded anew each epoch: augmentation and streaming (not for commands that cache encoded images)."""
+
+    SECTION: ClassVar[str] = "data"
+    TITLE: ClassVar[str] = "data"
+
+    streaming: bool = flag(False, "stream the dataset instead of downloading it first")
+    center_crop: bool = flag(False, "center-crop (else random-crop) to --resolution")
+    random_flip: bool = flag(False, "flip images horizontally at random")
+
+
+@dataclass
+class OptimizationArguments:
+    TITLE: ClassVar[str] = "optimization"
+
+    seed: int = flag(0, "seed of weights, shuffling and augmentation")
+    train_batch_size: int = flag(16, "batch size per process", check=">= 1")
+    eval_batch_size: int = flag(64, "evaluation batch size per process", check=">= 1")
+    num_train_epochs: int = flag(1, "epochs to train (unless --max_train_steps is set)", check=">= 1")
+    max_train_steps: int | None = flag(None, "optimizer steps to train; overrides --num_train_epochs", check=">= 1")
+    gradient_accumulation_steps: int = flag(1, "batches per optimizer step", check=">= 1")
+    learning_rate: float = flag(1e-4, "peak learning rate", check="> 0")
+    lr_scheduler: Literal[LR_SCHEDULERS] = flag("constant", "diffusers' get_scheduler name")
+    lr_warmup_steps: int = flag(0, "learning-rate warm-up steps", check=">= 0")
+    lr_num_cycles: int = flag(1, "cycles of cosine_with_restarts", check=">= 1")
+    lr_power: float = flag(1.0, "power of the polynomial schedule", check="> 0")
+    adam_beta1: float = flag(0.5, "AdamW beta1", check="[0, 1)")
+    adam_beta2: float = flag(0.9, "AdamW beta2", check="[0, 1)")
+    adam_weight_decay: float = flag(0.0, "AdamW weight decay", check=">= 0")
+    adam_epsilon: float = flag(1e-8, "AdamW epsilon", check="> 0")
+    max_grad_norm: float = flag(1.0, "gradient clipping norm (0: no clipping)", check=">= 0")
+    mixed_precision: Literal[MIXED_PRECISION] | None = flag(
+        None, "default: Accelerate's config / `accelerate launch` setting")
+    allow_tf32: bool = flag(False, "allow TF32 matmuls and convolutions on Ampere and newer GPUs (faster)")
+    cpu: bool = flag(False, "train on the CPU even where a GPU is present")
+
+
+@dataclass
+class TokenizerTrainingArguments:
+    """What only the tokenizer's loop does (its classifier and prior counterparts would be their own flags)."""
+
+    TITLE: ClassVar[str] = "tokenizer training"
+
+    scale_lr: bool = flag(False, "multiply learning rates by batch size x accumulation x processes")
+    gradient_checkpointing: bool = flag(False, "recompute activations in the backward pass (less memory)")
+    num_sample_images: int = flag(8, "images in each sample grid", check=">= 0")
+    rfid: bool = flag(False, "compute rFID (needs feature-extractor weights: --rfid_weights)")
+    rfid_weights: str | None = flag(None, "weights of the rFID feature extractor (Inception)")
+
+
+@dataclass
+class TokenizerLossArguments:
+    TITLE: ClassVar[str] = "losses"
+
+    reconstruction_loss: Literal["l1", "l2"] | None = flag(None, "default: the model config's reconstruction_loss_type")
+    reconstruction_weight: float = flag(1.0, "weight of the reconstruction loss", check=">= 0")
+    quantizer_loss_weight: float | None = flag(None, "default: the model config's", check=">= 0")
+    perceptual_weight: float = flag(0.0, "LPIPS weight (0: off)", check=">= 0")
+    lpips_weights: str | None = flag(None, "file, folder or Hub id with VGG16 / LPIPS weights")
+    discriminator_weight: float = flag(0.0, "adversarial weight (0: no GAN)", check=">= 0")
+    discriminator_learning_rate: float | None = flag(None, "default: --learning_rate", check="> 0")
+    discriminator_start: int = flag(0, "step at which the GAN losses begin", check=">= 0")
+    discriminator_layers: int = flag(3, "PatchGAN layers", check=">= 1")
+    discriminator_channels: int = flag(64, "channels of the first PatchGAN layer", check=">= 1")
+    # Group norm by default: a sample's score does not depend on the rest of its batch (real and fake batches are
+    # scored together), and no running statistics drift apart between DDP processes. "batch" is taming's choice.
+    discriminator_norm: Literal["batch", "group", "none"] = flag("group", "normalisation of the discriminator")
+    adaptive_weight: bool = flag(True, "taming's gradient-norm ratio on the decoder's last layer")
+    lecam_weight: float = flag(0.0, "LeCam regularisation of D (0: off)", check=">= 0")
+    lecam_decay: float = flag(0.999, "decay of LeCam's logit averages", check="[0, 1)")
+    use_ema: bool = flag(False, "keep, evaluate and save an EMA of the weights")
+    ema_decay: float = flag(0.999, "EMA decay", check="[0, 1)")
+    ema_warmup: bool = flag(True, "ramp the EMA decay up from 0 (diffusers' EMAModel warmup)")
+
+
+@dataclass
+class RunArguments:
+    TITLE: ClassVar[str] = "checkpoints, evaluation, logging"
+
+    output_dir: str = flag("outputs/vqgan", "where the model, metrics, checkpoints and logs go")
+    checkpointing_steps: int = flag(500, "save a checkpoint every N steps (0: never)", check=">= 0")
+    checkpoints_total_limit: int | None = flag(None, "keep at most N checkpoints", check=">= 1")
+    resume_from_checkpoint: str | None = flag(None, "'latest' or a checkpoint folder")
+    validation_steps: int = flag(0, "evaluate every N steps (0: only at the end)", check=">= 0",
+                                 aliases=("eval_steps",))
+    report_to: Literal[REPORT_TO] = flag("jsonl", "tracker (jsonl: <logging_dir>/train_log.jsonl)")
+    tracker_project_name: str = flag("hf_vq_tokenizer", "project name given to the trackers")
+    logging_dir: str = flag("logs", "tracker folder, relative to --output_dir")
+    logging_steps: int = flag(10, "log the training losses every N steps", check=">= 1")
+    progress_bar: bool = flag(True, "show a progress bar")
+
+
+@dataclass
+class ReliabilityArguments:
+    """The divergence guard (hf_vq/training/divergence.py), shared by every training command."""
+
+    TITLE: ClassVar[str] = "divergence guard"
+
+    on_divergence: Literal[ON_DIVERGENCE] = flag(
+        "stop", "when the loss or gradients become non-finite or the loss jumps above --divergence_factor times its "
+                "running average: stop with a message naming the step and the last good checkpoint, or skip that "
+                "optimizer step")
+    divergence_factor: float = flag(10.0, "a loss above this multiple of its running average counts as divergence "
+                                          "(0: off)", check=">= 0")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+@dataclass(frozen=True)
+class TrainingCommand:
+    """A training command: its flag groups (in --help order), its own defaults, the model config class that checks
+    the `model:` section ("module:Class", imported only when a config is read) and its cross-flag checks."""
+
+    name: str
+    description: str
+    groups: tuple[type, ...]
+    model_config_class: str
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    check: Callable[[argparse.Namespace], None] | None = None
+
+    def specs(self) -> dict[str, FlagSpec]:
+        return flag_specs(self.groups)
+
+    def default_values(self) -> dict[str, Any]:
+        return {name: self.defaults.get(name, spec.default) for name, spec in self.specs().items()}
+
+
+def build_parser(command: TrainingCommand, parser: argparse.ArgumentParser | None = None, *,
+                 suppress_defaults: bool = True) -> argparse.ArgumentParser:
+    """The command's flags on `parser` (a new one by default). With `suppress_defaults` (the default), parsing
+    returns only the flags given, for `resolve_args` to lay over the config file."""
+    if parser is None:
+        parser = OneLineErrorParser(prog=command.name, description=command.description)
+    add_flags(parser, command.groups, command.defaults, suppress_defaults=suppress_defaults)
     return parser
 
 
-def add_data_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--dataset_name", default=None, help="Hub dataset id, a parquet file/folder, or 'fashion_mnist'")
-    group.add_argument("--dataset_config_name", default=None)
-    group.add_argument("--train_data_dir", default=None, help="local imagefolder (or Fashion-MNIST IDX) directory")
-    group.add_argument("--image_column", default="image")
-    group.add_argument("--train_split", default="train")
-    group.add_argument("--eval_split", default=None,
-                       help="held-out split ('test', 'validation'); default: the first of them the dataset has, "
-                            "else --eval_fraction of the training data")
-    group.add_argument("--eval_fraction", type=float, default=0.05,
-                       help="fraction of the training data held out when the dataset has no evaluation split")
-    group.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=False)
-    group.add_argument("--cache_dir", default=None)
-    group.add_argument("--max_train_samples", type=int, default=None)
-    group.add_argument("--max_eval_samples", type=int, default=512)
-    group.add_argument("--resolution", type=int, default=None, help="training image side (default: the model's image_size)")
-    group.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=False)
-    group.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=False)
-    group.add_argument("--dataloader_num_workers", type=int, default=0)
+def parse_args(command: TrainingCommand, argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags over the config file over the defaults, checked (`ConfigError` if not usable)."""
+    return resolve_args(command, vars(build_parser(command).parse_args(argv)))
 
 
-def add_optimization_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--train_batch_size", type=int, default=16, help="per process")
-    group.add_argument("--eval_batch_size", type=int, default=64)
-    group.add_argument("--num_train_epochs", type=int, default=1)
-    group.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
-    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    group.add_argument("--learning_rate", type=float, default=1e-4)
-    group.add_argument("--discriminator_learning_rate", type=float, default=None, help="default: --learning_rate")
-    group.add_argument("--scale_lr", action=argparse.BooleanOptionalAction, default=False,
-                       help="multiply learning rates by batch size x accumulation x processes")
-    group.add_argument("--lr_scheduler", choices=LR_SCHEDULERS, default="constant")
-    group.add_argument("--lr_warmup_steps", type=int, default=0)
-    group.add_argument("--adam_beta1", type=float, default=0.5)
-    group.add_argument("--adam_beta2", type=float, default=0.9)
-    group.add_argument("--adam_weight_decay", type=float, default=0.0)
-    group.add_argument("--adam_epsilon", type=float, default=1e-8)
-    group.add_argument("--max_grad_norm", type=float, default=1.0, help="0 disables clipping")
-    group.add_argument("--mixed_precision", choices=MIXED_PRECISION, default=None,
-                       help="default: Accelerate's config / `accelerate launch` setting")
-    group.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=False,
-                       help="train on the CPU even where a GPU is present")
-    group.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False)
+def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> argparse.Namespace:
+    """Built-in defaults, then the YAML file named by `given["config"]`, then the `given` flags; checked.
+
+    `given` holds the flags actually given (from a parser built with suppressed defaults, or a dict from Python,
+    whose values are converted as a config file's are); `model_config` may replace the `model:` section.
+    """
+    given = dict(given)
+    model_config = given.pop("model_config", None)
+    specs = command.specs()
+    values, where = command.default_values(), {}  # where: how a message names the place a value came from
+    model_section: dict[str, Any] = {}
+    if given.get("config"):
+        model_section = _read_config_file(command, specs, given["config"], values, where)
+    for key, value in given.items():
+        name = _flag_name(specs, key, f"--{key}", None)
+        values[name], where[name] = convert(value, specs[name].type, f"--{key}"), f"--{name}"
+    for name, spec in specs.items():
+        check_bound(values[name], spec.check, where.get(name, f"--{name}"))
+    args = argparse.Namespace(**values, model_config=model_section if model_config is None else model_config)
+    check_common_args(args)
+    if command.check is not None:
+        command.check(args)
+    return args
 
 
-def _add_loss_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--reconstruction_loss", choices=("l1", "l2"), default=None,
-                       help="default: the model config's reconstruction_loss_type")
-    group.add_argument("--reconstruction_weight", type=float, default=1.0)
-    group.add_argument("--quantizer_loss_weight", type=float, default=None, help="default: the model config's")
-    group.add_argument("--perceptual_weight", type=float, default=0.0, help="LPIPS weight (0: off)")
-    group.add_argument("--lpips_weights", default=None, help="file, folder or Hub id with VGG16 / LPIPS weights")
-    group.add_argument("--discriminator_weight", type=float, default=0.0, help="adversarial weight (0: no GAN)")
-    group.add_argument("--discriminator_start", type=int, default=0, help="step at which the GAN losses begin")
-    group.add_argument("--discriminator_layers", type=int, default=3)
-    group.add_argument("--discriminator_channels", type=int, default=64)
-    # Group norm by default: a sample's score does not depend on the rest of its batch (real and fake batches are
-    # scored together), and no running statistics drift apart between DDP processes. "batch" is taming's choice.
-    group.add_argument("--discriminator_norm", choices=("batch", "group", "none"), default="group")
-    group.add_argument("--adaptive_weight", action=argparse.BooleanOptionalAction, default=True,
-                       help="taming's gradient-norm ratio on the decoder's last layer")
-    group.add_argument("--lecam_weight", type=float, default=0.0, help="LeCam regularisation of D (0: off)")
-    group.add_argument("--lecam_decay", type=float, default=0.999)
-    group.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=False)
-    group.add_argument("--ema_decay", type=float, default=0.999)
-    group.add_argument("--ema_warmup", action=argparse.BooleanOptionalAction, default=True,
-                       help="ramp the EMA decay up from 0 (diffusers' EMAModel warmup)")
+def _read_config_file(command: TrainingCommand, specs: dict[str, FlagSpec], path: str, values: dict[str, Any],
+                      where: dict[str, str]) -> dict[str, Any]:
+    """Lay the data: and training: sections of `path` over `values` (checked and converted); return its checked
+    model: section."""
+    sections = load_config_file(path)
+    for section in ("data", "training"):
+        for key, value in sections[section].items():
+            label = f"{section}.{key} in {path}"
+            name = _flag_name(specs, key, label, section)
+            values[name], where[name] = convert(value, specs[name].type, label), label
+    return check_model_section(command, sections["model"], path)
 
 
-def _add_run_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--output_dir", default="outputs/vqgan")
-    group.add_argument("--checkpointing_steps", type=int, default=500)
-    group.add_argument("--checkpoints_total_limit", type=int, default=None)
-    group.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
-    group.add_argument("--eval_steps", type=int, default=0, help="evaluate every N steps (0: only at the end)")
-    group.add_argument("--num_sample_images", type=int, default=8, help="images in each sample grid")
-    group.add_argument("--rfid", action=argparse.BooleanOptionalAction, default=False,
-                       help="compute rFID (needs feature-extractor weights: --rfid_weights)")
-    group.add_argument("--rfid_weights", default=None, help="weights of the rFID feature extractor (Inception)")
-    group.add_argument("--report_to", choices=REPORT_TO, default="jsonl")
-    group.add_argument("--tracker_project_name", default="hf_vq_tokenizer")
-    group.add_argument("--logging_steps", type=int, default=10)
-    group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True)
-
-
-def build_training_parser(prog: str = "train_tokenizer") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train a VQGAN image tokenizer with Accelerate.")
-    return add_training_arguments(parser)
+def _flag_name(specs: dict[str, FlagSpec], key: str, label: str, section: str | None) -> str:
+    """The flag `key` names (itself or an alias), or a `ConfigError` naming the nearest valid one."""
+    for name, spec in specs.items():
+        if key == name or key in spec.aliases:
+            if section is not None and spec.section != section:
+                where = f"the {spec.section}: section" if spec.section else "the command line only"
+                raise ConfigError(f"{label}: {key!r} belongs in {where}, not in {section}:")
+            return name
+    valid = [name for name, spec in specs.items() if section is None or spec.section == section]
+    what = f"key {key!r} in section {section}:" if section else f"flag {label}"
+    raise ConfigError(f"{label}: unknown {what}{did_you_mean(key, valid)}; see --help for the valid names")
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -140,12 +314,16 @@ def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    content = yaml.safe_load(path.read_text()) or {}
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(content, dict):
-        raise ConfigError(f"config file {path} must hold a mapping with sections {CONFIG_SECTIONS}")
-    unknown = sorted(set(content) - set(CONFIG_SECTIONS))
-    if unknown:
-        raise ConfigError(f"config file {path} has unknown sections {unknown}; allowed: {list(CONFIG_SECTIONS)}")
+        raise ConfigError(f"config file {path} must hold a mapping with sections {', '.join(CONFIG_SECTIONS)}")
+    for name in content:
+        if name not in CONFIG_SECTIONS:
+            raise ConfigError(f"config file {path} has unknown section {name!r}{did_you_mean(str(name), CONFIG_SECTIONS)}; "
+                              f"allowed: {', '.join(CONFIG_SECTIONS)}")
     sections = {name: content.get(name) or {} for name in CONFIG_SECTIONS}
     for name, section in sections.items():
         if not isinstance(section, dict):
@@ -153,104 +331,155 @@ def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return sections
 
 
-def parse_training_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Parse flags over the defaults of `--config`, then check them (see `resolve_training_args`)."""
-    parser = parser or build_training_parser()
-    first_pass, _ = parser.parse_known_args(argv)
-    if first_pass.config:
-        _apply_config_defaults(parser, load_config_file(first_pass.config), first_pass.config)
-    args = parser.parse_args(argv)
-    return resolve_training_args(args, parser)
+def check_model_section(command: TrainingCommand, section: dict[str, Any], path: str) -> dict[str, Any]:
+    """The `model:` section with each key checked against the model config class's own fields (not the generic
+    ones of `PreTrainedConfig`) and each value converted to the field's type."""
+    config_class = _import(command.model_config_class)
+    own = _own_config_fields(config_class)
+    checked = {}
+    for key, value in section.items():
+        label = f"model.{key} in {path}"
+        if key not in own:
+            raise ConfigError(f"{label}: unknown key {key!r} in section model: ({config_class.__name__} has no such "
+                              f"field){did_you_mean(str(key), own)}")
+        checked[key] = convert(value, own[key], label)
+    return checked
 
 
-def namespace_from_given(given: dict[str, Any], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Built-in defaults, then the YAML file named by `given["config"]`, then the `given` flags; checked.
-
-    For parsers that only report the flags actually given (the `hf-vq train-tokenizer` subcommand is built with
-    every default suppressed), so that a flag set on the command line always beats the file, even when its value
-    equals the built-in default.
-    """
-    parser = parser or build_training_parser()
-    args = parser.parse_args([])
-    if given.get("config"):
-        sections = load_config_file(given["config"])
-        check_config_keys(parser, sections, given["config"])
-        vars(args).update({**sections["data"], **sections["training"], "model_config": sections["model"]})
-    vars(args).update(given)
-    return resolve_training_args(args)
+def _own_config_fields(config_class: type) -> dict[str, Any]:
+    """Field name -> annotation, for the fields the class adds to its base config."""
+    base_fields = set()
+    for base in config_class.__mro__[1:]:
+        base_fields |= set(getattr(base, "__dataclass_fields__", {}))
+    return {name: item.type for name, item in config_class.__dataclass_fields__.items() if name not in base_fields}
 
 
-def suppress_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Make `parser` return only the flags given on the command line (see `namespace_from_given`)."""
-    for action in parser._actions:
-        if action.dest != "help":
-            action.default = argparse.SUPPRESS
-    return parser
+def _import(dotted: str) -> type:
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def check_config_keys(parser: argparse.ArgumentParser, sections: dict[str, dict], path: str) -> None:
-    known = {action.dest for action in parser._actions}
-    unknown = sorted((set(sections["data"]) | set(sections["training"])) - known)
-    if unknown:
-        raise ConfigError(f"config file {path} sets unknown options {unknown} in data:/training:; see --help for the flags")
+# ------------------------------------------------------------------------------------------------ checks
 
 
-def _apply_config_defaults(parser: argparse.ArgumentParser, sections: dict[str, dict], path: str) -> None:
-    check_config_keys(parser, sections, path)
-    parser.set_defaults(**sections["data"], **sections["training"], model_config=sections["model"])
-
-
-def resolve_training_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Fill derived defaults and reject inconsistent flags with a message that says what to change.
-
-    Works on a namespace from `parse_training_args` or one built by hand from `build_training_parser()` defaults.
-    With a `parser`, problems are reported through `parser.error` (exit code 2, usage shown); else `ConfigError`.
-    """
-    if not hasattr(args, "model_config"):
-        args.model_config = {}
-    try:
-        _check_args(args)
-    except ConfigError as error:
-        if parser is None:
-            raise
-        parser.error(str(error))
-    if args.discriminator_learning_rate is None:
-        args.discriminator_learning_rate = args.learning_rate
-    return args
-
-
-def _check_args(args: argparse.Namespace) -> None:
+def check_common_args(args: argparse.Namespace) -> None:
+    """Checks that every training command needs: one data source, a resumable checkpoint, a usable tracker."""
     if not args.dataset_name and not args.train_data_dir:
         raise ConfigError("no training data: pass --dataset_name (Hub id, parquet, 'fashion_mnist') or --train_data_dir (a folder)")
     if args.dataset_name and args.train_data_dir:
         raise ConfigError("pass only one of --dataset_name and --train_data_dir")
     if args.train_data_dir and not Path(args.train_data_dir).exists():
         raise ConfigError(f"--train_data_dir {args.train_data_dir!r} does not exist")
-    if not args.model_config and not args.pretrained_model_name_or_path:
-        raise ConfigError("no model: pass --config with a model: section (configs/vqgan_*.yaml) or --pretrained_model_name_or_path")
-    positive = ["train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "num_train_epochs", "logging_steps"]
-    for name in positive + ["max_train_steps", "checkpoints_total_limit", "resolution"]:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {value}")
-    for name in ("checkpointing_steps", "eval_steps", "lr_warmup_steps", "discriminator_start", "num_sample_images",
-                 "dataloader_num_workers"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    for name in ("learning_rate",):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name} must be > 0, got {getattr(args, name)}")
-    for name in ("reconstruction_weight", "perceptual_weight", "discriminator_weight", "lecam_weight", "max_grad_norm"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if not 0.0 < args.eval_fraction < 1.0:
-        raise ConfigError(f"--eval_fraction must lie in (0, 1), got {args.eval_fraction}")
-    if not 0.0 <= args.ema_decay < 1.0 or not 0.0 <= args.lecam_decay < 1.0:
-        raise ConfigError("--ema_decay and --lecam_decay must lie in [0, 1)")
-    if args.lecam_weight > 0 and args.discriminator_weight == 0:
-        raise ConfigError("--lecam_weight regularises the discriminator, which is off: set --discriminator_weight > 0")
-    if args.push_to_hub and not args.hub_model_id:
-        raise ConfigError("--push_to_hub needs --hub_model_id (e.g. your-name/vqgan-fashion-mnist)")
     resume = args.resume_from_checkpoint
     if resume and resume != "latest" and not Path(resume).is_dir():
         raise ConfigError(f"--resume_from_checkpoint {resume!r} is neither 'latest' nor a checkpoint folder")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ConfigError("--push_to_hub needs --hub_model_id (e.g. your-name/vqgan-fashion-mnist)")
+    if 0 < args.divergence_factor <= 1:
+        raise ConfigError(f"--divergence_factor must be above 1 (or 0 to turn the jump check off), got {args.divergence_factor}")
+    check_tracker_installed(args.report_to)
+
+
+def check_tracker_installed(report_to: str) -> None:
+    """Accelerate skips a tracker whose package is missing without a word; a run that logs nothing is worse than
+    one that does not start."""
+    packages = TRACKER_PACKAGES.get(report_to)
+    if packages and not any(importlib.util.find_spec(package) for package in packages):
+        raise ConfigError(f"--report_to {report_to} needs the {packages[0]} package, which is not installed: "
+                          f"`pip install {packages[0]}`, or pick another tracker (--report_to jsonl)")
+
+
+def check_tokenizer_args(args: argparse.Namespace) -> None:
+    if not args.model_config and not args.pretrained_model_name_or_path:
+        raise ConfigError("no model: pass --config with a model: section (configs/vqgan_*.yaml) or --pretrained_model_name_or_path")
+    if args.lecam_weight > 0 and args.discriminator_weight == 0:
+        raise ConfigError("--lecam_weight regularises the discriminator, which is off: set --discriminator_weight > 0")
+    if args.model_config and not args.pretrained_model_name_or_path:
+        _check_model_config(TOKENIZER_COMMAND, args.model_config)
+    if args.discriminator_learning_rate is None:
+        args.discriminator_learning_rate = args.learning_rate
+
+
+def check_classifier_args(args: argparse.Namespace) -> None:
+    if not args.tokenizer_name_or_path:
+        raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a trained tokenizer's folder or Hub id)")
+    path = Path(args.tokenizer_name_or_path)
+    if path.exists() and not (path / "config.json").is_file():
+        raise ConfigError(f"--tokenizer_name_or_path {str(path)!r} holds no config.json: pass the folder a tokenizer "
+                          "was saved in (its --output_dir)")
+    if not path.exists() and (path.is_absolute() or args.tokenizer_name_or_path.startswith(".")):
+        raise ConfigError(f"--tokenizer_name_or_path {str(path)!r} does not exist")
+
+
+def _check_model_config(command: TrainingCommand, model_config: dict[str, Any]) -> None:
+    """Build the model config once, so that an inconsistent architecture is one line before anything starts."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    config_class = _import(command.model_config_class)
+    try:
+        config_class(**model_config)
+    except (TypeError, ValueError, StrictDataclassError) as error:
+        cause = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
+        raise ConfigError(f"model: section: {' '.join(str(cause).split())}") from error
+
+
+# The classifier caches each image's tokens once, so it has no augmentation flags, and its defaults differ: a ViT
+# wants Adam's usual betas, weight decay and a cosine decay; the whole held-out split is evaluated (accuracy on 512
+# images would be too noisy to compare).
+CLASSIFIER_DEFAULTS = dict(
+    output_dir="outputs/token_vit", train_batch_size=128, eval_batch_size=256, learning_rate=1e-3,
+    adam_beta1=0.9, adam_beta2=0.999, adam_weight_decay=0.05, lr_scheduler="cosine", max_eval_samples=None,
+    tracker_project_name="hf_vq_classifier", logging_steps=50,
+)
+
+TOKENIZER_COMMAND = TrainingCommand(
+    name="train-tokenizer",
+    description="Train a VQGAN image tokenizer with Accelerate. A YAML --config sets defaults; flags override it.",
+    groups=(ConfigArguments, TokenizerModelArguments, DataArguments, AugmentationArguments, OptimizationArguments,
+            TokenizerTrainingArguments, TokenizerLossArguments, RunArguments, ReliabilityArguments, HubArguments),
+    model_config_class="hf_vq.models.vqgan.configuration_vqgan:VQGANConfig",
+    check=check_tokenizer_args,
+)
+
+CLASSIFIER_COMMAND = TrainingCommand(
+    name="train-classifier",
+    description="Train a ViT classifier on the token grids of a trained tokenizer, with Accelerate. A YAML --config "
+                "sets defaults; flags override it.",
+    groups=(ConfigArguments, ClassifierModelArguments, DataArguments, ClassifierDataArguments, OptimizationArguments,
+            RunArguments, ReliabilityArguments, HubArguments),
+    model_config_class="hf_vq.models.token_vit.configuration_token_vit:TokenViTConfig",
+    defaults=CLASSIFIER_DEFAULTS,
+    check=check_classifier_args,
+)
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer API
+# The names the tokenizer command has always had (used by scripts, tests and hf_vq.training).
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add every flag of `hf-vq train-tokenizer` to `parser`, with their defaults."""
+    return build_parser(TOKENIZER_COMMAND, parser, suppress_defaults=False)
+
+
+def build_training_parser(prog: str = "train_tokenizer") -> argparse.ArgumentParser:
+    """The tokenizer's parser with every default (`parse_args([])` gives them all)."""
+    parser = argparse.ArgumentParser(prog=prog, description=TOKENIZER_COMMAND.description)
+    return add_training_arguments(parser)
+
+
+def parse_training_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """`train-tokenizer` flags -> checked namespace (`ConfigError` if not usable); `parser` is ignored (kept for
+    callers that passed one)."""
+    return parse_args(TOKENIZER_COMMAND, argv)
+
+
+def namespace_from_given(given: dict[str, Any], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Built-in defaults, then the YAML file named by `given["config"]`, then the `given` flags; checked."""
+    return resolve_args(TOKENIZER_COMMAND, given)
+
+
+__all__ += [
+    "CLASSIFIER_COMMAND", "CLASSIFIER_DEFAULTS", "TOKENIZER_COMMAND", "TrainingCommand", "build_parser", "flag",
+    "load_config_file", "namespace_from_given", "parse_args", "parse_training_args", "resolve_args",
+]

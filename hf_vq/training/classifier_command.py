@@ -25,124 +25,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from .args import (
-    REPORT_TO,
-    ConfigError,
-    add_data_arguments,
-    add_optimization_arguments,
-    check_config_keys,
-    load_config_file,
-    suppress_defaults,
-)
+from .args import CLASSIFIER_COMMAND, CLASSIFIER_DEFAULTS, build_parser, parse_args, resolve_args
 
-MODEL_TYPES = ("token_vit", "pixel_vit")
-# Defaults that differ from the tokenizer loop's: a ViT wants Adam's usual betas, weight decay and a cosine decay;
-# the whole held-out split is evaluated (accuracy on 512 images would be too noisy to compare).
-CLASSIFIER_DEFAULTS = dict(
-    output_dir="outputs/token_vit", train_batch_size=128, eval_batch_size=256, learning_rate=1e-3,
-    adam_beta1=0.9, adam_beta2=0.999, adam_weight_decay=0.05, lr_scheduler="cosine", max_eval_samples=None,
-    center_crop=True, tracker_project_name="hf_vq_classifier",
-)
-
-
-# ------------------------------------------------------------------------------------------------ arguments
-
-
-def add_classifier_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Every flag of `hf-vq train-classifier`: the tokenizer loop's data and optimization flags, plus its own."""
-    from ..hub import add_hub_arguments
-
-    parser.add_argument("--config", default=None, help="YAML file with model:, data: and training: sections")
-    group = parser.add_argument_group("classifier")
-    group.add_argument("--tokenizer_name_or_path", default=None, help="trained tokenizer (folder or Hub id) to read tokens of")
-    group.add_argument("--model_type", choices=MODEL_TYPES, default="token_vit",
-                       help="pixel_vit: the reference, a transformers ViT of the same size on patches of the "
-                            "tokenizer's downsampling factor (same sequence length), trained by the same loop")
-    group.add_argument("--init_from_codebook", action=argparse.BooleanOptionalAction, default=True,
-                       help="embed tokens in the tokenizer's code space, starting from its effective codebook")
-    group.add_argument("--label_column", default="label")
-    group.add_argument("--tokenize_batch_size", type=int, default=256, help="images per tokenizer forward when caching")
-    add_data_arguments(parser.add_argument_group("data"))
-    add_optimization_arguments(parser.add_argument_group("optimization"))
-    _add_run_arguments(parser.add_argument_group("checkpoints, evaluation, logging"))
-    add_hub_arguments(parser)
-    return parser
-
-
-def _add_run_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--checkpointing_steps", type=int, default=500)
-    group.add_argument("--checkpoints_total_limit", type=int, default=None)
-    group.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder")
-    group.add_argument("--eval_steps", type=int, default=0, help="evaluate every N steps (0: only at the end)")
-    group.add_argument("--report_to", choices=REPORT_TO, default="jsonl")
-    group.add_argument("--tracker_project_name", default="hf_vq_classifier")
-    group.add_argument("--logging_steps", type=int, default=50)
-    group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True)
-    group.add_argument("--output_dir", default="outputs/token_vit")
-
-
-def build_classifier_parser(prog: str = "train_classifier") -> argparse.ArgumentParser:
-    """The full parser with its defaults (`parse_args([])` gives every default)."""
-    parser = add_classifier_arguments(_bare_parser(prog))
-    # Not in add_classifier_arguments: parsers with suppressed defaults would still apply these.
-    parser.set_defaults(**CLASSIFIER_DEFAULTS)
-    return parser
-
-
-def _bare_parser(prog: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description="Train a ViT classifier on a tokenizer's token grids.")
+__all__ = ["CLASSIFIER_DEFAULTS", "parse_classifier_args", "resolve_classifier_args", "train_classifier"]
 
 
 def resolve_classifier_args(given: dict[str, Any]) -> argparse.Namespace:
     """Built-in defaults, then the YAML file `given["config"]`, then the `given` flags; checked (`ConfigError`)."""
-    parser = build_classifier_parser()
-    args = parser.parse_args([])
-    args.model_config = {}
-    if given.get("config"):
-        sections = load_config_file(given["config"])
-        check_config_keys(parser, sections, given["config"])
-        vars(args).update({**sections["data"], **sections["training"], "model_config": sections["model"]})
-    vars(args).update(given)
-    check_classifier_args(args)
-    return args
+    return resolve_args(CLASSIFIER_COMMAND, given)
 
 
 def parse_classifier_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags -> checked namespace; a flag given always beats the YAML file, even at its default."""
-    parser = suppress_defaults(add_classifier_arguments(_bare_parser("train_classifier")))
-    given = vars(parser.parse_args(argv))
-    try:
-        return resolve_classifier_args(given)
-    except ConfigError as error:
-        parser.error(str(error))
-
-
-def check_classifier_args(args: argparse.Namespace, command: str = "train-classifier") -> None:
-    """Reject what cannot work, naming the flag to change (also the checks of `train-prior`, which reads the same
-    token cache)."""
-    if not args.tokenizer_name_or_path:
-        raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a trained tokenizer's folder or Hub id)")
-    if bool(args.dataset_name) == bool(args.train_data_dir):
-        raise ConfigError("pass exactly one of --dataset_name (Hub id, parquet, 'fashion_mnist') and --train_data_dir")
-    if args.streaming or args.random_flip or not args.center_crop:
-        raise ConfigError("the images are tokenized once and cached: --streaming, --random_flip and --no-center_crop "
-                          f"(random crops) are not supported by {command}")
-    for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "num_train_epochs",
-                 "logging_steps", "tokenize_batch_size", "max_train_steps", "checkpoints_total_limit", "resolution"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {value}")
-    for name in ("checkpointing_steps", "eval_steps", "lr_warmup_steps"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.learning_rate <= 0:
-        raise ConfigError(f"--learning_rate must be > 0, got {args.learning_rate}")
-    resume = args.resume_from_checkpoint
-    if resume and resume != "latest" and not Path(resume).is_dir():
-        raise ConfigError(f"--resume_from_checkpoint {resume!r} is neither 'latest' nor a checkpoint folder")
+    return parse_args(CLASSIFIER_COMMAND, argv)
 
 
 def as_namespace(args_or_config: argparse.Namespace | dict[str, Any] | str | os.PathLike) -> argparse.Namespace:
@@ -186,25 +83,22 @@ def add_train_classifier_subcommand(subparsers: argparse._SubParsersAction) -> N
     """Register `train-classifier` with the `hf-vq` command (hf_vq/cli.py)."""
     parser = subparsers.add_parser(
         "train-classifier", help="train a ViT on a tokenizer's token grids (or the pixel-ViT reference)",
-        description="Train a ViT classifier on the token grids of a trained tokenizer, with Accelerate. A YAML "
-                    "--config sets defaults; flags override it.",
+        description=CLASSIFIER_COMMAND.description,
     )
-    suppress_defaults(add_classifier_arguments(parser))
-    parser.set_defaults(handler=lambda args: _run_subcommand(args, parser))
+    build_parser(CLASSIFIER_COMMAND, parser)
+    parser.set_defaults(handler=_run_subcommand)
 
 
-def _run_subcommand(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _run_subcommand(args: argparse.Namespace) -> dict[str, Any]:
     given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
-    try:
-        resolved = resolve_classifier_args(given)
-    except ConfigError as error:
-        parser.error(str(error))
-    return report(train_classifier(resolved))
+    return report(train_classifier(resolve_classifier_args(given)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    report(train_classifier(parse_classifier_args(argv)))
-    return 0
+    """`scripts/train_classifier.py`: the same flags and the same one-line errors as `hf-vq train-classifier`."""
+    from ..errors import run_reporting_user_errors
+
+    return run_reporting_user_errors("train_classifier", lambda: report(train_classifier(parse_classifier_args(argv))))
 
 
 if __name__ == "__main__":

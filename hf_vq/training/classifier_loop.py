@@ -21,16 +21,34 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..errors import HfVqUserError
 from ..models.token_vit import TokenViTForImageClassification
 from ..models.vqgan import VQGANImageProcessor
 from .checkpointing import TrainingState
 from .classifier_data import ClassifierData, build_classifier_data
-from .loop import build_accelerator, resume_if_asked, start_trackers, train_single_model
+from .divergence import ensure_finite_weights
+from .loop import (
+    METRICS_FILE,
+    SECRET_FLAGS,
+    build_accelerator,
+    final_evaluation,
+    resume_if_asked,
+    start_trackers,
+    train_single_model,
+    write_metrics,
+)
+from .optimization import build_lr_scheduler
+from .run_summary import run_summary
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 TRAINING_CONFIG_FILE = "training_config.json"
+
+
+class MissingTokenizerError(HfVqUserError, OSError):
+    """The tokenizer named by --tokenizer_name_or_path cannot be loaded."""
+
+
 SHARED_VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
 
@@ -43,7 +61,7 @@ def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
     check_tokenizer_for_push(args, reads_tokenizer=args.model_type == "token_vit")
     accelerator = build_accelerator(args)
     set_seed(args.seed)
-    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
+    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device, revision=args.revision)
     with accelerator.main_process_first():
         data = build_classifier_data(args, tokenizer, processor, encode=args.model_type == "token_vit",
                                      device=accelerator.device)
@@ -58,19 +76,31 @@ def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
     accelerator.register_for_checkpointing(state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(
+        examples=len(data.train), batch_size_per_process=args.train_batch_size, num_processes=accelerator.num_processes,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, max_train_steps=max_steps,
+        mixed_precision=accelerator.mixed_precision, start_step=state.global_step, models={args.model_type: model},
+    ))
     periodic_evaluation = (lambda step: evaluate(accelerator, model, eval_loader)) if eval_loader is not None else None
     train_single_model(args, accelerator, model, optimizer, scheduler, train_loader, state, max_steps,
                        classification_loss, evaluate=periodic_evaluation)
-    metrics = evaluate(accelerator, model, eval_loader) if eval_loader is not None else {}
-    return finish(args, accelerator, model, processor, data, state, metrics)
+    return finish(args, accelerator, model, processor, data, state, eval_loader)
 
 
-def load_tokenizer(tokenizer_name_or_path: str, device: torch.device) -> tuple[nn.Module, VQGANImageProcessor]:
+def load_tokenizer(tokenizer_name_or_path: str, device: torch.device,
+                   revision: str | None = None) -> tuple[nn.Module, VQGANImageProcessor]:
     """The frozen tokenizer and its image processor (the processor the classifier folder will carry)."""
     from transformers import AutoModel
 
-    tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path).eval().requires_grad_(False).to(device)
-    return tokenizer, VQGANImageProcessor.from_pretrained(tokenizer_name_or_path)
+    try:
+        tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path, revision=revision)
+        processor = VQGANImageProcessor.from_pretrained(tokenizer_name_or_path, revision=revision)
+    except OSError as error:  # transformers' "not a local folder nor a model on the Hub", offline, no such revision
+        raise MissingTokenizerError(
+            f"cannot load the tokenizer --tokenizer_name_or_path {tokenizer_name_or_path!r}"
+            f"{f' (revision {revision!r})' if revision else ''}: {' '.join(str(error).split())}"
+        ) from error
+    return tokenizer.eval().requires_grad_(False).to(device), processor
 
 
 def build_model(args, tokenizer: nn.Module, processor, id2label: dict[int, str]) -> nn.Module:
@@ -108,8 +138,6 @@ def _tokenizer_reference(name_or_path: str) -> str:
 
 
 def build_optimization(args, model: nn.Module, data: ClassifierData, accelerator: Accelerator):
-    from transformers import get_scheduler
-
     # A generator of its own: the shuffle depends on the seed alone (and on the epoch through set_epoch).
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(data.train, batch_size=args.train_batch_size, shuffle=True, generator=generator,
@@ -120,9 +148,7 @@ def build_optimization(args, model: nn.Module, data: ClassifierData, accelerator
         _decay_groups(model, args.adam_weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         eps=args.adam_epsilon,
     )
-    # Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling.
-    scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                              num_training_steps=max_steps * accelerator.num_processes)
+    scheduler = build_lr_scheduler(args, optimizer, max_steps, accelerator.num_processes)
     return optimizer, scheduler, train_loader, max_steps
 
 
@@ -168,21 +194,17 @@ def evaluate(accelerator: Accelerator, model, eval_loader) -> dict[str, float]:
 
 
 def finish(args, accelerator: Accelerator, model, processor, data: ClassifierData, state: TrainingState,
-           metrics: dict[str, Any]) -> dict[str, Any]:
-    """Save the model with the tokenizer's processor, metrics.json and training_config.json; push if asked."""
+           eval_loader) -> dict[str, Any]:
+    """Save the model with the tokenizer's processor and training_config.json first, then evaluate it on the
+    held-out split, write metrics.json and push if asked (a failed evaluation leaves the saved model in place)."""
     output_dir = Path(args.output_dir).resolve()
-    metrics = metrics | summary(args, accelerator, model, state, data)
+    save_final_model(args, accelerator, model, processor, state, output_dir)
+    training = summary(args, accelerator, model, state, data)
+    metrics = final_evaluation(accelerator, lambda: evaluate(accelerator, model, eval_loader) if eval_loader else {},
+                               output_dir, training)
+    metrics = metrics | training
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        if isinstance(unwrapped, TokenViTForImageClassification):
-            unwrapped.save_pretrained(output_dir, image_processor=processor)
-        else:
-            from ..models.token_vit import save_image_processor
-
-            unwrapped.save_pretrained(output_dir)
-            save_image_processor(processor, output_dir)
-        _write_json(output_dir / METRICS_FILE, metrics)
-        _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
+        metrics = write_metrics(output_dir / METRICS_FILE, metrics)
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
         from ..hub import push_trained_model
@@ -192,6 +214,23 @@ def finish(args, accelerator: Accelerator, model, processor, data: ClassifierDat
     accelerator.end_training()
     return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
             "global_step": state.global_step, "is_main_process": accelerator.is_main_process}
+
+
+def save_final_model(args, accelerator: Accelerator, model, processor, state: TrainingState, output_dir: Path) -> None:
+    """The classifier and the tokenizer's processor (`save_pretrained` layout) and training_config.json; refused
+    (`TrainingDivergedError`) if a weight is not finite."""
+    unwrapped = accelerator.unwrap_model(model)
+    ensure_finite_weights([unwrapped], state.global_step, args.output_dir)
+    if accelerator.is_main_process:
+        if isinstance(unwrapped, TokenViTForImageClassification):
+            unwrapped.save_pretrained(output_dir, image_processor=processor)
+        else:
+            from ..models.token_vit import save_image_processor
+
+            unwrapped.save_pretrained(output_dir)
+            save_image_processor(processor, output_dir)
+        _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
+    accelerator.wait_for_everyone()
 
 
 def summary(args, accelerator: Accelerator, model, state: TrainingState, data: ClassifierData):
@@ -208,7 +247,7 @@ def summary(args, accelerator: Accelerator, model, state: TrainingState, data: C
 
 
 def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: value for key, value in vars(args).items() if key != "handler"}
+    return {key: value for key, value in vars(args).items() if key not in (*SECRET_FLAGS, "handler", "command")}
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:

@@ -9,10 +9,10 @@
   `compute_loss(model, batch) -> (loss, logs)` function: accumulation, backward, clipping, optimizer step.
   The tokenizer (a generator and a discriminator) gives `TrainingLoop` its own `train_batch` instead.
 
-The loops read these attributes of `args` (the flags of `args.add_optimization_arguments` and of the run
-flags): `output_dir`, `logging_steps`, `checkpointing_steps`, `checkpoints_total_limit`, `eval_steps`,
-`max_grad_norm`, `progress_bar`, `gradient_accumulation_steps`, `mixed_precision`, `cpu`, `seed`, `report_to`,
-`tracker_project_name`, `resume_from_checkpoint`.
+The loops read these attributes of `args` (the flags of `args.OptimizationArguments`, `args.RunArguments` and
+`args.ReliabilityArguments`): `output_dir`, `logging_dir`, `logging_steps`, `checkpointing_steps`,
+`checkpoints_total_limit`, `validation_steps`, `max_grad_norm`, `progress_bar`, `gradient_accumulation_steps`,
+`mixed_precision`, `allow_tf32`, `cpu`, `seed`, `report_to`, `tracker_project_name`, `resume_from_checkpoint`.
 
 Example: a new command plugs in with its loss and its evaluation (this is how `train-classifier` trains)::
 
@@ -22,6 +22,7 @@ Example: a new command plugs in with its loss and its evaluation (this is how `t
     accelerator.register_for_checkpointing(state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(...))  # examples, batch sizes, steps, epochs, parameters, processes, precision
 
     def compute_loss(model, batch):
         output = model(**batch)
@@ -35,6 +36,7 @@ Example: a new command plugs in with its loss and its evaluation (this is how `t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import time
@@ -47,10 +49,28 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpointing import TrainingState, prune_checkpoints, resolve_resume_checkpoint
+from .checkpointing import (
+    TrainingState,
+    complete_checkpoint,
+    describe,
+    discard_temporary_folder,
+    last_good_checkpoint,
+    pause_if_asked,
+    prepare_temporary_folder,
+    prune_checkpoints,
+    resume_candidates,
+    temporary_folder,
+)
+from .divergence import DivergenceGuard, ensure_finite_weights
+from .errors import CheckpointError, FinalEvaluationError, NoTrainingDataError, TrainingDivergedError
 from .tracking import JSONLTracker
 
 logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+SECRET_FLAGS = ("hub_token",)  # never written to trackers, training_config.json or anything else a run leaves
+# What the quantizers' input check says when it meets NaN or infinite activations (hf_vq/quantization).
+NON_FINITE_INPUT_MESSAGE = "NaN or Inf values"
 
 ComputeLoss = Callable[[nn.Module, dict], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 TrainBatch = Callable[[dict], "dict[str, torch.Tensor]"]
@@ -62,9 +82,10 @@ Evaluate = Callable[[int], "dict[str, float]"]
 
 def build_accelerator(args: argparse.Namespace) -> Accelerator:
     output_dir = Path(args.output_dir)
+    logging_dir = output_dir / args.logging_dir  # an absolute --logging_dir stays as it is
     trackers: list[Any] = []
     if args.report_to in ("jsonl", "all"):
-        trackers.append(JSONLTracker("train_log", output_dir / "logs"))
+        trackers.append(JSONLTracker("train_log", logging_dir))
     if args.report_to in ("tensorboard", "wandb"):
         trackers.append(args.report_to)
     elif args.report_to == "all":
@@ -75,12 +96,15 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir)),
         # Same shuffled order for a given (seed, epoch) on every run: what makes resuming exact.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+    if args.allow_tf32:  # as diffusers' example scripts: faster matmuls and convolutions on Ampere and newer GPUs
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     # Accelerate logs every file of every checkpoint at INFO; its warnings are what matters here.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
@@ -94,29 +118,89 @@ def _has_accelerator_device() -> bool:
 
 
 def start_trackers(args, accelerator: Accelerator) -> None:
-    config = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool)) or value is None}
+    config = {key: value for key, value in vars(args).items()
+              if key not in SECRET_FLAGS and (isinstance(value, (int, float, str, bool)) or value is None)}
     config.update({f"model.{key}": str(value) for key, value in (getattr(args, "model_config", None) or {}).items()})
     accelerator.init_trackers(args.tracker_project_name, config=config)
 
 
-def resume_if_asked(args, accelerator: Accelerator, state: TrainingState) -> None:
-    checkpoint = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if checkpoint is None:
+def resume_if_asked(args, accelerator: Accelerator, state: TrainingState) -> Path | None:
+    """Load the checkpoint `--resume_from_checkpoint` names (`latest`: the newest complete one of `--output_dir`,
+    skipping incomplete ones with a warning, and older ones if it fails to load). Returns the folder, or None."""
+    candidates = resume_candidates(args.resume_from_checkpoint, args.output_dir)
+    if not candidates:
         if args.resume_from_checkpoint:
-            accelerator.print(f"no checkpoint in {args.output_dir} to resume from: starting a new run")
-        return
-    accelerator.print(f"resuming from {checkpoint}")
-    accelerator.load_state(str(checkpoint))
+            accelerator.print(f"no complete checkpoint in {args.output_dir} to resume from: starting a new run")
+        return None
+    for index, checkpoint in enumerate(candidates):
+        try:
+            accelerator.load_state(str(checkpoint))
+        except Exception as error:  # unpicklable RNG file, truncated safetensors despite a matching size...
+            if index + 1 == len(candidates):
+                raise CheckpointError(f"cannot resume from {checkpoint}: {type(error).__name__}: {error}") from error
+            logger.warning("could not load %s (%s: %s): trying the next older checkpoint", checkpoint,
+                           type(error).__name__, error)
+            continue
+        accelerator.print(f"resuming from {checkpoint} (step {state.global_step})")
+        # Accelerate numbers automatic checkpoints by this counter; keep it past the loaded one (ENVIRONMENT.md).
+        accelerator.project_configuration.iteration = state.global_step + 1
+        return checkpoint
+    return None
 
 
 def save_checkpoint(args, accelerator: Accelerator, step: int) -> Path:
-    path = Path(args.output_dir) / f"checkpoint-{step}"
+    """Write `checkpoint-<step>` atomically (see `checkpointing`), on every process (Accelerate's `save_state`
+    writes each process' RNG state), then prune older ones. Weights that are not finite are never written
+    (`TrainingDivergedError`); a failed write (full disk...) removes its temporary folder and raises
+    `CheckpointError`, leaving the previous checkpoints as they were."""
+    output_dir = Path(args.output_dir)
+    ensure_finite_weights(_prepared_models(accelerator), step, output_dir)
+    temporary = temporary_folder(output_dir, step)
     if accelerator.is_main_process:
-        for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
-            logger.info("removed old checkpoint %s (--checkpoints_total_limit %s)", removed, args.checkpoints_total_limit)
+        prepare_temporary_folder(output_dir, step)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(path))  # on every process: each saves its own RNG state
-    return path
+    error = _attempt(lambda: accelerator.save_state(str(temporary)))
+    if accelerator.is_main_process and error is None:
+        pause_if_asked(temporary, step)
+    _raise_unless_everyone_succeeded(accelerator, error, output_dir, step)
+    if accelerator.is_main_process:
+        error = _attempt(lambda: complete_checkpoint(output_dir, step, accelerator.num_processes))
+    _raise_unless_everyone_succeeded(accelerator, error, output_dir, step)
+    if accelerator.is_main_process:
+        for removed in prune_checkpoints(output_dir, args.checkpoints_total_limit):
+            logger.info("removed %s (--checkpoints_total_limit %s)", removed, args.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+    return output_dir / f"checkpoint-{step}"
+
+
+def _prepared_models(accelerator: Accelerator) -> list[nn.Module]:
+    # Accelerate keeps the prepared models (what save_state writes) in this list; there is no public accessor.
+    return list(accelerator._models)
+
+
+def _attempt(action: Callable[[], Any]) -> Exception | None:
+    try:
+        action()
+    except Exception as error:  # OSError (no space left), torch's RuntimeError from its zip writer, ...
+        return error
+    return None
+
+
+def _raise_unless_everyone_succeeded(accelerator: Accelerator, error: Exception | None, output_dir: Path,
+                                     step: int) -> None:
+    failed = torch.tensor([0.0 if error is None else 1.0], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        failed = accelerator.reduce(failed, reduction="sum")  # every process learns whether any failed
+    if float(failed) == 0:
+        return
+    if accelerator.is_main_process:
+        discard_temporary_folder(output_dir, step)
+    reason = f"{type(error).__name__}: {error}" if error is not None else "it failed on another process"
+    raise CheckpointError(
+        f"could not write checkpoint-{step} ({reason}). The previous checkpoints are intact (the newest: "
+        f"{describe(last_good_checkpoint(output_dir))}); free disk space (or fix the cause), then run again with "
+        "--resume_from_checkpoint latest"
+    ) from error
 
 
 def set_dataset_epoch(dataloader: Any, epoch: int) -> Any:
@@ -138,7 +222,7 @@ class TrainingLoop:
     and optimizer steps (`single_model_step` builds one for a single model). After each optimizer step (when
     `accelerator.sync_gradients`), the loop counts the step, logs the mean of the logs since the last log line
     (every `args.logging_steps`), saves `checkpoint-<step>` (every `args.checkpointing_steps`) and calls
-    `evaluate(step)` (every `args.eval_steps`, not at the last step: the command evaluates the final model).
+    `evaluate(step)` (every `args.validation_steps`, not at the last step: the command evaluates the final model).
 
     Batches are dicts of tensors; the first tensor's length is the number of examples (a `num_skipped` entry,
     as the tokenizer's image collator adds for unreadable images, is counted in `state.skipped_images`). A batch
@@ -163,7 +247,7 @@ class TrainingLoop:
         while state.global_step < self.max_steps:
             start = time.perf_counter()
             for batch in self._epoch_batches():
-                running.add(self.train_batch(batch))
+                running.add(self._train_batch(batch))
                 if not accelerator.sync_gradients:
                     continue
                 state.global_step += 1
@@ -180,6 +264,19 @@ class TrainingLoop:
             state.train_seconds += time.perf_counter() - start
         progress.close()
         return state.train_seconds - seconds_before
+
+    def _train_batch(self, batch: dict) -> dict[str, torch.Tensor]:
+        try:
+            return self.train_batch(batch)
+        except ValueError as error:
+            if NON_FINITE_INPUT_MESSAGE not in str(error):
+                raise
+            # Weights so large that activations overflow: the model's own input check fires before any loss.
+            raise TrainingDivergedError(
+                f"training diverged at step {self.state.global_step + 1}: {error}. Nothing from this state was saved; "
+                f"the last good checkpoint is {describe(last_good_checkpoint(self.args.output_dir))}. Resume from it "
+                "with a lower --learning_rate or --max_grad_norm"
+            ) from error
 
     def _epoch_batches(self) -> Iterator[dict]:
         """The batches of the current epoch not yet trained on (all of them, or the rest after a resume)."""
@@ -202,7 +299,7 @@ class TrainingLoop:
     def _end_epoch(self) -> None:
         state = self.state
         if state.images_seen == 0:
-            raise RuntimeError(
+            raise NoTrainingDataError(
                 f"the training data yielded no readable image in a whole epoch ({state.skipped_images} unreadable "
                 "images skipped): check the dataset and --image_column"
             )
@@ -211,16 +308,20 @@ class TrainingLoop:
 
     def _log(self, running: RunningLosses, progress) -> None:
         logs = running.mean() | {"skipped_images": self.state.skipped_images}
+        if self.state.skipped_steps:
+            logs["skipped_steps"] = self.state.skipped_steps
         if self.scheduler is not None:
             logs["lr"] = self.scheduler.get_last_lr()[0]
         self.accelerator.log(logs, step=self.state.global_step)
-        progress.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}")
+        loss = logs.get("loss", float("nan"))  # a string when not finite (RunningLosses.mean)
+        progress.set_postfix(loss=f"{loss:.4f}" if isinstance(loss, float) else loss)
 
     def _periodic(self) -> None:
         step, args = self.state.global_step, self.args
         if args.checkpointing_steps and step % args.checkpointing_steps == 0:
             save_checkpoint(args, self.accelerator, step)
-        if self.evaluate is not None and args.eval_steps and step % args.eval_steps == 0 and step < self.max_steps:
+        if (self.evaluate is not None and args.validation_steps and step % args.validation_steps == 0
+                and step < self.max_steps):
             metrics = self.evaluate(step)
             if metrics:
                 self.accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
@@ -236,26 +337,31 @@ def batch_counts(batch: dict) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ one model
 
 
-def clip_and_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler) -> None:
+def clip_and_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler, apply: bool = True) -> None:
     """Clip (at the end of an accumulation window, when `--max_grad_norm` > 0), step, and clear the gradients.
-    Accelerate's prepared optimizer and scheduler only act at the end of an accumulation window."""
-    if accelerator.sync_gradients and args.max_grad_norm > 0:
-        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-    optimizer.step()
+    Accelerate's prepared optimizer and scheduler only act at the end of an accumulation window. With
+    `apply=False` (a step the divergence guard skips) the gradients are dropped instead of applied; the learning
+    rate schedule still advances, so that it keeps following the step count."""
+    if apply:
+        if accelerator.sync_gradients and args.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
 
 
 def single_model_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
-                      compute_loss: ComputeLoss) -> TrainBatch:
-    """`train_batch` for one model: `compute_loss(model, batch) -> (loss, logs)` under autocast, backward,
-    clipping and the optimizer step, with Accelerate's gradient accumulation. The logs get `loss`."""
+                      compute_loss: ComputeLoss, guard: DivergenceGuard | None = None) -> TrainBatch:
+    """`train_batch` for one model: `compute_loss(model, batch) -> (loss, logs)` under autocast, backward, the
+    divergence guard's check (at the end of each accumulation window), clipping and the optimizer step, with
+    Accelerate's gradient accumulation. The logs get `loss`."""
 
     def train_batch(batch: dict) -> dict[str, torch.Tensor]:
         with accelerator.accumulate(model), accelerator.autocast():
             loss, logs = compute_loss(model, batch)
             accelerator.backward(loss)
-            clip_and_step(args, accelerator, model, optimizer, scheduler)
+            apply = guard is None or not accelerator.sync_gradients or guard.check(loss, model.parameters())
+            clip_and_step(args, accelerator, model, optimizer, scheduler, apply=apply)
         return {"loss": loss.detach(), **logs}
 
     return train_batch
@@ -266,10 +372,40 @@ def train_single_model(args, accelerator: Accelerator, model: nn.Module, optimiz
                        evaluate: Evaluate | None = None) -> float:
     """Train one prepared model to `max_steps` optimizer steps (see the module's example); returns the seconds
     spent training in this call (`state.train_seconds` holds the total over resumes)."""
-    train_batch = single_model_step(args, accelerator, model, optimizer, scheduler, compute_loss)
+    guard = DivergenceGuard.from_args(args, accelerator, state)
+    train_batch = single_model_step(args, accelerator, model, optimizer, scheduler, compute_loss, guard)
     loop = TrainingLoop(args, accelerator, state, train_loader, max_steps, train_batch, evaluate=evaluate,
                         scheduler=scheduler)
     return loop.run()
+
+
+# ------------------------------------------------------------------------------------------------ the end of a run
+
+
+def final_evaluation(accelerator: Accelerator, evaluate: Callable[[], dict[str, Any]], output_dir: Path,
+                     summary: dict[str, Any]) -> dict[str, Any]:
+    """`evaluate()` of the final model, which the command has already saved in `output_dir`. If it fails, the
+    main process writes metrics.json with `summary` and the error, and `FinalEvaluationError` names the folder
+    (the trained model is never lost to a failing evaluation)."""
+    try:
+        return evaluate()
+    except Exception as error:
+        if accelerator.is_main_process:
+            write_metrics(output_dir / METRICS_FILE, summary | {"evaluation_error": f"{type(error).__name__}: {error}"})
+        raise FinalEvaluationError(
+            f"the final evaluation failed ({type(error).__name__}: {error}); the trained model, its processor and "
+            f"the training summary are saved in {output_dir}", str(output_dir),
+        ) from error
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: NaN and infinities become null (the Hub's metrics check wants null for a metric that could
+    not be measured). Returns what was written."""
+    metrics = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+               for key, value in metrics.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+    return metrics
 
 
 class RunningLosses:

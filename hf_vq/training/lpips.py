@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import HfVqUserError
+
 # torchvision's vgg16().features, as (out_channels or "M" for max-pooling); LPIPS taps the ReLU after the last
 # conv of each of the five stages.
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -28,7 +30,7 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
-class LPIPSWeightsError(FileNotFoundError):
+class LPIPSWeightsError(HfVqUserError, FileNotFoundError):
     """LPIPS weights could not be found or do not fit the network."""
 
 

@@ -28,146 +28,108 @@ Example:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-import typing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from ..errors import ConfigError
+from ..flags import flag
+from ..hub.push import HubArguments
 from .args import (
-    ConfigError,
-    add_data_arguments,
-    add_optimization_arguments,
-    check_config_keys,
-    load_config_file,
-    suppress_defaults,
+    ClassifierDataArguments,
+    ConfigArguments,
+    DataArguments,
+    OptimizationArguments,
+    ReliabilityArguments,
+    RunArguments,
+    TrainingCommand,
+    _check_model_config,
+    build_parser,
+    check_classifier_args,
+    parse_args,
+    resolve_args,
 )
-from .classifier_command import _add_run_arguments, check_classifier_args
 
-# Defaults that differ from the shared flags': MaskGIT's AdamW (beta2 0.96, weight decay 0.045) with a cosine decay;
-# the held-out split gives the validation loss and the real images the samples are compared with.
-PRIOR_DEFAULTS = dict(
-    output_dir="outputs/maskgit", train_batch_size=64, eval_batch_size=256, learning_rate=1e-3,
-    adam_beta1=0.9, adam_beta2=0.96, adam_weight_decay=0.045, lr_scheduler="cosine", max_eval_samples=None,
-    center_crop=True, tracker_project_name="hf_vq_prior", logging_steps=50,
-)
+__all__ = ["PRIOR_COMMAND", "PRIOR_DEFAULTS", "parse_prior_args", "resolve_prior_args", "train_prior"]
 
 
 @dataclass
-class PriorArguments:
-    """The flags of `hf-vq train-prior` beyond the shared data, optimization, run and Hub groups."""
+class PriorModelArguments:
+    TITLE: ClassVar[str] = "prior"
 
-    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "trained tokenizer (folder or Hub id) whose tokens the prior models"})
-    pretrained_model_name_or_path: str | None = field(default=None, metadata={
-        "help": "start from a saved prior (a MaskGITModel folder, or a pipeline folder whose transformer/ is one) "
-                "instead of the config's model: section; it must have been trained on the same tokenizer"})
-    label_column: str = field(default="label", metadata={"help": "class labels (ignored by an unconditional prior, model.num_classes: 0)"})
-    label_dropout: float = field(default=0.1, metadata={"help": "share of class labels replaced by the null class (classifier-free guidance)"})
-    tokenize_batch_size: int = field(default=256, metadata={"help": "images per tokenizer forward when caching"})
-    use_ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights; it is evaluated and saved"})
-    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay"})
-    ema_warmup: bool = field(default=True, metadata={"help": "ramp the EMA decay up from 0 (diffusers' EMAModel warmup)"})
-    num_inference_steps: int = field(default=12, metadata={"help": "decoding steps of the samples and the evaluation"})
-    guidance_scale: float = field(default=2.0, metadata={"help": "classifier-free guidance of the samples and the evaluation (1: none)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the samples and the evaluation"})
-    num_sample_images: int = field(default=8, metadata={"help": "images per class in samples.png (one row per class)"})
-    num_eval_images: int = field(default=1000, metadata={
-        "help": "generated images judged at the end (as many per class), and as many real held-out images; 0: no "
-                "evaluation"})
-    generation_batch_size: int = field(default=250, metadata={"help": "images generated per pipeline call"})
-    eval_classifier_name_or_path: str | None = field(default=None, metadata={
-        "help": "pixel classifier judging the samples (`hf-vq train-classifier --model_type pixel_vit`, same data "
-                "and tokenizer): conditional accuracy and classifier-feature FID"})
-    inception_weights: str | None = field(default=None, metadata={"help": "FID Inception weights file: adds Inception FID"})
+    tokenizer_name_or_path: str | None = flag(None, "trained tokenizer (folder or Hub id) whose tokens the prior models")
+    revision: str | None = flag(None, "revision (branch, tag or commit) of --tokenizer_name_or_path")
+    pretrained_model_name_or_path: str | None = flag(
+        None, "start from a saved prior (a MaskGITModel folder, or a pipeline folder whose transformer/ is one) "
+              "instead of the config's model: section; it must have been trained on the same tokenizer")
+    tokenize_batch_size: int = flag(256, "images per tokenizer forward when caching the token grids", check=">= 1")
 
 
-def add_dataclass_arguments(group: argparse._ArgumentGroup, flags: type) -> None:
-    """One flag per field of the dataclass `flags` (booleans get --name / --no-name)."""
-    types = typing.get_type_hints(flags)
-    for item in dataclasses.fields(flags):
-        kind = types[item.name]
-        options: dict[str, Any] = {"default": item.default, "help": item.metadata.get("help")}
-        if kind is bool:
-            options["action"] = argparse.BooleanOptionalAction
-        elif kind in (int, float):
-            options["type"] = kind
-        group.add_argument(f"--{item.name}", **options)
+@dataclass
+class PriorTrainingArguments:
+    """What only the prior's loop does: label dropout, EMA, and the sampling of its samples and evaluation."""
+
+    TITLE: ClassVar[str] = "prior training and evaluation"
+
+    label_dropout: float = flag(0.1, "share of class labels replaced by the null class (classifier-free guidance)",
+                                check="[0, 1)")
+    use_ema: bool = flag(False, "keep an EMA of the weights; it is evaluated and saved")
+    ema_decay: float = flag(0.999, "EMA decay", check="[0, 1)")
+    ema_warmup: bool = flag(True, "ramp the EMA decay up from 0 (diffusers' EMAModel warmup)")
+    num_inference_steps: int = flag(12, "decoding steps of the samples and the evaluation", check=">= 1")
+    guidance_scale: float = flag(2.0, "classifier-free guidance of the samples and the evaluation (1: none)", check=">= 0")
+    temperature: float = flag(1.0, "sampling temperature of the samples and the evaluation", check=">= 0")
+    num_sample_images: int = flag(8, "images per class in samples.png (one row per class)", check=">= 0")
+    num_eval_images: int = flag(1000, "generated images judged at the end (as many per class), and as many real "
+                                      "held-out images; 0: no generation metrics", check=">= 0")
+    generation_batch_size: int = flag(250, "images generated per pipeline call", check=">= 1")
+    eval_classifier_name_or_path: str | None = flag(
+        None, "pixel classifier judging the samples (`hf-vq train-classifier --model_type pixel_vit`, same data and "
+              "tokenizer): conditional accuracy and classifier-feature FID")
+    inception_weights: str | None = flag(None, "FID Inception weights file: adds Inception FID")
 
 
-# ------------------------------------------------------------------------------------------------ arguments
+def check_prior_args(args: argparse.Namespace) -> None:
+    """Reject what cannot work, naming the flag or config key to change."""
+    check_classifier_args(args)  # the tokenizer named and loadable (the same token cache)
+    if args.model_config and not args.pretrained_model_name_or_path:
+        _check_model_config(PRIOR_COMMAND, args.model_config)
+    if args.model_config.get("num_classes") == 0 and args.guidance_scale > 1:
+        raise ConfigError(f"--guidance_scale {args.guidance_scale} needs a class-conditional prior, but the config's model: "
+                          "section sets num_classes: 0 (unconditional): use --guidance_scale 1")
+    if args.inception_weights and not os.path.isfile(args.inception_weights):
+        raise ConfigError(f"--inception_weights {args.inception_weights!r} is not a file")
 
 
-def add_prior_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Every flag of `hf-vq train-prior`: the shared data, optimization, run and Hub flags, plus `PriorArguments`."""
-    from ..hub import add_hub_arguments
+# MaskGIT's AdamW (beta2 0.96, weight decay 0.045) with a cosine decay; the whole held-out split gives the
+# validation loss and the real images the samples are compared with.
+PRIOR_DEFAULTS = dict(
+    output_dir="outputs/maskgit", train_batch_size=64, eval_batch_size=256, learning_rate=1e-3,
+    adam_beta1=0.9, adam_beta2=0.96, adam_weight_decay=0.045, lr_scheduler="cosine", max_eval_samples=None,
+    tracker_project_name="hf_vq_prior", logging_steps=50,
+)
 
-    parser.add_argument("--config", default=None, help="YAML file with model:, data: and training: sections")
-    add_dataclass_arguments(parser.add_argument_group("prior"), PriorArguments)
-    add_data_arguments(parser.add_argument_group("data"))
-    add_optimization_arguments(parser.add_argument_group("optimization"))
-    _add_run_arguments(parser.add_argument_group("checkpoints, evaluation, logging"))
-    add_hub_arguments(parser)
-    return parser
-
-
-def build_prior_parser(prog: str = "train_prior") -> argparse.ArgumentParser:
-    """The full parser with its defaults (`parse_args([])` gives every default)."""
-    parser = add_prior_arguments(_bare_parser(prog))
-    parser.set_defaults(**PRIOR_DEFAULTS)
-    return parser
-
-
-def _bare_parser(prog: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description="Train a MaskGIT token prior on a tokenizer's token grids.")
+PRIOR_COMMAND = TrainingCommand(
+    name="train-prior",
+    description="Train a class-conditional MaskGIT prior over the token grids of a trained tokenizer, with Accelerate; "
+                "the output folder is a MaskGITPipeline. A YAML --config sets defaults; flags override it.",
+    groups=(ConfigArguments, PriorModelArguments, DataArguments, ClassifierDataArguments, OptimizationArguments,
+            PriorTrainingArguments, RunArguments, ReliabilityArguments, HubArguments),
+    model_config_class="hf_vq.models.maskgit.configuration_maskgit:MaskGITConfig",
+    defaults=PRIOR_DEFAULTS,
+    check=check_prior_args,
+)
 
 
 def resolve_prior_args(given: dict[str, Any]) -> argparse.Namespace:
     """Built-in defaults, then the YAML file `given["config"]`, then the `given` flags; checked (`ConfigError`)."""
-    parser = build_prior_parser()
-    args = parser.parse_args([])
-    args.model_config = {}
-    if given.get("config"):
-        sections = load_config_file(given["config"])
-        check_config_keys(parser, sections, given["config"])
-        vars(args).update({**sections["data"], **sections["training"], "model_config": sections["model"]})
-    vars(args).update(given)
-    check_prior_args(args)
-    return args
+    return resolve_args(PRIOR_COMMAND, given)
 
 
 def parse_prior_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags -> checked namespace; a flag given always beats the YAML file, even at its default."""
-    parser = suppress_defaults(add_prior_arguments(_bare_parser("train_prior")))
-    given = vars(parser.parse_args(argv))
-    try:
-        return resolve_prior_args(given)
-    except ConfigError as error:
-        parser.error(str(error))
-
-
-def check_prior_args(args: argparse.Namespace) -> None:
-    """Reject what cannot work, naming the flag to change."""
-    check_classifier_args(args, command="train-prior")
-    if not 0.0 <= args.label_dropout < 1.0:
-        raise ConfigError(f"--label_dropout must lie in [0, 1), got {args.label_dropout}")
-    if not 0.0 <= args.ema_decay < 1.0:
-        raise ConfigError(f"--ema_decay must lie in [0, 1), got {args.ema_decay}")
-    for name in ("num_inference_steps", "generation_batch_size"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("num_sample_images", "num_eval_images"):
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.guidance_scale < 0 or args.temperature < 0:
-        raise ConfigError(f"--guidance_scale and --temperature must be >= 0, got {args.guidance_scale} and {args.temperature}")
-    unconditional = args.model_config.get("num_classes") == 0
-    if unconditional and args.guidance_scale > 1:
-        raise ConfigError(f"--guidance_scale {args.guidance_scale} needs a class-conditional prior, but the config's model: "
-                          "section sets num_classes: 0 (unconditional): use --guidance_scale 1")
-    if args.inception_weights and not Path(args.inception_weights).is_file():
-        raise ConfigError(f"--inception_weights {args.inception_weights!r} is not a file")
+    return parse_args(PRIOR_COMMAND, argv)
 
 
 def as_namespace(args_or_config: argparse.Namespace | dict[str, Any] | str | os.PathLike) -> argparse.Namespace:
@@ -230,25 +192,22 @@ def add_train_prior_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-prior` with the `hf-vq` command (hf_vq/cli.py)."""
     parser = subparsers.add_parser(
         "train-prior", help="train a MaskGIT token prior on a tokenizer's tokens; saves a generation pipeline",
-        description="Train a class-conditional MaskGIT prior over the token grids of a trained tokenizer, with "
-                    "Accelerate; the output folder is a MaskGITPipeline. A YAML --config sets defaults; flags override it.",
+        description=PRIOR_COMMAND.description,
     )
-    suppress_defaults(add_prior_arguments(parser))
-    parser.set_defaults(handler=lambda args: _run_subcommand(args, parser))
+    build_parser(PRIOR_COMMAND, parser)
+    parser.set_defaults(handler=_run_subcommand)
 
 
-def _run_subcommand(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _run_subcommand(args: argparse.Namespace) -> dict[str, Any]:
     given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
-    try:
-        resolved = resolve_prior_args(given)
-    except ConfigError as error:
-        parser.error(str(error))
-    return report(train_prior(resolved))
+    return report(train_prior(resolve_prior_args(given)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    report(train_prior(parse_prior_args(argv)))
-    return 0
+    """`scripts/train_prior.py`: the same flags and the same one-line errors as `hf-vq train-prior`."""
+    from ..errors import run_reporting_user_errors
+
+    return run_reporting_user_errors("train_prior", lambda: report(train_prior(parse_prior_args(argv))))
 
 
 if __name__ == "__main__":

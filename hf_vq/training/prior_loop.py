@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,7 +26,17 @@ from ..models.maskgit.configuration_maskgit import check_single_codebook
 from .checkpointing import TrainingState, resolve_resume_checkpoint
 from .classifier_data import ClassifierData, MissingLabelsError, build_classifier_data, module_fingerprint
 from .classifier_loop import _tokenizer_reference, build_optimization, load_tokenizer
-from .loop import TrainingLoop, build_accelerator, resume_if_asked, single_model_step, start_trackers
+from .divergence import DivergenceGuard, ensure_finite_weights
+from .loop import (
+    TrainingLoop,
+    build_accelerator,
+    final_evaluation,
+    resume_if_asked,
+    single_model_step,
+    start_trackers,
+    write_metrics,
+)
+from .run_summary import run_summary
 from .trainer import _build_ema, training_config
 
 logger = logging.getLogger(__name__)
@@ -48,7 +57,7 @@ def run_prior_training(args: argparse.Namespace) -> dict[str, Any]:
     check_tokenizer_for_push(args)
     accelerator = build_accelerator(args)
     set_seed(args.seed)  # identical initial weights on every process
-    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
+    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device, revision=args.revision)
     check_single_codebook(tokenizer.config)  # before tokenizing the dataset, not after
     record = tokenizer_record(tokenizer, args.tokenizer_name_or_path)
     check_resume_tokenizer(args, record)
@@ -75,9 +84,14 @@ def run_prior_training(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed * 1000 + accelerator.process_index)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(
+        examples=len(data.train), batch_size_per_process=args.train_batch_size, num_processes=accelerator.num_processes,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, max_train_steps=max_steps,
+        models={"prior": model}, mixed_precision=accelerator.mixed_precision, start_step=state.global_step))
     unwrapped = accelerator.unwrap_model(model)
     loss_function = MaskedTokenLoss(unwrapped.config, args.label_dropout if conditional else None)
-    train_batch = with_ema(single_model_step(args, accelerator, model, optimizer, scheduler, loss_function),
+    guard = DivergenceGuard.from_args(args, accelerator, state)
+    train_batch = with_ema(single_model_step(args, accelerator, model, optimizer, scheduler, loss_function, guard),
                            accelerator, model, ema)
     validation = (lambda step: validation_loss(accelerator, model, ema, eval_loader, args.seed)) if eval_loader else None
     TrainingLoop(args, accelerator, state, train_loader, max_steps, train_batch, evaluate=validation, scheduler=scheduler).run()
@@ -155,6 +169,8 @@ def build_prior(args: argparse.Namespace, tokenizer: nn.Module, id2label: dict[i
     classes from the dataset."""
     config = dict(args.model_config)
     config["num_classes"] = len(id2label)
+    if args.revision:
+        config["tokenizer_revision"] = args.revision
     if id2label:
         config["id2label"] = {int(key): value for key, value in id2label.items()}
     return MaskGITModel.from_tokenizer(_tokenizer_reference(args.tokenizer_name_or_path), tokenizer=tokenizer, **config)
@@ -257,26 +273,33 @@ def validation_loss(accelerator: Accelerator, model: nn.Module, ema, eval_loader
 
 def finish(args, accelerator: Accelerator, model, ema, tokenizer, processor, data: ClassifierData, state: TrainingState,
            conditional: bool) -> dict[str, Any]:
-    """Save the pipeline (EMA weights when kept), its samples and generation metrics; push if asked."""
+    """Save the pipeline (EMA weights when kept) and training_config.json first, then sample and evaluate it
+    (samples.png, metrics.json) and push if asked; a failed evaluation leaves the saved pipeline in place."""
     from .prior_evaluation import build_pipeline, evaluate_pipeline, save_class_samples
 
     output_dir = Path(args.output_dir).resolve()
     eval_loader = DataLoader(data.eval, batch_size=args.eval_batch_size) if data.eval is not None else None
-    metrics: dict[str, Any] = {}
-    grid_path = None
+    grid_path = output_dir / SAMPLES_FILE
     with ema_applied(accelerator, model, ema) as prior:
         prior.eval()
-        if eval_loader is not None:
-            metrics |= validation_loss(accelerator, model, None, eval_loader, args.seed)  # EMA weights are in already
+        ensure_finite_weights([prior], state.global_step, args.output_dir)
+        pipeline = build_pipeline(tokenizer, prior)
         if accelerator.is_main_process:
-            pipeline = build_pipeline(tokenizer, prior)
             pipeline.save_pretrained(output_dir)
-            grid_path = save_class_samples(args, pipeline, data.id2label if conditional else {}, output_dir / SAMPLES_FILE)
-            metrics |= evaluate_pipeline(args, pipeline, data, processor, conditional)
-    metrics = _json_safe(metrics | summary(args, accelerator, prior, state, data, conditional))
+            _write_json(output_dir / TRAINING_CONFIG_FILE, training_config(args))
+        accelerator.wait_for_everyone()
+        training = summary(args, accelerator, prior, state, data, conditional)
+
+        def evaluate() -> dict[str, Any]:
+            metrics = validation_loss(accelerator, model, None, eval_loader, args.seed) if eval_loader is not None else {}
+            if accelerator.is_main_process:  # generation is not split over processes: the others wait
+                save_class_samples(args, pipeline, data.id2label if conditional else {}, grid_path)
+                metrics |= evaluate_pipeline(args, pipeline, data, processor, conditional)
+            return metrics
+
+        metrics = final_evaluation(accelerator, evaluate, output_dir, training) | training
     if accelerator.is_main_process:
-        _write_json(output_dir / METRICS_FILE, metrics)
-        _write_json(output_dir / TRAINING_CONFIG_FILE, training_config(args))
+        metrics = write_metrics(output_dir / METRICS_FILE, metrics)
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
         from ..hub import push_trained_model
@@ -285,7 +308,7 @@ def finish(args, accelerator: Accelerator, model, ema, tokenizer, processor, dat
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
-            "sample_grid": str(grid_path) if grid_path else None, "global_step": state.global_step,
+            "sample_grid": str(grid_path) if grid_path.is_file() else None, "global_step": state.global_step,
             "is_main_process": accelerator.is_main_process}
 
 
@@ -303,10 +326,6 @@ def summary(args, accelerator: Accelerator, model: nn.Module, state: TrainingSta
         "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
         "temperature": args.temperature,
     }
-
-
-def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in metrics.items()}
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:

@@ -11,27 +11,21 @@ import argparse
 import sys
 from typing import Any
 
-from .args import ConfigError, add_training_arguments, build_training_parser, namespace_from_given, suppress_defaults
+from .args import TOKENIZER_COMMAND, build_parser, namespace_from_given, parse_args
 
 
 def add_train_tokenizer_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-tokenizer` with the `hf-vq` command (hf_vq/cli.py)."""
-    parser = subparsers.add_parser(
-        "train-tokenizer", help="train a VQGAN image tokenizer with Accelerate",
-        description="Train a VQGAN image tokenizer with Accelerate. A YAML --config sets defaults; flags override it.",
-    )
+    parser = subparsers.add_parser("train-tokenizer", help="train a VQGAN image tokenizer with Accelerate",
+                                   description=TOKENIZER_COMMAND.description)
     # Only the flags actually given reach the handler, which lays them over the YAML file over the defaults.
-    suppress_defaults(add_training_arguments(parser))
-    parser.set_defaults(handler=lambda args: run_subcommand(args, parser))
+    build_parser(TOKENIZER_COMMAND, parser)
+    parser.set_defaults(handler=run_subcommand)
 
 
-def run_subcommand(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def run_subcommand(args: argparse.Namespace) -> dict[str, Any]:
     given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
-    try:
-        resolved = namespace_from_given(given, build_training_parser(parser.prog))
-    except ConfigError as error:
-        parser.error(str(error))
-    return report(train(resolved))
+    return report(train(namespace_from_given(given)))
 
 
 def train_from_config(config: str, **flags: Any) -> dict[str, Any]:
@@ -65,12 +59,10 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .args import parse_training_args
+    """`scripts/train_tokenizer.py`: the same flags and the same one-line errors as `hf-vq train-tokenizer`."""
+    from ..errors import run_reporting_user_errors
 
-    parser = build_training_parser()
-    args = parse_training_args(argv, parser)
-    report(train(args))
-    return 0
+    return run_reporting_user_errors("train_tokenizer", lambda: report(train(parse_args(TOKENIZER_COMMAND, argv))))
 
 
 if __name__ == "__main__":

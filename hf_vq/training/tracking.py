@@ -53,3 +53,23 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def log_image_grid(accelerator: Any, path: str | os.PathLike, step: int, tag: str = "samples") -> None:
+    """Log a saved image grid (PNG) to every tracker that takes images (tensorboard, wandb); the JSON-lines tracker
+    only records its path. Main process only, where the grid was written."""
+    path = Path(path)
+    if not accelerator.is_main_process or not path.is_file():
+        return
+    import numpy as np
+    import PIL.Image
+
+    with PIL.Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({tag: pixels[None]}, step=step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({tag: [pixels]}, step=step)
+        elif tracker.name == JSONLTracker.name:
+            tracker.log({f"{tag}_image": str(path)}, step=step)

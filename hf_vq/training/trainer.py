@@ -21,7 +21,6 @@ import argparse
 import gc
 import json
 import logging
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,12 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
 from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
 from .discriminator import NLayerDiscriminator
+from .divergence import DivergenceGuard, ensure_finite_weights
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
 from .losses import (
     LeCamEMA,
@@ -45,15 +46,21 @@ from .losses import (
     reconstruction_loss,
 )
 from .loop import (  # noqa: F401  (build_accelerator ... set_dataset_epoch: re-exported, they used to live here)
+    SECRET_FLAGS,
     RunningLosses,
     TrainingLoop,
     build_accelerator,
     clip_and_step,
+    final_evaluation,
     resume_if_asked,
     save_checkpoint,
     set_dataset_epoch,
     start_trackers,
+    write_metrics,
 )
+from .optimization import build_lr_scheduler
+from .run_summary import run_summary
+from .tracking import log_image_grid
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,7 @@ class Networks:
     ema: Any | None
     lecam: LeCamEMA | None
     rfid_extractor: nn.Module | None = None
+    guard: DivergenceGuard | None = None
 
 
 def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,15 +100,22 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
     networks, optimizers, schedulers = build_networks_and_optimizers(args, model, accelerator, data)
     state = TrainingState()
     register_checkpoint_state(accelerator, networks, state)
+    networks.guard = DivergenceGuard.from_args(args, accelerator, state)
     resume_if_asked(args, accelerator, state)
     start_trackers(args, accelerator)
+    accelerator.print(run_summary(
+        examples=data.num_train_examples, batch_size_per_process=args.train_batch_size,
+        num_processes=accelerator.num_processes, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_train_steps=data.max_train_steps, mixed_precision=accelerator.mixed_precision, start_step=state.global_step,
+        models={"tokenizer": networks.generator, "discriminator": networks.discriminator},
+    ))
     run_training_loop(args, accelerator, networks, optimizers, schedulers, data, state)
     return finish(args, accelerator, networks, processor, data, state)
 
 
 def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQGANImageProcessor]:
     if args.pretrained_model_name_or_path:
-        model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path)
+        model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
     else:
         model = VQGANModel(VQGANConfig(**args.model_config))
     config = model.config
@@ -124,7 +139,7 @@ def build_networks_and_optimizers(args, model: VQGANModel, accelerator: Accelera
         )
         side = args.resolution or model.config.image_size
         if side < discriminator.minimum_image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"--discriminator_layers {args.discriminator_layers} needs images of at least "
                 f"{discriminator.minimum_image_size} pixels, the training images have {side}: use fewer layers"
             )
@@ -160,14 +175,7 @@ def _adam(args, parameters, learning_rate: float) -> torch.optim.Optimizer:
 
 
 def _scheduler(args, optimizer, accelerator: Accelerator, data: TrainingData):
-    from transformers import get_scheduler
-
-    # Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling.
-    return get_scheduler(
-        args.lr_scheduler, optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=data.max_train_steps * accelerator.num_processes,
-    )
+    return build_lr_scheduler(args, optimizer, data.max_train_steps, accelerator.num_processes)
 
 
 def _build_ema(args, model: VQGANModel):
@@ -196,7 +204,10 @@ def run_training_loop(args, accelerator, networks: Networks, optimizers, schedul
     the seconds spent training in this call (evaluation excluded)."""
 
     def evaluate(step: int) -> dict:
-        return run_evaluation(args, accelerator, networks, data, Path(args.output_dir) / f"samples-{step}.png")
+        grid_path = Path(args.output_dir) / f"samples-{step}.png"
+        metrics = run_evaluation(args, accelerator, networks, data, grid_path)
+        log_image_grid(accelerator, grid_path, step)
+        return metrics
 
     loop = TrainingLoop(
         args, accelerator, state, data.train_dataloader, data.max_train_steps,
@@ -243,7 +254,10 @@ def generator_step(args, accelerator, networks: Networks, optimizer, scheduler, 
             loss = loss + gan_loss
             logs |= gan_logs
     accelerator.backward(loss)
-    clip_and_step(args, accelerator, generator, optimizer, scheduler)
+    # The jump check watches the reconstruction loss: the adversarial part moves by design when the GAN starts.
+    apply = networks.guard is None or not accelerator.sync_gradients or networks.guard.check(
+        loss, generator.parameters(), what="generator loss", tracked=rec_loss)
+    clip_and_step(args, accelerator, generator, optimizer, scheduler, apply=apply)
     logs |= {
         "loss": loss.detach(), "quantizer_loss": output.quantizer_loss.detach(),
         "commitment_loss": output.commitment_loss.detach(), "codebook_loss": output.codebook_loss.detach(),
@@ -291,7 +305,9 @@ def discriminator_step(args, accelerator, networks: Networks, optimizer, schedul
             networks.lecam.update(means[0], means[1])
             logs["lecam_loss"] = lecam.detach()
     accelerator.backward(args.discriminator_weight * loss)
-    clip_and_step(args, accelerator, discriminator, optimizer, scheduler)
+    apply = networks.guard is None or not accelerator.sync_gradients or networks.guard.check(
+        loss, discriminator.parameters(), what="discriminator loss", track_average=False)
+    clip_and_step(args, accelerator, discriminator, optimizer, scheduler, apply=apply)
     return logs
 
 
@@ -352,19 +368,22 @@ def run_evaluation(args, accelerator: Accelerator, networks: Networks, data: Tra
 
 
 def finish(args, accelerator: Accelerator, networks: Networks, processor, data: TrainingData, state) -> dict:
+    """Save the final model first (EMA weights when `--use_ema`), with its processor and training_config.json,
+    then evaluate it, then write metrics.json and push. A failed evaluation leaves the saved model in place and
+    raises `FinalEvaluationError` naming it."""
     output_dir = Path(args.output_dir).resolve()
     grid_path = output_dir / SAMPLES_FILE
-    metrics = run_evaluation(args, accelerator, networks, data, grid_path)
+    save_final_model(args, accelerator, networks, processor, state, output_dir)
+    summary = training_summary(args, accelerator, state)
+    metrics = final_evaluation(accelerator, lambda: run_evaluation(args, accelerator, networks, data, grid_path),
+                               output_dir, summary)
     result: dict[str, Any] = {"output_dir": str(output_dir), "global_step": state.global_step,
                               "is_main_process": accelerator.is_main_process}
     if accelerator.is_main_process:
-        with ema_weights(accelerator, networks) as model:
-            model.save_pretrained(output_dir, image_processor=processor)
-        metrics = _json_safe(metrics | training_summary(args, accelerator, state))
-        (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
+        metrics = write_metrics(output_dir / METRICS_FILE, metrics | summary)
         accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         step=state.global_step)
+        log_image_grid(accelerator, grid_path, state.global_step)
         if args.push_to_hub:
             from ..hub import push_trained_model
 
@@ -380,6 +399,17 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
     return result
 
 
+def save_final_model(args, accelerator: Accelerator, networks: Networks, processor, state, output_dir: Path) -> None:
+    """The model (EMA weights when enabled) and processor in `save_pretrained` layout, and training_config.json;
+    refused (`TrainingDivergedError`) if a weight is not finite."""
+    with ema_weights(accelerator, networks) as model:
+        ensure_finite_weights([model], state.global_step, args.output_dir)
+        if accelerator.is_main_process:
+            model.save_pretrained(output_dir, image_processor=processor)
+            (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
+    accelerator.wait_for_everyone()
+
+
 def shut_down(accelerator: Accelerator, networks: Networks) -> None:
     """Release the DDP wrappers while the process group still exists, wait for every process, then let Accelerate
     end the trackers and destroy the group. (A DDP reducer outliving its gloo group, or one process tearing gloo
@@ -393,12 +423,8 @@ def shut_down(accelerator: Accelerator, networks: Networks) -> None:
 
 def training_config(args) -> dict[str, Any]:
     """The flags of the run (read by the model card); the Hub token stays out."""
-    return {key: value for key, value in vars(args).items() if key not in ("hub_token", "model_config", "handler", "command")}
-
-
-def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    # The Hub's metrics.json check wants null, not NaN, for a metric that could not be measured.
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in metrics.items()}
+    return {key: value for key, value in vars(args).items()
+            if key not in (*SECRET_FLAGS, "model_config", "handler", "command")}
 
 
 def training_summary(args, accelerator: Accelerator, state: TrainingState) -> dict[str, Any]:
@@ -416,6 +442,7 @@ def training_summary(args, accelerator: Accelerator, state: TrainingState) -> di
         "images_seen": state.images_seen,
         "skipped_images": state.skipped_images,
         "train_seconds": round(train_seconds, 2),
+        "skipped_steps": state.skipped_steps,
         "train_images_per_second": round(state.images_seen / train_seconds, 2) if train_seconds > 0 else None,
         "num_processes": accelerator.num_processes,
         "ema": bool(args.use_ema),

@@ -234,7 +234,7 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         device = pixel_values.device
         if next(tokenizer.parameters()).device != device:
             tokenizer.to(device)
-        return tokenizer.encode(pixel_values.float()).image_tokens
+        return tokenizer.encode(pixel_values.to(tokenizer.dtype)).image_tokens  # fp16 images, fp32 tokenizer: fine
 
     @torch.no_grad()
     def init_token_embedding_from_codebook(self, codebook: torch.Tensor) -> None:

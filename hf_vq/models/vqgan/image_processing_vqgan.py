@@ -14,6 +14,46 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 # by module path, and diffusers finds how to load it by looking up its known base classes *in that module*.
 
 
+# Full scale of the PIL modes whose pixels are not 8-bit: 16-bit integers span 0..65535 (a 16-bit PNG or TIFF
+# opens as "I;16*", in older Pillow as "I"), floats 0..1. Converting such an image with PIL's `convert("L")`
+# clips every value above 255 to white; dividing by the full scale keeps the picture.
+_FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+# Modes with an alpha channel (or a transparent palette entry): composited onto white, not cut to black.
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_TRANSPARENCY_BACKGROUND = (255, 255, 255, 255)
+
+
+def convert_image_mode(image: PIL.Image.Image, mode: str) -> PIL.Image.Image:
+    """`image` as an 8-bit "L" (grayscale) or "RGB" image with its real range, whatever its PIL mode.
+
+    16-bit ("I;16", "I;16B", ..., and "I", read as 16-bit) and float ("F", read as 0..1) images are scaled to
+    0..255, not clipped; transparent pixels ("RGBA", "LA", "P" with transparency...) are composited onto white;
+    "1", "P", "CMYK", "YCbCr", "LAB", "HSV" go through PIL's own conversion.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> sixteen_bit = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))  # mode "I;16"
+    >>> np.asarray(convert_image_mode(sixteen_bit, "L")).tolist()
+    [[0, 128, 255]]
+
+    ```
+    """
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"convert_image_mode converts to 'L' or 'RGB', got {mode!r}")
+    if image.mode == mode:
+        return image
+    if image.mode in _FULL_SCALE:
+        pixels = np.asarray(image, dtype=np.float64) / _FULL_SCALE[image.mode]
+        image = PIL.Image.fromarray(np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8))
+    elif image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, _TRANSPARENCY_BACKGROUND), rgba)
+    return image if image.mode == mode else image.convert(mode)
+
+
 class VQGANImageProcessorKwargs(ImagesKwargs, total=False):
     r"""
     num_channels (`int`, *optional*, defaults to 3):
@@ -120,7 +160,7 @@ class VQGANImageProcessor(PilBackend):
         num_channels = kwargs.get("num_channels") or self.num_channels
         if isinstance(image, PIL.Image.Image):
             # PIL knows what its pixels mean, so converting the mode is safe; arrays are only checked (below).
-            image = image.convert("L" if num_channels == 1 else "RGB")
+            image = convert_image_mode(image, "L" if num_channels == 1 else "RGB")
             do_convert_rgb = False
         array = super().process_image(image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, **kwargs)
         if array.shape[0] != num_channels:
@@ -209,4 +249,4 @@ def _check_image_batch(images: Any) -> None:
             )
 
 
-__all__ = ["VQGANImageProcessor"]
+__all__ = ["VQGANImageProcessor", "convert_image_mode"]

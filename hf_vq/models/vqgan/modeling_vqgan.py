@@ -596,6 +596,14 @@ class VQGANModel(VQGANPreTrainedModel):
                 f"image size {height}x{width} is not divisible by the downsampling factor {factor}; resize, crop or pad "
                 f"the images to a multiple of {factor} (VQGANImageProcessor does this)"
             )
+        if pixel_values.dtype != self.dtype and not torch.is_autocast_enabled(pixel_values.device.type):
+            # Caught here: the convolution's own message ("Input type (Half) and bias type (float) should be the
+            # same") names neither the model nor the fix.
+            raise TypeError(
+                f"pixel_values are {pixel_values.dtype} but the model's weights are {self.dtype}: cast them with "
+                f"pixel_values.to(model.dtype), load the model with dtype={pixel_values.dtype}, or run it under "
+                f"torch.autocast(device_type={pixel_values.device.type!r})"
+            )
 
     def to_diffusers(self) -> "Any":
         """A `diffusers.VQModel` with these weights, whose encode / quantize / decode match this model's.
