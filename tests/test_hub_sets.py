@@ -369,3 +369,17 @@ def test_training_with_push_to_hub_refuses_a_local_tokenizer_before_training(fol
     check_tokenizer_for_push(Namespace(**{**local, "tokenizer_hub_id": TOKENIZER_REPO}))
     check_tokenizer_for_push(Namespace(**{**local, "tokenizer_name_or_path": TOKENIZER_REPO}))
     check_tokenizer_for_push(Namespace(**{**local, "push_to_hub": False}))
+
+
+def test_a_classifier_trained_at_a_tokenizer_revision_keeps_it_when_pushed(online, pushed, folders, tmp_path):
+    """Trained on the Hub tokenizer at an older commit (`--revision`): the push pins that commit, not the newest."""
+    trained = tmp_path / "trained-at-revision"
+    trained.mkdir()
+    for file in folders["token_vit"].iterdir():
+        (trained / file.name).write_bytes(file.read_bytes())
+    older = online.store.commits_on(TOKENIZER_REPO)[-1]["id"]
+    config = json.loads((trained / "config.json").read_text())
+    (trained / "config.json").write_text(json.dumps(config | {"tokenizer_name_or_path": TOKENIZER_REPO, "tokenizer_revision": older}))
+    push_to_hub(trained, f"{ORG}/vit-at-revision")
+    assert older != online.store.commits_on(TOKENIZER_REPO)[0]["id"]
+    assert _pushed_json(online, f"{ORG}/vit-at-revision", "config.json")["tokenizer_revision"] == older

@@ -98,6 +98,8 @@ def push_to_hub(
     folder = load_model_folder(model_dir)
     tokenizer_hub_id = tokenizer_hub_id or hub_tokenizer_of(folder)
     refuse_local_tokenizer(folder, tokenizer_hub_id, hub_model_id)
+    if tokenizer_revision is None and tokenizer_hub_id == hub_tokenizer_of(folder):
+        tokenizer_revision = recorded_tokenizer_revision(folder)  # trained at a Hub revision: keep reading that one
     api = HfApi()
     render_shared_card(folder, hub_model_id, license=license, tokenizer_hub_id=tokenizer_hub_id, endpoint=api.endpoint)
     with hub_errors(api.endpoint):
@@ -182,6 +184,14 @@ def hub_tokenizer_of(folder: ModelFolder) -> str | None:
     """The tokenizer's Hub id when the folder's config already names one (not a local folder)."""
     reference = folder.tokenizer_reference
     return reference if reference and looks_like_repo_id(reference) else None
+
+
+def recorded_tokenizer_revision(folder: ModelFolder) -> str | None:
+    """The tokenizer revision a model's config already pins (it was trained on a Hub tokenizer at that revision)."""
+    for config in (folder.config, *folder.components.values()):
+        if config.get(TOKENIZER_REVISION_KEY):
+            return str(config[TOKENIZER_REVISION_KEY])
+    return None
 
 
 def refuse_local_tokenizer(folder: ModelFolder, tokenizer_hub_id: str | None, hub_model_id: str) -> None:

@@ -111,8 +111,10 @@ def build_model(args, tokenizer: nn.Module, processor, id2label: dict[int, str])
     if args.init_from_codebook and not init:
         logger.warning("--init_from_codebook needs one id per position (a 'vector' tokenizer): embedding from scratch")
     reference = _tokenizer_reference(args.tokenizer_name_or_path)
+    # The revision the tokenizer was loaded at is the one the classifier reads (a push keeps it pinned).
+    pinned = {"tokenizer_revision": args.revision} if getattr(args, "revision", None) else {}
     return TokenViTForImageClassification.from_tokenizer(
-        reference, tokenizer=tokenizer, init_from_codebook=init, **{**args.model_config, **labels}
+        reference, tokenizer=tokenizer, init_from_codebook=init, **{**args.model_config, **labels, **pinned}
     )
 
 
