@@ -17,8 +17,10 @@ from .flags import OneLineErrorParser
 SUBCOMMANDS = [
     ("hf_vq.demo", "add_demo_subcommand"),
     ("hf_vq.hub.push", "add_push_subcommand"),
+    ("hf_vq.hub.model_set", "add_push_set_subcommand"),
     ("hf_vq.training.tokenizer_command", "add_train_tokenizer_subcommand"),
     ("hf_vq.training.classifier_command", "add_train_classifier_subcommand"),
+    ("hf_vq.training.prior_command", "add_train_prior_subcommand"),
 ]
 
 DEBUG_HELP = "show the full traceback of an error (also: HF_VQ_DEBUG=1)"

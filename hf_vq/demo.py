@@ -4,7 +4,10 @@
    the paper's methods, compared side by side (reconstruction error, perplexity, codebook usage);
 2. the tokenizer: a VQGAN trained with Accelerate (configs/vqgan_fashion_mnist_cpu.yaml), evaluated,
    and saved as a `from_pretrained` folder with metrics.json and a sample grid;
-3. the classifier: a ViT trained on that tokenizer's token grids, with its test accuracy.
+3. the classifier: a ViT trained on that tokenizer's token grids, with its test accuracy;
+4. the prior: a MaskGIT prior trained on the same token grids, saved as a generation pipeline, with a sample grid
+   (one row per class) judged by a pixel ViT that hf_vq trains on the same images (conditional accuracy and
+   classifier-feature FID against the tokenizer's reconstructions).
 """
 
 from __future__ import annotations
@@ -24,18 +27,24 @@ DEMO_VARIANTS = ("baseline", "all")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 TOKENIZER_CONFIG = CONFIG_DIR / "vqgan_fashion_mnist_cpu.yaml"
 CLASSIFIER_CONFIG = CONFIG_DIR / "token_vit_fashion_mnist.yaml"
+PRIOR_CONFIG = CONFIG_DIR / "maskgit_fashion_mnist.yaml"
+STAGES = ("quantizer", "tokenizer", "classifier", "prior")
 # --quick: a smoke run of every stage (used by the tests), not a useful model.
-QUICK = {"autoencoder_steps": 5, "tokenizer_steps": 4, "classifier_steps": 4, "classifier_train_samples": 256, "eval_samples": 256}
+QUICK = {"autoencoder_steps": 5, "tokenizer_steps": 4, "classifier_steps": 4, "classifier_train_samples": 256, "eval_samples": 256,
+         "prior_steps": 4, "judge_steps": 4, "prior_eval_images": 20}
 
 
 def add_demo_subcommand(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="the main job: quantizer comparison, tokenizer training, token classifier")
-    parser.add_argument("--stages", nargs="+", default=["quantizer", "tokenizer", "classifier"],
-                        choices=["quantizer", "tokenizer", "classifier"], help="which stages to run")
+    parser = subparsers.add_parser("demo", help="the main job: quantizer comparison, tokenizer training, token classifier, token prior")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="which stages to run")
     parser.add_argument("--autoencoder_steps", type=int, default=1000, help="training steps per quantizer variant")
     parser.add_argument("--tokenizer_steps", type=int, default=None, help="default: the tokenizer config's max_train_steps")
     parser.add_argument("--classifier_steps", type=int, default=None, help="default: the classifier config's max_train_steps")
-    parser.add_argument("--classifier_train_samples", type=int, default=10000, help="training images tokenized for the classifier")
+    parser.add_argument("--classifier_train_samples", type=int, default=10000,
+                        help="training images tokenized for the classifier and the prior (and the pixel ViT judging it)")
+    parser.add_argument("--prior_steps", type=int, default=None, help="default: the prior config's max_train_steps")
+    parser.add_argument("--judge_steps", type=int, default=500, help="training steps of the pixel ViT judging the prior")
+    parser.add_argument("--prior_eval_images", type=int, default=None, help="default: the prior config's num_eval_images")
     parser.add_argument("--eval_samples", type=int, default=None, help="limit the evaluation images (default: configs' values)")
     parser.add_argument("--codebook_size", type=int, default=512, help="codebook of the demo autoencoder")
     parser.add_argument("--seed", type=int, default=0)
@@ -48,7 +57,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    for name in ("autoencoder_steps", "tokenizer_steps", "classifier_steps"):
+    for name in ("autoencoder_steps", "tokenizer_steps", "classifier_steps", "prior_steps", "judge_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
     output_dir = Path(args.output_dir).resolve()
@@ -57,11 +66,14 @@ def run_demo(args: argparse.Namespace) -> dict:
         results["quantizer"] = compare_quantizers(args, output_dir)
     if "tokenizer" in args.stages:
         results["tokenizer"] = train_demo_tokenizer(args, output_dir / "tokenizer")
+    tokenizer_dir = output_dir / "tokenizer"
+    for stage in ("classifier", "prior"):
+        if stage in args.stages and not (tokenizer_dir / "config.json").is_file():
+            raise SystemExit(f"the {stage} stage needs the demo tokenizer in {tokenizer_dir}: run the tokenizer stage first")
     if "classifier" in args.stages:
-        tokenizer_dir = output_dir / "tokenizer"
-        if not (tokenizer_dir / "config.json").is_file():
-            raise SystemExit(f"the classifier stage needs the demo tokenizer in {tokenizer_dir}: run the tokenizer stage first")
         results["classifier"] = train_demo_classifier(args, tokenizer_dir, output_dir / "token_vit")
+    if "prior" in args.stages:
+        results["prior"] = train_demo_prior(args, tokenizer_dir, output_dir)
     print_summary(results, output_dir)
     return results
 
@@ -70,7 +82,7 @@ def run_demo(args: argparse.Namespace) -> dict:
 
 
 def compare_quantizers(args: argparse.Namespace, output_dir: Path) -> dict:
-    print("== 1/3 quantizer: plain straight-through vs the paper's methods (VQ autoencoder) ==", flush=True)
+    print("== 1/4 quantizer: plain straight-through vs the paper's methods (VQ autoencoder) ==", flush=True)
     train_images = images_to_tensor(load_fashion_mnist("train").images)
     test_images = images_to_tensor(load_fashion_mnist("test").images[: args.eval_samples])
     results = {}
@@ -103,7 +115,7 @@ def format_comparison(results: dict[str, dict], codebook_size: int) -> str:
 def train_demo_tokenizer(args: argparse.Namespace, output_dir: Path) -> dict:
     from .training import train_from_config
 
-    print(f"== 2/3 tokenizer: VQGAN on Fashion-MNIST with Accelerate ({TOKENIZER_CONFIG.name}) ==", flush=True)
+    print(f"== 2/4 tokenizer: VQGAN on Fashion-MNIST with Accelerate ({TOKENIZER_CONFIG.name}) ==", flush=True)
     flags = {"output_dir": str(output_dir), "seed": args.seed}
     if args.tokenizer_steps is not None:
         flags.update(max_train_steps=args.tokenizer_steps, checkpointing_steps=args.tokenizer_steps, lr_warmup_steps=0)
@@ -119,7 +131,7 @@ def train_demo_tokenizer(args: argparse.Namespace, output_dir: Path) -> dict:
 def train_demo_classifier(args: argparse.Namespace, tokenizer_dir: Path, output_dir: Path) -> dict:
     from .training import train_classifier
 
-    print("== 3/3 classifier: a ViT on the tokenizer's token grids ==", flush=True)
+    print("== 3/4 classifier: a ViT on the tokenizer's token grids ==", flush=True)
     flags = {
         "config": str(CLASSIFIER_CONFIG),
         "tokenizer_name_or_path": str(tokenizer_dir),
@@ -133,6 +145,36 @@ def train_demo_classifier(args: argparse.Namespace, tokenizer_dir: Path, output_
         flags["max_eval_samples"] = args.eval_samples
     result = train_classifier(flags)
     return {key: result[key] for key in ("output_dir", "metrics", "metrics_path") if key in result}
+
+
+# --- 4. prior ------------------------------------------------------------------------------------------------
+
+
+def train_demo_prior(args: argparse.Namespace, tokenizer_dir: Path, output_dir: Path) -> dict:
+    """The pixel ViT that judges the samples (trained once, kept), then the prior on the classifier stage's cached
+    tokens (same images, same tokenizer: nothing is tokenized again)."""
+    from .training import train_classifier, train_prior
+
+    print("== 4/4 prior: MaskGIT on the tokenizer's token grids, judged by a pixel ViT ==", flush=True)
+    judge_dir = output_dir / "pixel_vit"
+    data = {"max_train_samples": args.classifier_train_samples, "seed": args.seed}
+    if args.eval_samples is not None:
+        data["max_eval_samples"] = args.eval_samples
+    if not (judge_dir / "config.json").is_file():
+        print("training the pixel ViT that judges the samples", flush=True)
+        train_classifier({
+            "config": str(CLASSIFIER_CONFIG), "tokenizer_name_or_path": str(tokenizer_dir), "model_type": "pixel_vit",
+            "output_dir": str(judge_dir), "max_train_steps": args.judge_steps, "checkpointing_steps": args.judge_steps,
+            "lr_warmup_steps": min(50, args.judge_steps // 10), **data,
+        })
+    flags = {"config": str(PRIOR_CONFIG), "tokenizer_name_or_path": str(tokenizer_dir), "output_dir": str(output_dir / "prior"),
+             "eval_classifier_name_or_path": str(judge_dir), **data}
+    if args.prior_steps is not None:
+        flags.update(max_train_steps=args.prior_steps, checkpointing_steps=args.prior_steps, lr_warmup_steps=0)
+    if args.prior_eval_images is not None:
+        flags["num_eval_images"] = args.prior_eval_images
+    result = train_prior(flags)
+    return {key: result[key] for key in ("output_dir", "metrics", "metrics_path", "sample_grid") if key in result}
 
 
 def print_summary(results: dict, output_dir: Path) -> None:
@@ -150,4 +192,12 @@ def print_summary(results: dict, output_dir: Path) -> None:
         classifier = results["classifier"]
         print(f"token classifier: {classifier['output_dir']}")
         print(f"  test top-1 accuracy: {classifier['metrics']['accuracy']:.2%}  ({classifier['metrics_path']})")
+    if "prior" in results:
+        from .training.prior_command import format_generation_metrics
+
+        prior = results["prior"]
+        print(f"prior (DiffusionPipeline folder): {prior['output_dir']}")
+        print(f"  samples, one row per class: {prior['sample_grid']}")
+        print(f"  metrics: {prior['metrics_path']}")
+        print("  " + format_generation_metrics(prior["metrics"]).replace("\n", "\n  "))
     print(f"everything is under {os.path.relpath(output_dir)}")

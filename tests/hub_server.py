@@ -1,7 +1,8 @@
 """A small Hugging Face Hub on loopback, for tests: the part of the Hub HTTP API that huggingface_hub 2.4
 calls for `whoami`, `create_repo`, `create_branch`, `upload_folder` / `create_commit` (preupload + NDJSON
-commit), `model_info` and file download (`hf_hub_download`, hence `from_pretrained` and
-`ModelCard.load`).
+commit), `model_info`, `list_repo_tree` (hence `snapshot_download` and diffusers' pipeline download), file download (`hf_hub_download`, hence `from_pretrained` and
+`ModelCard.load`) and collections (`create_collection`, `add_collection_item`, `get_collection`; switched off
+with `collections=False`, to play an endpoint without them).
 
 Repos live on disk under `root/` so a test can inspect what was pushed:
 
@@ -9,6 +10,7 @@ Repos live on disk under `root/` so a test can inspect what was pushed:
     root/models/<org>/<name>/refs/<branch>      commit id (40 hex)
     root/models/<org>/<name>/commits/<id>.json  {"parent", "message", "files": {path: blob sha256}}
     root/models/<org>/<name>/blobs/<sha256>     file contents
+    root/collections/<namespace>/<slug>.json    the collection, as the API returns it
 
 Every file is stored as a "regular" git file: the preupload answer says `uploadMode: regular`, which
 makes the client send contents inline in the commit and never try Xet or LFS transfers (which need
@@ -50,6 +52,9 @@ ROUTES = [
     ("GET", rf"^/api/models/(?P<repo>{NAME}/{NAME})/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?$", "tree"),
     ("HEAD", rf"^/(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
     ("GET", rf"^/(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
+    ("POST", r"^/api/collections$", "create_collection"),
+    ("GET", rf"^/api/collections/(?P<slug>{NAME}/{NAME})$", "get_collection"),
+    ("POST", rf"^/api/collections/(?P<slug>{NAME}/{NAME})/items$", "add_collection_item"),
 ]
 
 
@@ -137,10 +142,12 @@ class HubServer:
     `requests` records (method, path) of every request, `unhandled` those that matched no route.
     """
 
-    def __init__(self, root: str | Path, tokens: dict[str, str], orgs: dict[str, list[str]] | None = None):
+    def __init__(self, root: str | Path, tokens: dict[str, str], orgs: dict[str, list[str]] | None = None,
+                 collections: bool = True):
         self.store = RepoStore(Path(root))
         self.tokens = dict(tokens)
         self.orgs = dict(orgs or {})
+        self.collections = collections
         self.requests: list[tuple[str, str]] = []
         self.unhandled: list[tuple[str, str]] = []
         self._httpd: ThreadingHTTPServer | None = None
@@ -192,6 +199,15 @@ class HubServer:
         if namespace != user and namespace not in self.orgs.get(user, []):
             raise HubError(403, f"You don't have the rights to create a model under the namespace \"{namespace}\"")
         return user
+
+    def collection_file(self, slug: str) -> Path:
+        return self.store.root / "collections" / f"{slug}.json"
+
+    def collection(self, slug: str) -> dict:
+        """A stored collection (what `GET /api/collections/<slug>` answers); HubError 404 if there is none."""
+        if not self.collections or not self.collection_file(slug).is_file():
+            raise HubError(404, f"Collection {slug} not found")
+        return json.loads(self.collection_file(slug).read_text())
 
     def require_read(self, authorization: str | None, repo_id: str) -> None:
         """Missing repos and private repos of others look the same (401 RepoNotFound), as on the Hub."""
@@ -416,6 +432,52 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if "model-index" in metadata:
             fields["model-index"] = metadata["model-index"]
         return fields
+
+    # ------------------------------------------------------------------ collections
+
+    def handle_create_collection(self, body: bytes) -> None:
+        if not self.hub.collections:
+            raise HubError(404, "No route for POST /api/collections in the test Hub")
+        payload = self._json_body(body)
+        namespace, title = payload.get("namespace"), payload.get("title")
+        if not title:
+            raise HubError(400, "A collection needs a title")
+        user = self.hub.require_user(self.authorization)
+        namespace = namespace or user
+        if namespace != user and namespace not in self.hub.orgs.get(user, []):
+            raise HubError(403, f"You cannot create a collection in {namespace}")
+        existing = [json.loads(p.read_text()) for p in (self.hub.store.root / "collections" / namespace).glob("*.json")]
+        for collection in existing:
+            if collection["title"] == title:
+                self._send_json({"error": "Collection already exists", "slug": collection["slug"]}, status=409)
+                return
+        slug = f"{namespace}/{re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-') or 'collection'}-{hashlib.sha1(title.encode()).hexdigest()[:12]}"
+        collection = {"slug": slug, "title": title, "description": payload.get("description"), "owner": {"name": namespace},
+                      "items": [], "lastUpdated": _now(), "position": 0, "private": bool(payload.get("private")),
+                      "theme": "indigo", "upvotes": 0}
+        self.hub.collection_file(slug).parent.mkdir(parents=True, exist_ok=True)
+        self.hub.collection_file(slug).write_text(json.dumps(collection))
+        self._send_json(collection)
+
+    def handle_get_collection(self, body: bytes, slug: str) -> None:
+        self._send_json(self.hub.collection(slug))
+
+    def handle_add_collection_item(self, body: bytes, slug: str) -> None:
+        collection = self.hub.collection(slug)
+        user = self.hub.require_user(self.authorization)
+        namespace = collection["owner"]["name"]
+        if namespace != user and namespace not in self.hub.orgs.get(user, []):
+            raise HubError(403, f"You cannot change the collection {slug}")
+        item = self._json_body(body).get("item") or {}
+        if item.get("type") != "model" or not self.hub.store.exists(item.get("id", "")):
+            raise HubError(404, f"Model {item.get('id')!r} not found")
+        if any(entry["id"] == item["id"] for entry in collection["items"]):
+            raise HubError(409, f"{item['id']} is already in the collection")
+        collection["items"].append({"_id": hashlib.sha1(item["id"].encode()).hexdigest()[:24], "id": item["id"],
+                                    "type": "model", "position": len(collection["items"])})
+        collection["lastUpdated"] = _now()
+        self.hub.collection_file(slug).write_text(json.dumps(collection))
+        self._send_json(collection)
 
     def handle_tree(self, body: bytes, repo: str, rev: str, path: str | None = None) -> None:
         """`list_repo_tree` (hence `snapshot_download`): the files of a commit, one page, recursive or not."""

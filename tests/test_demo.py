@@ -9,7 +9,7 @@ from hf_vq.cli import build_parser, main
 
 def test_cli_lists_every_subcommand():
     help_text = build_parser().format_help()
-    for command in ("demo", "train-tokenizer", "train-classifier", "push"):
+    for command in ("demo", "train-tokenizer", "train-classifier", "train-prior", "push"):
         assert command in help_text
 
 
@@ -26,6 +26,11 @@ def test_quick_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys):
     assert {"psnr", "ssim", "codebook_usage", "perplexity"} <= set(tokenizer_metrics)
     classifier_metrics = json.loads((tmp_path / "token_vit" / "metrics.json").read_text())
     assert 0 <= classifier_metrics["accuracy"] <= 1
+    # Stage 4: the prior's pipeline folder, its sample grid and the metrics judged by the pixel ViT trained for it.
+    assert (tmp_path / "pixel_vit" / "config.json").is_file() and (tmp_path / "prior" / "model_index.json").is_file()
+    assert (tmp_path / "prior" / "samples.png").is_file() and "conditional accuracy" in printed
+    prior_metrics = json.loads((tmp_path / "prior" / "metrics.json").read_text())
+    assert {"conditional_accuracy", "real_accuracy", "classifier_fid", "reconstruction_classifier_fid"} <= set(prior_metrics)
 
 
 def test_demo_rejects_bad_steps(tmp_path):
@@ -33,6 +38,7 @@ def test_demo_rejects_bad_steps(tmp_path):
         main(["demo", "--autoencoder_steps", "0", "--output_dir", str(tmp_path)])
 
 
-def test_classifier_stage_needs_the_tokenizer(tmp_path):
-    with pytest.raises(SystemExit, match="run the tokenizer stage first"):
-        main(["demo", "--stages", "classifier", "--output_dir", str(tmp_path)])
+@pytest.mark.parametrize("stage", ["classifier", "prior"])
+def test_later_stages_need_the_tokenizer(stage, tmp_path):
+    with pytest.raises(SystemExit, match=f"the {stage} stage needs the demo tokenizer"):
+        main(["demo", "--stages", stage, "--output_dir", str(tmp_path)])

@@ -33,12 +33,12 @@ from hf_vq.hub import (
     add_hub_arguments,
     add_push_subcommand,
     check_push_arguments,
-    listed_classifiers,
+    listed_dependents,
     load_model_folder,
     push_to_hub,
     render_model_card,
 )
-from hf_vq.hub.model_card import list_classifier_in_card, measured_metrics
+from hf_vq.hub.model_card import list_dependent_in_card, measured_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer  # noqa: E402
@@ -200,7 +200,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 def test_push_makes_one_commit_with_model_card_code_and_samples(hub, pushed, folders):
     history = hub.store.commits_on(TOKENIZER_REPO)
     # initial commit, the push, then the card update that lists the classifier trained on it
-    assert [c["message"] for c in history] == [f"List classifier {LINKED_CLASSIFIER_REPO} on the card", "Add tokenizer", "initial commit"]
+    assert [c["message"] for c in history] == [f"List {LINKED_CLASSIFIER_REPO} on the card", "Add tokenizer", "initial commit"]
     pushed_files = set(history[1]["files"])
     assert pushed_files == {".gitattributes", "README.md", "config.json", "model.safetensors", "modeling_tiny_codebook.py",
                             "metrics.json", "training_config.json", "samples.png"}
@@ -275,7 +275,7 @@ def test_classifier_card_links_tokenizer_and_tokenizer_card_lists_it(online, pus
     linked = ModelCard.load(LINKED_CLASSIFIER_REPO)
     assert linked.data.base_model == TOKENIZER_REPO
     assert f"[{TOKENIZER_REPO}]({online.url}/{TOKENIZER_REPO})" in linked.text
-    assert listed_classifiers(ModelCard.load(TOKENIZER_REPO).text) == [LINKED_CLASSIFIER_REPO]
+    assert listed_dependents(ModelCard.load(TOKENIZER_REPO).text) == [LINKED_CLASSIFIER_REPO]
     # the uploaded config names the tokenizer's Hub repo, not the local folder it was trained with
     config = json.loads(Path(HfApi().hf_hub_download(LINKED_CLASSIFIER_REPO, "config.json")).read_text())
     assert config["tokenizer_name_or_path"] == TOKENIZER_REPO
@@ -393,13 +393,13 @@ def test_metrics_not_measured_are_not_shown(folders, tmp_path):
 
 def test_listing_a_classifier_twice_keeps_one_entry(folders):
     card = render_model_card(load_model_folder(folders["tokenizer"]), TOKENIZER_REPO).content
-    assert listed_classifiers(card) == []
-    once = list_classifier_in_card(card, "org/b")
-    twice = list_classifier_in_card(list_classifier_in_card(once, "org/a"), "org/b")
-    assert listed_classifiers(twice) == ["org/a", "org/b"]
+    assert listed_dependents(card) == []
+    once = list_dependent_in_card(card, "org/b")
+    twice = list_dependent_in_card(list_dependent_in_card(once, "org/a"), "org/b")
+    assert listed_dependents(twice) == ["org/a", "org/b"]
     assert ModelCard(twice).data.to_dict() == ModelCard(card).data.to_dict()
-    foreign = list_classifier_in_card("---\nlicense: mit\n---\n# A card\n", "org/a")
-    assert listed_classifiers(foreign) == ["org/a"]
+    foreign = list_dependent_in_card("---\nlicense: mit\n---\n# A card\n", "org/a")
+    assert listed_dependents(foreign) == ["org/a"]
 
 
 def test_cli_push_subcommand(online, folders, capsys):

@@ -2,6 +2,7 @@
 pipeline("image-classification"), and clear errors for inputs that do not fit."""
 
 import json
+import re
 
 import numpy as np
 import PIL.Image
@@ -56,10 +57,20 @@ def test_saved_folder_loads_through_auto_classes_without_the_tokenizer_weights(c
     assert (config.codebook_size, config.grid_size, config.token_embedding_dim) == (32, [8, 8], 4)
     assert isinstance(transformers.AutoModelForImageClassification.from_pretrained(classifier_dir), TokenViTForImageClassification)
     assert isinstance(transformers.AutoImageProcessor.from_pretrained(classifier_dir), VQGANImageProcessor)
-    # The tokenizer is a tool, not part of the classifier's weights; and the processor points at no remote code
-    # (pipeline() would otherwise ask on stdin whether to run a "VQGANVideoProcessor").
+    # The tokenizer is a tool, not part of the classifier's weights; but its code (and the processor's) travels with
+    # the classifier, for trust_remote_code=True.
     assert not [key for key in load_file(classifier_dir / "model.safetensors") if "encoder" in key or "quantize" in key]
-    assert "auto_map" not in json.loads((classifier_dir / "preprocessor_config.json").read_text())
+    assert json.loads((classifier_dir / "preprocessor_config.json").read_text())["auto_map"] == {
+        "AutoImageProcessor": "image_processing_vqgan.VQGANImageProcessor"}
+    assert json.loads((classifier_dir / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_token_vit.TokenViTConfig",
+        "AutoModelForImageClassification": "modeling_token_vit.TokenViTForImageClassification"}
+    code = {path.name for path in classifier_dir.glob("*.py")}
+    assert {"modeling_token_vit.py", "configuration_token_vit.py", "vqgan_token_vit.py", "modeling_vqgan.py",
+            "configuration_vqgan.py", "image_processing_vqgan.py", "quantization_vqgan.py", "vector_quantizer.py"} <= code
+    imports = [line for name in code for line in (classifier_dir / name).read_text().splitlines()
+               if re.match(r"\s*(from|import)\s+hf_vq\b", line)]
+    assert imports == [], "the copied code must not import hf_vq"
 
 
 def test_token_embedding_starts_at_the_effective_codebook(classifier_dir, tokenizer_dir):
@@ -97,3 +108,43 @@ def test_pixels_of_the_wrong_size_and_a_mismatched_tokenizer_are_refused(classif
     unnamed = TokenViTForImageClassification(TokenViTConfig(codebook_size=32, grid_size=[8, 8], **TINY))
     with pytest.raises(ValueError, match="tokenizer_name_or_path is not set"):
         unnamed(pixel_values=torch.zeros(1, 3, 16, 16))
+
+
+BLOCKED_SCRIPT = """
+import sys
+sys.modules["hf_vq"] = None  # `import hf_vq` raises ImportError: the folder must carry all of its code
+import numpy as np, PIL.Image, torch, transformers
+
+folder, out = sys.argv[1], sys.argv[2]
+image = PIL.Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+model = transformers.AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+processor = transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+with torch.no_grad():
+    logits = model(**processor(images=image, return_tensors="pt")).logits
+scores = transformers.pipeline("image-classification", model=folder, trust_remote_code=True)(image, top_k=3)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+assert type(model.tokenizer).__module__.startswith("transformers_modules"), type(model.tokenizer).__module__
+torch.save({"logits": logits, "scores": {s["label"]: s["score"] for s in scores}}, out)
+"""
+
+
+def test_saved_folder_loads_without_hf_vq(classifier_dir, tmp_path):
+    """The folder alone (its code, its tokenizer's code and its processor's) classifies images where hf_vq is absent;
+    the tokenizer's weights come from the folder its config names."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "blocked.py").write_text(BLOCKED_SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "blocked.py", str(classifier_dir), "out.pt"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "out.pt")
+    model = TokenViTForImageClassification.from_pretrained(classifier_dir).eval()
+    processor = VQGANImageProcessor.from_pretrained(classifier_dir)
+    with torch.no_grad():
+        logits = model(**processor(images=_image(1), return_tensors="pt")).logits
+    torch.testing.assert_close(remote["logits"], logits)
+    probabilities = logits.softmax(-1)[0]
+    assert remote["scores"] == pytest.approx({LABELS[i]: float(probabilities[i]) for i in range(3)}, abs=1e-5)

@@ -1,4 +1,5 @@
-"""Evaluation of image tokenizers: reconstruction metrics (PSNR, SSIM, codebook usage, perplexity, rFID) and sample grids."""
+"""Evaluation of image tokenizers (reconstruction metrics: PSNR, SSIM, codebook usage, perplexity, rFID), of token priors
+(generation metrics judged by a classifier hf_vq trains), and sample grids."""
 
 from .fid import (
     INCEPTION_WEIGHTS_FILE,
@@ -9,18 +10,23 @@ from .fid import (
     InceptionWeightsNotFoundError,
     default_inception_weights_path,
 )
+from .generation import ClassifierJudge, GenerationMetrics, load_classifier_judge
 from .metrics import CodebookUsage, ReconstructionMetrics
-from .samples import save_sample_grid
+from .samples import save_image_grid, save_sample_grid
 
 __all__ = [
     "INCEPTION_WEIGHTS_FILE",
     "INCEPTION_WEIGHTS_URL",
     "CallableFeatureExtractor",
+    "ClassifierJudge",
     "CodebookUsage",
     "FIDFeatureExtractor",
+    "GenerationMetrics",
     "InceptionFeatureExtractor",
     "InceptionWeightsNotFoundError",
     "ReconstructionMetrics",
     "default_inception_weights_path",
+    "load_classifier_judge",
+    "save_image_grid",
     "save_sample_grid",
 ]

@@ -1,4 +1,4 @@
-"""Sample grids for logs and model cards: originals beside their reconstructions."""
+"""Sample grids for logs and model cards: originals beside their reconstructions, generated images by class."""
 
 from __future__ import annotations
 
@@ -44,6 +44,31 @@ def save_sample_grid(
         raise ValueError(f"nrow must be positive, got {nrow}")
     tiles = np.stack([originals, reconstructions], axis=1).reshape(-1, *originals.shape[1:])  # o0, r0, o1, r1...
     grid = _tile(tiles, columns=2 * min(nrow, len(originals)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path, format="PNG")
+    return path
+
+
+def save_image_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, columns: int) -> Path:
+    """Write a PNG of `images` (N, C, H, W) in [-1, 1], `columns` per row in the given order (e.g. one row per class
+    for samples generated class by class), tiles separated by 2 black pixels.
+
+    Example:
+
+    ```python
+    >>> import tempfile, torch, PIL.Image
+    >>> from hf_vq.evaluation import save_image_grid
+    >>> path = save_image_grid(torch.zeros(6, 1, 8, 8), tempfile.mkdtemp() + "/grid.png", columns=3)
+    >>> PIL.Image.open(path).size
+    (32, 22)
+
+    ```
+    """
+    if columns <= 0:
+        raise ValueError(f"columns must be positive, got {columns}")
+    tiles = _as_uint8(images)
+    grid = _tile(tiles, columns=min(columns, len(tiles)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     PIL.Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path, format="PNG")

@@ -3,6 +3,8 @@
     from hf_vq.hub import push_to_hub
     push_to_hub("outputs/vqgan", "me/vqgan-fashion-mnist")   # -> commit URL
     # or: hf-vq push --model_dir outputs/vqgan --hub_model_id me/vqgan-fashion-mnist
+    # a tokenizer and the models built on it, linked:
+    # hf-vq push-set --tokenizer_dir outputs/vqgan --classifier_dirs outputs/token-vit --hub_namespace me
 
 The model-folder contract (what a training run leaves in its output folder, and what is pushed):
 
@@ -25,10 +27,16 @@ The model-folder contract (what a training run leaves in its output folder, and 
   `quantizer_`) are read from it and from config.json.
 - `samples.png`: an image grid, embedded in the card.
 - A classifier's config.json names its tokenizer in `tokenizer_name_or_path` (a Hub repo id, or a
-  local folder plus `--tokenizer_hub_id` at push time). The classifier card links the tokenizer
-  (`base_model`), and the tokenizer's card on the Hub gets the classifier added to its list.
+  local folder plus `--tokenizer_hub_id` at push time); the uploaded config names the Hub repo and pins
+  `tokenizer_revision` (the tokenizer's commit). The classifier card links the tokenizer (`base_model`),
+  and the tokenizer's card on the Hub lists the models built on it. A classifier whose tokenizer is
+  only local is refused: push both with `hf-vq push-set` (`push_model_set`).
+- A generation pipeline (a prior) is a diffusers folder: `model_index.json` and one subfolder per
+  component, with metrics.json and samples.png at the top.
 
-Other files in the folder (checkpoints, logs, a README.md) are not pushed; the card is generated.
+Other files in the folder (checkpoints, logs, a README.md) are not pushed; the card is generated. The
+uploaded JSON files carry no local paths (a path becomes the Hub id of the model it names, or its last
+component), and the upload is refused if a local folder's path is still in any uploaded text file.
 """
 
 from .errors import (
@@ -37,12 +45,21 @@ from .errors import (
     IncompleteModelFolderError,
     InvalidCardMetadataError,
     InvalidRepoIdError,
+    LocalTokenizerError,
     MissingTokenError,
     OfflineModeError,
 )
-from .model_card import listed_classifiers, render_model_card, validate_card_metadata
+from .model_card import listed_dependents, render_model_card, validate_card_metadata
 from .model_folder import ModelFolder, load_model_folder
-from .push import add_hub_arguments, add_push_subcommand, check_push_arguments, push_to_hub, push_trained_model
+from .model_set import PushedSet, add_push_set_subcommand, push_model_set
+from .push import (
+    add_hub_arguments,
+    add_push_subcommand,
+    check_push_arguments,
+    check_tokenizer_for_push,
+    push_to_hub,
+    push_trained_model,
+)
 
 __all__ = [
     "HubPushError",
@@ -50,14 +67,19 @@ __all__ = [
     "IncompleteModelFolderError",
     "InvalidCardMetadataError",
     "InvalidRepoIdError",
+    "LocalTokenizerError",
     "MissingTokenError",
     "ModelFolder",
     "OfflineModeError",
+    "PushedSet",
     "add_hub_arguments",
+    "add_push_set_subcommand",
     "add_push_subcommand",
     "check_push_arguments",
-    "listed_classifiers",
+    "check_tokenizer_for_push",
+    "listed_dependents",
     "load_model_folder",
+    "push_model_set",
     "push_to_hub",
     "push_trained_model",
     "render_model_card",

@@ -31,3 +31,7 @@ class HubUnreachableError(HubPushError, ConnectionError):
 
 class InvalidCardMetadataError(HubPushError, ValueError):
     """The model card's YAML metadata would be rejected or misread by the Hub."""
+
+
+class LocalTokenizerError(HubPushError):
+    """A classifier or prior names a tokenizer that is not on the Hub: pushed alone it could not be used."""

@@ -23,7 +23,6 @@ from .errors import InvalidCardMetadataError
 from .model_folder import ModelFolder, looks_like_repo_id
 
 
-
 def _find_template_dir() -> Path:
     """`model_cards/` beside the package in a source checkout (editable install), else the copy that a
     regular install puts under `<prefix>/share/hf_vq/model_cards` (setup.cfg's data_files)."""
@@ -33,9 +32,13 @@ def _find_template_dir() -> Path:
 
 TEMPLATE_DIR = _find_template_dir()
 HUB_URL = "https://huggingface.co"
-CLASSIFIERS_START = "<!-- hf_vq:classifiers:start -->"
-CLASSIFIERS_END = "<!-- hf_vq:classifiers:end -->"
-NO_CLASSIFIERS_YET = "None published yet."
+DEPENDENTS_START = "<!-- hf_vq:dependents:start -->"
+DEPENDENTS_END = "<!-- hf_vq:dependents:end -->"
+NO_DEPENDENTS_YET = "None published yet."
+# How a model built on a tokenizer is described in the tokenizer card's list, by the kind of its folder.
+DEPENDENT_LABELS = {"classifier": "image classifier", "prior": "class-conditional image generation", "model": "model"}
+# Local names of datasets that are on the Hub under another id: (Hub id, subset).
+KNOWN_HUB_DATASETS = {name: ("zalando-datasets/fashion_mnist", "fashion_mnist") for name in ("fashion_mnist", "fashion-mnist")}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,25 @@ METRICS = (
     MetricSpec("perplexity", "Codebook perplexity", "exp(entropy) of code usage; the codebook size at most"),
     MetricSpec("accuracy", "Accuracy", "top-1 classification accuracy", percent=True),
     MetricSpec("top5_accuracy", "Top-5 accuracy", "top-5 classification accuracy", percent=True),
+    # Generation (a prior over a tokenizer's codes), under the names the prior's training run writes them.
+    MetricSpec("conditional_accuracy", "Conditional accuracy",
+               "share of generated images that a reference classifier assigns to the class they were generated for",
+               percent=True),
+    MetricSpec("real_accuracy", "Reference classifier accuracy", "the reference classifier's accuracy on real images",
+               percent=True),
+    MetricSpec("relative_conditional_accuracy", "Relative conditional accuracy",
+               "conditional accuracy / reference classifier accuracy; 1 is as recognisable as real images"),
+    MetricSpec("classifier_fid", "Classifier FID",
+               "Frechet distance of generated to real images in the reference classifier's features, lower is better"),
+    MetricSpec("reconstruction_classifier_fid", "Reconstruction classifier FID",
+               "the same distance for the tokenizer's reconstructions: the floor a prior over its codes can reach"),
+    MetricSpec("classifier_fid_ratio", "Classifier FID / floor", "classifier FID over its reconstruction floor; 1 is the floor"),
+    MetricSpec("inception_fid", "FID", "Frechet Inception distance of generated to real images, lower is better"),
+    MetricSpec("reconstruction_inception_fid", "Reconstruction FID", "the same distance for the tokenizer's reconstructions"),
+    MetricSpec("generated_perplexity", "Generated-code perplexity", "exp(entropy) of the codes the prior generates"),
+    MetricSpec("real_perplexity", "Real-code perplexity", "exp(entropy) of the codes of real images, for comparison"),
+    MetricSpec("generated_usage", "Generated-code usage", "share of the codebook the prior generates", percent=True),
+    MetricSpec("real_usage", "Real-code usage", "share of the codebook real images use", percent=True),
 )
 # Quantizer options as named by hf_vq.quantization.VectorQuantizer; configs may prefix them with "quantizer_".
 QUANTIZER_METHODS = (
@@ -68,17 +90,22 @@ QUANTIZER_METHODS = (
     ("distance", lambda v: v is not None, "Distance: {v}"),
 )
 ARCHITECTURE_KEYS = ("codebook_size", "embed_dim", "quantizer_type", "image_size", "num_channels", "block_out_channels",
-                     "latent_channels", "grid_size", "patch_size",
+                     "latent_channels", "grid_size", "grid_height", "grid_width", "num_classes", "patch_size",
                      "hidden_size", "num_hidden_layers", "num_attention_heads", "num_labels")
 COMPUTE_KEYS = (("hardware", "Hardware"), ("num_processes", "Processes"), ("mixed_precision", "Mixed precision"),
                 ("train_steps", "Training steps"), ("max_train_steps", "Training steps"),
                 ("train_batch_size", "Batch size per process"), ("train_seconds", "Training time (s)"),
                 ("train_hours", "Training time (h)"))
 SECRET_KEY = re.compile(r"(^|_)(token|password|secret|api_key)$", re.I)
-PIPELINE_TAGS = {"tokenizer": "image-feature-extraction", "classifier": "image-classification", "model": None}
+# A class-conditional prior generates images from a class label, not from text and not from nothing: the Hub has no
+# task of its own for that, and puts class-conditional models (DiT, MaskGIT on ImageNet classes) under
+# "unconditional-image-generation"; the tags say "class-conditional".
+PIPELINE_TAGS = {"tokenizer": "image-feature-extraction", "classifier": "image-classification",
+                 "prior": "unconditional-image-generation", "model": None}
 KIND_TAGS = {
     "tokenizer": ["hf_vq", "image-tokenizer", "vqgan", "vector-quantization"],
     "classifier": ["hf_vq", "image-classification", "image-tokens"],
+    "prior": ["hf_vq", "class-conditional", "image-generation", "image-tokens", "masked-generative-transformer"],
     "model": ["hf_vq"],
 }
 # The Hub's license identifiers most likely here; anything else must be "other" with a name and a link.
@@ -100,17 +127,24 @@ def render_model_card(
     *,
     license: str = "apache-2.0",  # noqa: A002 - the Hub's field name
     tokenizer_hub_id: str | None = None,
+    tokenizer_revision: str | None = None,
+    dependents: list[tuple[str, str]] | None = None,
     endpoint: str = HUB_URL,
     template_dir: str | Path | None = None,
 ) -> ModelCard:
     """The card of `folder` as it will be pushed to `hub_model_id`, metadata checked.
+
+    `tokenizer_hub_id` / `tokenizer_revision`: where a classifier or prior finds its tokenizer on the Hub (else its
+    config's reference, which must then be a Hub id). `dependents`: (repo id, kind) of models built on a tokenizer,
+    listed on its card.
 
     Example:
         >>> card = render_model_card(load_model_folder("outputs/vqgan"), "me/vqgan-fashion-mnist")
         >>> card.data.pipeline_tag, [r.metric_type for r in card.data.eval_results]
         ('image-feature-extraction', ['psnr', 'ssim', 'codebook_usage', 'perplexity'])
     """
-    context = card_context(folder, hub_model_id, tokenizer_hub_id=tokenizer_hub_id, endpoint=endpoint)
+    context = card_context(folder, hub_model_id, tokenizer_hub_id=tokenizer_hub_id, endpoint=endpoint,
+                           tokenizer_revision=tokenizer_revision, dependents=dependents or [])
     card_data = build_card_data(folder, hub_model_id, context, license=license)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
@@ -128,9 +162,19 @@ def render_model_card(
     return card
 
 
-def card_context(folder: ModelFolder, hub_model_id: str, *, tokenizer_hub_id: str | None, endpoint: str) -> dict[str, Any]:
+def card_context(
+    folder: ModelFolder,
+    hub_model_id: str,
+    *,
+    tokenizer_hub_id: str | None,
+    endpoint: str,
+    tokenizer_revision: str | None = None,
+    dependents: list[tuple[str, str]] = (),
+) -> dict[str, Any]:
     """Everything the templates show, computed here so that templates stay plain layout."""
     tokenizer = tokenizer_hub_id or folder.tokenizer_reference
+    dataset, subset = _evaluation_dataset(folder)
+    image_config = _image_config(folder)
     return {
         "repo_id": hub_model_id,
         "model_name": hub_model_id.split("/")[-1],
@@ -138,25 +182,32 @@ def card_context(folder: ModelFolder, hub_model_id: str, *, tokenizer_hub_id: st
         "kind": folder.kind,
         "model_type": folder.config.get("model_type"),
         "metrics": measured_metrics(folder.metrics),
-        "dataset": _evaluation_dataset(folder),
-        "split": folder.metrics.get("split"),
-        "architecture": [(key, folder.config[key]) for key in ARCHITECTURE_KEYS if folder.config.get(key) is not None],
-        "labels": _labels(folder.config) if folder.kind == "classifier" else [],
+        "dataset": dataset,
+        "dataset_on_hub": bool(dataset and looks_like_repo_id(dataset)),
+        "subset": subset,
+        "split": folder.metrics.get("split") or folder.training_config.get("eval_split"),
+        "eval_examples": folder.metrics.get("eval_examples") or folder.metrics.get("eval_images"),
+        "architecture": _architecture(folder),
+        "labels": _labels(folder),
         "quantizer_methods": quantizer_methods(folder.config, folder.training_config),
         "compute": _compute(folder),
         "training_config_yaml": _training_config_yaml(folder.training_config),
         "has_samples": folder.has_samples,
         "has_processor": folder.processor_config is not None,
+        "is_pipeline": folder.is_pipeline,
         "trust_remote_code": folder.uses_remote_code,
-        "needs_hf_vq_import": not folder.uses_remote_code and not _is_builtin_model_type(folder.config.get("model_type")),
-        "image_mode": "L" if folder.config.get("num_channels") == 1 else "RGB",
-        "image_size": _image_size(folder),
-        "num_channels": folder.config.get("num_channels", 3),
+        "reads_tokens": folder.kind == "classifier" and "codebook_size" in folder.config,
+        "image_mode": "L" if image_config.get("num_channels") == 1 else "RGB",
+        "image_kind": "grayscale" if image_config.get("num_channels") == 1 else "RGB",
+        "image_size": _image_size(folder, image_config),
+        "num_channels": image_config.get("num_channels", 3),
         "tokenizer_repo": tokenizer if tokenizer and looks_like_repo_id(tokenizer) else None,
-        "tokenizer_local_path": tokenizer if tokenizer and not looks_like_repo_id(tokenizer) else None,
-        "classifiers_start": CLASSIFIERS_START,
-        "classifiers_end": CLASSIFIERS_END,
-        "no_classifiers_yet": NO_CLASSIFIERS_YET,
+        "tokenizer_revision": tokenizer_revision or folder.config.get("tokenizer_revision"),
+        "dependents": [(repo, DEPENDENT_LABELS.get(kind, kind)) for repo, kind in sorted(dependents)],
+        "dependents_start": DEPENDENTS_START,
+        "dependents_end": DEPENDENTS_END,
+        "no_dependents_yet": NO_DEPENDENTS_YET,
+        "generation_call": _generation_call(folder),
     }
 
 
@@ -170,17 +221,18 @@ def build_card_data(folder: ModelFolder, hub_model_id: str, context: dict[str, A
         eval_results = [
             EvalResult(
                 task_type=pipeline_tag or "other", dataset_type=dataset, dataset_name=dataset, dataset_split=context["split"],
-                metric_type=metric["key"], metric_name=metric["label"], metric_value=metric["value"],
+                dataset_config=context["subset"], metric_type=metric["key"], metric_name=metric["label"],
+                metric_value=metric["value"],
             )
             for metric in context["metrics"]
         ]
     return ModelCardData(
-        library_name="transformers",
+        library_name="diffusers" if folder.is_pipeline else "transformers",
         license=license,
         pipeline_tag=pipeline_tag,
         tags=tags,
-        datasets=[dataset] if dataset and looks_like_repo_id(dataset) else None,
-        base_model=context["tokenizer_repo"] if folder.kind == "classifier" else None,
+        datasets=[dataset] if context["dataset_on_hub"] else None,
+        base_model=context["tokenizer_repo"] if folder.kind in ("classifier", "prior") else None,
         model_name=hub_model_id,
         eval_results=eval_results,
         metrics=[metric["key"] for metric in context["metrics"]] or None,
@@ -238,24 +290,26 @@ def validate_card_metadata(card: ModelCard) -> None:
         raise InvalidCardMetadataError("Invalid model card metadata:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def list_classifier_in_card(card_text: str, classifier_repo: str, endpoint: str = HUB_URL) -> str:
-    """`card_text` with `classifier_repo` added to its list of classifiers (added once, kept sorted)."""
-    link = f"- [{classifier_repo}]({endpoint.rstrip('/')}/{classifier_repo})"
-    pattern = re.compile(re.escape(CLASSIFIERS_START) + r"\n(.*?)" + re.escape(CLASSIFIERS_END), re.S)
+def list_dependent_in_card(card_text: str, repo_id: str, kind: str = "classifier", endpoint: str = HUB_URL) -> str:
+    """`card_text` (a tokenizer's card) with `repo_id`, a model of `kind` built on the tokenizer, added to its list
+    of dependents (added once, kept sorted)."""
+    label = DEPENDENT_LABELS.get(kind, kind)
+    link = f"- [{repo_id}]({endpoint.rstrip('/')}/{repo_id}): {label}"
+    pattern = re.compile(re.escape(DEPENDENTS_START) + r"\n(.*?)" + re.escape(DEPENDENTS_END), re.S)
     match = pattern.search(card_text)
     if match is None:  # a card not made by hf_vq: append the section
-        section = f"\n## Classifiers trained on this tokenizer\n\n{CLASSIFIERS_START}\n{link}\n{CLASSIFIERS_END}\n"
+        section = f"\n## Models built on this tokenizer\n\n{DEPENDENTS_START}\n{link}\n{DEPENDENTS_END}\n"
         return card_text.rstrip("\n") + "\n" + section
     entries = [line for line in match.group(1).splitlines() if line.startswith("- [")]
-    if not any(line.startswith(f"- [{classifier_repo}]") for line in entries):
+    if not any(line.startswith(f"- [{repo_id}]") for line in entries):
         entries.append(link)
     body = "\n".join(sorted(entries)) + "\n"
-    return card_text[: match.start()] + f"{CLASSIFIERS_START}\n{body}{CLASSIFIERS_END}" + card_text[match.end():]
+    return card_text[: match.start()] + f"{DEPENDENTS_START}\n{body}{DEPENDENTS_END}" + card_text[match.end():]
 
 
-def listed_classifiers(card_text: str) -> list[str]:
-    """The repo ids in a tokenizer card's list of classifiers."""
-    pattern = re.compile(re.escape(CLASSIFIERS_START) + r"\n(.*?)" + re.escape(CLASSIFIERS_END), re.S)
+def listed_dependents(card_text: str) -> list[str]:
+    """The repo ids in a tokenizer card's list of models built on it."""
+    pattern = re.compile(re.escape(DEPENDENTS_START) + r"\n(.*?)" + re.escape(DEPENDENTS_END), re.S)
     match = pattern.search(card_text)
     return re.findall(r"^- \[([^\]]+)\]", match.group(1), flags=re.M) if match else []
 
@@ -273,13 +327,50 @@ def _lookup(name: str, configs: tuple[dict[str, Any], ...]) -> Any:
     return _MISSING
 
 
-def _evaluation_dataset(folder: ModelFolder) -> str | None:
+def _evaluation_dataset(folder: ModelFolder) -> tuple[str | None, str | None]:
+    """(dataset, subset) the run evaluated on: a Hub id where the local name has a known Hub equivalent."""
     value = folder.metrics.get("dataset") or folder.training_config.get("dataset_name")
-    return str(value) if value else None
+    subset = folder.metrics.get("subset") or folder.training_config.get("dataset_config_name")
+    if not value:
+        return None, subset
+    value = str(value)
+    known = KNOWN_HUB_DATASETS.get(value) or KNOWN_HUB_DATASETS.get(Path(value).name)
+    if known and not looks_like_repo_id(value):
+        return known[0], subset or known[1]
+    return value, subset
 
 
-def _labels(config: dict[str, Any]) -> list[str]:
+def _image_config(folder: ModelFolder) -> dict[str, Any]:
+    """What images the model takes or makes (`num_channels`, `image_size`): its config, completed by its image
+    processor's (a token classifier's config has no channels: its tokenizer's processor has), or a pipeline's
+    tokenizer component."""
+    if folder.is_pipeline:
+        return next((config for config in folder.components.values() if "image_size" in config), {})
+    processor = {key: value for key, value in (folder.processor_config or {}).items() if key == "num_channels"}
+    return processor | {key: value for key, value in folder.config.items() if value is not None}
+
+
+def _prior_config(folder: ModelFolder) -> dict[str, Any]:
+    """A pipeline's prior component: the one that names the tokenizer (or the `transformer`)."""
+    named = [config for config in folder.components.values() if config.get("tokenizer_name_or_path")]
+    return named[0] if named else folder.components.get("transformer", {})
+
+
+def _architecture(folder: ModelFolder) -> list[tuple[str, Any]]:
+    """(setting, value) rows; a pipeline's settings are named by component (`transformer.hidden_size`)."""
+    if not folder.is_pipeline:
+        return [(key, folder.config[key]) for key in ARCHITECTURE_KEYS if folder.config.get(key) is not None]
+    return [(f"{name}.{key}", config[key]) for name, config in folder.components.items()
+            for key in ARCHITECTURE_KEYS if config.get(key) is not None]
+
+
+def _labels(folder: ModelFolder) -> list[str]:
+    if folder.kind not in ("classifier", "prior"):
+        return []
+    config = _prior_config(folder) if folder.is_pipeline else folder.config
     id2label = config.get("id2label") or {}
+    if folder.is_pipeline and len(id2label) != config.get("num_classes"):
+        return []  # transformers' default two labels of a config without classes
     return [id2label[key] for key in sorted(id2label, key=lambda k: int(k))]
 
 
@@ -298,14 +389,16 @@ def _training_config_yaml(training_config: dict[str, Any]) -> str | None:
     return yaml.safe_dump(safe, sort_keys=True).strip() if safe else None
 
 
-def _image_size(folder: ModelFolder) -> int:
-    size = (folder.processor_config or {}).get("size") or folder.config.get("image_size") or 32
+def _generation_call(folder: ModelFolder) -> str:
+    """The line of the prior card's snippet that generates images: two classes (or, unconditional, two samples)."""
+    seeded = "generator=torch.Generator().manual_seed(0)"
+    if folder.is_pipeline and _prior_config(folder).get("num_classes", 0) > 0:
+        return f"images = pipe(class_labels=[0, 1], {seeded}).images  # one image of class 0, one of class 1"
+    return f"images = pipe(batch_size=2, {seeded}).images"
+
+
+def _image_size(folder: ModelFolder, image_config: dict[str, Any]) -> int:
+    size = (folder.processor_config or {}).get("size") or image_config.get("image_size") or 32
     if isinstance(size, dict):
         size = size.get("height") or size.get("shortest_edge") or 32
     return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-
-def _is_builtin_model_type(model_type: str | None) -> bool:
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    return model_type in CONFIG_MAPPING_NAMES

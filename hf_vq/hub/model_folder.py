@@ -15,14 +15,18 @@ import yaml
 from .errors import IncompleteModelFolderError
 
 CONFIG_NAME = "config.json"
+PIPELINE_INDEX_NAME = "model_index.json"
 WEIGHTS_NAME = "model.safetensors"
+DIFFUSERS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PROCESSOR_NAME = "preprocessor_config.json"
 METRICS_NAME = "metrics.json"
 TRAINING_CONFIG_NAMES = ("training_config.json", "training_config.yaml", "training_config.yml")
 SAMPLES_NAME = "samples.png"
-# Config fields that name the tokenizer a classifier consumes (a Hub repo id or a local folder).
+# Config fields that name the tokenizer a classifier or prior consumes (a Hub repo id or a local folder), and the
+# field that pins its revision (a commit id, written at push time).
 TOKENIZER_REFERENCE_KEYS = ("tokenizer_name_or_path",)
+TOKENIZER_REVISION_KEY = "tokenizer_revision"
 # Files a model repo needs or documents; anything else in the folder (checkpoints, logs, optimizer
 # states) stays local. README.md is not listed: the card is always generated afresh.
 SHARED_SUFFIXES = (".json", ".safetensors", ".py", ".yaml", ".yml", ".png", ".txt", ".jinja")
@@ -32,6 +36,9 @@ REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$
 @dataclass
 class ModelFolder:
     """What a saved model folder holds, read once and checked.
+
+    A folder is a transformers model (`config.json` at the top) or a diffusers pipeline (`model_index.json` at the
+    top, one subfolder per component, e.g. a class-conditional prior: `vqgan/`, `transformer/`, `scheduler/`).
 
     Example:
         >>> folder = load_model_folder("outputs/vqgan")
@@ -46,10 +53,19 @@ class ModelFolder:
     processor_config: dict[str, Any] | None = None
     remote_code_files: list[str] = field(default_factory=list)
     has_samples: bool = False
+    # Pipelines only: each component's config (config.json or scheduler_config.json), by subfolder name.
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def is_pipeline(self) -> bool:
+        return (self.path / PIPELINE_INDEX_NAME).is_file()
 
     @property
     def kind(self) -> str:
-        """"classifier", "tokenizer" or "model" (anything else): picks the card template."""
+        """"classifier", "tokenizer", "prior" (a generation pipeline over a tokenizer's codes) or "model" (anything
+        else): picks the card template."""
+        if self.is_pipeline:
+            return "prior" if self.tokenizer_reference or any("num_classes" in c for c in self.components.values()) else "model"
         architectures = self.config.get("architectures") or []
         if self.tokenizer_reference or any(name.endswith("ForImageClassification") for name in architectures):
             return "classifier"
@@ -59,20 +75,30 @@ class ModelFolder:
 
     @property
     def tokenizer_reference(self) -> str | None:
-        for key in TOKENIZER_REFERENCE_KEYS:
-            if self.config.get(key):
-                return str(self.config[key])
+        """The tokenizer this model reads, as recorded in its config (or, for a pipeline, in a component's)."""
+        for config in (self.config, *self.components.values()):
+            for key in TOKENIZER_REFERENCE_KEYS:
+                if config.get(key):
+                    return str(config[key])
+        if self.is_pipeline and self.metrics.get("tokenizer"):
+            return str(self.metrics["tokenizer"])
         return None
 
     @property
     def uses_remote_code(self) -> bool:
-        return bool(self.config.get("auto_map") or (self.processor_config or {}).get("auto_map"))
+        configs = [self.config, self.processor_config or {}, *self.components.values()]
+        return any(config.get("auto_map") for config in configs) or bool(self.remote_code_files)
 
     def files_to_share(self) -> list[Path]:
-        return sorted(
-            p for p in self.path.iterdir()
-            if p.is_file() and p.suffix in SHARED_SUFFIXES and not p.name.startswith(".") and p.name != "README.md"
-        )
+        """Paths relative to the folder: the top-level files, and each pipeline component's subfolder."""
+        files = [Path(p.name) for p in self.path.iterdir() if _shareable(p)]
+        for name in self.components:
+            files += [p.relative_to(self.path) for p in sorted((self.path / name).rglob("*")) if _shareable(p)]
+        return sorted(files)
+
+
+def _shareable(path: Path) -> bool:
+    return path.is_file() and path.suffix in SHARED_SUFFIXES and not path.name.startswith(".") and path.name != "README.md"
 
 
 def looks_like_repo_id(value: str) -> bool:
@@ -89,18 +115,81 @@ def load_model_folder(model_dir: str | Path) -> ModelFolder:
     if not path.is_dir():
         raise IncompleteModelFolderError(f"Model folder {str(path)!r} does not exist or is not a folder.")
     problems: list[str] = []
-    config = _read_json(path / CONFIG_NAME, problems, required=True) or {}
-    if config and "model_type" not in config:
-        problems.append(f"{CONFIG_NAME} has no 'model_type': save the model with `model.save_pretrained(folder)`.")
-    _check_weights(path, problems)
-    processor_config = _read_json(path / PROCESSOR_NAME, problems, required=False)
-    remote_code_files = _check_remote_code(path, [config, processor_config or {}], problems)
+    components: dict[str, dict[str, Any]] = {}
+    processor_config = None
+    if (path / PIPELINE_INDEX_NAME).is_file():
+        config = _read_json(path / PIPELINE_INDEX_NAME, problems, required=True) or {}
+        components = _check_pipeline(path, config, problems)
+        remote_code_files = sorted(p.name for p in path.glob("*.py"))
+    else:
+        config = _read_json(path / CONFIG_NAME, problems, required=True) or {}
+        if config and "model_type" not in config:
+            problems.append(f"{CONFIG_NAME} has no 'model_type': save the model with `model.save_pretrained(folder)`.")
+        _check_weights(path, problems)
+        processor_config = _read_json(path / PROCESSOR_NAME, problems, required=False)
+        remote_code_files = _check_remote_code(path, [config, processor_config or {}], problems)
+        _check_loadable_without_hf_vq(config, processor_config, problems)
     metrics = _read_metrics(path / METRICS_NAME, problems)
     training_config = _read_training_config(path, problems)
     if problems:
         listing = "\n".join(f"  - {problem}" for problem in problems)
         raise IncompleteModelFolderError(f"Model folder {str(path)!r} cannot be pushed:\n{listing}")
-    return ModelFolder(path, config, metrics, training_config, processor_config, remote_code_files, (path / SAMPLES_NAME).is_file())
+    return ModelFolder(path, config, metrics, training_config, processor_config, remote_code_files,
+                       (path / SAMPLES_NAME).is_file(), components)
+
+
+def is_builtin_model_type(model_type: str | None) -> bool:
+    """Whether transformers itself knows `model_type` (so the model loads without remote code)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return model_type in CONFIG_MAPPING_NAMES
+
+
+def _check_loadable_without_hf_vq(config: dict, processor_config: dict | None, problems: list[str]) -> None:
+    """hf_vq is on no package index: what a Hub user loads must be transformers' own or carried as remote code."""
+    model_type = config.get("model_type")
+    if model_type and not config.get("auto_map") and not is_builtin_model_type(model_type):
+        problems.append(
+            f"{CONFIG_NAME} has model_type {model_type!r}, which transformers does not know, and no auto_map: Hub users "
+            "could not load it. Save the model after `register_for_auto_class()` (hf_vq's models do this) so that "
+            "its code travels with it."
+        )
+    processor_type = (processor_config or {}).get("image_processor_type")
+    if processor_config is not None and not processor_config.get("auto_map") and processor_type:
+        import transformers
+
+        if not hasattr(transformers, processor_type.removesuffix("Pil")) and not hasattr(transformers, processor_type):
+            problems.append(
+                f"{PROCESSOR_NAME} names {processor_type}, which transformers does not know, and no auto_map: save the "
+                "processor with `processor.save_pretrained(folder)` after `register_for_auto_class()` so that "
+                "image_processing_*.py travels with it."
+            )
+
+
+def _check_pipeline(path: Path, index: dict, problems: list[str]) -> dict[str, dict[str, Any]]:
+    """Each component named in model_index.json is a subfolder with its config, and weights where it has a model."""
+    components = {}
+    for name, value in index.items():
+        if name.startswith("_") or not (isinstance(value, list) and len(value) == 2 and value[0] is not None):
+            continue
+        folder = path / name
+        if not folder.is_dir():
+            problems.append(f"{PIPELINE_INDEX_NAME} names the component {name!r} but there is no {name}/ subfolder.")
+            continue
+        config_file = next((p for p in (folder / CONFIG_NAME, folder / "scheduler_config.json") if p.is_file()), None)
+        if config_file is None:
+            problems.append(f"{name}/ has no config.json or scheduler_config.json: save the component with save_pretrained.")
+            continue
+        components[name] = _read_json(config_file, problems, required=True) or {}
+        if config_file.name == CONFIG_NAME and not (folder / WEIGHTS_NAME).is_file() and not (folder / DIFFUSERS_WEIGHTS_NAME).is_file() \
+                and not (folder / WEIGHTS_INDEX_NAME).is_file():
+            problems.append(f"{name}/ has a config but no weights ({WEIGHTS_NAME} or {DIFFUSERS_WEIGHTS_NAME}).")
+        for weights in (folder / WEIGHTS_NAME, folder / DIFFUSERS_WEIGHTS_NAME):
+            if weights.is_file():
+                _check_safetensors(weights, problems)
+    if not components:
+        problems.append(f"{PIPELINE_INDEX_NAME} names no components: save the pipeline with `pipeline.save_pretrained(folder)`.")
+    return components
 
 
 def _read_json(file: Path, problems: list[str], required: bool) -> dict | None:

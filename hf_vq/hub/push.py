@@ -1,5 +1,9 @@
 """Pushing a saved model folder to the Hub: one commit with weights, config, processor, remote code,
 metrics, samples and a generated model card; `hf-vq push` and the training scripts' `--push_to_hub`.
+
+A model built on a tokenizer (a token classifier, a prior) is pushed only against a tokenizer on the Hub: its
+uploaded config names the tokenizer's repo and pins the revision it was pushed against. To push a tokenizer and its
+dependents together, see `hf_vq.hub.model_set` (`hf-vq push-set`).
 """
 
 from __future__ import annotations
@@ -10,17 +14,35 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from huggingface_hub import HfApi, constants, get_token, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub import CommitInfo, HfApi, constants, get_token, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
 from ..flags import add_flags, flag
-from .errors import HubPushError, HubUnreachableError, InvalidRepoIdError, MissingTokenError, OfflineModeError
-from .model_card import list_classifier_in_card, render_model_card
-from .model_folder import CONFIG_NAME, TOKENIZER_REFERENCE_KEYS, ModelFolder, load_model_folder, looks_like_repo_id
+from .errors import (
+    HubPushError,
+    HubUnreachableError,
+    InvalidRepoIdError,
+    LocalTokenizerError,
+    MissingTokenError,
+    OfflineModeError,
+)
+from .local_paths import check_no_local_paths, hub_ids_for, rewrite_json_without_local_paths, without_local_paths
+from .model_card import list_dependent_in_card, render_model_card
+from .model_folder import (
+    CONFIG_NAME,
+    TOKENIZER_REFERENCE_KEYS,
+    TOKENIZER_REVISION_KEY,
+    ModelFolder,
+    load_model_folder,
+    looks_like_repo_id,
+)
+
+# Kinds of model folder that read a tokenizer, and so are pushed against a tokenizer on the Hub.
+DEPENDENT_KINDS = ("classifier", "prior")
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -54,13 +76,17 @@ def push_to_hub(
     *,
     license: str = "apache-2.0",  # noqa: A002 - the Hub's field name
     tokenizer_hub_id: str | None = None,
+    tokenizer_revision: str | None = None,
     update_tokenizer_card: bool = True,
 ) -> str:
     """Push the model saved in `model_dir` to `hub_model_id` in one commit and return the commit URL.
 
     The folder is checked first (config, safetensors weights, remote code named in `auto_map`), and the
-    card is rendered and checked before any request, so a broken push fails before it starts. For a
-    classifier whose tokenizer is on the Hub, the tokenizer's card is then updated to list it.
+    card is rendered and checked before any request, so a broken push fails before it starts. A classifier or
+    prior is pushed against its tokenizer on the Hub (`tokenizer_hub_id`, or the Hub id its config names): the
+    uploaded config names that repo and pins `tokenizer_revision` (default: the tokenizer's current commit), and the
+    tokenizer's card is then updated to list it. One whose tokenizer is only a local folder is refused before
+    anything is uploaded.
 
     Example:
         >>> push_to_hub("outputs/vqgan", "me/vqgan-fashion-mnist")
@@ -70,25 +96,144 @@ def push_to_hub(
     if tokenizer_hub_id is not None:
         check_repo_id(tokenizer_hub_id, flag="--tokenizer_hub_id")
     folder = load_model_folder(model_dir)
+    tokenizer_hub_id = tokenizer_hub_id or hub_tokenizer_of(folder)
+    refuse_local_tokenizer(folder, tokenizer_hub_id, hub_model_id)
+    if tokenizer_revision is None and tokenizer_hub_id == hub_tokenizer_of(folder):
+        tokenizer_revision = recorded_tokenizer_revision(folder)  # trained at a Hub revision: keep reading that one
     api = HfApi()
-    card = render_model_card(folder, hub_model_id, license=license, tokenizer_hub_id=tokenizer_hub_id, endpoint=api.endpoint)
+    render_shared_card(folder, hub_model_id, license=license, tokenizer_hub_id=tokenizer_hub_id, endpoint=api.endpoint)
     with hub_errors(api.endpoint):
         token = check_token(api, hub_model_id, token)
+        if tokenizer_hub_id and folder.kind in DEPENDENT_KINDS and tokenizer_revision is None:
+            tokenizer_revision = current_revision(api, tokenizer_hub_id, token, dependent=hub_model_id)
+    commit = upload_model_folder(
+        api, folder, hub_model_id, token=token, private=private, revision=revision, commit_message=commit_message,
+        license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
+    )
+    if folder.kind in DEPENDENT_KINDS and tokenizer_hub_id and update_tokenizer_card:
+        list_on_tokenizer_card(api, tokenizer_hub_id, hub_model_id, folder.kind, token)
+    return commit.commit_url
+
+
+def upload_model_folder(
+    api: HfApi,
+    folder: ModelFolder,
+    hub_model_id: str,
+    *,
+    token: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    license: str = "apache-2.0",  # noqa: A002 - the Hub's field name
+    tokenizer_hub_id: str | None = None,
+    tokenizer_revision: str | None = None,
+    dependents: list[tuple[str, str]] | None = None,
+    hub_ids: dict[Path, str] | None = None,
+) -> CommitInfo:
+    """Create the repo (and branch) if needed and upload the folder's shared files with a fresh card, in one commit.
+
+    The staged copy names the tokenizer by `tokenizer_hub_id` at `tokenizer_revision` and carries no local path:
+    `hub_ids` maps local folders (the models pushed together) to their repos, the tokenizer's by default.
+    """
+    hub_ids = local_hub_ids(folder, tokenizer_hub_id) if hub_ids is None else hub_ids
+    card = render_shared_card(
+        folder, hub_model_id, license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
+        dependents=dependents, endpoint=api.endpoint, hub_ids=hub_ids,
+    )
+    with hub_errors(api.endpoint):
         api.create_repo(hub_model_id, token=token, private=private, exist_ok=True)
         if revision and revision != constants.DEFAULT_REVISION:
             api.create_branch(hub_model_id, branch=revision, token=token, exist_ok=True)
-        with staged_folder(folder, card.content, tokenizer_hub_id) as staging:
-            commit = api.upload_folder(
+        with staged_folder(folder, card.content, tokenizer_hub_id, tokenizer_revision, hub_ids) as staging:
+            return api.upload_folder(
                 repo_id=hub_model_id,
                 folder_path=staging,
                 revision=revision,
                 token=token,
                 commit_message=commit_message or f"Upload {folder.kind} with hf_vq",
             )
-    tokenizer_repo = card.data.base_model
-    if folder.kind == "classifier" and tokenizer_repo and update_tokenizer_card:
-        list_classifier_on_tokenizer_card(api, tokenizer_repo, hub_model_id, token)
-    return commit.commit_url
+
+
+def render_shared_card(
+    folder: ModelFolder, hub_model_id: str, *, tokenizer_hub_id: str | None = None, hub_ids: dict[Path, str] | None = None,
+    **kwargs,
+):
+    """The card rendered from what will be uploaded: the folder's records without local paths."""
+    hub_ids = local_hub_ids(folder, tokenizer_hub_id) if hub_ids is None else hub_ids
+    return render_model_card(shareable_view(folder, hub_ids), hub_model_id, tokenizer_hub_id=tokenizer_hub_id, **kwargs)
+
+
+def local_hub_ids(folder: ModelFolder, tokenizer_hub_id: str | None) -> dict[Path, str]:
+    """Local folders a pushed model names, and the repos they are on: its tokenizer's, when pushed alone."""
+    return hub_ids_for(folder.tokenizer_reference, tokenizer_hub_id)
+
+
+def shareable_view(folder: ModelFolder, hub_ids: dict[Path, str]) -> ModelFolder:
+    """`folder` as uploaded: the models of `hub_ids` named by their Hub ids, other local paths reduced to their last
+    component."""
+    return replace(
+        folder,
+        config=without_local_paths(folder.config, hub_ids),
+        metrics=without_local_paths(folder.metrics, hub_ids),
+        training_config=without_local_paths(folder.training_config, hub_ids),
+        components=without_local_paths(folder.components, hub_ids),
+    )
+
+
+def hub_tokenizer_of(folder: ModelFolder) -> str | None:
+    """The tokenizer's Hub id when the folder's config already names one (not a local folder)."""
+    reference = folder.tokenizer_reference
+    return reference if reference and looks_like_repo_id(reference) else None
+
+
+def recorded_tokenizer_revision(folder: ModelFolder) -> str | None:
+    """The tokenizer revision a model's config already pins (it was trained on a Hub tokenizer at that revision)."""
+    for config in (folder.config, *folder.components.values()):
+        if config.get(TOKENIZER_REVISION_KEY):
+            return str(config[TOKENIZER_REVISION_KEY])
+    return None
+
+
+def refuse_local_tokenizer(folder: ModelFolder, tokenizer_hub_id: str | None, hub_model_id: str) -> None:
+    """A classifier or prior whose tokenizer is only on this machine would be of no use on the Hub: say what to run."""
+    reference = folder.tokenizer_reference
+    if folder.kind not in DEPENDENT_KINDS or not reference or tokenizer_hub_id:
+        return
+    namespace = hub_model_id.split("/")[0]
+    flag = "--classifier_dirs" if folder.kind == "classifier" else "--prior_dirs"
+    raise LocalTokenizerError(
+        f"The {folder.kind} in {str(folder.path)!r} reads the tokenizer at {reference!r}, which is a local folder and "
+        f"not on the Hub: pushed alone, it could not be used. Push the tokenizer and the {folder.kind} together:\n"
+        f"    hf-vq push-set --tokenizer_dir {reference} {flag} {folder.path} --hub_namespace {namespace}\n"
+        f"or, if that tokenizer is already on the Hub, name its repo:\n"
+        f"    hf-vq push --model_dir {folder.path} --hub_model_id {hub_model_id} --tokenizer_hub_id {namespace}/<tokenizer-repo>"
+    )
+
+
+def check_tokenizer_for_push(args: argparse.Namespace, reads_tokenizer: bool = True) -> None:
+    """Before training a model that reads a tokenizer with `--push_to_hub`: refuse now, not after training, when
+    that tokenizer is a local folder that the push could not name on the Hub (no `--tokenizer_hub_id`)."""
+    reference = getattr(args, "tokenizer_name_or_path", None)
+    if not getattr(args, "push_to_hub", False) or not reads_tokenizer or not reference or looks_like_repo_id(reference):
+        return
+    if getattr(args, "tokenizer_hub_id", None):
+        return
+    raise LocalTokenizerError(
+        f"--push_to_hub: the tokenizer {reference!r} is a local folder, so the pushed model could not find it. Push the "
+        "tokenizer first (`hf-vq push --model_dir ... --hub_model_id ORG/NAME`) and pass --tokenizer_hub_id ORG/NAME, "
+        "or train without --push_to_hub and push both afterwards with `hf-vq push-set --tokenizer_dir ...`."
+    )
+
+
+def current_revision(api: HfApi, tokenizer_hub_id: str, token: str | None, dependent: str) -> str:
+    """The tokenizer repo's current commit, to pin in a dependent's config; a clear error when it is not there."""
+    try:
+        return api.model_info(tokenizer_hub_id, token=token).sha
+    except RepositoryNotFoundError as error:
+        raise LocalTokenizerError(
+            f"The tokenizer {tokenizer_hub_id!r} that {dependent} reads is not on the Hub at {api.endpoint} (or this "
+            "token cannot read it). Push it first, or push both with `hf-vq push-set --tokenizer_dir <folder> ...`."
+        ) from error
 
 
 def check_repo_id(hub_model_id: str, flag: str = "--hub_model_id") -> None:
@@ -147,38 +292,62 @@ def hub_errors(endpoint: str) -> Iterator[None]:
 
 
 @contextmanager
-def staged_folder(folder: ModelFolder, card_text: str, tokenizer_hub_id: str | None) -> Iterator[Path]:
+def staged_folder(
+    folder: ModelFolder,
+    card_text: str,
+    tokenizer_hub_id: str | None,
+    tokenizer_revision: str | None = None,
+    hub_ids: dict[Path, str] | None = None,
+) -> Iterator[Path]:
     """A temporary copy of the files to share, plus the card, so the user's folder is left untouched.
 
-    Files are hard-linked where possible (no copy of large weights). When the tokenizer is given by its
-    Hub id, the uploaded config points to it instead of a local path that would not exist elsewhere.
+    Files are hard-linked where possible (no copy of large weights); JSON files are rewritten without local paths,
+    the config of a model built on a tokenizer naming its Hub repo and pinned revision. The staged copy is scanned
+    for local folders before it is handed out.
     """
+    hub_ids = local_hub_ids(folder, tokenizer_hub_id) if hub_ids is None else hub_ids
     with tempfile.TemporaryDirectory(prefix="hf_vq_push_") as tmp:
         staging = Path(tmp)
-        for file in folder.files_to_share():
-            _link_or_copy(file, staging / file.name)
+        for relative in folder.files_to_share():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(folder.path / relative, staging / relative)
         (staging / "README.md").write_text(card_text, encoding="utf-8")
-        if tokenizer_hub_id and folder.tokenizer_reference != tokenizer_hub_id:
-            _point_config_to_tokenizer(staging / CONFIG_NAME, folder.config, tokenizer_hub_id)
+        for file in staging.rglob("*.json"):
+            rewrite_json_without_local_paths(file, hub_ids, _tokenizer_fields(folder, file, tokenizer_hub_id, tokenizer_revision))
+        check_no_local_paths(staging, [folder.path, *hub_ids])
         yield staging
 
 
-def list_classifier_on_tokenizer_card(api: HfApi, tokenizer_repo: str, classifier_repo: str, token: str | None) -> bool:
-    """Add `classifier_repo` to the tokenizer card's list of classifiers; False (with a warning) if not allowed."""
+def _tokenizer_fields(folder: ModelFolder, file: Path, tokenizer_hub_id: str | None,
+                      tokenizer_revision: str | None) -> dict[str, str]:
+    """For the config that names the tokenizer: its Hub id and pinned revision."""
+    if not tokenizer_hub_id or folder.kind not in DEPENDENT_KINDS or file.name != CONFIG_NAME:
+        return {}
+    config = json.loads(file.read_text(encoding="utf-8"))
+    if not any(key in config for key in TOKENIZER_REFERENCE_KEYS):
+        return {}
+    fields = {key: tokenizer_hub_id for key in TOKENIZER_REFERENCE_KEYS}
+    if tokenizer_revision:
+        fields[TOKENIZER_REVISION_KEY] = tokenizer_revision
+    return fields
+
+
+def list_on_tokenizer_card(api: HfApi, tokenizer_repo: str, dependent_repo: str, kind: str, token: str | None) -> bool:
+    """Add `dependent_repo` to the tokenizer card's list of models built on it; False (with a warning) if not allowed."""
     try:
         with hub_errors(api.endpoint):
             card_path = hf_hub_download(tokenizer_repo, "README.md", token=token, endpoint=api.endpoint)
             current = Path(card_path).read_text(encoding="utf-8")
-            updated = list_classifier_in_card(current, classifier_repo, endpoint=api.endpoint)
+            updated = list_dependent_in_card(current, dependent_repo, kind, endpoint=api.endpoint)
             if updated != current:
                 api.upload_file(
                     path_or_fileobj=updated.encode("utf-8"), path_in_repo="README.md", repo_id=tokenizer_repo,
-                    token=token, commit_message=f"List classifier {classifier_repo} on the card",
+                    token=token, commit_message=f"List {dependent_repo} on the card",
                 )
         return True
     except (HfHubHTTPError, EntryNotFoundError, HubPushError) as error:
-        # Someone else's tokenizer (403), a card-less repo (404), a network hiccup: the classifier push succeeded.
-        print(f"warning: could not list {classifier_repo} on the card of {tokenizer_repo}: {error}")
+        # Someone else's tokenizer (403), a card-less repo (404), a network hiccup: the dependent's push succeeded.
+        print(f"warning: could not list {dependent_repo} on the card of {tokenizer_repo}: {error}")
         return False
 
 
@@ -187,14 +356,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def _point_config_to_tokenizer(config_path: Path, config: dict, tokenizer_hub_id: str) -> None:
-    updated = dict(config)
-    for key in TOKENIZER_REFERENCE_KEYS:
-        updated[key] = tokenizer_hub_id
-    config_path.unlink()  # a hard link: writing in place would change the user's file too
-    config_path.write_text(json.dumps(updated, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -210,11 +371,17 @@ def add_push_subcommand(subparsers: argparse._SubParsersAction) -> argparse.Argu
     return parser
 
 
+def hub_revision(args: argparse.Namespace) -> str | None:
+    """The branch to push to: `--hub_revision` (`--revision` in flag sets from before `--revision` came to mean the
+    revision of a pretrained model being loaded)."""
+    return args.hub_revision if hasattr(args, "hub_revision") else getattr(args, "revision", None)
+
+
 def run_push(args: argparse.Namespace) -> str:
     try:
         url = push_to_hub(
-            args.model_dir, args.hub_model_id, private=args.private, revision=args.hub_revision,
-            commit_message=args.commit_message, license=args.license, tokenizer_hub_id=args.tokenizer_hub_id,
+            args.model_dir, args.hub_model_id, private=args.private, revision=hub_revision(args),
+            commit_message=args.commit_message, license=args.license, tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
         )
     except HubPushError as error:
         raise SystemExit(f"hf-vq push: {error}") from error
@@ -273,8 +440,8 @@ def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -
     if not getattr(args, "push_to_hub", False):
         return None
     return push_to_hub(
-        model_dir, args.hub_model_id, private=args.private, revision=args.hub_revision,
-        commit_message=args.commit_message, license=args.license, tokenizer_hub_id=args.tokenizer_hub_id,
+        model_dir, args.hub_model_id, private=args.private, revision=hub_revision(args),
+        commit_message=args.commit_message, license=args.license, tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
         token=getattr(args, "hub_token", None),
     )
 

@@ -33,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from .classifier_command import train_classifier
 
         return train_classifier
+    if name == "train_prior":
+        from .prior_command import train_prior
+
+        return train_prior
     if name == "train_from_config":
         from .tokenizer_command import train_from_config
 
@@ -63,5 +67,6 @@ __all__ = [
     "reconstruction_loss",
     "train_classifier",
     "train_from_config",
+    "train_prior",
     "train_tokenizer",
 ]

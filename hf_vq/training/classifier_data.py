@@ -28,6 +28,10 @@ CACHE_FORMAT_VERSION = "1"
 CACHE_SUBDIR = "hf_vq_classifier"
 
 
+class MissingLabelsError(ValueError):
+    """The dataset has no column of class labels under the name given."""
+
+
 @dataclass
 class ClassifierData:
     """Encoded train and evaluation splits (torch-formatted `datasets.Dataset`s) and their labels."""
@@ -40,24 +44,26 @@ class ClassifierData:
     skipped_images: int
 
 
-def build_classifier_data(args: argparse.Namespace, tokenizer: torch.nn.Module, processor: Any, encode: bool,
-                          device: torch.device | str = "cpu") -> ClassifierData:
+def build_classifier_data(args: argparse.Namespace, tokenizer: torch.nn.Module | None, processor: Any, encode: bool,
+                          device: torch.device | str = "cpu", splits: tuple[str, ...] = ("train", "eval")) -> ClassifierData:
     """Load the train / evaluation splits named by `args` and encode them: token grids when `encode` is True (the
-    token ViT), preprocessed pixels otherwise (the pixel-ViT reference). Call on the main process first, so that
-    only it writes the cache (`accelerator.main_process_first()`)."""
+    token ViT), preprocessed pixels otherwise (the pixel-ViT reference). Only the `splits` named are encoded (the
+    others come back as None). Call on the main process first, so that only it writes the cache
+    (`accelerator.main_process_first()`)."""
     source = dict(dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
                   train_data_dir=args.train_data_dir, image_column=args.image_column, streaming=False,
                   cache_dir=args.cache_dir)
     train, evaluation = train_and_eval_datasets(args, source)
-    train, evaluation, id2label = _encode_labels(train, evaluation, args.label_column)
+    label_column = args.label_column
+    train, evaluation, id2label = _encode_labels(train, evaluation, label_column) if label_column else (train, evaluation, {})
     side = args.resolution or processor.size["height"]
     # Center crop, no flips: tokens are computed once, so every epoch sees the same view of an image.
     transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
-    encoder = ImageEncoder(transform, tokenizer if encode else None, args.image_column, args.label_column, device)
+    encoder = ImageEncoder(transform, tokenizer if encode else None, args.image_column, label_column, device)
     cache_dir = Path(args.cache_dir or datasets.config.HF_DATASETS_CACHE) / CACHE_SUBDIR
     encoded, cache_files, skipped = [], [], 0
     for name, split in (("train", train), ("eval", evaluation)):
-        if split is None:
+        if split is None or name not in splits:
             encoded.append(None)
             continue
         dataset, cache_file = encode_split(split, encoder, cache_dir, args.tokenize_batch_size, name)
@@ -68,14 +74,15 @@ def build_classifier_data(args: argparse.Namespace, tokenizer: torch.nn.Module, 
 
 
 class ImageEncoder:
-    """A batch of dataset rows -> `{input column: encoded images, "labels": ids}`, unreadable images dropped.
+    """A batch of dataset rows -> `{input column: encoded images, "labels": ids}`, unreadable images dropped
+    (no "labels" when `label_column` is None).
 
     With a tokenizer the images become token grids (int32, (h, w) or (h, w, ids per position)); without one they
     stay preprocessed pixels (float32, (C, H, W)). A class rather than a closure: `datasets.map` pickles it.
     """
 
     def __init__(self, transform: ImageTransform, tokenizer: torch.nn.Module | None, image_column: str,
-                 label_column: str, device: torch.device | str = "cpu") -> None:
+                 label_column: str | None, device: torch.device | str = "cpu") -> None:
         self.transform = transform
         self.tokenizer = tokenizer
         self.image_column = image_column
@@ -100,19 +107,22 @@ class ImageEncoder:
         self.calls += 1
         pixels = [self.transform(value) for value in batch[self.image_column]]
         kept = [index for index, value in enumerate(pixels) if value is not None]
-        labels = [int(batch[self.label_column][index]) for index in kept]
+        labels = {"labels": [int(batch[self.label_column][index]) for index in kept]} if self.label_column else {}
         if not kept:
-            return {self.output_column: [], "labels": []}
+            return {self.output_column: [], **labels}
         pixel_values = torch.stack([pixels[index] for index in kept])
         if self.tokenizer is None:
-            return {self.output_column: pixel_values.numpy(), "labels": labels}
+            return {self.output_column: pixel_values.numpy(), **labels}
         tokens = self.tokenizer.encode(pixel_values.to(self.device)).image_tokens
-        return {self.output_column: tokens.to(torch.int32).cpu().numpy(), "labels": labels}
+        return {self.output_column: tokens.to(torch.int32).cpu().numpy(), **labels}
 
     def features(self, sample_shape: tuple[int, ...]) -> datasets.Features:
         dtype = "int32" if self.tokenizer is not None else "float32"
         array = datasets.Array2D if len(sample_shape) == 2 else datasets.Array3D
-        return datasets.Features({self.output_column: array(sample_shape, dtype), "labels": datasets.Value("int64")})
+        columns = {self.output_column: array(sample_shape, dtype)}
+        if self.label_column:
+            columns["labels"] = datasets.Value("int64")
+        return datasets.Features(columns)
 
 
 def encode_split(dataset: datasets.Dataset, encoder: ImageEncoder, cache_dir: Path, batch_size: int,
@@ -144,7 +154,7 @@ def _encoded_shape(dataset: datasets.Dataset, encoder: ImageEncoder) -> tuple[in
 def _encode_labels(train: datasets.Dataset, evaluation: datasets.Dataset | None, label_column: str):
     """Integer label ids and their names (`id2label`); string labels become a ClassLabel shared by both splits."""
     if label_column not in train.column_names:
-        raise ValueError(
+        raise MissingLabelsError(
             f"the dataset has no label column {label_column!r}; its columns are {train.column_names}. "
             "Pass the one holding the class labels with --label_column"
         )
@@ -177,4 +187,4 @@ def _processor_bytes(transform: ImageTransform) -> bytes:
     return repr(processor.to_dict() if processor is not None else None).encode()
 
 
-__all__ = ["ClassifierData", "ImageEncoder", "build_classifier_data", "encode_split", "module_fingerprint"]
+__all__ = ["ClassifierData", "ImageEncoder", "MissingLabelsError", "build_classifier_data", "encode_split", "module_fingerprint"]

@@ -55,9 +55,10 @@ SHARED_VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", 
 
 def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
     """See `train_classifier.train_classifier`."""
-    from ..hub import check_push_arguments
+    from ..hub import check_push_arguments, check_tokenizer_for_push
 
     check_push_arguments(args)  # before hours of training, not after
+    check_tokenizer_for_push(args, reads_tokenizer=args.model_type == "token_vit")
     accelerator = build_accelerator(args)
     set_seed(args.seed)
     tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device, revision=args.revision)
@@ -110,8 +111,10 @@ def build_model(args, tokenizer: nn.Module, processor, id2label: dict[int, str])
     if args.init_from_codebook and not init:
         logger.warning("--init_from_codebook needs one id per position (a 'vector' tokenizer): embedding from scratch")
     reference = _tokenizer_reference(args.tokenizer_name_or_path)
+    # The revision the tokenizer was loaded at is the one the classifier reads (a push keeps it pinned).
+    pinned = {"tokenizer_revision": args.revision} if getattr(args, "revision", None) else {}
     return TokenViTForImageClassification.from_tokenizer(
-        reference, tokenizer=tokenizer, init_from_codebook=init, **{**args.model_config, **labels}
+        reference, tokenizer=tokenizer, init_from_codebook=init, **{**args.model_config, **labels, **pinned}
     )
 
 
@@ -224,10 +227,10 @@ def save_final_model(args, accelerator: Accelerator, model, processor, state: Tr
         if isinstance(unwrapped, TokenViTForImageClassification):
             unwrapped.save_pretrained(output_dir, image_processor=processor)
         else:
-            from ..models.token_vit import save_processor_without_remote_code
+            from ..models.token_vit import save_image_processor
 
             unwrapped.save_pretrained(output_dir)
-            save_processor_without_remote_code(processor, output_dir)
+            save_image_processor(processor, output_dir)
         _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
     accelerator.wait_for_everyone()
 

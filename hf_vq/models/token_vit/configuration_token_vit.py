@@ -43,6 +43,9 @@ class TokenViTConfig(PreTrainedConfig):
         tokenizer_name_or_path (`str`, *optional*):
             Hub id or path of the tokenizer ([`VQGANModel`]) the classifier was trained on. Given `pixel_values`
             instead of tokens, the classifier tokenizes them with it.
+        tokenizer_revision (`str`, *optional*):
+            The tokenizer's revision (a commit id, pinned by `hf-vq push-set` / `hf-vq push --tokenizer_hub_id`), so
+            that later pushes to the tokenizer's repo do not change what this classifier reads.
 
     Example:
 
@@ -70,6 +73,7 @@ class TokenViTConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     token_embedding_dim: int | None = None
     tokenizer_name_or_path: str | None = None
+    tokenizer_revision: str | None = None
 
     def __post_init__(self, **kwargs):
         # A list survives the JSON round trip unchanged, so a saved config equals the loaded one.

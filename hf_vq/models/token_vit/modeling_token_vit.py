@@ -2,14 +2,16 @@
 
 The blocks are our own (pre-norm attention + MLP, as in ViT) rather than transformers' ViT internals, which
 are renamed between releases. Given `pixel_values` instead of tokens, the classifier tokenizes them with
-the tokenizer named in its config (loaded once, frozen, kept out of the state dict), so that
-`transformers.pipeline("image-classification", model=PATH)` works on PIL images end to end.
+the tokenizer named in its config (Hub id or folder, at a pinned revision; loaded once, frozen, kept out of the
+state dict), so that `transformers.pipeline("image-classification", model=PATH)` works on PIL images end to end.
+A saved folder carries this code, the tokenizer's code and the image processor's code, so it also loads with
+`trust_remote_code=True` where hf_vq is not installed.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +21,40 @@ from torch import nn
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.modeling_utils import PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_token_vit import TokenViTConfig
 
+# The tokenizer's model comes through a sibling module so that its code travels with the classifier: see the
+# docstring of vqgan_token_vit.py for why, and `save_pretrained` below for how.
+from .vqgan_token_vit import VQGANModel, copy_remote_code, eager_attention_forward, remote_code_source
+
 
 class TokenViTAttention(nn.Module):
-    """Multi-head self-attention through `scaled_dot_product_attention`."""
+    """Multi-head self-attention; the kernel is the one `config._attn_implementation` names ("sdpa" or "eager")."""
+
+    is_causal = False  # every position sees every other: read by transformers' sdpa kernel
 
     def __init__(self, config: TokenViTConfig):
         super().__init__()
+        self.config = config  # the shared config: `set_attn_implementation` switches the kernel of every layer
         self.num_heads = config.num_attention_heads
+        self.scaling = (config.hidden_size // config.num_attention_heads) ** -0.5
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_probs_dropout_prob
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attended states `(batch, length, hidden_size)` and the attention weights (eager kernel only)."""
         batch, length, width = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, width // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(query, key, value, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(attended.transpose(1, 2).reshape(batch, length, width))
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attended, weights = attention(
+            self, query, key, value, None, scaling=self.scaling, dropout=self.dropout if self.training else 0.0,
+            is_causal=False,
+        )
+        return self.proj(attended.reshape(batch, length, width)), weights
 
 
 class TokenViTLayer(GradientCheckpointingLayer):
@@ -57,9 +72,10 @@ class TokenViTLayer(GradientCheckpointingLayer):
         )
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.dropout(self.attention(self.norm_before_attention(hidden_states)))
-        return hidden_states + self.dropout(self.mlp(self.norm_before_mlp(hidden_states)))
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attention(self.norm_before_attention(hidden_states))
+        hidden_states = hidden_states + self.dropout(attended)
+        return hidden_states + self.dropout(self.mlp(self.norm_before_mlp(hidden_states))), weights
 
 
 class TokenViTEmbeddings(nn.Module):
@@ -87,6 +103,8 @@ class TokenViTPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    # Attention goes through transformers' attention interface: "sdpa" (default) and "eager" both work.
+    _supports_sdpa = True
     _no_split_modules = ["TokenViTLayer"]
 
     @torch.no_grad()
@@ -169,11 +187,18 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         return model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, image_processor: Any = None, **kwargs: Any) -> None:
-        """`PreTrainedModel.save_pretrained`, plus the tokenizer's image processor (`image_processor`), so that
-        `AutoImageProcessor` and `pipeline("image-classification")` can load the folder."""
+        """`PreTrainedModel.save_pretrained`, plus what makes the folder self-sufficient: the tokenizer's code (the
+        classifier builds its tokenizer from it when given pixels) and the tokenizer's image processor
+        (`image_processor`) with its code, so that `AutoImageProcessor` and `pipeline("image-classification")` load
+        the folder, with `trust_remote_code=True` where hf_vq is not installed."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        if image_processor is not None and kwargs.get("is_main_process", True):
-            save_processor_without_remote_code(image_processor, save_directory)
+        if not kwargs.get("is_main_process", True):
+            return
+        if self._auto_class is not None and remote_code_source is not None:
+            copy_remote_code(save_directory)
+            (Path(save_directory) / "vqgan_token_vit.py").write_text(remote_code_source(), encoding="utf-8")
+        if image_processor is not None:
+            save_image_processor(image_processor, save_directory)
 
     # --- tokenizer ------------------------------------------------------------------------------------------
 
@@ -190,16 +215,17 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
 
     @property
     def tokenizer(self) -> nn.Module:
-        """The frozen tokenizer, loaded from `config.tokenizer_name_or_path` on first use."""
+        """The frozen tokenizer, loaded on first use from `config.tokenizer_name_or_path` at
+        `config.tokenizer_revision` (the commit pinned when the classifier was pushed), with the VQGAN code that
+        came with this classifier: no second `trust_remote_code` download."""
         if self._tokenizer is None:
             if not self.config.tokenizer_name_or_path:
                 raise ValueError(
                     "this classifier reads token grids; to classify pixel_values it needs the tokenizer it was trained "
                     "on, but config.tokenizer_name_or_path is not set. Pass image_tokens, or call set_tokenizer()."
                 )
-            from transformers import AutoModel
-
-            self.set_tokenizer(AutoModel.from_pretrained(self.config.tokenizer_name_or_path))
+            tokenizer = VQGANModel.from_pretrained(self.config.tokenizer_name_or_path, revision=self.config.tokenizer_revision)
+            self.set_tokenizer(tokenizer.to(self.device))
         return self._tokenizer
 
     @torch.no_grad()
@@ -229,23 +255,43 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         image_tokens: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
+        r"""
+        Logits `(batch, num_labels)` for token grids `image_tokens` `(batch, height, width[, tokens_per_position])`,
+        or for `pixel_values` tokenized with the classifier's tokenizer. `output_hidden_states=True` returns the
+        embeddings and each layer's output `(batch, 1 + height * width, hidden_size)`; `output_attentions=True`
+        each layer's attention weights `(batch, heads, 1 + height * width, 1 + height * width)` (eager attention
+        only: load with `attn_implementation="eager"`).
+        """
         if (pixel_values is None) == (image_tokens is None):
             raise ValueError("pass exactly one of image_tokens (token ids) or pixel_values (images to tokenize)")
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        if output_attentions and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions=True needs the eager attention kernel, but this model uses "
+                f"{self.config._attn_implementation!r}: load it with attn_implementation='eager' or call "
+                "model.set_attn_implementation('eager')"
+            )
         if image_tokens is None:
             image_tokens = self.tokenize(pixel_values)
         hidden_states = self.embeddings(self._check_tokens(image_tokens))
         all_hidden_states = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states)
+            hidden_states, weights = layer(hidden_states)
             if all_hidden_states is not None:
                 all_hidden_states.append(hidden_states)
+            if all_attentions is not None:
+                all_attentions.append(weights)
         logits = self.classifier(self.norm(hidden_states[:, 0]))
         loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
         output = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=tuple(all_hidden_states) if all_hidden_states else None
+            loss=loss, logits=logits, hidden_states=tuple(all_hidden_states) if all_hidden_states else None,
+            attentions=tuple(all_attentions) if all_attentions else None,
         )
         return output if return_dict is not False else output.to_tuple()
 
@@ -274,19 +320,12 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         return image_tokens.reshape(image_tokens.shape[0], config.num_positions, per_position).long()
 
 
-def save_processor_without_remote_code(image_processor: Any, save_directory: str | os.PathLike) -> Path:
-    """Write `preprocessor_config.json` without the tokenizer's `auto_map`.
-
-    The tokenizer's processor points at its remote code (image_processing_vqgan.py), which a classifier folder does
-    not hold; `pipeline()` then guesses a matching remote video processor and asks on stdin whether to run it. The
-    classifier is loaded through hf_vq's registration instead, so the reference is dropped.
-    """
-    config = image_processor.to_dict()
-    for key in ("auto_map", "_auto_class"):
-        config.pop(key, None)
-    path = Path(save_directory) / "preprocessor_config.json"
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return path
+def save_image_processor(image_processor: Any, save_directory: str | os.PathLike) -> Path:
+    """Save the tokenizer's image processor into a classifier folder, with its code (`image_processing_vqgan.py`,
+    named in `auto_map`), so that `AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)` loads it
+    where hf_vq is not installed. Used for the token-ViT and for transformers' own ViT trained on the same images."""
+    image_processor.save_pretrained(save_directory)
+    return Path(save_directory) / "preprocessor_config.json"
 
 
-__all__ = ["TokenViTForImageClassification", "TokenViTPreTrainedModel", "save_processor_without_remote_code"]
+__all__ = ["TokenViTForImageClassification", "TokenViTPreTrainedModel", "save_image_processor"]

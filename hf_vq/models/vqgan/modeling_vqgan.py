@@ -8,6 +8,7 @@ plain weight copy.
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_vqgan import VQGANConfig
@@ -65,6 +67,9 @@ class VQGANEncoderOutput(ModelOutput):
             exp(entropy) of the code distribution in the batch.
         usage (`torch.FloatTensor` of shape `()`):
             Fraction of the codes used in the batch.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The encoder's feature maps `(batch_size, channels, height, width)`: after `conv_in`, after each
+            resolution level and after the mid block (`len(block_out_channels) + 2` maps).
     """
 
     quantized: torch.FloatTensor | None = None
@@ -75,6 +80,7 @@ class VQGANEncoderOutput(ModelOutput):
     codebook_loss: torch.FloatTensor | None = None
     perplexity: torch.FloatTensor | None = None
     usage: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -85,20 +91,29 @@ class VQGANDecoderOutput(ModelOutput):
     Args:
         reconstruction (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Decoded images in the model's pixel space ([-1, 1] with the default processor).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The decoder's feature maps `(batch_size, channels, height, width)`: after `conv_in`, after the mid block
+            and after each resolution level (`len(block_out_channels) + 2` maps).
     """
 
     reconstruction: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class VQGANModelOutput(ModelOutput):
     r"""
-    Output of [`VQGANModel.forward`]: every loss part is its own field.
+    Output of [`VQGANModel.forward`]: the quantized features first, then every loss part as its own field.
 
+    `last_hidden_state` comes first, as in transformers' own vision models, so that
+    `pipeline("image-feature-extraction")` (which returns the first field) gives the per-position features.
     The pixel-space losses a VQGAN is trained with beyond `reconstruction_loss` (perceptual/LPIPS and adversarial)
     need networks of their own and are left to the training loop, which adds them to `loss`.
 
     Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, height * width, embed_dim)`):
+            The quantized latents as a sequence of positions (row-major over the token grid): `quantized`
+            flattened, one `embed_dim` feature vector per image token.
         loss (`torch.FloatTensor` of shape `()`):
             `reconstruction_loss + quantizer_loss_weight * quantizer_loss`.
         reconstruction_loss (`torch.FloatTensor` of shape `()`):
@@ -121,8 +136,13 @@ class VQGANModelOutput(ModelOutput):
             Quantized latents fed to the decoder.
         latents (`torch.FloatTensor` of shape `(batch_size, embed_dim, height, width)`):
             Latents before quantization.
+        encoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The encoder's feature maps, see [`VQGANEncoderOutput`].
+        decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The decoder's feature maps, see [`VQGANDecoderOutput`].
     """
 
+    last_hidden_state: torch.FloatTensor | None = None
     loss: torch.FloatTensor | None = None
     reconstruction_loss: torch.FloatTensor | None = None
     quantizer_loss: torch.FloatTensor | None = None
@@ -134,6 +154,8 @@ class VQGANModelOutput(ModelOutput):
     image_tokens: torch.LongTensor | None = None
     quantized: torch.FloatTensor | None = None
     latents: torch.FloatTensor | None = None
+    encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 class VQGANResnetBlock(GradientCheckpointingLayer):
@@ -156,12 +178,39 @@ class VQGANResnetBlock(GradientCheckpointingLayer):
         return residual + hidden_states
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out (`attn_implementation="eager"`), as transformers' models define it: query, key, value
+    `(batch, heads, length, head_dim)` -> output `(batch, length, heads, head_dim)` and the attention weights."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
 class VQGANAttentionBlock(GradientCheckpointingLayer):
     """Single-head self-attention over all positions of a feature map, with group norm and a residual connection
-    (taming's AttnBlock; diffusers' `Attention` with the same parameter names)."""
+    (taming's AttnBlock; diffusers' `Attention` with the same parameter names). The attention kernel is the one
+    `config._attn_implementation` names ("sdpa" or "eager"), looked up in transformers' attention interface."""
+
+    is_causal = False  # every position sees every other: read by transformers' sdpa kernel
 
     def __init__(self, config: VQGANConfig, channels: int):
         super().__init__()
+        self.config = config  # the shared config: `set_attn_implementation` switches the kernel of every block
+        self.scaling = channels**-0.5
         self.group_norm = nn.GroupNorm(config.norm_num_groups, channels, eps=NORM_EPS)
         self.to_q = nn.Linear(channels, channels)
         self.to_k = nn.Linear(channels, channels)
@@ -173,8 +222,9 @@ class VQGANAttentionBlock(GradientCheckpointingLayer):
         batch, channels, height, width = hidden_states.shape
         tokens = self.group_norm(hidden_states).view(batch, channels, height * width).transpose(1, 2)
         query, key, value = (proj(tokens).unsqueeze(1) for proj in (self.to_q, self.to_k, self.to_v))
-        attended = F.scaled_dot_product_attention(query, key, value).squeeze(1)
-        attended = self.to_out[1](self.to_out[0](attended))
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attended, _ = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=False)
+        attended = self.to_out[1](self.to_out[0](attended.reshape(batch, height * width, channels)))
         return hidden_states + attended.transpose(1, 2).reshape(batch, channels, height, width)
 
 
@@ -264,12 +314,18 @@ class VQGANEncoder(nn.Module):
         self.conv_act = ACTIVATIONS[config.act_fn]()
         self.conv_out = nn.Conv2d(channels[-1], config.latent_channels, kernel_size=3, padding=1)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Features, and (when asked) the feature map after `conv_in`, after each level and after the mid block."""
         hidden_states = self.conv_in(pixel_values)
+        stages = [hidden_states]
         for down_block in self.down_blocks:
             hidden_states = down_block(hidden_states)
+            stages.append(hidden_states)
         hidden_states = self.mid_block(hidden_states)
-        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
+        stages.append(hidden_states)
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states))), tuple(stages) if output_hidden_states else None
 
 
 class VQGANDecoder(nn.Module):
@@ -297,11 +353,18 @@ class VQGANDecoder(nn.Module):
         self.conv_act = ACTIVATIONS[config.act_fn]()
         self.conv_out = nn.Conv2d(channels[-1], config.num_channels, kernel_size=3, padding=1)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.mid_block(self.conv_in(hidden_states))
+    def forward(
+        self, hidden_states: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Images, and (when asked) the feature map after `conv_in`, after the mid block and after each level."""
+        hidden_states = self.conv_in(hidden_states)
+        stages = [hidden_states]
+        hidden_states = self.mid_block(hidden_states)
+        stages.append(hidden_states)
         for up_block in self.up_blocks:
             hidden_states = up_block(hidden_states)
-        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
+            stages.append(hidden_states)
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states))), tuple(stages) if output_hidden_states else None
 
 
 def build_vqgan_quantizer(config: VQGANConfig) -> QuantizerBase:
@@ -321,6 +384,8 @@ class VQGANPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    # The attention blocks go through transformers' attention interface: "sdpa" (default) and "eager" both work.
+    _supports_sdpa = True
     _no_split_modules = ["VQGANResnetBlock", "VQGANAttentionBlock", "VQGANMidBlock"]
     # Nearest-code search and codebook updates need float32 (bf16 distances pick wrong codes); the quantizer also
     # upcasts its input under autocast.
@@ -397,10 +462,16 @@ class VQGANModel(VQGANPreTrainedModel):
     def _return_dict(self, return_dict: bool | None) -> bool:
         return return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
 
-    def encode(self, pixel_values: torch.Tensor, return_dict: bool | None = None) -> VQGANEncoderOutput | tuple:
+    def _output_hidden_states(self, output_hidden_states: bool | None) -> bool:
+        return output_hidden_states if output_hidden_states is not None else bool(self.config.output_hidden_states)
+
+    def encode(
+        self, pixel_values: torch.Tensor, return_dict: bool | None = None, output_hidden_states: bool | None = None
+    ) -> VQGANEncoderOutput | tuple:
         """Images `(B, num_channels, H, W)` (in [-1, 1], see `VQGANImageProcessor`) -> codes and `image_tokens`."""
         self._check_pixel_values(pixel_values)
-        latents = self.quant_conv(self.encoder(pixel_values))
+        features, hidden_states = self.encoder(pixel_values, output_hidden_states=self._output_hidden_states(output_hidden_states))
+        latents = self.quant_conv(features)
         quantizer_output = self.quantize(latents)
         output = VQGANEncoderOutput(
             quantized=quantizer_output.quantized,
@@ -411,6 +482,7 @@ class VQGANModel(VQGANPreTrainedModel):
             codebook_loss=quantizer_output.codebook_loss,
             perplexity=quantizer_output.perplexity,
             usage=quantizer_output.usage,
+            hidden_states=hidden_states,
         )
         return output if self._return_dict(return_dict) else output.to_tuple()
 
@@ -419,6 +491,7 @@ class VQGANModel(VQGANPreTrainedModel):
         image_tokens: torch.Tensor | None = None,
         quantized: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> VQGANDecoderOutput | tuple:
         """Code ids `(B, h, w)` (or codes `(B, embed_dim, h, w)`) -> images `(B, num_channels, h * f, w * f)`.
 
@@ -433,8 +506,11 @@ class VQGANModel(VQGANPreTrainedModel):
                 f"quantized must be a tensor (batch, embed_dim={self.config.embed_dim}, height, width), got "
                 f"{tuple(quantized.shape) if isinstance(quantized, torch.Tensor) else type(quantized).__name__}"
             )
-        reconstruction = self.decoder(self.post_quant_conv(quantized.to(self.post_quant_conv.weight.dtype)))
-        output = VQGANDecoderOutput(reconstruction=reconstruction)
+        reconstruction, hidden_states = self.decoder(
+            self.post_quant_conv(quantized.to(self.post_quant_conv.weight.dtype)),
+            output_hidden_states=self._output_hidden_states(output_hidden_states),
+        )
+        output = VQGANDecoderOutput(reconstruction=reconstruction, hidden_states=hidden_states)
         return output if self._return_dict(return_dict) else output.to_tuple()
 
     def get_codebook_entry(self, image_tokens: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -458,15 +534,21 @@ class VQGANModel(VQGANPreTrainedModel):
             )
         return self.quantize.get_codebook_entry(image_tokens)
 
-    def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None) -> VQGANModelOutput | tuple:
+    def forward(
+        self, pixel_values: torch.Tensor, return_dict: bool | None = None, output_hidden_states: bool | None = None
+    ) -> VQGANModelOutput | tuple:
         r"""
-        Encode, quantize and decode `pixel_values` `(B, num_channels, H, W)`; returns the reconstruction, the code ids
-        and every loss part. Perceptual and adversarial losses are left to the training loop.
+        Encode, quantize and decode `pixel_values` `(B, num_channels, H, W)`; returns the per-position quantized
+        features (`last_hidden_state`), the reconstruction, the code ids and every loss part. Perceptual and
+        adversarial losses are left to the training loop. `output_hidden_states=True` adds the encoder's and the
+        decoder's feature maps.
         """
-        encoded = self.encode(pixel_values, return_dict=True)
-        reconstruction = self.decode(quantized=encoded.quantized, return_dict=True).reconstruction
+        encoded = self.encode(pixel_values, return_dict=True, output_hidden_states=output_hidden_states)
+        decoded = self.decode(quantized=encoded.quantized, return_dict=True, output_hidden_states=output_hidden_states)
+        reconstruction = decoded.reconstruction
         reconstruction_loss = self._reconstruction_loss(reconstruction, pixel_values)
         output = VQGANModelOutput(
+            last_hidden_state=encoded.quantized.flatten(2).transpose(1, 2),
             loss=reconstruction_loss + self.config.quantizer_loss_weight * encoded.quantizer_loss,
             reconstruction_loss=reconstruction_loss,
             quantizer_loss=encoded.quantizer_loss,
@@ -478,6 +560,8 @@ class VQGANModel(VQGANPreTrainedModel):
             image_tokens=encoded.image_tokens,
             quantized=encoded.quantized,
             latents=encoded.latents,
+            encoder_hidden_states=encoded.hidden_states,
+            decoder_hidden_states=decoded.hidden_states,
         )
         return output if self._return_dict(return_dict) else output.to_tuple()
 
@@ -595,6 +679,21 @@ class VQGANModel(VQGANPreTrainedModel):
             self.push_to_hub(repo_id, **hub_kwargs)
 
 
+def copy_remote_code(save_directory: str | os.PathLike) -> None:
+    """Copy everything `trust_remote_code=True` needs to build a `VQGANModel` into `save_directory`: this file, the
+    files it imports relatively (config, image processor, quantizer module) and the quantizer's own files.
+
+    A model that embeds the tokenizer (the token-ViT classifier) calls this so that its folder carries the
+    tokenizer's code too; `save_pretrained` copies the same files through `register_for_auto_class`.
+    """
+    save_directory = Path(save_directory)
+    if remote_code_source is None:
+        return  # This is a checkpoint's copy: transformers copies its sibling files when it saves the importing model.
+    for source in [__file__, *get_relative_import_files(__file__)]:
+        shutil.copyfile(source, save_directory / Path(source).name)
+    _copy_quantizer_code(save_directory)
+
+
 def _copy_quantizer_code(save_directory: Path) -> None:
     """Copy hf_vq's quantizer files beside the remote-code modeling file and make its quantizer module import them."""
     if remote_code_source is None:
@@ -611,4 +710,4 @@ def _copy_quantizer_code(save_directory: Path) -> None:
     (save_directory / "quantization_vqgan.py").write_text(remote_code_source(), encoding="utf-8")
 
 
-__all__ = ["VQGANModel", "VQGANPreTrainedModel", "VQGANEncoderOutput", "VQGANDecoderOutput", "VQGANModelOutput"]
+__all__ = ["VQGANModel", "VQGANPreTrainedModel", "copy_remote_code", "eager_attention_forward", "VQGANEncoderOutput", "VQGANDecoderOutput", "VQGANModelOutput"]

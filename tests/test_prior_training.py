@@ -1,0 +1,171 @@
+"""`hf-vq train-prior` on tiny data: a pipeline folder that loads and generates, the token cache reused, exact
+resume, an unconditional prior, and inputs that cannot work."""
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import ViTConfig, ViTForImageClassification
+
+from hf_vq import VQGANConfig, VQGANModel
+from hf_vq.cli import main as cli_main
+from hf_vq.training.args import ConfigError
+from hf_vq.training.classifier_data import ImageEncoder, MissingLabelsError
+from hf_vq.training.prior_command import resolve_prior_args, train_prior
+
+from training_helpers import REPO, reset_accelerate
+
+CLASSES = ("dark", "light", "red")
+TINY_PRIOR = str(REPO / "configs" / "maskgit_tiny.yaml")
+
+
+def _write_images(folder, count, colour, rng):
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (18, 18, 3)), 0, 255).astype(np.uint8)
+        PIL.Image.fromarray(pixels).save(folder / f"{index}.png")
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """An imagefolder with train/ and test/ splits and one subfolder (label) per class: 8 + 3 images each."""
+    root = tmp_path_factory.mktemp("images")
+    colours = {"dark": (20, 20, 20), "light": (230, 230, 230), "red": (220, 30, 30)}
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 3)):
+        for name in CLASSES:
+            _write_images(root / split / name, count, colours[name], rng)
+    return root
+
+
+@pytest.fixture(scope="module")
+def judge_dir(tmp_path_factory):
+    """A pixel classifier of the tokenizer's images (untrained: the plumbing is under test, not its accuracy)."""
+    folder = tmp_path_factory.mktemp("judge")
+    config = ViTConfig(image_size=16, patch_size=2, num_channels=3, hidden_size=16, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=32, num_labels=len(CLASSES))
+    ViTForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+def _flags(tokenizer_dir, image_dir, tmp_path, name="prior", **overrides):
+    return {"config": TINY_PRIOR, "tokenizer_name_or_path": str(tokenizer_dir), "train_data_dir": str(image_dir),
+            "output_dir": str(tmp_path / name), "cache_dir": str(tmp_path / "cache"), **overrides}
+
+
+def _train(flags):
+    """In this process, on one thread (tiny models on a shared machine: a second thread only waits)."""
+    reset_accelerate()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_prior(flags)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_tiny_run_ends_in_a_pipeline_that_loads_and_generates_and_reuses_the_token_cache(
+        tokenizer_dir, image_dir, judge_dir, tmp_path, monkeypatch):
+    from diffusers import DiffusionPipeline
+
+    result = _train(_flags(tokenizer_dir, image_dir, tmp_path, eval_classifier_name_or_path=str(judge_dir)))
+    output_dir = tmp_path / "prior"
+    index = json.loads((output_dir / "model_index.json").read_text())
+    assert {"vqgan", "transformer", "scheduler"} <= set(index)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics == result["metrics"] and metrics["global_step"] == 4 and metrics["num_classes"] == 3
+    assert metrics["eval_images"] == 8  # the config's num_eval_images (the test split has 9)
+    for name in ("conditional_accuracy", "real_accuracy", "classifier_fid", "reconstruction_classifier_fid",
+                 "generated_perplexity", "real_perplexity", "generated_usage", "val_loss"):
+        assert metrics[name] is not None and metrics[name] >= 0, name
+    assert 0 <= metrics["conditional_accuracy"] <= 1 and 0 < metrics["generated_usage"] <= 1
+    assert (output_dir / "training_config.json").is_file()
+    # One row per class, num_sample_images (2) per row, 16x16 tiles with 2-pixel gaps.
+    assert PIL.Image.open(output_dir / "samples.png").size == (2 * 16 + 3 * 2, 3 * 16 + 4 * 2)
+
+    pipe = DiffusionPipeline.from_pretrained(output_dir, trust_remote_code=True)
+    config = pipe.transformer.config
+    assert (config.codebook_size, config.grid_height, config.num_classes) == (32, 8, 3)
+    out = pipe(class_labels=[0, 2], num_inference_steps=4, guidance_scale=2.0,
+               generator=torch.Generator().manual_seed(0), output_type="pil")
+    assert len(out.images) == 2 and out.images[0].size == (16, 16) and out.image_tokens.shape == (2, 8, 8)
+
+    # A second run must not tokenize anything (nor preprocess the real images again).
+    cache_files = sorted((tmp_path / "cache").rglob("*.arrow"))
+    monkeypatch.setattr(ImageEncoder, "__call__", lambda self, batch: pytest.fail("encoded again despite the cache"))
+    again = _train(_flags(tokenizer_dir, image_dir, tmp_path, name="again", eval_classifier_name_or_path=str(judge_dir)))
+    assert again["metrics"]["val_loss"] == metrics["val_loss"]  # same seed, same tokens, same prior
+    assert sorted((tmp_path / "cache").rglob("*.arrow")) == cache_files
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tokenizer_dir, image_dir, tmp_path):
+    # EMA, label dropout and a resume in the middle of an epoch (24 images, batches of 8: 3 per epoch; resume at 2).
+    flags = dict(use_ema=True, label_dropout=0.5, lr_scheduler="constant", num_eval_images=0, num_sample_images=0,
+                 max_train_steps=4)
+    _train(_flags(tokenizer_dir, image_dir, tmp_path, name="whole", **flags))
+    _train(_flags(tokenizer_dir, image_dir, tmp_path, name="resumed", **{**flags, "max_train_steps": 2}))
+    result = _train(_flags(tokenizer_dir, image_dir, tmp_path, name="resumed", resume_from_checkpoint="latest", **flags))
+    assert result["global_step"] == 4
+    whole = load_file(tmp_path / "whole" / "transformer" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "transformer" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
+
+
+def test_resuming_with_another_tokenizer_is_refused(tokenizer_dir, image_dir, tmp_path):
+    _train(_flags(tokenizer_dir, image_dir, tmp_path, max_train_steps=2, num_eval_images=0, num_sample_images=0))
+    other = tmp_path / "other_tokenizer"
+    torch.manual_seed(1)
+    VQGANModel(VQGANConfig.from_pretrained(tokenizer_dir)).save_pretrained(other)  # same shapes, other codes
+    with pytest.raises(ValueError, match="another tokenizer"):
+        _train(_flags(other, image_dir, tmp_path, resume_from_checkpoint="latest"))
+
+
+def test_pretrained_prior_of_another_tokenizer_is_refused(tokenizer_dir, image_dir, tmp_path):
+    from hf_vq.models.maskgit import MaskGITConfig, MaskGITModel
+
+    prior = MaskGITModel(MaskGITConfig(codebook_size=16, grid_height=8, grid_width=8, num_classes=3, hidden_size=16,
+                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    prior.save_pretrained(tmp_path / "small_prior")
+    with pytest.raises(ValueError, match="codebook_size=32 but this prior"):
+        _train(_flags(tokenizer_dir, image_dir, tmp_path, pretrained_model_name_or_path=str(tmp_path / "small_prior")))
+
+
+def test_unlabeled_data_needs_an_unconditional_prior(tokenizer_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    _write_images(tmp_path / "flat" / "train", 12, (120, 60, 200), rng)  # no class subfolders: no labels
+    flags = _flags(tokenizer_dir, tmp_path / "flat", tmp_path, num_eval_images=4)
+    with pytest.raises(MissingLabelsError, match="num_classes: 0"):
+        _train(flags)
+    config = tmp_path / "unconditional.yaml"
+    config.write_text((REPO / "configs" / "maskgit_tiny.yaml").read_text().replace("model:\n", "model:\n  num_classes: 0\n"))
+    result = _train({**flags, "config": str(config), "guidance_scale": 1.0})
+    assert result["metrics"]["num_classes"] == 0 and "conditional_accuracy" not in result["metrics"]
+    assert result["metrics"]["generated_perplexity"] > 0
+    with pytest.raises(ConfigError, match="guidance_scale 2.0 needs a class-conditional prior"):
+        resolve_prior_args({**flags, "config": str(config), "guidance_scale": 2.0})
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"tokenizer_name_or_path": None}, "no tokenizer"),
+    ({"label_dropout": 1.0}, r"--label_dropout must lie in \[0, 1\)"),
+    ({"num_inference_steps": 0}, "--num_inference_steps must be >= 1"),
+    ({"random_flip": True}, "unknown flag --random_flip"),  # tokens are cached once: no augmentation flags
+    ({"inception_weights": "/nonexistent/inception.pth"}, "is not a file"),
+])
+def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, image_dir, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, **override))
+
+
+def test_cli_has_the_command_and_a_flag_beats_the_file(tokenizer_dir, image_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["train-prior", "--config", TINY_PRIOR, "--tokenizer_name_or_path", str(tokenizer_dir),
+                  "--train_data_dir", str(image_dir), "--label_dropout", "2"])
+    assert "train-prior: error: --label_dropout must lie in [0, 1)" in capsys.readouterr().err
+    args = resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, max_train_steps=7))
+    assert (args.max_train_steps, args.model_config["hidden_size"], args.label_dropout) == (7, 32, 0.1)
