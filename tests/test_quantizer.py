@@ -124,6 +124,15 @@ def test_running_statistics_match_the_embedding_after_training_steps():
     torch.testing.assert_close(vq.codebook.var(0, unbiased=False), affine.running_var, atol=1e-3, rtol=1e-3)
 
 
+def test_first_batch_sets_the_running_statistics_directly():
+    # Not blended into the initial 0 / 1 with the momentum: early steps would search a codebook shrunk towards 0.
+    vq = VectorQuantizer(embed_dim=3, codebook_size=16, affine="running", affine_momentum=0.1)
+    z = torch.randn(256, 3) * torch.tensor([0.5, 2.0, 1.0]) + torch.tensor([1.0, -2.0, 0.5])
+    vq(z)
+    torch.testing.assert_close(vq.embedding.affine.running_mean, z.mean(0))
+    torch.testing.assert_close(vq.embedding.affine.running_var, z.var(0, unbiased=False))
+
+
 def test_running_statistics_are_frozen_in_eval_mode():
     vq = VectorQuantizer(embed_dim=3, codebook_size=16, affine="running")
     vq(torch.randn(64, 3))
