@@ -271,6 +271,25 @@ def test_replaced_dead_code_lands_on_an_encoder_vector_in_effective_space(affine
     assert vq.steps_since_used[[3, 17]].tolist() == [0, 0]
 
 
+def test_dead_code_counters_count_consecutive_unused_steps():
+    from hf_vq.quantization.replacement import update_dead_code_counters
+
+    counters = torch.tensor([0, 3, 5, 0])
+    update_dead_code_counters(counters, code_counts=torch.tensor([2, 0, 1, 0]))
+    assert counters.tolist() == [0, 4, 0, 1]  # a used code starts counting again from 0
+
+
+def test_a_code_in_use_is_never_replaced():
+    vq = VectorQuantizer(embed_dim=2, codebook_size=2, replace_freq=2)
+    with torch.no_grad():
+        vq.embedding.weight.copy_(torch.tensor([[-5.0, 0.0], [5.0, 0.0]]))
+    z = torch.tensor([[-5.0, 0.1], [5.0, -0.1]])  # each code picked at every step
+    for _ in range(4):
+        vq(z)
+    assert vq.steps_since_used.tolist() == [0, 0]
+    assert torch.equal(vq.codebook, torch.tensor([[-5.0, 0.0], [5.0, 0.0]]))
+
+
 def test_codes_unused_for_replace_freq_steps_are_revived_during_training():
     vq = VectorQuantizer(embed_dim=4, codebook_size=64, replace_freq=2)
     with torch.no_grad():
