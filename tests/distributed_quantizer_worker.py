@@ -39,6 +39,7 @@ def main(kind: str, output_dir: str) -> None:
     rank = dist.get_rank()
     torch.manual_seed(0)  # identical initial weights on every rank
     model = nn.parallel.DistributedDataParallel(TinyModel(QUANTIZERS[kind]()), broadcast_buffers=False)
+    torch.save(model.module.quantizer.state_dict(), os.path.join(output_dir, f"initial_rank{rank}.pt"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     data = torch.Generator().manual_seed(100 + rank)  # different data on every rank
     for _ in range(4):

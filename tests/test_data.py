@@ -221,13 +221,16 @@ def idx_dir_with_labels(tmp_path):
     return directory
 
 
-@pytest.mark.parametrize("contents", ["nothing", "text_only"])
-def test_empty_folder_is_an_error(tmp_path, contents):
+@pytest.mark.parametrize("contents, message", [
+    ("nothing", r"empty is empty: it holds no image files"),
+    ("text_only", r"empty gives no 'train' split with images"),
+])
+def test_empty_folder_is_an_error(tmp_path, contents, message):
     folder = tmp_path / "empty"
     folder.mkdir()
     if contents == "text_only":
         (folder / "readme.txt").write_text("no images here")
-    with pytest.raises(ImageDatasetError, match="empty|no 'train' split"):
+    with pytest.raises(ImageDatasetError, match=message):
         build_image_dataset(train_data_dir=folder, cache_dir=tmp_path / "cache")
 
 

@@ -391,6 +391,22 @@ def test_metrics_not_measured_are_not_shown(folders, tmp_path):
     assert "samples.png" not in card.text and "training configuration was not recorded" in card.text
 
 
+def _evaluation_table(card_text: str) -> list[tuple[str, str]]:
+    """(metric, value) of every row of the card's Evaluation table, as a reader sees it."""
+    section = card_text.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
+    assert rows[0][0].strip() == "Metric" and set(rows[1][0]) == {"-"}, "the table header is missing"
+    return [(cells[0].strip(), cells[1].strip()) for cells in rows[2:]]
+
+
+def test_card_evaluation_table_shows_every_measured_metric(folders):
+    tokenizer_card = render_model_card(load_model_folder(folders["tokenizer"]), TOKENIZER_REPO)
+    assert _evaluation_table(tokenizer_card.text) == [
+        ("PSNR (dB)", "24.5"), ("SSIM", "0.81"), ("Codebook usage", "75.00%"), ("Codebook perplexity", "5.9")]
+    classifier_card = render_model_card(load_model_folder(folders["classifier"]), CLASSIFIER_REPO)
+    assert _evaluation_table(classifier_card.text) == [("Accuracy", "81.25%")]
+
+
 def test_listing_a_classifier_twice_keeps_one_entry(folders):
     card = render_model_card(load_model_folder(folders["tokenizer"]), TOKENIZER_REPO).content
     assert listed_dependents(card) == []
@@ -442,7 +458,7 @@ def test_hf_vq_cli_has_the_push_command():
 
 @pytest.fixture(scope="module")
 def vqgan_folder(tmp_path_factory) -> Path:
-    vqgan = pytest.importorskip("hf_vq.models.vqgan")
+    from hf_vq.models import vqgan
     config = vqgan.VQGANConfig(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, latent_channels=8,
                                image_size=8, attention_resolutions=[], codebook_size=16, embed_dim=4, num_channels=1,
                                sync_nu=0.2, affine="learned", alternating=True)

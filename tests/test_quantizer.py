@@ -31,11 +31,19 @@ def test_encoder_gets_upstream_gradient_and_codebook_gets_nu_times_it(nu):
     torch.testing.assert_close(vq.embedding.weight.grad, expected)
 
 
-def test_sync_update_reaches_learned_affine_parameters():
-    vq = VectorQuantizer(embed_dim=4, codebook_size=8, sync_nu=1.0, affine="learned")
+def test_sync_update_reaches_learned_affine_parameters_with_nu_times_the_task_gradient():
+    # Effective code c = (1 + lr * s) * c' + lr * b, so d<g, nu * q>/db = nu * lr * sum(g) and
+    # d<g, nu * q>/ds = nu * lr * sum(g * c'): the sign and size of the synchronized update, not just "non-zero".
+    nu, lr = 0.7, 2.0
+    vq = VectorQuantizer(embed_dim=4, codebook_size=8, sync_nu=nu, affine="learned", affine_lr=lr)
+    upstream = torch.randn(2, 4, 3, 3)
     out = vq(torch.randn(2, 4, 3, 3))
-    out.quantized.sum().backward()
-    assert vq.embedding.affine.shift.grad is not None and vq.embedding.affine.shift.grad.abs().sum() > 0
+    (out.quantized * upstream).sum().backward()
+    flat_upstream = channels_last(upstream)
+    raw_codes = vq.embedding.weight.detach()[out.indices.flatten()]
+    affine = vq.embedding.affine
+    torch.testing.assert_close(affine.shift.grad, nu * lr * flat_upstream.sum(0, keepdim=True))
+    torch.testing.assert_close(affine.scale.grad, nu * lr * (flat_upstream * raw_codes).sum(0, keepdim=True))
 
 
 def test_quantized_value_is_the_selected_effective_code():
@@ -51,16 +59,23 @@ def test_quantized_value_is_the_selected_effective_code():
 # --- beta commitment loss ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.8, 0.95, 1.0])
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.8, 0.95, 1.0])
 def test_beta_loss_matches_its_formula(beta):
     vq = VectorQuantizer(embed_dim=4, codebook_size=8, beta=beta)
-    z = torch.randn(2, 4, 3, 3)
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
     out = vq(z)
     q = channels_last(out.quantized).detach()
     diff = ((channels_last(z) - q) ** 2).mean()
     torch.testing.assert_close(out.commitment_loss, diff)
     torch.testing.assert_close(out.codebook_loss, diff)
     torch.testing.assert_close(out.loss, (1 - beta) * diff + beta * diff)
+    # Both parts have the same value, so only the gradients show which part carries which weight:
+    # (1 - beta) of ||z - sg(q)||^2 reaches the encoder, beta of ||sg(z) - q||^2 reaches the codebook.
+    z_grad, codebook_grad = torch.autograd.grad(out.loss, [z, vq.embedding.weight])
+    residual = 2 * (channels_last(z).detach() - q) / z.numel()
+    torch.testing.assert_close(channels_last(z_grad), (1 - beta) * residual)
+    expected_codebook_grad = torch.zeros(8, 4).index_add_(0, out.indices.flatten(), -residual) * beta
+    torch.testing.assert_close(codebook_grad, expected_codebook_grad)
 
 
 def test_classic_vqvae_weight_maps_to_the_equivalent_beta():
@@ -70,6 +85,13 @@ def test_classic_vqvae_weight_maps_to_the_equivalent_beta():
     beta = beta_from_vqvae_weight(0.25)
     ours, commitment, codebook = beta_commitment_loss(z, codes, beta)
     torch.testing.assert_close((1 + 0.25) * ours, codebook + 0.25 * commitment)
+    # The values of the two parts are equal; their gradients are not, and must match the classic loss's too.
+    z, codes = z.requires_grad_(), codes.requires_grad_()
+    ours, commitment, codebook = beta_commitment_loss(z, codes, beta)
+    ours_grads = torch.autograd.grad((1 + 0.25) * ours, [z, codes], retain_graph=True)
+    classic_grads = torch.autograd.grad(codebook + 0.25 * commitment, [z, codes])
+    for ours_grad, classic_grad in zip(ours_grads, classic_grads):
+        torch.testing.assert_close(ours_grad, classic_grad)
 
 
 def test_beta_splits_gradient_between_encoder_and_codebook():
@@ -102,6 +124,15 @@ def test_running_statistics_match_the_embedding_after_training_steps():
     torch.testing.assert_close(vq.codebook.var(0, unbiased=False), affine.running_var, atol=1e-3, rtol=1e-3)
 
 
+def test_first_batch_sets_the_running_statistics_directly():
+    # Not blended into the initial 0 / 1 with the momentum: early steps would search a codebook shrunk towards 0.
+    vq = VectorQuantizer(embed_dim=3, codebook_size=16, affine="running", affine_momentum=0.1)
+    z = torch.randn(256, 3) * torch.tensor([0.5, 2.0, 1.0]) + torch.tensor([1.0, -2.0, 0.5])
+    vq(z)
+    torch.testing.assert_close(vq.embedding.affine.running_mean, z.mean(0))
+    torch.testing.assert_close(vq.embedding.affine.running_var, z.var(0, unbiased=False))
+
+
 def test_running_statistics_are_frozen_in_eval_mode():
     vq = VectorQuantizer(embed_dim=3, codebook_size=16, affine="running")
     vq(torch.randn(64, 3))
@@ -114,21 +145,31 @@ def test_running_statistics_are_frozen_in_eval_mode():
 # --- alternating optimisation --------------------------------------------------------------------
 
 
-def _assert_codes_moved_to_assignment_means(quantizer, flat_vectors, indices):
-    for k in indices.unique():
-        torch.testing.assert_close(quantizer.codebook[k], flat_vectors[indices == k].mean(0), atol=1e-4, rtol=1e-4)
+def _assert_codes_moved_towards_assignment_means(quantizer, before, flat_vectors, indices, step_size):
+    """Each selected code moved `step_size` of the way from where it was (`before`) to its assignment mean;
+    the others did not move."""
+    for k in range(quantizer.codebook_size):
+        expected = before[k].lerp(flat_vectors[indices == k].mean(0), step_size) if (indices == k).any() else before[k]
+        torch.testing.assert_close(quantizer.codebook[k], expected, atol=1e-4, rtol=1e-4, msg=f"code {k}")
 
 
+# Step sizes other than 1 (where a step that ignores the size lands too) and other than 0.5 (where a step of
+# 1 - step_size lands too).
+STEP_SIZES = [1.0, 0.3]
+
+
+@pytest.mark.parametrize("step_size", STEP_SIZES)
 @pytest.mark.parametrize("affine", [None, "learned"])
-def test_alternating_step_moves_selected_codes_to_their_assignment_means(affine):
-    vq = VectorQuantizer(embed_dim=4, codebook_size=16, alternating=True, alternating_step_size=1.0, affine=affine)
+def test_alternating_step_moves_selected_codes_towards_their_assignment_means(affine, step_size):
+    vq = VectorQuantizer(embed_dim=4, codebook_size=16, alternating=True, alternating_step_size=step_size, affine=affine)
     if affine == "learned":
         with torch.no_grad():
             vq.embedding.affine.scale.uniform_(-0.5, 0.5)
             vq.embedding.affine.shift.uniform_(-1, 1)
     z = torch.randn(64, 4)
+    before = vq.codebook
     out = vq(z)
-    _assert_codes_moved_to_assignment_means(vq, z, out.indices)
+    _assert_codes_moved_towards_assignment_means(vq, before, z, out.indices, step_size)
     # The output already uses the updated codes: assignments kept, codes fresh.
     torch.testing.assert_close(out.quantized, vq.codebook[out.indices], atol=1e-5, rtol=1e-5)
 
@@ -148,22 +189,26 @@ def test_alternating_step_with_running_statistics_moves_codes_towards_their_mean
     assert after.codebook_loss < 0.95 * before.codebook_loss
 
 
-def test_alternating_step_works_per_group_of_a_grouped_quantizer():
-    vq = GroupedVectorQuantizer(8, 16, num_groups=2, affine="learned", alternating=True, alternating_step_size=1.0)
+@pytest.mark.parametrize("step_size", STEP_SIZES)
+def test_alternating_step_works_per_group_of_a_grouped_quantizer(step_size):
+    vq = GroupedVectorQuantizer(8, 16, num_groups=2, affine="learned", alternating=True, alternating_step_size=step_size)
     z = torch.randn(64, 8)
+    before = [group.codebook for group in vq.groups]
     out = vq(z)
     for g, group in enumerate(vq.groups):
-        _assert_codes_moved_to_assignment_means(group, z[:, 4 * g : 4 * g + 4], out.indices[:, g])
+        _assert_codes_moved_towards_assignment_means(group, before[g], z[:, 4 * g : 4 * g + 4], out.indices[:, g], step_size)
 
 
-def test_alternating_step_works_per_stage_of_a_residual_quantizer():
-    vq = ResidualVectorQuantizer(4, 16, num_quantizers=2, affine="learned", alternating=True, alternating_step_size=1.0)
+@pytest.mark.parametrize("step_size", STEP_SIZES)
+def test_alternating_step_works_per_stage_of_a_residual_quantizer(step_size):
+    vq = ResidualVectorQuantizer(4, 16, num_quantizers=2, affine="learned", alternating=True, alternating_step_size=step_size)
     z = torch.randn(64, 4)
-    out = vq(z)
     first, second = vq.stages
-    _assert_codes_moved_to_assignment_means(first, z, out.indices[:, 0])
+    before = [first.codebook, second.codebook]
+    out = vq(z)
+    _assert_codes_moved_towards_assignment_means(first, before[0], z, out.indices[:, 0], step_size)
     residual = z - first.codebook[out.indices[:, 0]]  # computed with the first stage's updated codes
-    _assert_codes_moved_to_assignment_means(second, residual, out.indices[:, 1])
+    _assert_codes_moved_towards_assignment_means(second, before[1], residual, out.indices[:, 1], step_size)
     torch.testing.assert_close(vq.get_codebook_entry(out.indices), out.quantized, atol=1e-5, rtol=1e-5)
 
 
@@ -224,6 +269,25 @@ def test_replaced_dead_code_lands_on_an_encoder_vector_in_effective_space(affine
     distances = (vq.codebook[[3, 17]][:, None] - vectors[None]).norm(dim=-1).min(1).values
     assert distances.max() < 1e-4
     assert vq.steps_since_used[[3, 17]].tolist() == [0, 0]
+
+
+def test_dead_code_counters_count_consecutive_unused_steps():
+    from hf_vq.quantization.replacement import update_dead_code_counters
+
+    counters = torch.tensor([0, 3, 5, 0])
+    update_dead_code_counters(counters, code_counts=torch.tensor([2, 0, 1, 0]))
+    assert counters.tolist() == [0, 4, 0, 1]  # a used code starts counting again from 0
+
+
+def test_a_code_in_use_is_never_replaced():
+    vq = VectorQuantizer(embed_dim=2, codebook_size=2, replace_freq=2)
+    with torch.no_grad():
+        vq.embedding.weight.copy_(torch.tensor([[-5.0, 0.0], [5.0, 0.0]]))
+    z = torch.tensor([[-5.0, 0.1], [5.0, -0.1]])  # each code picked at every step
+    for _ in range(4):
+        vq(z)
+    assert vq.steps_since_used.tolist() == [0, 0]
+    assert torch.equal(vq.codebook, torch.tensor([[-5.0, 0.0], [5.0, 0.0]]))
 
 
 def test_codes_unused_for_replace_freq_steps_are_revived_during_training():
@@ -321,9 +385,23 @@ def test_state_dict_round_trips_including_running_statistics():
     trained.eval(), fresh.eval()
     z = torch.randn(32, 4)
     assert torch.equal(fresh(z).indices, trained(z).indices)
-    fresh.train()
-    fresh(torch.randn(32, 4))  # a loaded, initialised quantizer does not run k-means again
-    torch.testing.assert_close(fresh.embedding.affine.running_mean, trained.embedding.affine.running_mean, atol=2.0, rtol=0)
+    # Training on goes on exactly as in the original (same batch, same random draws): every piece of state came
+    # back, and the loaded quantizer, already initialised, does not run k-means again.
+    batch = torch.randn(32, 4) * 3 + 1
+    for quantizer in (trained, fresh):
+        torch.manual_seed(1)
+        quantizer.train()(batch)
+    continued = trained.state_dict()
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, continued[key]), key
+
+
+def test_kmeans_init_runs_on_the_first_training_batch_only():
+    vq = VectorQuantizer(embed_dim=4, codebook_size=16, kmeans_init=True)  # nothing else moves the codes
+    vq(torch.randn(64, 4))
+    initialised = vq.codebook
+    vq(torch.randn(64, 4) + 100)
+    assert torch.equal(vq.codebook, initialised)
 
 
 # --- bad input ---------------------------------------------------------------------------------------

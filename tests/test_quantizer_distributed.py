@@ -11,23 +11,29 @@ import torch
 WORKER = Path(__file__).with_name("distributed_quantizer_worker.py")
 
 
-def run_two_ranks(kind: str, output_dir: Path) -> list[dict]:
+def run_two_ranks(kind: str, output_dir: Path) -> tuple[list[dict], dict]:
+    """The two ranks' final quantizer states, and rank 0's initial one."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(WORKER), kind, str(output_dir)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    if result.returncode != 0:
-        Path("/tmp/dist_fail.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return [torch.load(output_dir / f"rank{rank}.pt") for rank in range(2)]
+    return [torch.load(output_dir / f"rank{rank}.pt") for rank in range(2)], torch.load(output_dir / "initial_rank0.pt")
 
 
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vector", "grouped", "residual"])
 def test_two_processes_keep_identical_codebooks(kind, tmp_path):
-    first, second = run_two_ranks(kind, tmp_path)
+    (first, second), initial = run_two_ranks(kind, tmp_path)
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), f"{key} differs between ranks"
-    # The run did exercise the synchronised machinery: k-means ran and codes moved from their init.
+    # The run did exercise the synchronised machinery: k-means ran, every codebook moved from its initial codes,
+    # and the running statistics took in all 4 training batches.
     assert all(bool(value) for key, value in first.items() if key.endswith("initialized"))
+    codebooks = [key for key in first if key.endswith("embedding.weight")]
+    assert len(codebooks) == {"vector": 1, "grouped": 2, "residual": 2}[kind]
+    for key in codebooks:
+        assert not torch.isclose(first[key], initial[key]).any(), f"{key}: some codes never moved"
+    updates = [int(value) for key, value in first.items() if key.endswith("num_updates")]
+    assert updates and all(count == 4 for count in updates), updates

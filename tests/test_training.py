@@ -37,10 +37,42 @@ def test_a_few_steps_end_with_a_loadable_checkpoint(image_folder, tmp_path):
     processor = VQGANImageProcessor.from_pretrained(output_dir)
     pixel_values = processor(torch.randint(0, 255, (20, 20, 3), dtype=torch.uint8).numpy(), return_tensors="pt").pixel_values
     assert model.encode(pixel_values).image_tokens.shape == (1, 8, 8)
-    # With --use_ema the folder holds the EMA weights, not the last live ones.
+    # With --use_ema the folder holds the EMA weights (compared by name: every parameter), and the live buffers.
     live = result["model"].state_dict()
+    ema = _ema_weights_in_checkpoint(output_dir / "checkpoint-6", result["model"])
     saved = load_file(output_dir / "model.safetensors")
-    assert any(not torch.equal(saved[key], live[key]) for key in saved if key.startswith("decoder."))
+    assert saved.keys() == live.keys()
+    for key, value in saved.items():
+        assert torch.equal(value, ema.get(key, live[key])), key
+    assert any(not torch.equal(ema[key], live[key]) for key in ema if key.startswith("decoder."))
+
+
+def _ema_weights_in_checkpoint(checkpoint, model) -> dict:
+    """The EMA weights a checkpoint holds (diffusers' EMAModel state, `shadow_params` in parameter order), by name."""
+    for file in sorted(checkpoint.glob("custom_checkpoint_*.pkl")):
+        state = torch.load(file, map_location="cpu", weights_only=False)
+        if isinstance(state, dict) and "shadow_params" in state:
+            names = [name for name, _ in model.named_parameters()]
+            assert len(names) == len(state["shadow_params"])
+            return dict(zip(names, state["shadow_params"]))
+    raise AssertionError(f"no EMA state in {checkpoint}")
+
+
+def test_resume_mid_epoch_continues_with_the_next_batch(image_folder, tmp_path):
+    """Fast exactness check of resuming (the slow test below adds the GAN, EMA and flips): a run resumed from its
+    step-2 checkpoint ends with the same weights as the run that went on, so it trained on the same third batch."""
+    import shutil
+
+    flags = dict(train_data_dir=str(image_folder), max_train_steps=3, checkpointing_steps=2, discriminator_weight=0.0,
+                 eval_steps=0)
+    uninterrupted = train(tmp_path / "uninterrupted", **flags)
+    shutil.copytree(tmp_path / "uninterrupted" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    resumed = train(tmp_path / "resumed", resume_from_checkpoint="latest", **flags)
+    assert resumed["global_step"] == 3
+    assert resumed["metrics"]["images_seen"] == uninterrupted["metrics"]["images_seen"] == 12
+    first, second = uninterrupted["model"].state_dict(), resumed["model"].state_dict()
+    for key in first:
+        assert torch.equal(first[key], second[key]), f"{key} differs after resuming"
 
 
 @pytest.mark.slow
@@ -87,7 +119,7 @@ def test_missing_image_column_is_a_clear_error(image_folder, tmp_path):
 def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    with pytest.raises(ImageDatasetError, match="empty|no"):
+    with pytest.raises(ImageDatasetError, match="empty gives no 'train' split with images"):
         train(tmp_path / "run", train_data_dir=str(tmp_path / "empty"))
 
 

@@ -21,7 +21,6 @@ from hf_vq.training import (
     reconstruction_loss,
 )
 from hf_vq.training.checkpointing import TrainingState, list_checkpoints, prune_checkpoints, resolve_resume_checkpoint
-from hf_vq.training.lpips import SLICE_BOUNDS
 from hf_vq.training.tracking import JSONLTracker
 
 from training_helpers import TINY_CONFIG, training_args, write_images
@@ -111,7 +110,12 @@ def test_lpips_loads_a_torchvision_vgg16_state_dict(tmp_path):
         assert torch.equal(loaded.net.state_dict()[key], value), key
     # The linear heads come from the calibrated weights that torchmetrics ships.
     assert loaded.lin0.model[1].weight.abs().sum() > 0
-    assert len(SLICE_BOUNDS) == 5
+    # LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3: torchvision's features 3, 8, 15, 22 and 29.
+    slices = [getattr(loaded.net, f"slice{number}") for number in range(1, 6)]
+    assert [list(block.named_children())[-1][0] for block in slices] == ["3", "8", "15", "22", "29"]
+    assert all(isinstance(block[-1], nn.ReLU) for block in slices)
+    features = loaded.net(torch.randn(1, 3, 32, 32))
+    assert [tuple(f.shape[1:]) for f in features] == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 2, 2)]
 
 
 def test_lpips_backbone_missing_names_it(tmp_path):

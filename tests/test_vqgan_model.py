@@ -188,6 +188,14 @@ def test_forward_returns_every_loss_part_and_usage_metrics():
     torch.testing.assert_close(output.loss, output.reconstruction_loss + 0.5 * output.quantizer_loss)
     beta = model.config.beta
     torch.testing.assert_close(output.quantizer_loss, (1 - beta) * output.commitment_loss + beta * output.codebook_loss)
+    # The two parts have equal values; their gradients tell them apart: (1 - beta) of the commitment part reaches
+    # the encoder, beta of the codebook part reaches the codes.
+    encoder_weight, codes = model.encoder.conv_in.weight, model.quantize.embedding.weight
+    total = torch.autograd.grad(output.quantizer_loss, [encoder_weight, codes], retain_graph=True)
+    commitment = torch.autograd.grad(output.commitment_loss, encoder_weight, retain_graph=True)[0]
+    codebook = torch.autograd.grad(output.codebook_loss, codes, retain_graph=True)[0]
+    torch.testing.assert_close(total[0], (1 - beta) * commitment)
+    torch.testing.assert_close(total[1], beta * codebook)
     assert 1.0 <= float(output.perplexity) <= model.config.codebook_size
     assert 0.0 < float(output.usage) <= 1.0
     output.loss.backward()
