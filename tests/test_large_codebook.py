@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_vq import VectorQuantizer
+from hf_vq import VectorQuantizer, VQGANConfig
 
 CODEBOOK_SIZE = 2**18
+CONFIG = Path(__file__).parents[1] / "configs" / "vqgan_imagenet256_262k.yaml"
 
 
 def _status_kib(field: str) -> int:
@@ -33,12 +34,11 @@ def _peak_extra_mib(run) -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak memory is read from /proc/self/status")
 def test_step_that_replaces_almost_every_code_of_a_262k_codebook():
     torch.manual_seed(0)
-    quantizer = VectorQuantizer(
-        embed_dim=8, codebook_size=CODEBOOK_SIZE, affine="learned", sync_nu=0.2, alternating=True, replace_freq=1,
-        channel_dim=-1,
-    ).train()
+    options = VQGANConfig.from_yaml(CONFIG).quantizer_kwargs()  # the shipped config's quantizer, all methods on
+    assert options["codebook_size"] == CODEBOOK_SIZE and options["kmeans_init"]
+    quantizer = VectorQuantizer(**{**options, "replace_freq": 1}, channel_dim=-1).train()
     batches = [torch.randn(512, 8, requires_grad=True) for _ in range(2)]
-    quantizer(batches[0]).loss.backward()  # every code unused by this batch is now dead
+    quantizer(batches[0]).loss.backward()  # k-means init; then every code unused by this batch is dead
     used_first = int((quantizer.steps_since_used == 0).sum())
     before = quantizer.codebook
 
