@@ -93,6 +93,9 @@ def _triton_interpreted(device: torch.device) -> bool:
     return device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+# Run eagerly under torch.compile: Dynamo cannot trace FAISS's C globals or the backend dispatch, and the search
+# (no gradient, integer output) gains nothing from being traced; the graph breaks around it instead.
+@torch.compiler.disable
 @torch.no_grad()
 def nearest_code_indices(
     vectors: torch.Tensor,
