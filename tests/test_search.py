@@ -219,3 +219,13 @@ def test_quantizer_gives_the_same_tokens_with_every_cpu_backend():
         quantizer = VectorQuantizer(embed_dim=8, codebook_size=64, search_backend=backend).eval()
         outputs[backend] = quantizer(inputs).indices
     assert torch.equal(outputs["blocked"], outputs["faiss"])
+
+
+@needs_faiss
+def test_quantizer_with_the_faiss_search_runs_under_torch_compile():
+    # Dynamo cannot trace FAISS (its C globals raise inside the tracer): the search must run as a graph break.
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(embed_dim=8, codebook_size=64, search_backend="faiss", channel_dim=-1).eval()
+    inputs = torch.randn(32, 8)
+    compiled = torch.compile(quantizer, backend="eager")
+    assert torch.equal(compiled(inputs).indices, quantizer(inputs).indices)
