@@ -533,7 +533,7 @@ def _format_mib(record: dict | None) -> str:
 
 def format_tables(results: dict) -> str:
     time_shapes = [Shape(**shape) for shape in results["time_shapes"]]
-    memory_shapes = [Shape(**shape) for shape in results["memory_shapes"]]
+    memory_shapes = [Shape(**shape) for shape in results["memory_shapes"]] if results["memory"] else []
     timing = {(r["case"], Shape(**r["shape"])): r for r in results["timing"]}
     memory = {(r["case"], Shape(**r["shape"])): r for r in results["memory"]}
     with_main = any(r.get("ratio_to_main") is not None for r in results["timing"])
@@ -700,6 +700,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kmeans", action="store_true", help="also time k-means++ initialisation")
     parser.add_argument("--no-memory-at-time-shapes", action="store_true", help="measure memory at --memory-shape only")
     parser.add_argument("--memory-shape", type=Shape.parse, action="append", help="N,D,K (repeatable)")
+    parser.add_argument("--time-shape", type=Shape.parse, action="append", help="N,D,K (repeatable)")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)  # internal: case key of a memory subprocess
     parser.add_argument("--shape", type=Shape.parse, help=argparse.SUPPRESS)
     parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
@@ -707,7 +708,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    time_shapes = QUICK_TIME_SHAPES if args.quick else FULL_TIME_SHAPES
+    time_shapes = tuple(args.time_shape or (QUICK_TIME_SHAPES if args.quick else FULL_TIME_SHAPES))
     memory_shapes = args.memory_shape or (QUICK_MEMORY_SHAPES if args.quick else FULL_MEMORY_SHAPES)
     repeats = args.repeats or (3 if args.quick else 7)
     warmup = args.warmup if args.warmup is not None else 1

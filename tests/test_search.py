@@ -229,3 +229,18 @@ def test_quantizer_with_the_faiss_search_runs_under_torch_compile():
     inputs = torch.randn(32, 8)
     compiled = torch.compile(quantizer, backend="eager")
     assert torch.equal(compiled(inputs).indices, quantizer(inputs).indices)
+
+
+@needs_faiss
+def test_faiss_search_over_codebook_chunks_keeps_the_lowest_index(monkeypatch):
+    import hf_vq.quantization.search_faiss as search_faiss
+
+    monkeypatch.setattr(search_faiss, "CHUNK_VALUES", 8 * 50)  # 50 codes per FAISS call: 4 chunks
+    generator = torch.Generator().manual_seed(4)
+    codebook = torch.randn(200, 8, generator=generator)
+    codebook[170] = codebook[120] = codebook[30]  # one code in three chunks
+    vectors = torch.cat([codebook[[170, 120, 30]], torch.randn(100, 8, generator=generator)])
+    found = search_faiss.faiss_nearest_code_indices(vectors, codebook)
+    assert found[:3].tolist() == [30, 30, 30]
+    assert_nearest(found, vectors, codebook)
+    assert torch.equal(found[3:], blocked_nearest_code_indices(vectors[3:], codebook))

@@ -31,12 +31,13 @@ from .search_triton import triton_available, triton_nearest_code_indices
 SEARCH_BACKENDS = ("auto", "blocked", "faiss", "triton")
 DISTANCES = ("euclidean", "cosine")
 
-# Default block sizes, in float32 distances. CPU: 2**20 (4 MiB), so the block that the GEMM writes is
-# still in cache when argmin reads it, and the allocator reuses one heap buffer for every block
-# instead of mapping (and page-faulting) fresh memory each time: 1.5-4x faster than 2**24 on a 2-core
-# EPYC (scripts/benchmark_quantizer.py, docs/benchmarks.md). Accelerators: 2**24 (64 MiB) keeps each
-# GEMM large enough to fill the device.
-CPU_MAX_BLOCK_ELEMENTS = 2**20
+# Default block sizes, in float32 distances. CPU: 2**17 (512 KiB), so the block that the GEMM writes is
+# still in the core's L2 cache when argmin reads it, and the allocator reuses one heap buffer for every
+# block instead of mapping (and page-faulting) fresh memory each time: 2**20 was 1.5-4x faster than 2**24
+# on a 2-core EPYC, and 2**17 took 0.6-0.9x the time of 2**20 on a 2-core Xeon (one thread, D = 8 to 256,
+# K = 256 to 16384; docs/benchmarks.md). Accelerators: 2**24 (64 MiB) keeps each GEMM large enough to
+# fill the device.
+CPU_MAX_BLOCK_ELEMENTS = 2**17
 ACCELERATOR_MAX_BLOCK_ELEMENTS = 2**24
 # Fewest rows a block keeps before the codes are tiled as well: a GEMM of a handful of rows runs at a fraction
 # of the speed of one with a few hundred (at K = 262144 and 2**20 distances a block would hold 4 rows).
