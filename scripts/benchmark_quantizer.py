@@ -543,8 +543,8 @@ def format_tables(results: dict) -> str:
         header += [f"{shape.label}: ms", "x bare"] + (["x main"] if with_main else [])
         header += ["peak MiB"] if with_time_memory else []
     header += [f"{shape.label}: peak MiB" for shape in memory_shapes]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key in results["cases"]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] if results["timing"] else []
+    for key in results["cases"] if results["timing"] else []:
         row = [CASES_BY_KEY[key].label]
         for shape in time_shapes:
             record = timing.get((key, shape))
@@ -560,8 +560,9 @@ def format_tables(results: dict) -> str:
                 row.append(_format_mib(memory.get((key, shape))))
         row += [_format_mib(memory.get((key, shape))) for shape in memory_shapes]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "First call of each case (s; ours with kmeans_init runs k-means++ in it):", ""]
-    for key in results["cases"]:
+    if results["timing"]:
+        lines += ["", "First call of each case (s; ours with kmeans_init runs k-means++ in it):", ""]
+    for key in results["cases"] if results["timing"] else []:
         timed = [timing[(key, shape)] for shape in time_shapes if (key, shape) in timing]
         firsts = ", ".join(f"{record['first_call_s']:.2f}" for record in timed)
         lines.append(f"- {key}: {firsts}")
