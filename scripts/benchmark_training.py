@@ -214,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"\nvariant {variant['name']}:\n{format_table(result)}", flush=True)
         results.append(result)
+        if args.output:  # after every variant: a later one that runs out of time loses only itself
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
         print(f"results written to {args.output}")
     return 0
 
