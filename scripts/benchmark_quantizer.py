@@ -34,6 +34,16 @@ the codebook's values, not what a step allocates). Subprocesses may grow by at m
 matrix at N = K = 65536 is 16 GiB) fails with an allocation error instead of exhausting a shared
 machine. --quick measures memory at its memory shape only, in the benchmark's own process.
 
+Against the main branch: `--baseline main` (the default; `none` to skip) imports `hf_vq/quantization` as it is
+on that git ref (read with `git show` into a temporary package) and times its `VectorQuantizer` with the same
+options in the same rounds ("main: ..." cases); "x main" is the median over rounds of our time over its time.
+Our "blocked search" cases force `search_backend="blocked"`; the others use "auto" (FAISS on the CPU for D <= 32).
+
+Further sections: `--scaling` times our quantizer at N = 16384, D = 8 for K from 1024 to 262144 (time vs K);
+`--kmeans` times k-means++ initialisation, the baseline's against ours, at K = 16384, and ours at K = 262144.
+Memory is measured at every --memory-shape (default N=K=65536, D=64 and N=16384, D=8, K=262144);
+`--no-memory-at-time-shapes` skips the memory runs at the timed shapes.
+
 Usage:
     python scripts/benchmark_quantizer.py                            # full run, a few minutes
     python scripts/benchmark_quantizer.py --json benchmark.json      # also write the results as JSON
@@ -45,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import gc
 import importlib.util
 import json
@@ -67,7 +78,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from hf_vq.quantization import VectorQuantizer  # noqa: E402
+from hf_vq.quantization.kmeans import kmeans_plus_plus_init  # noqa: E402
 from hf_vq.quantization.search import nearest_code_indices  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = None  # hf_vq/quantization as on --baseline's git ref (a module), set by main()
 
 # The comparison is optional (our cases run without it) and imported only where used: it is slow to import.
 HAS_VQP = importlib.util.find_spec("vector_quantize_pytorch") is not None
@@ -99,9 +114,38 @@ class Shape:
 
 
 FULL_TIME_SHAPES = (Shape(16384, 64, 1024), Shape(16384, 8, 16384))
-FULL_MEMORY_SHAPE = Shape(65536, 64, 65536)
+FULL_MEMORY_SHAPES = (Shape(65536, 64, 65536), Shape(16384, 8, 262144))
+SCALING_CODEBOOK_SIZES = (1024, 4096, 16384, 65536, 262144)
+QUICK_SCALING_CODEBOOK_SIZES = (256, 1024, 4096)
+SCALING_BLOCKED_MAX_K = 16384  # the blocked search at larger K takes tens of seconds a call on one core
+# k-means cases: (N, D, K, Lloyd iterations, also run the baseline)
+KMEANS_CASES = ((16384, 8, 16384, 10, True), (32768, 8, 16384, 10, True), (262144, 8, 262144, 10, False))
 QUICK_TIME_SHAPES = (Shape(2048, 64, 256), Shape(2048, 8, 1024))
-QUICK_MEMORY_SHAPE = Shape(4096, 64, 4096)
+QUICK_MEMORY_SHAPES = (Shape(4096, 64, 4096),)
+QUICK_KMEANS_CASES = ((2048, 8, 512, 10, True),)
+
+
+# --- the baseline: hf_vq/quantization as on another git ref ------------------------------------------
+
+
+def load_baseline(ref: str, directory: Path):
+    """Import `hf_vq/quantization` as it is on git ref `ref` as a standalone package (its files import each
+    other relatively only), from copies written under `directory`."""
+    listing = subprocess.run(
+        ["git", "-C", str(REPO), "ls-tree", "--name-only", f"{ref}:hf_vq/quantization"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    package = directory / "hf_vq_baseline_quantization"
+    package.mkdir(parents=True, exist_ok=True)
+    for name in listing:
+        if name.endswith(".py"):
+            source = subprocess.run(
+                ["git", "-C", str(REPO), "show", f"{ref}:hf_vq/quantization/{name}"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            (package / name).write_text(source)
+    sys.path.insert(0, str(directory))
+    return importlib.import_module("hf_vq_baseline_quantization")
 
 
 # --- the cases -------------------------------------------------------------------------------------
@@ -141,11 +185,15 @@ class BareWork(Runner):
 
 
 class OurSearch(BareWork):
-    """Our blocked nearest-code search alone (forward only), for comparison with the bare work."""
+    """Our nearest-code search alone (forward only), for comparison with the bare work."""
+
+    def __init__(self, shape: Shape, backend: str = "blocked"):
+        super().__init__(shape)
+        self.backend = backend
 
     @torch.no_grad()
     def step(self, inputs: torch.Tensor) -> None:
-        nearest_code_indices(inputs, self.codebook)
+        nearest_code_indices(inputs, self.codebook, backend=self.backend)
 
 
 class OurQuantizer(Runner):
@@ -168,6 +216,16 @@ class OurQuantizer(Runner):
     def step(self, inputs: torch.Tensor) -> None:
         out = self.module(inputs)
         (out.quantized.sum() + out.loss).backward()
+
+
+class BaselineQuantizer(OurQuantizer):
+    """The baseline ref's `VectorQuantizer` (see --baseline), same options, same input."""
+
+    def __init__(self, shape: Shape, image_layout: bool = False, **options):
+        self.image_layout = image_layout
+        self.module = BASELINE.VectorQuantizer(
+            embed_dim=shape.embed_dim, codebook_size=shape.codebook_size, channel_dim=-1, **options
+        ).train()
 
 
 class TheirQuantizer(Runner):
@@ -218,6 +276,16 @@ class Case:
         return self.runner is TheirQuantizer
 
     @property
+    def needs_baseline(self) -> bool:
+        return self.runner is BaselineQuantizer
+
+    @property
+    def baseline_key(self) -> str | None:
+        """The baseline case that this one of ours is compared with ("x main")."""
+        key = self.key.replace("ours_blocked_", "main_").replace("ours_", "main_")
+        return key if key != self.key else None
+
+    @property
     def runs_kmeans(self) -> bool:
         return bool(dict(self.options).get("kmeans_init", False))
 
@@ -233,9 +301,26 @@ class Case:
 CASES = (
     Case("bare", "bare work: one addmm + argmin, unblocked (forward only)", BareWork),
     Case("ours_search", "ours: blocked search only (forward only)", OurSearch, at_memory_shape=False),
+    Case(
+        "ours_auto_search",
+        "ours: auto search only (FAISS where D <= 32; forward only)",
+        OurSearch,
+        (("backend", "auto"),),
+        at_memory_shape=False,
+    ),
+    Case("main_plain", "main: plain (defaults)", BaselineQuantizer),
+    Case("main_all_learned", "main: all methods, affine=learned", BaselineQuantizer, (("affine", "learned"), *ALL_METHODS)),
+    Case("main_all_running", "main: all methods, affine=running", BaselineQuantizer, (("affine", "running"), *ALL_METHODS)),
     Case("ours_plain", "ours: plain (defaults)", OurQuantizer),
     Case("ours_all_learned", "ours: all methods, affine=learned", OurQuantizer, (("affine", "learned"), *ALL_METHODS)),
     Case("ours_all_running", "ours: all methods, affine=running", OurQuantizer, (("affine", "running"), *ALL_METHODS)),
+    Case(
+        "ours_blocked_all_learned",
+        "ours: all methods, affine=learned, blocked search",
+        OurQuantizer,
+        (("search_backend", "blocked"), ("affine", "learned"), *ALL_METHODS),
+        at_memory_shape=False,
+    ),
     Case(
         "ours_all_learned_bdhw",
         "ours: all methods, affine=learned, (B, D, H, W) input",
@@ -256,8 +341,12 @@ CASES = (
 CASES_BY_KEY = {case.key: case for case in CASES}
 
 
-def available_cases() -> list[Case]:
-    return [case for case in CASES if HAS_VQP or not case.needs_vqp]
+def available_cases(skip_vqp: bool = False) -> list[Case]:
+    return [
+        case
+        for case in CASES
+        if (HAS_VQP and not skip_vqp or not case.needs_vqp) and (BASELINE is not None or not case.needs_baseline)
+    ]
 
 
 def make_inputs(shape: Shape, seed: int = 1) -> list[torch.Tensor]:
@@ -306,7 +395,9 @@ def time_shape(cases: list[Case], shape: Shape, repeats: int, warmup: int, state
 
 def _timing_record(case: Case, shape: Shape, samples: dict[str, list[float]], first_call: float) -> dict:
     own, bare = samples[case.key], samples["bare"]
+    baseline = samples.get(case.baseline_key) if case.baseline_key else None
     return {
+        "ratio_to_main": statistics.median(mine / theirs for mine, theirs in zip(own, baseline)) if baseline else None,
         "case": case.key,
         "label": case.label,
         "shape": asdict(shape),
@@ -382,6 +473,7 @@ def measure_memory(case: Case, shape: Shape, timed: bool, args: argparse.Namespa
     """`memory_worker` in a fresh subprocess; at timed shapes it starts from the state timing reached."""
     command = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", case.key, "--shape", str(shape)]
     command += ["--threads", str(args.threads), "--memory-limit-gib", str(args.memory_limit_gib)]
+    command += ["--baseline", args.baseline if case.needs_baseline else "none"]
     command += ["--warmup", "1" if timed and not case.slow else "0"]
     if timed and case.runs_kmeans:
         command += ["--state", str(_state_path(state_dir, case.key, shape))]
@@ -441,35 +533,152 @@ def _format_mib(record: dict | None) -> str:
 
 def format_tables(results: dict) -> str:
     time_shapes = [Shape(**shape) for shape in results["time_shapes"]]
-    memory_shape = Shape(**results["memory_shape"])
+    memory_shapes = [Shape(**shape) for shape in results["memory_shapes"]] if results["memory"] else []
     timing = {(r["case"], Shape(**r["shape"])): r for r in results["timing"]}
     memory = {(r["case"], Shape(**r["shape"])): r for r in results["memory"]}
+    with_main = any(r.get("ratio_to_main") is not None for r in results["timing"])
+    with_time_memory = any(Shape(**r["shape"]) in time_shapes for r in results["memory"])
     header = ["case"]
     for shape in time_shapes:
-        header += [f"{shape.label}: ms", "x bare", "peak MiB"]
-    header += [f"{memory_shape.label}: peak MiB"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key in results["cases"]:
+        header += [f"{shape.label}: ms", "x bare"] + (["x main"] if with_main else [])
+        header += ["peak MiB"] if with_time_memory else []
+    header += [f"{shape.label}: peak MiB" for shape in memory_shapes]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] if results["timing"] else []
+    for key in results["cases"] if results["timing"] else []:
         row = [CASES_BY_KEY[key].label]
         for shape in time_shapes:
             record = timing.get((key, shape))
+            width = 2 + with_main + with_time_memory
             if record is None:
-                row += ["-", "-", "-"]
+                row += ["-"] * width
                 continue
-            peak = _format_mib(memory.get((key, shape)))
-            row += [_format_ms(record["median_ms"]), f"{record['ratio_to_bare']:.2f}", peak]
-        row.append(_format_mib(memory.get((key, memory_shape))))
+            row += [_format_ms(record["median_ms"]), f"{record['ratio_to_bare']:.2f}"]
+            if with_main:
+                ratio = record.get("ratio_to_main")
+                row.append("-" if ratio is None else f"**{ratio:.2f}**")
+            if with_time_memory:
+                row.append(_format_mib(memory.get((key, shape))))
+        row += [_format_mib(memory.get((key, shape))) for shape in memory_shapes]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "First call of each case (s; ours with kmeans_init runs k-means++ in it):", ""]
-    for key in results["cases"]:
+    if results["timing"]:
+        lines += ["", "First call of each case (s; ours with kmeans_init runs k-means++ in it):", ""]
+    for key in results["cases"] if results["timing"] else []:
         timed = [timing[(key, shape)] for shape in time_shapes if (key, shape) in timing]
         firsts = ", ".join(f"{record['first_call_s']:.2f}" for record in timed)
         lines.append(f"- {key}: {firsts}")
+    lines += format_scaling(results.get("scaling", []))
+    lines += format_kmeans(results.get("kmeans", []))
     failures = [r for r in results["memory"] if "error" in r]
     if failures:
         lines += ["", "Memory runs that did not finish:", ""]
         lines += [f"- {r['case']} at {Shape(**r['shape']).label}: {r['error']}" for r in failures]
     return "\n".join(lines)
+
+
+def format_scaling(records: list[dict]) -> list[str]:
+    if not records:
+        return []
+    lines = ["", "Time vs codebook size (D = 8; ms per step, median; in brackets: ns per step per code):", ""]
+    lines += ["| K | " + " | ".join(r["label"] for r in records[0]["cases"]) + " |", "|---|" + "---|" * len(records[0]["cases"])]
+    for record in records:
+        cells = []
+        for case in record["cases"]:
+            if case["median_ms"] is None:
+                cells.append("-")
+            else:
+                per_code = 1e6 * case["median_ms"] / record["codebook_size"]
+                cells.append(f"{_format_ms(case['median_ms'])} ({per_code:.1f} ns/code)")
+        lines.append(f"| {record['codebook_size']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_kmeans(records: list[dict]) -> list[str]:
+    if not records:
+        return []
+    lines = ["", "k-means++ initialisation (seconds; cost = mean squared distance to the nearest centre):", ""]
+    lines += ["| N | D | K | Lloyd iterations | baseline s | ours s | ours / baseline | baseline cost | ours cost | ours distinct codes |"]
+    lines += ["|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        base, base_cost = r.get("baseline_s"), r.get("baseline_cost")
+        ratio = "-" if base is None else f"**{r['ours_s'] / base:.3f}**"
+        base_text = "-" if base is None else f"{base:.2f}"
+        base_cost_text = "-" if base_cost is None else f"{base_cost:.4f}"
+        lines.append(
+            f"| {r['num_vectors']} | {r['embed_dim']} | {r['codebook_size']} | {r['iterations']} | {base_text} | "
+            f"{r['ours_s']:.2f} | {ratio} | {base_cost_text} | {r['ours_cost']:.4f} | {r['ours_distinct']} |"
+        )
+    return lines
+
+
+# --- time vs K, and k-means ------------------------------------------------------------------------
+
+
+def time_scaling(repeats: int, num_vectors: int, codebook_sizes: tuple[int, ...]) -> list[dict]:
+    """Our quantizer (plain; all methods with the auto and the blocked search) at D = 8 for growing K,
+    round-robin within each K."""
+    records = []
+    for codebook_size in codebook_sizes:
+        shape = Shape(num_vectors, 8, codebook_size)
+        keys = ["ours_plain", "ours_all_learned"]
+        if codebook_size <= SCALING_BLOCKED_MAX_K:
+            keys.append("ours_blocked_all_learned")
+        cases = [CASES_BY_KEY[key] for key in keys]
+        runners = {case.key: case.build(shape) for case in cases}
+        flat = make_inputs(shape)
+        inputs = {key: [runner.prepare(batch) for batch in flat] for key, runner in runners.items()}
+        samples: dict[str, list[float]] = {key: [] for key in keys}
+        for call in range(repeats + 2):  # the first two calls (k-means, warm-up) are not kept
+            for key in keys[call % len(keys) :] + keys[: call % len(keys)]:
+                batch = inputs[key][call % NUM_INPUTS]
+                runners[key].zero_grad(batch)
+                seconds = _seconds(lambda: runners[key].step(batch))
+                if call >= 2:
+                    samples[key].append(seconds)
+        all_keys = ["ours_plain", "ours_all_learned", "ours_blocked_all_learned"]
+        records.append({
+            "num_vectors": num_vectors,
+            "codebook_size": codebook_size,
+            "cases": [
+                {
+                    "case": key,
+                    "label": CASES_BY_KEY[key].label.removeprefix("ours: "),
+                    "median_ms": 1e3 * statistics.median(samples[key]) if key in samples else None,
+                    "samples_ms": [1e3 * value for value in samples.get(key, [])],
+                }
+                for key in all_keys
+            ],
+        })
+        _progress(f"scaling: K={codebook_size} done")
+    return records
+
+
+def _kmeans_cost(vectors: torch.Tensor, centres: torch.Tensor) -> float:
+    nearest = centres[nearest_code_indices(vectors, centres)]
+    return float((vectors - nearest).pow(2).sum(dim=1).mean())
+
+
+def time_kmeans(cases: tuple) -> list[dict]:
+    """k-means++ initialisation on clustered data (4096 Gaussian clusters): ours, and the baseline's where asked."""
+    records = []
+    for num_vectors, embed_dim, codebook_size, iterations, with_baseline in cases:
+        generator = torch.Generator().manual_seed(0)
+        means = torch.randn(4096, embed_dim, generator=generator) * 3
+        vectors = means[torch.randint(4096, (num_vectors,), generator=generator)]
+        vectors = vectors + 0.5 * torch.randn(num_vectors, embed_dim, generator=generator)
+        record = {"num_vectors": num_vectors, "embed_dim": embed_dim, "codebook_size": codebook_size, "iterations": iterations}
+        started = time.perf_counter()
+        ours = kmeans_plus_plus_init(vectors, codebook_size, iterations, generator=torch.Generator().manual_seed(1))
+        record["ours_s"] = time.perf_counter() - started
+        record["ours_cost"] = _kmeans_cost(vectors, ours)
+        record["ours_distinct"] = int(torch.unique(ours, dim=0).shape[0])
+        if with_baseline and BASELINE is not None:
+            started = time.perf_counter()
+            theirs = BASELINE.kmeans_plus_plus_init(vectors, codebook_size, iterations, generator=torch.Generator().manual_seed(1))
+            record["baseline_s"] = time.perf_counter() - started
+            record["baseline_cost"] = _kmeans_cost(vectors, theirs)
+        records.append(record)
+        _progress(f"k-means: N={num_vectors}, K={codebook_size} done")
+    return records
 
 
 # --- entry points ----------------------------------------------------------------------------------
@@ -485,6 +694,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-limit-gib", type=float, default=8.0, help="address-space headroom of memory runs")
     parser.add_argument("--memory-workers", type=int, default=2, help="memory subprocesses run at once")
     parser.add_argument("--skip-memory", action="store_true", help="time only")
+    parser.add_argument("--skip-time", action="store_true", help="skip the timing of the quantizer cases")
+    parser.add_argument("--skip-vqp", action="store_true", help="leave out vector-quantize-pytorch (seconds a call)")
+    parser.add_argument("--baseline", default="main", help="git ref whose hf_vq/quantization is compared ('none': no)")
+    parser.add_argument("--scaling", action="store_true", help="also time our quantizer for K up to 262144")
+    parser.add_argument("--kmeans", action="store_true", help="also time k-means++ initialisation")
+    parser.add_argument("--no-memory-at-time-shapes", action="store_true", help="measure memory at --memory-shape only")
+    parser.add_argument("--memory-shape", type=Shape.parse, action="append", help="N,D,K (repeatable)")
+    parser.add_argument("--time-shape", type=Shape.parse, action="append", help="N,D,K (repeatable)")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)  # internal: case key of a memory subprocess
     parser.add_argument("--shape", type=Shape.parse, help=argparse.SUPPRESS)
     parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
@@ -492,11 +709,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    time_shapes = QUICK_TIME_SHAPES if args.quick else FULL_TIME_SHAPES
-    memory_shape = QUICK_MEMORY_SHAPE if args.quick else FULL_MEMORY_SHAPE
+    time_shapes = tuple(args.time_shape or (QUICK_TIME_SHAPES if args.quick else FULL_TIME_SHAPES))
+    memory_shapes = args.memory_shape or (QUICK_MEMORY_SHAPES if args.quick else FULL_MEMORY_SHAPES)
     repeats = args.repeats or (3 if args.quick else 7)
     warmup = args.warmup if args.warmup is not None else 1
-    cases = available_cases()
+    cases = available_cases(args.skip_vqp)
     results: dict = {
         "command": " ".join(["python", *sys.argv]),
         "machine": machine_info(args.threads),
@@ -510,39 +727,52 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         },
         "cases": [case.key for case in cases],
         "time_shapes": [asdict(shape) for shape in time_shapes],
-        "memory_shape": asdict(memory_shape),
+        "memory_shapes": [asdict(shape) for shape in memory_shapes],
+        "baseline": args.baseline,
         "timing": [],
         "memory": [],
     }
     with tempfile.TemporaryDirectory() as state_dir:
-        for index, shape in enumerate(time_shapes):
+        for index, shape in enumerate(() if args.skip_time else time_shapes):
             started = time.perf_counter()
             shape_cases = [case for case in cases if index == 0 or not case.first_shape_only]
             results["timing"] += time_shape(shape_cases, shape, repeats, warmup, Path(state_dir))
             _progress(f"timed {shape.label} in {time.perf_counter() - started:.0f} s")
         if not args.skip_memory:
             started = time.perf_counter()
-            results["memory"] = measure_all_memory(cases, time_shapes, memory_shape, args, Path(state_dir))
+            timed_shapes = () if args.skip_time or args.no_memory_at_time_shapes else time_shapes
+            results["memory"] = measure_all_memory(cases, timed_shapes, memory_shapes, args, Path(state_dir))
             _progress(f"measured peak memory in {time.perf_counter() - started:.0f} s")
+    if args.scaling:
+        if args.quick:
+            results["scaling"] = time_scaling(3, 2048, QUICK_SCALING_CODEBOOK_SIZES)
+        else:
+            results["scaling"] = time_scaling(5, 16384, SCALING_CODEBOOK_SIZES)
+    if args.kmeans:
+        results["kmeans"] = time_kmeans(QUICK_KMEANS_CASES if args.quick else KMEANS_CASES)
     return results
 
 
 def measure_all_memory(
-    cases: list[Case], time_shapes: tuple[Shape, ...], memory_shape: Shape, args: argparse.Namespace, state_dir: Path
+    cases: list[Case], time_shapes: tuple[Shape, ...], memory_shapes: tuple[Shape, ...], args: argparse.Namespace, state_dir: Path
 ) -> list[dict]:
     """Fresh subprocesses, a few at once: peak RSS belongs to each process, so running them side by side
     changes nothing but the wall time. --quick, a smoke test that must stay fast, measures only its
     memory shape and in this process (starting a process that imports hf_vq takes seconds)."""
     at_memory_shape = [case for case in cases if case.at_memory_shape]
     if args.quick:
-        return [{**memory_worker(case, memory_shape, None, 0), "process": "benchmark"} for case in at_memory_shape]
+        return [
+            {**memory_worker(case, shape, None, 0), "process": "benchmark"}
+            for shape in memory_shapes
+            for case in at_memory_shape
+        ]
     jobs = [
         (case, shape, True)
         for index, shape in enumerate(time_shapes)
         for case in cases
         if index == 0 or not case.first_shape_only
     ]
-    jobs += [(case, memory_shape, False) for case in at_memory_shape]
+    jobs += [(case, shape, False) for shape in memory_shapes for case in at_memory_shape]
     with ThreadPoolExecutor(max_workers=args.memory_workers) as pool:
         records = pool.map(lambda job: measure_memory(*job, args, state_dir), jobs)
         return [{**record, "process": "fresh"} for record in records]
@@ -553,8 +783,12 @@ def _progress(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global BASELINE
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    baseline_dir = tempfile.TemporaryDirectory()
+    if args.baseline != "none":
+        BASELINE = load_baseline(args.baseline, Path(baseline_dir.name))
     if args.memory_worker:
         _limit_address_space(args.memory_limit_gib)
         print(json.dumps(memory_worker(CASES_BY_KEY[args.memory_worker], args.shape, args.state, args.warmup or 0)))

@@ -11,12 +11,22 @@ shared machine hits both alike, and the reported ratio is the median of the per-
     python scripts/benchmark_training.py --config configs/vqgan_fashion_mnist.yaml --batch_size 16 --steps 5
     python scripts/benchmark_training.py --output results/benchmark_training.json
 
+On a GPU, `--variants` runs the comparison under several settings, each with fresh models (same seed), e.g. the
+256 px ImageNet tokenizer in bf16 autocast, with and without `torch.compile` and channels_last memory format:
+
+    python scripts/benchmark_training.py --config configs/vqgan_imagenet256.yaml --device cuda --batch_size 32 \
+        --steps 10 --rounds 3 --variants bf16,bf16+compile,bf16+channels_last,bf16+compile+channels_last
+
+A variant is "fp32" or "bf16", plus "+compile" and/or "+channels_last". `--dry_run` runs every requested variant
+on the tiny config for one step (a smoke test of the script, not a measurement).
+
 Prints a Markdown table; writes JSON with --output.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,7 +52,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="write the results as JSON here")
-    return parser.parse_args(argv)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--variants", default="fp32", help="comma-separated: fp32|bf16[+compile][+channels_last]")
+    parser.add_argument("--dry_run", action="store_true", help="tiny config, one step per round, one round")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.config, args.batch_size, args.steps, args.warmup_steps, args.rounds = "configs/vqgan_tiny.yaml", 2, 1, 1, 1
+    args.variants = [parse_variant(text) for text in args.variants.split(",")]
+    return args
+
+
+def parse_variant(text: str) -> dict:
+    """"bf16+compile+channels_last" -> {"name": ..., "bf16": True, "compile": True, "channels_last": True}."""
+    parts = text.strip().split("+")
+    unknown = [p for p in parts[1:] if p not in ("compile", "channels_last")]
+    if parts[0] not in ("fp32", "bf16") or unknown:
+        raise SystemExit(f"bad variant {text!r}: use fp32 or bf16, optionally followed by +compile and/or +channels_last")
+    return {"name": text.strip(), "bf16": parts[0] == "bf16", "compile": "compile" in parts, "channels_last": "channels_last" in parts}
 
 
 def build_models(config_path: str) -> tuple[torch.nn.Module, torch.nn.Module, VQGANConfig]:
@@ -64,35 +90,64 @@ def diffusers_loss(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor
 
 
 class Trainer:
-    """A model, its loss and its AdamW optimizer: `run(batches)` trains on them and returns the seconds taken."""
+    """A model, its loss and its AdamW optimizer: `run(batches)` trains on them and returns the seconds taken.
 
-    def __init__(self, model: torch.nn.Module, loss_fn):
-        self.model, self.loss_fn = model, loss_fn
+    `variant` (see `parse_variant`): bf16 autocast around the forward and loss (the quantizer keeps float32
+    inside, by design), `torch.compile` of the model, channels_last memory format of model and images."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn, variant: dict | None = None):
+        variant = variant or {"bf16": False, "compile": False, "channels_last": False}
+        self.variant = variant
+        if variant["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        self.model = torch.compile(model) if variant["compile"] else model
+        self.loss_fn = loss_fn
+
+    def _autocast(self, device: torch.device):
+        if not self.variant["bf16"]:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
     def run(self, batches: list[torch.Tensor]) -> tuple[float, float]:
         """Train on `batches`; returns (wall-clock seconds, CPU seconds of this process)."""
+        device = batches[0].device
+        _synchronize(device)
         start, start_cpu = time.perf_counter(), time.process_time()
         for images in batches:
-            loss = self.loss_fn(self.model, images)
+            if self.variant["channels_last"]:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with self._autocast(device):
+                loss = self.loss_fn(self.model, images)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+        _synchronize(device)
         return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def benchmark(args: argparse.Namespace) -> dict:
+def benchmark(args: argparse.Namespace, variant: dict | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     torch.manual_seed(args.seed)
     ours, theirs, config = build_models(args.config)
+    ours, theirs = ours.to(device), theirs.to(device)
     shape = (args.batch_size, config.num_channels, config.image_size, config.image_size)
-    batches = [torch.rand(shape) * 2 - 1 for _ in range(args.steps)]
-    trainers = {"hf_vq VQGANModel": Trainer(ours, our_loss), "diffusers VQModel": Trainer(theirs, diffusers_loss)}
+    batches = [(torch.rand(shape) * 2 - 1).to(device) for _ in range(args.steps)]
+    trainers = {
+        "hf_vq VQGANModel": Trainer(ours, our_loss, variant),
+        "diffusers VQModel": Trainer(theirs, diffusers_loss, variant),
+    }
     for trainer in trainers.values():
         trainer.run(batches[: args.warmup_steps])  # first steps: k-means init, allocator warm-up
     seconds = {name: [] for name in trainers}
@@ -109,6 +164,8 @@ def benchmark(args: argparse.Namespace) -> dict:
     ratios = [theirs_s / ours_s for ours_s, theirs_s in zip(seconds[ours], seconds[theirs])]
     cpu_ratios = [theirs_s / ours_s for ours_s, theirs_s in zip(cpu_seconds[ours], cpu_seconds[theirs])]
     return {
+        "variant": (variant or {"name": "fp32"})["name"],
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "config": args.config,
         "batch_size": args.batch_size,
         "image_shape": list(shape[1:]),
@@ -147,11 +204,20 @@ def format_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = benchmark(args)
-    print(format_table(result))
+    results = []
+    for variant in args.variants:
+        try:
+            result = benchmark(args, variant)
+        except Exception as error:  # noqa: BLE001 - one failing variant (e.g. compile) must not lose the others
+            result = {"variant": variant["name"], "error": f"{type(error).__name__}: {error}"[:500]}
+            print(f"variant {variant['name']} failed: {result['error']}", flush=True)
+        else:
+            print(f"\nvariant {variant['name']}:\n{format_table(result)}", flush=True)
+        results.append(result)
+        if args.output:  # after every variant: a later one that runs out of time loses only itself
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2))
         print(f"results written to {args.output}")
     return 0
 

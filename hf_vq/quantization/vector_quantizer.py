@@ -24,7 +24,7 @@ from .distributed import all_gather_cat, all_reduce_min_int, all_reduce_sum, bro
 from .kmeans import kmeans_plus_plus_init
 from .metrics import perplexity_and_usage
 from .replacement import replace_dead_codes, update_dead_code_counters
-from .search import nearest_code_indices
+from .search import check_search_backend, nearest_code_indices
 from .synchronized_update import synchronized_straight_through
 
 DISTANCES = ("euclidean", "cosine")
@@ -200,6 +200,8 @@ class VectorQuantizer(QuantizerBase):
         channel_dim: axis of the input holding the `embed_dim` channels (1 for (B, C, H, W)).
         max_block_elements: most distances the nearest-code search holds at once (None: a per-device
             default, see search.default_max_block_elements).
+        search_backend: nearest-code search, "auto" (the fused Triton kernel on CUDA, FAISS on the CPU where it
+            is faster, else blocked PyTorch), or "blocked", "faiss", "triton" to force one (see search.py).
 
     Example:
         >>> import torch
@@ -231,8 +233,10 @@ class VectorQuantizer(QuantizerBase):
         distance: str = "euclidean",
         channel_dim: int = 1,
         max_block_elements: int | None = None,
+        search_backend: str = "auto",
     ):
         super().__init__(embed_dim, beta, sync_nu, channel_dim)
+        check_search_backend(search_backend)
         if codebook_size < 1:
             raise ValueError(f"codebook_size must be a positive integer, got {codebook_size}")
         if distance not in DISTANCES:
@@ -254,6 +258,7 @@ class VectorQuantizer(QuantizerBase):
         self.kmeans_max_samples = kmeans_max_samples
         self.replace_freq = replace_freq
         self.max_block_elements = max_block_elements
+        self.search_backend = search_backend
         self.embedding = Codebook(codebook_size, embed_dim, affine, affine_groups, affine_lr, affine_momentum)
         # All state is created here so that state dicts round-trip (no lazily created buffers).
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
@@ -289,7 +294,7 @@ class VectorQuantizer(QuantizerBase):
         if self.training:
             self._maintain_codebook(vectors.detach())
         indices = nearest_code_indices(
-            vectors.detach(), self._search_codebook(), self.distance, self.max_block_elements
+            vectors.detach(), self._search_codebook(), self.distance, self.max_block_elements, self.search_backend
         )
         if self.training and self.alternating:
             alternating_codebook_step(
@@ -322,7 +327,9 @@ class VectorQuantizer(QuantizerBase):
         local = vectors[torch.randperm(vectors.shape[0])[:per_rank].to(vectors.device)]
         pool = all_gather_cat(local)
         if rank() == 0:
-            centres = kmeans_plus_plus_init(pool, self.codebook_size, self.kmeans_iterations)
+            centres = kmeans_plus_plus_init(
+                pool, self.codebook_size, self.kmeans_iterations, search_backend=self.search_backend
+            )
         else:
             centres = torch.empty(self.codebook_size, self.embed_dim, device=vectors.device)
         if self.distance == "cosine":
