@@ -168,7 +168,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 def format_generation_metrics(metrics: dict[str, Any]) -> str:
     """One line per measured generation metric, with the reference it is to be read against."""
-    lines = [f"{metrics.get('global_step')} steps, {metrics.get('train_seconds', 0):.0f} s"]
+    lines = [f"{metrics['global_step']} steps, {metrics.get('train_seconds', 0):.0f} s"] if "global_step" in metrics else []
     if "conditional_accuracy" in metrics:
         lines.append(f"conditional accuracy {metrics['conditional_accuracy']:.2%} (classifier on real test images: "
                      f"{metrics['real_accuracy']:.2%}; ratio {metrics['relative_conditional_accuracy']:.2f})")
