@@ -165,6 +165,9 @@ def test_folder_errors(pipe, tmp_path):
         DiffusionPipeline.from_pretrained(tmp_path / "pipe")
     loaded = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
     assert all(torch.equal(a, b) for a, b in zip(loaded.transformer.state_dict().values(), pipe.transformer.state_dict().values()))
+    # A component passed in replaces the folder's (here, the tokenizer as hf_vq's own class).
+    replaced = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True, vqgan=pipe.vqgan)
+    assert replaced.vqgan is pipe.vqgan
     shutil.rmtree(tmp_path / "pipe" / "transformer")
     with pytest.raises(ValueError, match="lacks the folder of its MaskGITModel component"):
         DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
@@ -176,12 +179,14 @@ HUB_SCRIPT = textwrap.dedent(
     sys.modules["hf_vq"] = None
     import torch
     from diffusers import DiffusionPipeline
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
     folder, mode, out = sys.argv[1:4]
     if mode == "push":
-        HfApi().create_repo("org/maskgit")
-        HfApi().upload_folder(folder_path=folder, repo_id="org/maskgit")
+        # Pushed by a pipeline that itself came from remote code: save_pretrained(push_to_hub=True) uploads the folder
+        # once its code is written.
+        local = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+        local.save_pretrained(folder + "-resaved", push_to_hub=True, repo_id="org/maskgit")
         pipe = DiffusionPipeline.from_pretrained("org/maskgit", trust_remote_code=True)
     else:
         # Offline, diffusers 0.42 asks the Hub for the commit of a repo's pipeline file even when it is cached; the

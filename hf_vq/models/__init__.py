@@ -20,10 +20,6 @@ def __getattr__(name: str) -> Any:
         from .vqgan.pipeline_vqgan import VQGANPipeline
 
         return VQGANPipeline
-    if name == "MaskGITPipeline":
-        from ..pipelines.maskgit.pipeline_maskgit import MaskGITPipeline
-
-        return MaskGITPipeline
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -31,7 +27,6 @@ __all__ = [
     "MaskGITConfig",
     "MaskGITModel",
     "MaskGITModelOutput",
-    "MaskGITPipeline",
     "MaskGITPreTrainedModel",
     "TokenViTConfig",
     "TokenViTForImageClassification",

@@ -16,6 +16,10 @@ trust_remote_code=True)`) and imports them as one package from the dynamic-modul
 transformers and diffusers put remote code too), under a name derived from their hash. It copies the pipeline file and
 this file to the root. Nothing depends on hf_vq being importable, from a folder or from the Hub, online or offline.
 
+Importing this file (the pipeline files do) also puts a stand-in module under the entry file's name in `sys.modules`,
+where diffusers looks for a component class it does not find in the component's folder: a missing component folder
+then fails with an error that names it, and a component passed to `from_pretrained(..., vqgan=...)` is accepted.
+
 This file imports only the standard library, transformers and diffusers: it is itself copied into saved folders, so
 that a pipeline loaded from remote code saves a complete folder again.
 """
@@ -40,8 +44,8 @@ ENTRY_TEMPLATE = '''"""Code of the `{component}` component of this pipeline, for
 trust_remote_code=True)` where hf_vq is not installed. Written by hf_vq when the pipeline was saved.
 
 diffusers downloads and imports only this file of a component folder (besides weights and config), so the component's
-source files ({files}, the same as the .py files beside this one) are embedded below and imported as one package
-from the dynamic-modules cache, named after their hash.
+source files, the same as the .py files beside this one, are embedded below and imported as one package from the
+dynamic-modules cache, named after their hash. Files: {files}.
 """
 
 import hashlib
@@ -82,21 +86,41 @@ def _import_component_class():
 '''
 
 
-class _MissingComponentFolder(types.ModuleType):
-    """Stands for `hf_vq_component` in `sys.modules`, where diffusers looks when a component folder lacks its entry
-    file (because the folder is missing): the error then names what is missing instead of asking to import a module."""
+class _AcceptsAnyComponent(type):
+    """diffusers checks a component passed to `from_pretrained` (`vqgan=...`) against the class that model_index.json
+    names, looked up in `sys.modules[ENTRY_MODULE]`; classes that ship in the folder are not there, so every object
+    passes this check (the pipeline's constructor checks what it needs)."""
 
-    def __getattr__(self, class_name: str) -> Any:
-        if class_name.startswith("__"):
-            raise AttributeError(class_name)
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return True
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return True
+
+
+class _ComponentStandIn(metaclass=_AcceptsAnyComponent):
+    """What diffusers finds for a component whose folder has no entry file: loading it says what is missing."""
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> Any:
         raise ValueError(
-            f"this pipeline folder lacks the folder of its {class_name} component (model_index.json names it, with its "
-            f"code in <component>/{ENTRY_MODULE}.py beside its config and weights); the folder is incomplete: download "
-            "or save the whole pipeline again, or pass the component to from_pretrained(..., <component>=...)"
+            f"the pipeline folder {os.fspath(path)} lacks the folder of its {cls.__name__} component (model_index.json "
+            f"names it; its code is <component>/{ENTRY_MODULE}.py beside its config and weights): the folder is "
+            "incomplete. Download or save the whole pipeline again, or pass the component to from_pretrained(...)"
         )
 
 
-sys.modules.setdefault(ENTRY_MODULE, _MissingComponentFolder(ENTRY_MODULE))
+class _EntryModuleStandIn(types.ModuleType):
+    """`sys.modules[ENTRY_MODULE]`, where diffusers looks up a component class that is not in the component's folder
+    (because the folder is missing, or because the caller passed the component): answers with `_ComponentStandIn`."""
+
+    def __getattr__(self, class_name: str) -> type:
+        if class_name.startswith("__"):
+            raise AttributeError(class_name)
+        return type(class_name, (_ComponentStandIn,), {"__module__": ENTRY_MODULE})
+
+
+sys.modules.setdefault(ENTRY_MODULE, _EntryModuleStandIn(ENTRY_MODULE))
 
 
 def save_pretrained_with_code(

@@ -66,7 +66,7 @@ class MaskGITPipeline(DiffusionPipeline):
     >>> out = pipe(class_labels=[0, 3, 7], num_images_per_prompt=2, guidance_scale=2.0,
     ...            generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
     >>> len(out.images), out.image_tokens.shape  # doctest: +SKIP
-    (6, torch.Size([6, 7, 7]))
+    (6, torch.Size([6, 8, 8]))
     ```
     """
 
