@@ -204,6 +204,15 @@ def test_data_errors_are_one_line(tmp_path, capsys):
     assert exit_info.value.code == 1 and err.startswith("hf-vq train-tokenizer: error: ") and "Traceback" not in err
 
 
+def test_a_hub_dataset_that_cannot_be_loaded_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # offline (conftest): not in the cache
+        main(["train-tokenizer", "--config", TINY_CONFIG, "--dataset_name", "org/no-such-dataset",
+              "--output_dir", str(tmp_path / "run"), "--no-progress_bar"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.startswith("hf-vq train-tokenizer: error: cannot load the Hub dataset 'org/no-such-dataset' (")
+
+
 def test_argparse_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train-tokenizer", "--mixed_precision", "fp8"])
@@ -298,3 +307,25 @@ def test_tensorboard_gets_the_sample_grids_and_the_summary_is_printed(images, tm
                          for event in accumulator.Images(tag))
     assert image_steps == [1, 2]  # the grid of the evaluation at step 1 and the final one
     assert json.loads((output_dir / "training_config.json").read_text())["logging_dir"] == str(tmp_path / "tb")
+
+
+def _command_of(config: str):
+    """The command a shipped config is for, by its name's prefix."""
+    if config.startswith("vqgan"):
+        return TOKENIZER_COMMAND
+    if config.startswith("token_vit"):
+        return CLASSIFIER_COMMAND
+    if config.startswith("maskgit"):
+        from hf_vq.training.prior_command import PRIOR_COMMAND
+
+        return PRIOR_COMMAND
+    pytest.fail(f"configs/{config}: which command is it for? Add its prefix to _command_of")
+
+
+@pytest.mark.parametrize("config", sorted(path.name for path in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_is_valid(config, images):
+    command = _command_of(config)
+    given = {"config": str(REPO / "configs" / config), "dataset_name": None, "train_data_dir": images}
+    if command is not TOKENIZER_COMMAND:  # the commands that read a tokenizer's tokens
+        given["tokenizer_name_or_path"] = "org/tokenizer"
+    resolve_args(command, given)  # every key known, every value of the right type, the architecture consistent

@@ -4,6 +4,7 @@ images: a real SIGKILL of a real training process inside a checkpoint save, then
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,6 +108,18 @@ def test_latest_skips_incomplete_and_damaged_checkpoints_and_names_them(tmp_path
         resolve_resume_checkpoint(str(damaged), tmp_path)
 
 
+def test_latest_falls_back_when_the_newest_checkpoint_does_not_load(image_folder, tmp_path, caplog, capsys):
+    output_dir = tmp_path / "run"
+    train(output_dir, train_data_dir=str(image_folder), **(FAST | {"max_train_steps": 4}))
+    weights = output_dir / "checkpoint-4" / "model.safetensors"
+    weights.write_bytes(b"\0" * weights.stat().st_size)  # same size, so the manifest cannot tell: loading can
+    with caplog.at_level(logging.WARNING):
+        result = train(output_dir, train_data_dir=str(image_folder), resume_from_checkpoint="latest", **FAST)
+    assert "could not load" in caplog.text and "checkpoint-4" in caplog.text
+    assert re.search(r"resuming from \S*checkpoint-2 \(step 2\)", capsys.readouterr().out)
+    assert result["global_step"] == 6
+
+
 def test_a_failed_save_keeps_the_previous_checkpoints(image_folder, tmp_path, monkeypatch):
     """A full disk during the save of step 4: a clear error, no half-written folder, checkpoint-2 kept."""
     from accelerate import Accelerator
@@ -166,6 +179,32 @@ def test_skip_step_drops_the_bad_update_and_finishes(image_folder, tmp_path, mon
     assert all(torch.isfinite(tensor).all() for tensor in load_file(tmp_path / "run" / "model.safetensors").values())
 
 
+def test_the_classifier_loop_stops_on_divergence_too(tokenizer_dir, tmp_path, monkeypatch):
+    """train-classifier (and any command on `train_single_model`) has the same guard and the same checkpoints."""
+    from hf_vq.training import classifier_loop
+    from hf_vq.training.classifier_command import train_classifier
+
+    real_loss, calls = classifier_loop.classification_loss, {"count": 0}
+
+    def nan_in_the_third_step(model, batch):
+        calls["count"] += 1
+        loss, logs = real_loss(model, batch)
+        return (loss * float("nan") if calls["count"] == 3 else loss), logs
+
+    monkeypatch.setattr(classifier_loop, "classification_loss", nan_in_the_third_step)
+    labeled = tmp_path / "labeled"  # imagefolder: a subfolder per class, train/ and test/ splits
+    for split, count in (("train", 8), ("test", 2)):
+        for seed, name in enumerate(("a", "b")):
+            write_images(labeled / split / name, count=count, size=16, seed=seed)
+    output_dir = tmp_path / "classifier"
+    with pytest.raises(TrainingDivergedError, match=r"at step 3: the loss is nan.*checkpoint-2"):
+        train_classifier({"config": str(REPO / "configs" / "token_vit_tiny.yaml"),
+                          "tokenizer_name_or_path": str(tokenizer_dir), "train_data_dir": str(labeled),
+                          "output_dir": str(output_dir),
+                          "cache_dir": str(tmp_path / "cache"), "checkpointing_steps": 2, "progress_bar": False})
+    assert checkpoint_problem(output_dir / "checkpoint-2") is None and not (output_dir / "model.safetensors").exists()
+
+
 def test_the_guard_stops_a_loss_that_jumps_above_its_running_average():
     guard = DivergenceGuard(None, TrainingState(), "nowhere", factor=10.0)
     weight = torch.nn.Parameter(torch.ones(3))
@@ -176,6 +215,10 @@ def test_the_guard_stops_a_loss_that_jumps_above_its_running_average():
     assert guard.check(torch.tensor(5.0), [weight])  # a bump, not a divergence
     with pytest.raises(TrainingDivergedError, match=r"step 13: the loss jumped to 50.*--divergence_factor 10"):
         guard.check(torch.tensor(50.0), [weight])
+    overfit = DivergenceGuard(None, TrainingState(), "nowhere", factor=10.0)
+    for loss in [2.0] * 10 + [1e-3] * 30:  # a loss that fell from 2 to 0.001...
+        assert overfit.check(torch.tensor(loss), [weight])
+    assert overfit.check(torch.tensor(0.05), [weight])  # ...spikes 50-fold in noise, still below the start: no stop
     weight.grad = torch.tensor([1.0, float("inf"), 0.0])
     skipping = DivergenceGuard(None, TrainingState(), "nowhere", on_divergence="skip_step")
     assert not skipping.check(torch.tensor(1.0), [weight]) and skipping.state.skipped_steps == 1
@@ -235,7 +278,8 @@ def test_sixteen_bit_png_keeps_its_range_in_training_data_and_in_the_processor(t
     assert PIL.Image.open(path).mode == "I;16"
     processor = VQGANImageProcessor(size={"height": 16, "width": 16}, num_channels=1, downsampling_factor=4)
     for pixel_values in (ImageTransform(num_channels=1)(str(path)), ImageTransform(processor)(str(path)),
-                         processor(PIL.Image.open(path), return_tensors="pt").pixel_values[0]):
+                         processor(PIL.Image.open(path), return_tensors="pt").pixel_values[0],
+                         processor(_ramp(np.uint16, 65535), return_tensors="pt").pixel_values[0]):
         # A ramp over the full 16-bit range: black to white, mid-grey on average (clipping gave nearly all white).
         assert float(pixel_values.min()) == -1.0 and float(pixel_values.max()) == 1.0
         assert abs(float(pixel_values.mean())) < 0.01

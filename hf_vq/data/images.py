@@ -150,7 +150,14 @@ def _load_source(
         raise ImageDatasetError(f"--train_data_dir {location} does not exist")
     if location.endswith(".parquet"):
         return load("parquet", data_files=location), f"parquet files {location}"
-    return load(dataset_name, config_name), f"Hub dataset {dataset_name!r}"
+    try:
+        return load(dataset_name, config_name), f"Hub dataset {dataset_name!r}"
+    except (FileNotFoundError, ConnectionError) as error:  # datasets' DatasetNotFoundError, offline, no network
+        raise ImageDatasetError(
+            f"cannot load the Hub dataset {dataset_name!r} ({' '.join(str(error).split())}): check the id (a local "
+            "folder goes in --train_data_dir), the network, and that HF_DATASETS_OFFLINE is unset or the dataset is "
+            "in the cache"
+        ) from error
 
 
 def _loader(split: str, streaming: bool, cache_dir: str | os.PathLike | None) -> Callable[..., AnyDataset]:

@@ -1,6 +1,8 @@
 """Training the VQGAN image tokenizer with Accelerate: losses (reconstruction, LPIPS, hinge GAN, adaptive weight,
 LeCam), the PatchGAN discriminator, flags and YAML configs, and the training loop.
 
+Every command trains on one machinery, `loop.py` (see its docstring to plug a new command in); its errors
+(`TrainingError` and subclasses) are in `errors.py`, and docs/robustness.md says what survives what.
 The loops (`train_tokenizer`, `train_classifier`, `train_from_config`) are imported on first use: they pull in
 accelerate and diffusers. The command-line modules are `tokenizer_command` and `classifier_command` (not named
 after the functions, so that importing a module never shadows the function of the same name on this package).
@@ -10,6 +12,7 @@ from typing import Any
 
 from .args import ConfigError, add_training_arguments, build_training_parser, namespace_from_given, parse_training_args
 from .discriminator import NLayerDiscriminator
+from .errors import CheckpointError, FinalEvaluationError, NoTrainingDataError, TrainingDivergedError, TrainingError
 from .losses import (
     LeCamEMA,
     adaptive_generator_weight,
@@ -42,11 +45,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
+    "FinalEvaluationError",
     "LPIPS",
     "LPIPSWeightsError",
     "LeCamEMA",
     "NLayerDiscriminator",
+    "NoTrainingDataError",
+    "TrainingDivergedError",
+    "TrainingError",
     "adaptive_generator_weight",
     "add_training_arguments",
     "adopt_weight",

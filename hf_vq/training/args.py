@@ -4,9 +4,11 @@ A command (`TrainingCommand`) is its list of flag groups, its own defaults, the 
 section is checked against, and its cross-flag checks; `train-tokenizer` and `train-classifier` (and any later
 command) share the parser, the config reading and the checks below. Adding a command is a few lines:
 
-    MY_COMMAND = TrainingCommand("train-my-model", "Train my model.", groups=(ConfigArguments, MyModelArguments,
-                                 DataArguments, OptimizationArguments, RunArguments, HubArguments),
-                                 model_config_class="my_package.configuration:MyConfig", defaults={...})
+    PRIOR_COMMAND = TrainingCommand(
+        "train-prior", "Train a MaskGIT token prior.", model_config_class="hf_vq.models.maskgit:MaskGITConfig",
+        groups=(ConfigArguments, TokenCacheArguments, PriorArguments, DataArguments, LabelArguments,
+                OptimizationArguments, EMAArguments, RunArguments, ReliabilityArguments, HubArguments),
+        defaults=PRIOR_DEFAULTS, check=check_prior_args)  # PriorArguments: a dataclass of `flag(...)` fields
 
 A config file has three sections: `model:` (fields of the model config class), `data:` and `training:` (flags of
 the groups whose SECTION they are). Every key is checked (an unknown one is an error naming the nearest valid
@@ -72,16 +74,24 @@ class TokenizerModelArguments:
 
 
 @dataclass
-class ClassifierModelArguments:
-    TITLE: ClassVar[str] = "classifier"
+class TokenCacheArguments:
+    """Commands that train on a tokenizer's token grids, tokenized once and cached (classifier, prior)."""
+
+    TITLE: ClassVar[str] = "tokenizer"
 
     tokenizer_name_or_path: str | None = flag(None, "trained tokenizer (folder or Hub id) to read tokens of")
     revision: str | None = flag(None, "revision (branch, tag or commit) of --tokenizer_name_or_path")
+    tokenize_batch_size: int = flag(256, "images per tokenizer forward when caching the token grids", check=">= 1")
+
+
+@dataclass
+class ClassifierArguments:
+    TITLE: ClassVar[str] = "classifier"
+
     model_type: Literal["token_vit", "pixel_vit"] = flag(
         "token_vit", "pixel_vit: the reference, a transformers ViT of the same size on patches of the tokenizer's "
                      "downsampling factor (same sequence length), trained by the same loop")
     init_from_codebook: bool = flag(True, "embed tokens in the tokenizer's code space, starting from its codebook")
-    tokenize_batch_size: int = flag(256, "images per tokenizer forward when caching the token grids", check=">= 1")
 
 
 @dataclass
@@ -107,11 +117,15 @@ class DataArguments:
 
 
 @dataclass
-class ClassifierDataArguments:
+class LabelArguments:
     SECTION: ClassVar[str] = "data"
     TITLE: ClassVar[str] = "data"
 
     label_column: str = flag("label", "column holding the class labels")
+
+
+# Its earlier name, which train-prior (branch prior-train) imports: the same class, so merging needs no edit there.
+ClassifierDataArguments = LabelArguments
 
 
 @dataclass
@@ -185,7 +199,13 @@ class TokenizerLossArguments:
     adaptive_weight: bool = flag(True, "taming's gradient-norm ratio on the decoder's last layer")
     lecam_weight: float = flag(0.0, "LeCam regularisation of D (0: off)", check=">= 0")
     lecam_decay: float = flag(0.999, "decay of LeCam's logit averages", check="[0, 1)")
-    use_ema: bool = flag(False, "keep, evaluate and save an EMA of the weights")
+
+
+@dataclass
+class EMAArguments:
+    TITLE: ClassVar[str] = "EMA"
+
+    use_ema: bool = flag(False, "keep, evaluate and save an EMA of the weights (diffusers' EMAModel)")
     ema_decay: float = flag(0.999, "EMA decay", check="[0, 1)")
     ema_warmup: bool = flag(True, "ramp the EMA decay up from 0 (diffusers' EMAModel warmup)")
 
@@ -217,8 +237,8 @@ class ReliabilityArguments:
         "stop", "when the loss or gradients become non-finite or the loss jumps above --divergence_factor times its "
                 "running average: stop with a message naming the step and the last good checkpoint, or skip that "
                 "optimizer step")
-    divergence_factor: float = flag(10.0, "a loss above this multiple of its running average counts as divergence "
-                                          "(0: off)", check=">= 0")
+    divergence_factor: float = flag(10.0, "a loss above this multiple of its running average (and above its level in "
+                                          "the first steps) counts as divergence (0: off)", check=">= 0")
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -294,6 +314,27 @@ def _read_config_file(command: TrainingCommand, specs: dict[str, FlagSpec], path
             name = _flag_name(specs, key, label, section)
             values[name], where[name] = convert(value, specs[name].type, label), label
     return check_model_section(command, sections["model"], path)
+
+
+def add_command_subparser(subparsers: argparse._SubParsersAction, command: TrainingCommand, help: str,  # noqa: A002
+                          run: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+    """Register `command` with `hf-vq` (hf_vq/cli.py): only the flags given reach `run`'s namespace over the config
+    file over the defaults."""
+    parser = subparsers.add_parser(command.name, help=help, description=command.description)
+    build_parser(command, parser)
+    parser.set_defaults(handler=lambda args: run(resolve_args(command, _given(args))))
+    return parser
+
+
+def run_script(command: TrainingCommand, run: Callable[[argparse.Namespace], Any], argv: list[str] | None = None) -> int:
+    """`scripts/<command>.py`: the same flags and one-line errors as `hf-vq <command>`."""
+    from ..errors import run_reporting_user_errors
+
+    return run_reporting_user_errors(command.name, lambda: run(parse_args(command, argv)))
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
 
 
 def _flag_name(specs: dict[str, FlagSpec], key: str, label: str, section: str | None) -> str:
@@ -436,7 +477,8 @@ TOKENIZER_COMMAND = TrainingCommand(
     name="train-tokenizer",
     description="Train a VQGAN image tokenizer with Accelerate. A YAML --config sets defaults; flags override it.",
     groups=(ConfigArguments, TokenizerModelArguments, DataArguments, AugmentationArguments, OptimizationArguments,
-            TokenizerTrainingArguments, TokenizerLossArguments, RunArguments, ReliabilityArguments, HubArguments),
+            TokenizerTrainingArguments, TokenizerLossArguments, EMAArguments, RunArguments, ReliabilityArguments,
+            HubArguments),
     model_config_class="hf_vq.models.vqgan.configuration_vqgan:VQGANConfig",
     check=check_tokenizer_args,
 )
@@ -445,8 +487,8 @@ CLASSIFIER_COMMAND = TrainingCommand(
     name="train-classifier",
     description="Train a ViT classifier on the token grids of a trained tokenizer, with Accelerate. A YAML --config "
                 "sets defaults; flags override it.",
-    groups=(ConfigArguments, ClassifierModelArguments, DataArguments, ClassifierDataArguments, OptimizationArguments,
-            RunArguments, ReliabilityArguments, HubArguments),
+    groups=(ConfigArguments, TokenCacheArguments, ClassifierArguments, DataArguments, LabelArguments,
+            OptimizationArguments, RunArguments, ReliabilityArguments, HubArguments),
     model_config_class="hf_vq.models.token_vit.configuration_token_vit:TokenViTConfig",
     defaults=CLASSIFIER_DEFAULTS,
     check=check_classifier_args,

@@ -49,6 +49,7 @@ class TrainingState:
     train_seconds: float = 0.0
     loss_average: float = 0.0
     loss_observations: int = 0
+    loss_at_start: float = 0.0
     skipped_steps: int = 0
 
     def state_dict(self) -> dict[str, int | float]:

@@ -27,7 +27,14 @@ import os
 import sys
 from typing import Any
 
-from .args import CLASSIFIER_COMMAND, CLASSIFIER_DEFAULTS, build_parser, parse_args, resolve_args
+from .args import (
+    CLASSIFIER_COMMAND,
+    CLASSIFIER_DEFAULTS,
+    add_command_subparser,
+    parse_args,
+    resolve_args,
+    run_script,
+)
 
 __all__ = ["CLASSIFIER_DEFAULTS", "parse_classifier_args", "resolve_classifier_args", "train_classifier"]
 
@@ -81,24 +88,14 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 def add_train_classifier_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-classifier` with the `hf-vq` command (hf_vq/cli.py)."""
-    parser = subparsers.add_parser(
-        "train-classifier", help="train a ViT on a tokenizer's token grids (or the pixel-ViT reference)",
-        description=CLASSIFIER_COMMAND.description,
-    )
-    build_parser(CLASSIFIER_COMMAND, parser)
-    parser.set_defaults(handler=_run_subcommand)
-
-
-def _run_subcommand(args: argparse.Namespace) -> dict[str, Any]:
-    given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
-    return report(train_classifier(resolve_classifier_args(given)))
+    add_command_subparser(subparsers, CLASSIFIER_COMMAND,
+                          "train a ViT on a tokenizer's token grids (or the pixel-ViT reference)",
+                          lambda args: report(train_classifier(args)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`scripts/train_classifier.py`: the same flags and the same one-line errors as `hf-vq train-classifier`."""
-    from ..errors import run_reporting_user_errors
-
-    return run_reporting_user_errors("train_classifier", lambda: report(train_classifier(parse_classifier_args(argv))))
+    """`scripts/train_classifier.py`."""
+    return run_script(CLASSIFIER_COMMAND, lambda args: report(train_classifier(args)), argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The divergence guard: a run whose loss or gradients become non-finite, or whose loss jumps far above its running
-average, stops with a message naming the step and the last good checkpoint (`--on_divergence stop`, the default)
+average (more than `--divergence_factor` times it, and above the loss of the first steps), stops with a message naming the step and the last good checkpoint (`--on_divergence stop`, the default)
 or skips that optimizer step (`--on_divergence skip_step`), before the bad update reaches the weights.
 
 The check runs between the backward pass and the optimizer step, at the end of each accumulation window. Every
@@ -95,14 +95,18 @@ class DivergenceGuard:
         return loss_value, tracked_value, math.isfinite(flag)
 
     def _jumped(self, value: float) -> bool:
+        """Far above the running average, and above the loss of the first steps too: a loss that has fallen
+        near zero (an overfit model) can spike tenfold in noise without the run diverging."""
         state = self.state
         return (self.factor > 0 and state.loss_observations >= WARMUP_STEPS and state.loss_average > 0
-                and value > self.factor * state.loss_average)
+                and value > self.factor * state.loss_average and value > state.loss_at_start)
 
     def _update_average(self, value: float) -> None:
         state = self.state
         state.loss_observations += 1
         state.loss_average += (value - state.loss_average) / min(state.loss_observations, AVERAGE_WINDOW)
+        if state.loss_observations == WARMUP_STEPS:
+            state.loss_at_start = state.loss_average
 
     def _diverged(self, problem: str) -> bool:
         step = self.state.global_step + 1  # the step being computed

@@ -12,7 +12,8 @@
 The loops read these attributes of `args` (the flags of `args.OptimizationArguments`, `args.RunArguments` and
 `args.ReliabilityArguments`): `output_dir`, `logging_dir`, `logging_steps`, `checkpointing_steps`,
 `checkpoints_total_limit`, `validation_steps`, `max_grad_norm`, `progress_bar`, `gradient_accumulation_steps`,
-`mixed_precision`, `allow_tf32`, `cpu`, `seed`, `report_to`, `tracker_project_name`, `resume_from_checkpoint`.
+`mixed_precision`, `allow_tf32`, `cpu`, `seed`, `report_to`, `tracker_project_name`, `resume_from_checkpoint`, and,
+when present, `on_divergence` / `divergence_factor` (default: stop, 10).
 
 Example: a new command plugs in with its loss and its evaluation (this is how `train-classifier` trains)::
 

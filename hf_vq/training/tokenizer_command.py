@@ -11,21 +11,13 @@ import argparse
 import sys
 from typing import Any
 
-from .args import TOKENIZER_COMMAND, build_parser, namespace_from_given, parse_args
+from .args import TOKENIZER_COMMAND, add_command_subparser, namespace_from_given, run_script
 
 
 def add_train_tokenizer_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-tokenizer` with the `hf-vq` command (hf_vq/cli.py)."""
-    parser = subparsers.add_parser("train-tokenizer", help="train a VQGAN image tokenizer with Accelerate",
-                                   description=TOKENIZER_COMMAND.description)
-    # Only the flags actually given reach the handler, which lays them over the YAML file over the defaults.
-    build_parser(TOKENIZER_COMMAND, parser)
-    parser.set_defaults(handler=run_subcommand)
-
-
-def run_subcommand(args: argparse.Namespace) -> dict[str, Any]:
-    given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
-    return report(train(namespace_from_given(given)))
+    add_command_subparser(subparsers, TOKENIZER_COMMAND, "train a VQGAN image tokenizer with Accelerate",
+                          lambda args: report(train(args)))
 
 
 def train_from_config(config: str, **flags: Any) -> dict[str, Any]:
@@ -59,10 +51,8 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`scripts/train_tokenizer.py`: the same flags and the same one-line errors as `hf-vq train-tokenizer`."""
-    from ..errors import run_reporting_user_errors
-
-    return run_reporting_user_errors("train_tokenizer", lambda: report(train(parse_args(TOKENIZER_COMMAND, argv))))
+    """`scripts/train_tokenizer.py`."""
+    return run_script(TOKENIZER_COMMAND, lambda args: report(train(args)), argv)
 
 
 if __name__ == "__main__":

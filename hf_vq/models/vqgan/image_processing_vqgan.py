@@ -57,8 +57,9 @@ def convert_image_mode(image: PIL.Image.Image, mode: str) -> PIL.Image.Image:
 class VQGANImageProcessorKwargs(ImagesKwargs, total=False):
     r"""
     num_channels (`int`, *optional*, defaults to 3):
-        Channels the model expects: PIL images are converted to mode "L" (1) or "RGB" (3); arrays and tensors must
-        already have this many channels.
+        Channels the model expects: PIL images of any mode are converted to "L" (1) or "RGB" (3) with their real
+        range (16-bit and float images scaled, transparency on white: `convert_image_mode`); arrays and tensors
+        must already have this many channels (uint16 arrays are read as 16-bit).
     downsampling_factor (`int`, *optional*, defaults to 16):
         The model's downsampling factor; every processed image side must be a multiple of it.
     """
@@ -162,6 +163,9 @@ class VQGANImageProcessor(PilBackend):
             # PIL knows what its pixels mean, so converting the mode is safe; arrays are only checked (below).
             image = convert_image_mode(image, "L" if num_channels == 1 else "RGB")
             do_convert_rgb = False
+        elif isinstance(image, np.ndarray) and image.dtype == np.uint16:
+            # 16-bit pixels on the 8-bit scale that `rescale_factor` (1/255) expects, not 257 times too bright.
+            image = image.astype(np.float32) * np.float32(255.0 / 65535.0)
         array = super().process_image(image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, **kwargs)
         if array.shape[0] != num_channels:
             raise ValueError(
