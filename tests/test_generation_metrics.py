@@ -72,6 +72,15 @@ def test_frechet_distance_is_zero_for_identical_sets_and_the_squared_shift_for_s
     assert "inception_fid_ratio" not in result  # no ratio to a floor of zero
     assert "conditional_accuracy" not in result and "classifier_fid" not in result  # no judge given
 
+    # The floor from reconstructions of other images: here the shifted set stands for them.
+    floor = GenerationMetrics(codebook_size=2, inception=extractor)
+    floor.update_real(real, None, tokens)
+    floor.update_reconstructions(shifted)
+    floor.update_generated(real, None, tokens)
+    result = floor.compute()
+    assert result["reconstruction_inception_fid"] == pytest.approx(0.25, rel=1e-4)
+    assert result["inception_fid"] == pytest.approx(0.0, abs=1e-6) and result["inception_fid_ratio"] == pytest.approx(0.0, abs=1e-4)
+
 
 def test_token_statistics_of_generated_and_real_tokens():
     metrics = GenerationMetrics(codebook_size=8)

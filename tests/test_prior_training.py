@@ -71,13 +71,14 @@ def test_tiny_run_ends_in_a_pipeline_that_loads_and_generates_and_reuses_the_tok
         tokenizer_dir, image_dir, judge_dir, tmp_path, monkeypatch):
     from diffusers import DiffusionPipeline
 
-    result = _train(_flags(tokenizer_dir, image_dir, tmp_path, eval_classifier_name_or_path=str(judge_dir)))
+    # 4 judged samples: the 9 test images hold 4 references and 4 others whose reconstructions give the floor.
+    result = _train(_flags(tokenizer_dir, image_dir, tmp_path, eval_classifier_name_or_path=str(judge_dir), num_eval_images=4))
     output_dir = tmp_path / "prior"
     index = json.loads((output_dir / "model_index.json").read_text())
     assert {"vqgan", "transformer", "scheduler"} <= set(index)
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics == result["metrics"] and metrics["global_step"] == 4 and metrics["num_classes"] == 3
-    assert metrics["eval_images"] == 8  # the config's num_eval_images (the test split has 9)
+    assert metrics["eval_images"] == 4 and metrics["reconstructions_disjoint"] is True
     for name in ("conditional_accuracy", "real_accuracy", "classifier_fid", "reconstruction_classifier_fid",
                  "generated_perplexity", "real_perplexity", "generated_usage", "val_loss"):
         assert metrics[name] is not None and metrics[name] >= 0, name
@@ -96,7 +97,8 @@ def test_tiny_run_ends_in_a_pipeline_that_loads_and_generates_and_reuses_the_tok
     # A second run must not tokenize anything (nor preprocess the real images again).
     cache_files = sorted((tmp_path / "cache").rglob("*.arrow"))
     monkeypatch.setattr(ImageEncoder, "__call__", lambda self, batch: pytest.fail("encoded again despite the cache"))
-    again = _train(_flags(tokenizer_dir, image_dir, tmp_path, name="again", eval_classifier_name_or_path=str(judge_dir)))
+    again = _train(_flags(tokenizer_dir, image_dir, tmp_path, name="again", eval_classifier_name_or_path=str(judge_dir),
+                          num_eval_images=4))
     assert again["metrics"]["val_loss"] == metrics["val_loss"]  # same seed, same tokens, same prior
     assert sorted((tmp_path / "cache").rglob("*.arrow")) == cache_files
 
@@ -169,3 +171,15 @@ def test_cli_has_the_command_and_a_flag_beats_the_file(tokenizer_dir, image_dir,
     assert "train-prior: error: --label_dropout must lie in [0, 1)" in capsys.readouterr().err
     args = resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, max_train_steps=7))
     assert (args.max_train_steps, args.model_config["hidden_size"], args.label_dropout) == (7, 32, 0.1)
+
+
+def test_a_saved_pipeline_is_judged_again_without_training(tokenizer_dir, image_dir, judge_dir, tmp_path):
+    from hf_vq.training.prior_evaluation import evaluate_saved_pipeline
+
+    _train(_flags(tokenizer_dir, image_dir, tmp_path, max_train_steps=2, num_eval_images=0, num_sample_images=0))
+    args = resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, name="judged", num_eval_images=4,
+                                     pretrained_model_name_or_path=str(tmp_path / "prior"), guidance_scale=1.0,
+                                     eval_classifier_name_or_path=str(judge_dir)))
+    metrics = evaluate_saved_pipeline(args)
+    assert json.loads((tmp_path / "judged" / "metrics.json").read_text()) == metrics
+    assert metrics["guidance_scale"] == 1.0 and metrics["eval_images"] == 4 and 0 <= metrics["conditional_accuracy"] <= 1

@@ -106,7 +106,10 @@ class GenerationMetrics(nn.Module):
     codebook usage / perplexity of generated vs real tokens.
 
     `update_real(images, labels, image_tokens, reconstructions)` adds real test images, their class ids, their token
-    grids and the tokenizer's reconstructions of them; `update_generated(images, labels, image_tokens)` adds samples
+    grids and (optionally) the tokenizer's reconstructions of them; `update_reconstructions(reconstructions)` adds
+    reconstructions of other real images instead (an independent set, as the samples are: the fairer floor, since a
+    Frechet distance between two finite independent sets is not zero even for one distribution);
+    `update_generated(images, labels, image_tokens)` adds samples
     and the classes they were generated for (None for an unconditional prior: no conditional accuracy then).
     `compute()` returns floats; metrics whose inputs were not given are left out. Images are (B, C, H, W) in [-1, 1].
     Use as many generated images as real ones: a Frechet distance estimated from fewer samples is larger.
@@ -169,6 +172,19 @@ class GenerationMetrics(nn.Module):
             reconstruction_fid.update(images, real=True)
             if reconstructions is not None:
                 reconstruction_fid.update(reconstructions, real=False)
+
+    @torch.no_grad()
+    def update_reconstructions(self, reconstructions: torch.Tensor) -> None:
+        """Add the tokenizer's reconstructions of real images other than those given to `update_real` (the floor
+        then carries the same finite-sample error as the samples' distance: two independent sets of N images)."""
+        reconstructions = _check_images(reconstructions, "reconstructions")
+        self.has_reconstructions = True
+        for metric in self._reconstruction_fids():
+            metric.update(reconstructions, real=False)
+
+    def _reconstruction_fids(self) -> list[FrechetInceptionDistance]:
+        fids = [self.reconstruction_classifier_fid] if self.judge is not None else []
+        return fids + ([self.reconstruction_inception_fid] if self.has_inception else [])
 
     @torch.no_grad()
     def update_generated(self, images: torch.Tensor, labels: torch.Tensor | None, image_tokens: torch.Tensor) -> None:

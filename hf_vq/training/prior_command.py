@@ -37,46 +37,38 @@ from ..errors import ConfigError
 from ..flags import flag
 from ..hub.push import HubArguments
 from .args import (
-    ClassifierDataArguments,
     ConfigArguments,
     DataArguments,
+    EMAArguments,
+    LabelArguments,
     OptimizationArguments,
     ReliabilityArguments,
     RunArguments,
+    TokenCacheArguments,
     TrainingCommand,
     _check_model_config,
-    build_parser,
+    add_command_subparser,
     check_classifier_args,
     parse_args,
     resolve_args,
+    run_script,
 )
 
 __all__ = ["PRIOR_COMMAND", "PRIOR_DEFAULTS", "parse_prior_args", "resolve_prior_args", "train_prior"]
 
 
 @dataclass
-class PriorModelArguments:
-    TITLE: ClassVar[str] = "prior"
-
-    tokenizer_name_or_path: str | None = flag(None, "trained tokenizer (folder or Hub id) whose tokens the prior models")
-    revision: str | None = flag(None, "revision (branch, tag or commit) of --tokenizer_name_or_path")
-    pretrained_model_name_or_path: str | None = flag(
-        None, "start from a saved prior (a MaskGITModel folder, or a pipeline folder whose transformer/ is one) "
-              "instead of the config's model: section; it must have been trained on the same tokenizer")
-    tokenize_batch_size: int = flag(256, "images per tokenizer forward when caching the token grids", check=">= 1")
-
-
-@dataclass
-class PriorTrainingArguments:
-    """What only the prior's loop does: label dropout, EMA, and the sampling of its samples and evaluation."""
+class PriorArguments:
+    """What only the prior's command does: its starting point, label dropout, and the sampling of its samples and
+    of its evaluation."""
 
     TITLE: ClassVar[str] = "prior training and evaluation"
 
+    pretrained_model_name_or_path: str | None = flag(
+        None, "start from a saved prior (a MaskGITModel folder, or a pipeline folder whose transformer/ is one) "
+              "instead of the config's model: section; it must have been trained on the same tokenizer")
     label_dropout: float = flag(0.1, "share of class labels replaced by the null class (classifier-free guidance)",
                                 check="[0, 1)")
-    use_ema: bool = flag(False, "keep an EMA of the weights; it is evaluated and saved")
-    ema_decay: float = flag(0.999, "EMA decay", check="[0, 1)")
-    ema_warmup: bool = flag(True, "ramp the EMA decay up from 0 (diffusers' EMAModel warmup)")
     num_inference_steps: int = flag(12, "decoding steps of the samples and the evaluation", check=">= 1")
     guidance_scale: float = flag(2.0, "classifier-free guidance of the samples and the evaluation (1: none)", check=">= 0")
     temperature: float = flag(1.0, "sampling temperature of the samples and the evaluation", check=">= 0")
@@ -114,8 +106,8 @@ PRIOR_COMMAND = TrainingCommand(
     name="train-prior",
     description="Train a class-conditional MaskGIT prior over the token grids of a trained tokenizer, with Accelerate; "
                 "the output folder is a MaskGITPipeline. A YAML --config sets defaults; flags override it.",
-    groups=(ConfigArguments, PriorModelArguments, DataArguments, ClassifierDataArguments, OptimizationArguments,
-            PriorTrainingArguments, RunArguments, ReliabilityArguments, HubArguments),
+    groups=(ConfigArguments, TokenCacheArguments, PriorArguments, DataArguments, LabelArguments, OptimizationArguments,
+            EMAArguments, RunArguments, ReliabilityArguments, HubArguments),
     model_config_class="hf_vq.models.maskgit.configuration_maskgit:MaskGITConfig",
     defaults=PRIOR_DEFAULTS,
     check=check_prior_args,
@@ -168,7 +160,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 def format_generation_metrics(metrics: dict[str, Any]) -> str:
     """One line per measured generation metric, with the reference it is to be read against."""
-    lines = [f"{metrics.get('global_step')} steps, {metrics.get('train_seconds', 0):.0f} s"]
+    lines = [f"{metrics['global_step']} steps, {metrics.get('train_seconds', 0):.0f} s"] if "global_step" in metrics else []
     if "conditional_accuracy" in metrics:
         lines.append(f"conditional accuracy {metrics['conditional_accuracy']:.2%} (classifier on real test images: "
                      f"{metrics['real_accuracy']:.2%}; ratio {metrics['relative_conditional_accuracy']:.2f})")
@@ -190,24 +182,14 @@ def format_generation_metrics(metrics: dict[str, Any]) -> str:
 
 def add_train_prior_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-prior` with the `hf-vq` command (hf_vq/cli.py)."""
-    parser = subparsers.add_parser(
-        "train-prior", help="train a MaskGIT token prior on a tokenizer's tokens; saves a generation pipeline",
-        description=PRIOR_COMMAND.description,
-    )
-    build_parser(PRIOR_COMMAND, parser)
-    parser.set_defaults(handler=_run_subcommand)
-
-
-def _run_subcommand(args: argparse.Namespace) -> dict[str, Any]:
-    given = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
-    return report(train_prior(resolve_prior_args(given)))
+    add_command_subparser(subparsers, PRIOR_COMMAND,
+                          "train a MaskGIT token prior on a tokenizer's tokens; saves a generation pipeline",
+                          lambda args: report(train_prior(args)))
 
 
 def main(argv: list[str] | None = None) -> int:
     """`scripts/train_prior.py`: the same flags and the same one-line errors as `hf-vq train-prior`."""
-    from ..errors import run_reporting_user_errors
-
-    return run_reporting_user_errors("train_prior", lambda: report(train_prior(parse_prior_args(argv))))
+    return run_script(PRIOR_COMMAND, lambda args: report(train_prior(args)), argv)
 
 
 if __name__ == "__main__":

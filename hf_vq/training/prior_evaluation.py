@@ -28,7 +28,9 @@ def build_pipeline(tokenizer: nn.Module, prior: nn.Module):
     from ..schedulers import MaskGITScheduler
 
     scheduler = MaskGITScheduler(mask_token_id=prior.config.mask_token_id)
-    return MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=scheduler)
+    pipeline = MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)  # one bar per generated batch would drown the training log
+    return pipeline
 
 
 @torch.no_grad()
@@ -91,7 +93,7 @@ def evaluate_pipeline(args: argparse.Namespace, pipeline, data: ClassifierData, 
     device = next(vqgan.parameters()).device
     metrics = GenerationMetrics(config.codebook_size, judge, inception).to(device)
     real_pixels = _real_pixels(args, processor, conditional) if judge is not None or inception is not None else None
-    _add_real(args, metrics, data, real_pixels, vqgan, count, conditional, device)
+    disjoint = _add_real(args, metrics, data, real_pixels, vqgan, count, conditional, device)
     num_classes = len(data.id2label) if conditional else 0
     labels = [index % num_classes for index in range(count)] if num_classes else None
     start = time.perf_counter()
@@ -103,6 +105,7 @@ def evaluate_pipeline(args: argparse.Namespace, pipeline, data: ClassifierData, 
         metrics.update_generated(images[begin:end].to(device), batch_labels, tokens[begin:end])
     result = metrics.compute()
     return result | {"eval_images": count, "eval_classifier": args.eval_classifier_name_or_path,
+                     "reconstructions_disjoint": disjoint,
                      "sampling_seconds_per_image": round(seconds / count, 5)}
 
 
@@ -119,14 +122,42 @@ def _real_pixels(args: argparse.Namespace, processor: Any, conditional: bool):
 
 @torch.no_grad()
 def _add_real(args, metrics: GenerationMetrics, data: ClassifierData, real_pixels, vqgan: nn.Module, count: int,
-              conditional: bool, device: torch.device) -> None:
+              conditional: bool, device: torch.device) -> bool:
+    """The first `count` held-out images (images, labels, tokens) as the reference set, and the tokenizer's
+    reconstructions of the next `count` (of the same ones when the split is too small). Returns whether the
+    reconstructed images were disjoint from the reference set."""
+    disjoint = len(data.eval) >= 2 * count
     for begin in range(0, count, args.eval_batch_size):
         end = min(begin + args.eval_batch_size, count)
         rows = data.eval[begin:end]
         tokens = rows["image_tokens"].long().to(device)
         labels = rows["labels"] if conditional else None
-        images = reconstructions = None
+        images = real_pixels[begin:end]["pixel_values"].to(device) if real_pixels is not None else None
+        metrics.update_real(images, labels, tokens)
         if real_pixels is not None:
-            images = real_pixels[begin:end]["pixel_values"].to(device)
-            reconstructions = vqgan.decode(tokens).reconstruction
-        metrics.update_real(images, labels, tokens, reconstructions)
+            others = data.eval[begin + count : end + count]["image_tokens"] if disjoint else tokens
+            metrics.update_reconstructions(vqgan.decode(others.long().to(device)).reconstruction)
+    return disjoint
+
+
+def evaluate_saved_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    """Judge a saved prior pipeline again (e.g. at another --guidance_scale or --temperature) without training:
+    `--pretrained_model_name_or_path` names the pipeline folder, the data and sampling flags are `train-prior`'s.
+    Returns the generation metrics (also written to `<output_dir>/metrics.json`)."""
+    from diffusers import DiffusionPipeline
+
+    from .classifier_loop import load_tokenizer
+    from .loop import write_metrics
+    from .prior_loop import build_prior_data, load_pretrained_prior
+
+    device = torch.device("cpu") if args.cpu or not torch.cuda.is_available() else torch.device("cuda")
+    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, device, revision=args.revision)
+    load_pretrained_prior(args.pretrained_model_name_or_path, tokenizer)  # the same checks as training's
+    pipeline = DiffusionPipeline.from_pretrained(args.pretrained_model_name_or_path, trust_remote_code=True).to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    conditional = pipeline.transformer.config.num_classes > 0
+    data = build_prior_data(args, tokenizer, processor, conditional, device)
+    metrics = evaluate_pipeline(args, pipeline, data, processor, conditional)
+    metrics |= {"pipeline": args.pretrained_model_name_or_path, "num_inference_steps": args.num_inference_steps,
+                "guidance_scale": args.guidance_scale, "temperature": args.temperature}
+    return write_metrics(Path(args.output_dir) / "metrics.json", metrics)
