@@ -32,10 +32,10 @@ from .loop import (
     SECRET_FLAGS,
     build_accelerator,
     final_evaluation,
+    publish_final_metrics,
     resume_if_asked,
     start_trackers,
     train_single_model,
-    write_metrics,
 )
 from .optimization import build_lr_scheduler
 from .run_summary import run_summary
@@ -205,13 +205,7 @@ def finish(args, accelerator: Accelerator, model, processor, data: ClassifierDat
     metrics = final_evaluation(accelerator, lambda: evaluate(accelerator, model, eval_loader) if eval_loader else {},
                                output_dir, training)
     metrics = metrics | training
-    if accelerator.is_main_process:
-        metrics = write_metrics(output_dir / METRICS_FILE, metrics)
-        accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
-                        step=state.global_step)
-        from ..hub import push_trained_model
-
-        push_trained_model(args, output_dir)
+    metrics = publish_final_metrics(args, accelerator, output_dir, metrics, state.global_step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),

@@ -399,6 +399,24 @@ def final_evaluation(accelerator: Accelerator, evaluate: Callable[[], dict[str, 
         ) from error
 
 
+def publish_final_metrics(args, accelerator: Accelerator, output_dir: Path, metrics: dict[str, Any],
+                          step: int) -> dict[str, Any]:
+    """The common end of every command, once its final model is saved and evaluated: the main process writes
+    metrics.json, logs the numbers to the trackers and pushes the folder when `--push_to_hub` asks. Returns the
+    metrics as written (on the other processes: as given)."""
+    if not accelerator.is_main_process:
+        return metrics
+    metrics = write_metrics(output_dir / METRICS_FILE, metrics)
+    accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
+                    step=step)
+    from ..hub import push_trained_model  # the Hub code is imported only by runs that finish
+
+    url = push_trained_model(args, output_dir)
+    if url:
+        logger.info("pushed %s to %s", output_dir, url)
+    return metrics
+
+
 def write_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """metrics.json: NaN and infinities become null (the Hub's metrics check wants null for a metric that could
     not be measured). Returns what was written."""

@@ -31,10 +31,10 @@ from .loop import (
     TrainingLoop,
     build_accelerator,
     final_evaluation,
+    publish_final_metrics,
     resume_if_asked,
     single_model_step,
     start_trackers,
-    write_metrics,
 )
 from .run_summary import run_summary
 from .trainer import _build_ema, training_config
@@ -298,13 +298,7 @@ def finish(args, accelerator: Accelerator, model, ema, tokenizer, processor, dat
             return metrics
 
         metrics = final_evaluation(accelerator, evaluate, output_dir, training) | training
-    if accelerator.is_main_process:
-        metrics = write_metrics(output_dir / METRICS_FILE, metrics)
-        accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
-                        step=state.global_step)
-        from ..hub import push_trained_model
-
-        push_trained_model(args, output_dir)
+    metrics = publish_final_metrics(args, accelerator, output_dir, metrics, state.global_step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),

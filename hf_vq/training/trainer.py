@@ -52,6 +52,7 @@ from .loop import (  # noqa: F401  (build_accelerator ... set_dataset_epoch: re-
     build_accelerator,
     clip_and_step,
     final_evaluation,
+    publish_final_metrics,
     resume_if_asked,
     save_checkpoint,
     set_dataset_epoch,
@@ -380,14 +381,8 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
     result: dict[str, Any] = {"output_dir": str(output_dir), "global_step": state.global_step,
                               "is_main_process": accelerator.is_main_process}
     if accelerator.is_main_process:
-        metrics = write_metrics(output_dir / METRICS_FILE, metrics | summary)
-        accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
-                        step=state.global_step)
         log_image_grid(accelerator, grid_path, state.global_step)
-        if args.push_to_hub:
-            from ..hub import push_trained_model
-
-            logger.info("pushed %s to %s", output_dir, push_trained_model(args, output_dir))
+    metrics = publish_final_metrics(args, accelerator, output_dir, metrics | summary, state.global_step)
     result |= {
         "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
         "sample_grid": str(grid_path) if grid_path.exists() else None,
