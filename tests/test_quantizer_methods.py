@@ -3,11 +3,16 @@ alternating step and finite scalar quantization. Expected values and gradients a
 formula here, independently of the implementation."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 
-from hf_vq import FiniteScalarQuantizer, GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer
+from hf_vq import FiniteScalarQuantizer, GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer, VQGANConfig, VQGANModel
 from hf_vq.quantization import build_quantizer, rotation_trick
 
 
@@ -300,3 +305,106 @@ def test_options_train_in_every_quantizer_type(kind, options):
     assert torch.isfinite(out.quantized).all() and z.grad.abs().sum() > 0
     assert not torch.allclose(quantizer.codebook, before)
     torch.testing.assert_close(quantizer.eval().get_codebook_entry(quantizer(z).indices), quantizer(z).quantized)
+
+
+# --- the tokenizer: config, export to diffusers, remote code ---------------------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TOKENIZER_OPTIONS = {
+    "simvq-rotation-sgd": dict(affine="linear", affine_lr=1.0, gradient_estimator="rotation", alternating="sgd", alternating_lr=20.0),
+    "ema": dict(affine=None, sync_nu=0.0, alternating=False, codebook_update="ema", ema_decay=0.9),
+    "fsq": dict(quantizer_type="fsq", fsq_levels=[5, 4, 3, 2], embed_dim=4, codebook_size=120, affine=None, alternating=False),
+}
+
+
+def tokenizer(name: str) -> VQGANModel:
+    """The tiny tokenizer with one of the successor methods, after two training steps (so W, EMA stats moved)."""
+    model = VQGANModel(VQGANConfig.from_yaml(CONFIGS / "vqgan_tiny.yaml", **TOKENIZER_OPTIONS[name]))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model.train()(torch.rand(4, 3, 16, 16) * 2 - 1).loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_tokenizer_config_builds_each_method():
+    assert isinstance(tokenizer("fsq").quantize, FiniteScalarQuantizer)
+    simvq = tokenizer("simvq-rotation-sgd").quantize
+    assert (simvq.gradient_estimator, simvq.alternating_mode) == ("rotation", "sgd")
+    assert not torch.allclose(simvq.embedding.affine.weight, torch.eye(4))  # W was trained
+    ema = tokenizer("ema").quantize
+    assert ema.codebook_update == "ema" and not ema.embedding.weight.requires_grad
+    torch.testing.assert_close(VQGANModel(VQGANConfig.from_yaml(CONFIGS / "vqgan_tiny.yaml", affine="linear")).quantize.embedding.affine.weight, torch.eye(4))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(quantizer_type="fsq", fsq_levels=[8, 5, 5, 5], embed_dim=4), "codebook_size=1000"),
+        (dict(quantizer_type="fsq", fsq_levels=[8, 1], embed_dim=2, codebook_size=8), "integers >= 2"),
+        (dict(fsq_levels=[8, 5]), "only applies to quantizer_type='fsq'"),
+        (dict(codebook_update="ema"), "codebook_update='ema'"),
+        (dict(affine="linear", affine_groups=2), "affine_groups=1"),
+        (dict(gradient_estimator="straight"), "gradient_estimator"),
+        (dict(alternating="adam"), "alternating"),
+    ],
+)
+def test_tokenizer_config_rejects_inconsistent_method_options(overrides, message):
+    with pytest.raises((StrictDataclassClassValidationError, StrictDataclassFieldValidationError), match=message):
+        VQGANConfig.from_yaml(CONFIGS / "vqgan_tiny.yaml", **overrides)
+
+
+@pytest.mark.parametrize("name", ["simvq-rotation-sgd", "ema"])
+def test_to_diffusers_exports_the_effective_codebook(name):
+    model = tokenizer(name)
+    vq_model = model.to_diffusers()
+    pixel_values = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        ours = model.encode(pixel_values)
+        quantized, _, (_, _, ids) = vq_model.quantize(vq_model.encode(pixel_values).latents)
+        assert torch.equal(ids.reshape(ours.image_tokens.shape), ours.image_tokens)
+        torch.testing.assert_close(quantized, ours.quantized, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(vq_model(pixel_values).sample, model(pixel_values).reconstruction, rtol=1e-4, atol=1e-4)
+
+
+def test_to_diffusers_refuses_fsq():
+    # diffusers' quantizer takes the nearest code of the raw latent; FSQ rounds tanh(latent), so even its implicit
+    # codebook would give other ids: refusing is the only exact answer.
+    with pytest.raises(NotImplementedError, match="fsq"):
+        tokenizer("fsq").to_diffusers()
+
+
+REMOTE_SCRIPT = """
+import sys
+sys.modules["hf_vq"] = None  # the checkpoint must bring its own quantizer code
+import torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+pixel_values = torch.load(sys.argv[2])
+with torch.no_grad():
+    output = model(pixel_values)
+assert type(model.quantize).__module__.startswith("transformers_modules"), type(model.quantize).__module__
+torch.save({"tokens": output.image_tokens, "reconstruction": output.reconstruction}, sys.argv[3])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fsq", "simvq-rotation-sgd"])
+def test_remote_code_checkpoint_of_each_method_loads_without_hf_vq(tmp_path, name):
+    model = tokenizer(name)
+    model.save_pretrained(tmp_path / "checkpoint")
+    pixel_values = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.save(pixel_values, tmp_path / "in.pt")
+    (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "checkpoint"), str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "out.pt")
+    with torch.no_grad():
+        output = model(pixel_values)
+    assert torch.equal(remote["tokens"], output.image_tokens)
+    assert torch.equal(remote["reconstruction"], output.reconstruction)

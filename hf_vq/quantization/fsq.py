@@ -49,34 +49,40 @@ class FiniteScalarQuantizer(QuantizerBase):
         super().__init__(len(levels), beta=0.0, sync_nu=0.0, channel_dim=channel_dim)
         self.levels = levels
         self.codebook_size = math.prod(levels)
-        level_tensor = torch.tensor(levels, dtype=torch.float32)
-        # Constants, not state: kept out of the state dict so that checkpoints hold no FSQ entries.
-        self.register_buffer("_levels", level_tensor, persistent=False)
-        self.register_buffer("_basis", torch.cumprod(torch.tensor([1] + levels[:-1]), dim=0), persistent=False)
+        # Constants built from the Python list on use, not buffers: a checkpoint then holds no FSQ entries, and
+        # loading (which re-initialises buffers that a checkpoint lacks) cannot overwrite them.
+
+    def _levels(self, device: torch.device) -> torch.Tensor:
+        return torch.tensor(self.levels, dtype=torch.float32, device=device)
+
+    def _half_width(self, device: torch.device) -> torch.Tensor:
+        return torch.floor(self._levels(device) / 2)
+
+    def _basis(self, device: torch.device) -> torch.Tensor:
+        """Place value of each channel's digit: prod(L_j) for j < i."""
+        return torch.tensor([math.prod(self.levels[:i]) for i in range(len(self.levels))], device=device)
 
     @property
     def _index_depth(self) -> int:
         return 0
 
     @property
-    def _half_width(self) -> torch.Tensor:
-        return torch.floor(self._levels / 2)
-
-    @property
     def codebook(self) -> torch.Tensor:
         """The implicit codebook: every grid point, (codebook_size, len(levels)), row k = code of index k."""
-        return self._lookup(torch.arange(self.codebook_size, device=self._levels.device))
+        return self._lookup(torch.arange(self.codebook_size))
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         """Squash each channel into the range that rounds to its L_i integer values."""
-        half = (self._levels - 1) * (1 + EPS) / 2
-        offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
+        levels = self._levels(z.device)
+        half = (levels - 1) * (1 + EPS) / 2
+        offset = torch.where(levels % 2 == 0, 0.5, 0.0)
         shift = torch.atanh(offset / half)
         return torch.tanh(z + shift) * half - offset
 
     def _match(self, vectors: torch.Tensor) -> _Match:
-        bounded = self.bound(vectors) / self._half_width  # the differentiable input of the rounding, in [-1, 1]
-        codes = torch.round(self.bound(vectors.detach())) / self._half_width
+        half_width = self._half_width(vectors.device)
+        bounded = self.bound(vectors) / half_width  # the differentiable input of the rounding, in [-1, 1]
+        codes = torch.round(self.bound(vectors.detach())) / half_width
         indices = self._codes_to_indices(codes)
         counts = torch.bincount(indices, minlength=self.codebook_size)
         if self.training:  # usage over all processes, as VectorQuantizer reports it
@@ -86,10 +92,12 @@ class FiniteScalarQuantizer(QuantizerBase):
         return _Match(bounded, codes, indices, zero, zero, zero, perplexity, usage)
 
     def _codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
-        digits = torch.round(codes * self._half_width + self._half_width).long()
-        return (digits * self._basis).sum(dim=-1)
+        half_width = self._half_width(codes.device)
+        digits = torch.round(codes * half_width + half_width).long()
+        return (digits * self._basis(codes.device)).sum(dim=-1)
 
     def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
         self._check_indices(indices, self.codebook_size)
-        digits = (indices[:, None] // self._basis) % self._levels.long()
-        return (digits.float() - self._half_width) / self._half_width
+        half_width = self._half_width(indices.device)
+        digits = (indices[:, None] // self._basis(indices.device)) % self._levels(indices.device).long()
+        return (digits.float() - half_width) / half_width
