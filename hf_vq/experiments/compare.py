@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> dict:
     return {"runs": runs, "report": report}
 
 
+def _cpu_ms_per_step(run: dict) -> float:
+    # Runs written before the step timings moved out of "metrics" (the first study runs) kept them there.
+    return run.get("cpu_ms_per_step", run["metrics"].get("cpu_ms_per_step", float("nan")))
+
+
 def markdown_report(runs: list[dict], command: str, method_order: list[str]) -> str:
     """One table per (backbone, nominal codebook size): methods as rows, mean ± std over seeds."""
     parts = [f"Command: `{command}`", ""]
@@ -131,7 +136,7 @@ def markdown_report(runs: list[dict], command: str, method_order: list[str]) -> 
         for method in order:
             method_runs = by_method[method]
             cells = [format_value(m, [r["metrics"][m] for r in method_runs]) for m in metrics]
-            step_ms = statistics.fmean(r["metrics"].get("cpu_ms_per_step", float("nan")) for r in method_runs)
+            step_ms = statistics.fmean(_cpu_ms_per_step(r) for r in method_runs)
             rows.append(f"| {method} | " + " | ".join(cells) + f" | {step_ms:.0f} | {len(method_runs)} |")
         steps = next(iter(by_method.values()))[0]["steps"]
         parts += [f"### {arch}, {size} codes, {steps} steps (mean ± std over seeds; ms / step: CPU time of a training step)", "", *rows, ""]

@@ -29,7 +29,9 @@ class RunResult:
     `metric` is accuracy (classification, higher is better) or MSE (reconstruction, lower is better);
     `curve` holds {"step", "metric", "train_perplexity", "train_loss"} at every evaluation point.
     `cpu_seconds` (training, curve and final evaluation) is the process CPU time: with one thread per run
-    it is the cost on an idle core, unlike `train_seconds` (wall time) on a shared machine.
+    it is the cost on an idle core, unlike `train_seconds` (wall time) on a shared machine. `ms_per_step` and
+    `cpu_ms_per_step` time the training steps alone (wall and CPU); they are kept out of `metrics`, which a
+    seed determines exactly.
     """
 
     architecture: str
@@ -41,6 +43,8 @@ class RunResult:
     train_seconds: float = 0.0
     cpu_seconds: float = 0.0
     quantizer_options: dict = field(default_factory=dict)
+    ms_per_step: float = 0.0
+    cpu_ms_per_step: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,10 +155,11 @@ def run_one(
     metrics = evaluate(defaults.task, model, eval_images, eval_labels, defaults.codebook_size, device=device)
     # How far the effective codes moved: a check that the quantizer itself was trained, not just the net.
     metrics["codebook_shift"] = float((model.quantizer.codebook.detach() - initial_codebook).norm(dim=1).mean())
-    metrics["ms_per_step"] = 1000 * step_wall / steps
-    metrics["cpu_ms_per_step"] = 1000 * step_cpu / steps
     cpu_seconds = time.process_time() - start_cpu  # core-seconds (one thread per run): what an idle core would need
-    return RunResult(architecture, variant, seed, steps, metrics, curve, train_seconds, cpu_seconds, defaults.quantizer_options(variant))
+    return RunResult(
+        architecture, variant, seed, steps, metrics, curve, train_seconds, cpu_seconds, defaults.quantizer_options(variant),
+        ms_per_step=1000 * step_wall / steps, cpu_ms_per_step=1000 * step_cpu / steps,
+    )
 
 
 def _curve_steps(steps: int, num_points: int) -> set[int]:
