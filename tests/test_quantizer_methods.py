@@ -198,6 +198,22 @@ def test_sgd_alternating_trains_the_simvq_matrix_not_the_frozen_codes():
     torch.testing.assert_close(vq.embedding.affine.weight, expected)
 
 
+def test_sgd_alternating_steps_the_raw_codes_through_the_affine_transform_and_leaves_scale_and_shift():
+    lr = 3.0
+    vq = VectorQuantizer(embed_dim=3, codebook_size=5, affine="learned", affine_lr=1.0, alternating="sgd", alternating_lr=lr, channel_dim=-1).train()
+    with torch.no_grad():
+        vq.embedding.affine.scale.fill_(0.5)  # effective codes = 1.5 * raw + shift
+        vq.embedding.affine.shift.fill_(0.2)
+    raw, codebook0 = vq.embedding.weight.detach().clone(), vq.codebook
+    vectors = torch.randn(20, 3)
+    indices = nearest(vectors, codebook0)
+    vq(vectors)
+    # Chain rule: dL/dc'_k = 1.5 * dL/dc_k, with dL/dc_k = 2 / (N D) * sum_{i: k(i)=k} (c_k - z_i).
+    gradient = torch.zeros(5, 3).index_add_(0, indices, codebook0[indices] - vectors) * 2 / vectors.numel()
+    torch.testing.assert_close(vq.embedding.weight, raw - lr * 1.5 * gradient)
+    assert torch.all(vq.embedding.affine.scale == 0.5) and torch.all(vq.embedding.affine.shift == 0.2)
+
+
 def test_alternating_true_is_the_mean_step():
     vectors = torch.randn(30, 4)
     results = []

@@ -1,13 +1,15 @@
 """The authors' form of alternating optimisation (Huh et al. 2023, vqtorch's `inplace_optimizer`).
 
-Inside the forward pass, after the nearest-code search and before the codes are looked up, the codebook's trainable
-parameters theta (the raw codes and, when present, the affine or SimVQ transform) take one plain SGD step on the
-codebook loss with the assignments fixed:
+Inside the forward pass, after the nearest-code search and before the codes are looked up, the code vectors theta
+take one plain SGD step on the codebook loss with the assignments fixed:
 
     L_cb(theta) = mean over the N x D entries of (c_{k(i)}(theta) - sg(z_i))^2
     theta <- theta - lr * dL_cb / dtheta
 
-For a raw codebook this is c_k <- c_k - lr * 2 / (N D) * sum_{i: k(i) = k} (c_k - z_i): the step size grows with the
+theta is the raw codebook (as vqtorch's inplace optimizer, which holds `codebook.parameters()` only), the gradient
+flowing through the affine transform when there is one; the affine scale and shift are left to the main optimizer (a
+step of lr 50 on these shared parameters diverged in the first study run). For SimVQ, whose raw codes are frozen,
+theta is its matrix W. For a raw codebook this is c_k <- c_k - lr * 2 / (N D) * sum_{i: k(i) = k} (c_k - z_i): the step size grows with the
 cluster's share of the batch, unlike the mean step of alternating.py, which moves every selected code the same
 fraction of the way to its cluster mean. vqtorch uses SGD(lr=50, momentum=0.9); this step has no momentum, so that it
 needs no optimizer state. With several processes the gradient is that of the loss over all processes' vectors
@@ -25,7 +27,7 @@ from .distributed import all_reduce_sum
 
 def sgd_codebook_step(codebook: nn.Module, vectors: torch.Tensor, indices: torch.Tensor, lr: float, normalize: bool = False) -> None:
     """One SGD step of `codebook`'s trainable parameters on the codebook loss of `vectors` (N, D) and `indices`."""
-    parameters = [p for p in codebook.parameters() if p.requires_grad]
+    parameters = [codebook.weight] if codebook.weight.requires_grad else [p for p in codebook.affine.parameters() if p.requires_grad]
     if not parameters:
         return
     with torch.enable_grad():
