@@ -136,8 +136,10 @@ def markdown_report(runs: list[dict], command: str, method_order: list[str]) -> 
         for method in order:
             method_runs = by_method[method]
             cells = [format_value(m, [r["metrics"][m] for r in method_runs]) for m in metrics]
+            if len(method_runs) == 1:  # one seed: no spread to show
+                cells = [cell.split(" ± ")[0] for cell in cells]
             step_ms = statistics.fmean(_cpu_ms_per_step(r) for r in method_runs)
             rows.append(f"| {method} | " + " | ".join(cells) + f" | {step_ms:.0f} | {len(method_runs)} |")
         steps = next(iter(by_method.values()))[0]["steps"]
-        parts += [f"### {arch}, {size} codes, {steps} steps (mean ± std over seeds; ms / step: CPU time of a training step)", "", *rows, ""]
+        parts += [f"### {arch}, {size} codes, {steps} steps (mean ± std over seeds, a single value for one seed; ms / step: CPU time of a training step)", "", *rows, ""]
     return "\n".join(parts)
