@@ -72,6 +72,7 @@ METHODS: dict[str, Method] = {
     "affine_rotation": Method("learned affine codes + rotation trick", _paper("affine", gradient_estimator="rotation")),
     "simvq_replace": Method("SimVQ + dead-code replacement", _paper("replace", affine="linear")),
     "simvq_rotation": Method("SimVQ + rotation trick", _paper("baseline", affine="linear", gradient_estimator="rotation")),
+    "rotation_replace": Method("rotation trick + dead-code replacement", _paper("replace", gradient_estimator="rotation")),
     **{f"sync_nu{nu:g}": Method(f"Huh et al.: synchronized update alone, nu = {nu:g}", _paper("sync", sync_nu=nu)) for nu in NU_SWEEP},
 }
 
