@@ -18,11 +18,12 @@ from .models import (
     VQGANImageProcessor,
     VQGANModel,
 )
-from .quantization import GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer, VectorQuantizerOutput
+from .quantization import FiniteScalarQuantizer, GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer, VectorQuantizerOutput
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FiniteScalarQuantizer",
     "GroupedVectorQuantizer",
     "MaskGITConfig",
     "MaskGITModel",

@@ -22,7 +22,10 @@ def run_two_ranks(kind: str, output_dir: Path) -> tuple[list[dict], dict]:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["vector", "grouped", "residual"])
+@pytest.mark.parametrize(
+    "kind",
+    ["vector", "grouped", "residual", "vector_simvq_sgd_rotation", "residual_simvq_sgd_rotation", "vector_ema", "grouped_ema", "grouped_sgd_learned", "fsq"],
+)
 def test_two_processes_keep_identical_codebooks(kind, tmp_path):
     (first, second), initial = run_two_ranks(kind, tmp_path)
     assert first.keys() == second.keys()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quantization import VectorQuantizer
+from .methods import make_quantizer
 
 
 class ConvVQAutoencoder(nn.Module):
@@ -39,7 +39,7 @@ class ConvVQAutoencoder(nn.Module):
             nn.ReLU(),
             nn.Conv2d(hidden, embed_dim, 3, padding=1),
         )
-        self.quantizer = VectorQuantizer(embed_dim, codebook_size, **quantizer_options)
+        self.quantizer = make_quantizer(embed_dim, codebook_size, **quantizer_options)
         self.decoder = nn.Sequential(
             nn.Conv2d(embed_dim, hidden, 3, padding=1),
             nn.ReLU(),

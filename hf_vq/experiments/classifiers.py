@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..quantization import VectorQuantizer, VectorQuantizerOutput
+from ..quantization import VectorQuantizerOutput
+from .methods import make_quantizer
 
 
 def _classifier_output(logits: torch.Tensor, vq: VectorQuantizerOutput) -> dict[str, torch.Tensor]:
@@ -50,7 +51,7 @@ class AlexNetVQ(nn.Module):
             nn.MaxPool2d(2),
             nn.Conv2d(2 * width, embed_dim, 3, padding=1),
         )
-        self.quantizer = VectorQuantizer(embed_dim, codebook_size, **quantizer_options)
+        self.quantizer = make_quantizer(embed_dim, codebook_size, **quantizer_options)
         self.after = nn.Sequential(
             nn.ReLU(),
             nn.Conv2d(embed_dim, 4 * width, 3, padding=1),
@@ -121,7 +122,7 @@ class ResNet18VQ(nn.Module):
             _stage(width, 2 * width, 2),
             nn.Conv2d(2 * width, embed_dim, 1),
         )
-        self.quantizer = VectorQuantizer(embed_dim, codebook_size, **quantizer_options)
+        self.quantizer = make_quantizer(embed_dim, codebook_size, **quantizer_options)
         self.after = nn.Sequential(
             nn.Conv2d(embed_dim, 2 * width, 1),
             nn.ReLU(),
@@ -176,6 +177,7 @@ class ViTVQ(nn.Module):
         depth: int = 4,
         num_heads: int = 4,
         codebook_size: int = 1024,
+        code_dim: int | None = None,
         **quantizer_options,
     ):
         super().__init__()
@@ -185,7 +187,8 @@ class ViTVQ(nn.Module):
         self.patch_embedding = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.position_embedding = nn.Parameter(torch.randn(1, num_tokens, dim) * 0.02)
         self.blocks_before = nn.Sequential(*(TransformerBlock(dim, num_heads) for _ in range(depth // 2)))
-        self.quantizer = VectorQuantizer(dim, codebook_size, channel_dim=-1, **quantizer_options)
+        # code_dim < dim: the codes live in a smaller space, between two linear projections (methods.py).
+        self.quantizer = make_quantizer(code_dim or dim, codebook_size, channel_dim=-1, model_dim=dim, **quantizer_options)
         self.blocks_after = nn.Sequential(*(TransformerBlock(dim, num_heads) for _ in range(depth - depth // 2)))
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 

@@ -38,10 +38,16 @@ class ArchitectureDefaults:
     learning_rate: float
     batch_size: int
     model_options: dict = field(default_factory=dict)
+    # Set by the comparison study's methods (methods.py): a code space smaller than embed_dim (LlamaGen's low-
+    # dimensional codes, FSQ) and FSQ's levels. None: the codes have embed_dim dimensions.
+    code_dim: int | None = None
+    fsq_levels: tuple[int, ...] | None = None
 
     def quantizer_options(self, variant: str) -> dict:
-        """VectorQuantizer keyword arguments (besides sizes) for ablation `variant`."""
-        return ablation_options(variant, self)
+        """Quantizer keyword arguments (besides sizes) for ablation `variant` or a method of the comparison study."""
+        from .methods import method_options  # methods.py builds on this module
+
+        return method_options(variant, self)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -136,19 +136,21 @@ def build_jobs(args: argparse.Namespace) -> list[dict]:
     return sorted(jobs, key=lambda job: -RELATIVE_COST[job["architecture"]])
 
 
-def run_jobs(jobs: list[dict], args: argparse.Namespace, on_result) -> None:
-    """Run every job, in this process (--workers 1 or a GPU) or in a pool of single-threaded processes."""
+def run_jobs(jobs: list[dict], args: argparse.Namespace, on_result, job_function=None) -> None:
+    """Run every job (through `job_function`, default `_run_job`; a module-level function, so that worker processes
+    can import it), in this process (--workers 1 or a GPU) or in a pool of single-threaded processes."""
+    job_function = job_function or _run_job
     try:  # load here first, so that missing data ends with its message rather than a broken pool
         _worker_init(args.dataset, args.data_dir)
     except DataNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
     if args.workers <= 1 or args.device != "cpu":
         for job in jobs:
-            on_result(_run_job(job))
+            on_result(job_function(job))
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_worker_init, initargs=(args.dataset, args.data_dir)) as pool:
-        for future in as_completed([pool.submit(_run_job, job) for job in jobs]):
+        for future in as_completed([pool.submit(job_function, job) for job in jobs]):
             on_result(future.result())
 
 

@@ -29,7 +29,9 @@ class RunResult:
     `metric` is accuracy (classification, higher is better) or MSE (reconstruction, lower is better);
     `curve` holds {"step", "metric", "train_perplexity", "train_loss"} at every evaluation point.
     `cpu_seconds` (training, curve and final evaluation) is the process CPU time: with one thread per run
-    it is the cost on an idle core, unlike `train_seconds` (wall time) on a shared machine.
+    it is the cost on an idle core, unlike `train_seconds` (wall time) on a shared machine. `ms_per_step` and
+    `cpu_ms_per_step` time the training steps alone (wall and CPU); they are kept out of `metrics`, which a
+    seed determines exactly.
     """
 
     architecture: str
@@ -41,6 +43,8 @@ class RunResult:
     train_seconds: float = 0.0
     cpu_seconds: float = 0.0
     quantizer_options: dict = field(default_factory=dict)
+    ms_per_step: float = 0.0
+    cpu_ms_per_step: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,14 +53,15 @@ class RunResult:
 def build_model(architecture: str, defaults: ArchitectureDefaults, variant: str, data: ClassificationData) -> nn.Module:
     """The architecture's model with the VQ options of `variant`, sized for `data`'s images."""
     options = defaults.quantizer_options(variant)
+    code_dim = defaults.code_dim or defaults.embed_dim
     if architecture == "autoencoder":
-        return ConvVQAutoencoder(data.in_channels, defaults.model_options.get("hidden", 64), defaults.embed_dim, defaults.codebook_size, **options)
+        return ConvVQAutoencoder(data.in_channels, defaults.model_options.get("hidden", 64), code_dim, defaults.codebook_size, **options)
     model_class = CLASSIFIERS[architecture]
     sizes = {"in_channels": data.in_channels, "num_classes": int(data.train_labels.max()) + 1, "codebook_size": defaults.codebook_size}
     if model_class is ViTVQ:
-        sizes.update(image_size=data.image_size, dim=defaults.embed_dim)
+        sizes.update(image_size=data.image_size, dim=defaults.embed_dim, code_dim=defaults.code_dim)
     else:
-        sizes["embed_dim"] = defaults.embed_dim
+        sizes["embed_dim"] = code_dim
     return model_class(**sizes, **defaults.model_options, **options)
 
 
@@ -127,7 +132,9 @@ def run_one(
     curve, recent_perplexities = [], []
     model.train()
     start, start_cpu = time.perf_counter(), time.process_time()
+    step_wall = step_cpu = 0.0  # training steps only, without the curve evaluations
     for step in range(1, steps + 1):
+        step_start, step_start_cpu = time.perf_counter(), time.process_time()
         picks = torch.randint(len(data.train_images), (defaults.batch_size,), generator=batches)
         images, labels = data.train_images[picks].to(device), data.train_labels[picks].to(device)
         out = model(images)
@@ -137,6 +144,8 @@ def run_one(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        step_wall += time.perf_counter() - step_start
+        step_cpu += time.process_time() - step_start_cpu
         recent_perplexities.append(float(out["perplexity"]))
         if step in curve_steps:
             point = evaluate(defaults.task, model, curve_images, curve_labels, defaults.codebook_size, device=device)
@@ -147,7 +156,10 @@ def run_one(
     # How far the effective codes moved: a check that the quantizer itself was trained, not just the net.
     metrics["codebook_shift"] = float((model.quantizer.codebook.detach() - initial_codebook).norm(dim=1).mean())
     cpu_seconds = time.process_time() - start_cpu  # core-seconds (one thread per run): what an idle core would need
-    return RunResult(architecture, variant, seed, steps, metrics, curve, train_seconds, cpu_seconds, defaults.quantizer_options(variant))
+    return RunResult(
+        architecture, variant, seed, steps, metrics, curve, train_seconds, cpu_seconds, defaults.quantizer_options(variant),
+        ms_per_step=1000 * step_wall / steps, cpu_ms_per_step=1000 * step_cpu / steps,
+    )
 
 
 def _curve_steps(steps: int, num_points: int) -> set[int]:

@@ -22,8 +22,9 @@ class GroupedVectorQuantizer(QuantizerBase):
         torch.Size([2, 4, 4, 2])
     """
 
-    def __init__(self, embed_dim: int, codebook_size: int, num_groups: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, **kwargs):
-        super().__init__(embed_dim, beta, sync_nu, channel_dim)
+    def __init__(self, embed_dim: int, codebook_size: int, num_groups: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, gradient_estimator: str = "ste", **kwargs):
+        # The gradient estimator acts on the whole output vector (all groups / the sum of the stages).
+        super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
         if num_groups < 1 or embed_dim % num_groups != 0:
             raise ValueError(f"num_groups={num_groups} must be a positive divisor of embed_dim={embed_dim}")
         self.codebook_size = codebook_size

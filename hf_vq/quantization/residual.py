@@ -23,8 +23,9 @@ class ResidualVectorQuantizer(QuantizerBase):
         torch.Size([2, 4, 4, 3])
     """
 
-    def __init__(self, embed_dim: int, codebook_size: int, num_quantizers: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, **kwargs):
-        super().__init__(embed_dim, beta, sync_nu, channel_dim)
+    def __init__(self, embed_dim: int, codebook_size: int, num_quantizers: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, gradient_estimator: str = "ste", **kwargs):
+        # The gradient estimator acts on the whole output vector (all groups / the sum of the stages).
+        super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
         if num_quantizers < 1:
             raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
         if kwargs.get("distance", "euclidean") != "euclidean":

@@ -3,10 +3,17 @@
 Each idea of the paper lives in its own module and is called from `VectorQuantizer._match`:
 
 - affine re-parameterised codes      -> affine.py (through codebook.Codebook)
-- alternating optimisation           -> alternating.py
+- alternating optimisation           -> alternating.py (mean step), alternating_sgd.py (the authors' SGD step)
 - synchronized update                -> synchronized_update.py
 - beta commitment loss               -> commitment.py
 - k-means++ init, dead-code reset    -> kmeans.py, replacement.py
+
+and so does each successor method that is an option here:
+
+- SimVQ (one learned linear map of a frozen codebook, affine="linear")  -> simvq.py
+- the rotation trick (gradient_estimator="rotation")                   -> rotation_trick.py
+- EMA codebook updates (codebook_update="ema")                          -> ema.py
+- finite scalar quantization (its own quantizer type)                   -> fsq.py
 """
 
 from __future__ import annotations
@@ -18,17 +25,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from .alternating import alternating_codebook_step
-from .codebook import Codebook
+from .alternating_sgd import sgd_codebook_step
+from .codebook import AFFINE_MODES, CODEBOOK_UPDATES, Codebook
 from .commitment import beta_commitment_loss
 from .distributed import all_gather_cat, all_reduce_min_int, all_reduce_sum, broadcast_, rank
 from .kmeans import kmeans_plus_plus_init
 from .metrics import perplexity_and_usage
 from .replacement import replace_dead_codes, update_dead_code_counters
+from .rotation_trick import rotation_trick
 from .search import check_search_backend, nearest_code_indices
 from .synchronized_update import synchronized_straight_through
 
 DISTANCES = ("euclidean", "cosine")
-AFFINE_MODES = (None, "learned", "running")
+GRADIENT_ESTIMATORS = ("ste", "rotation")
+ALTERNATING_MODES = ("mean", "sgd")
+
+
+def alternating_mode(alternating: bool | str | None) -> str | None:
+    """None (off), "mean" (today's step towards the cluster means; `True`) or "sgd" (the authors' inner SGD step)."""
+    if alternating is True:
+        return "mean"
+    if alternating is False or alternating is None:
+        return None
+    if alternating not in ALTERNATING_MODES:
+        raise ValueError(f"unknown alternating mode {alternating!r}; use False, True (= 'mean'), 'mean' or 'sgd'")
+    return alternating
+
+
+def straight_through_output(vectors: torch.Tensor, codes: torch.Tensor, sync_nu: float, gradient_estimator: str) -> torch.Tensor:
+    """Value `codes`; gradient to `vectors` by straight-through or the rotation trick; nu x the task gradient to the codes."""
+    if gradient_estimator == "ste":
+        return synchronized_straight_through(vectors, codes, sync_nu)
+    out = rotation_trick(vectors, codes)
+    return out + sync_nu * codes - (sync_nu * codes).detach() if sync_nu > 0 else out
 
 
 @dataclass
@@ -87,8 +116,10 @@ class _Match:
 class QuantizerBase(nn.Module):
     """Input checks, layout handling, float32 under autocast, and the straight-through output."""
 
-    def __init__(self, embed_dim: int, beta: float, sync_nu: float, channel_dim: int):
+    def __init__(self, embed_dim: int, beta: float, sync_nu: float, channel_dim: int, gradient_estimator: str = "ste"):
         super().__init__()
+        if gradient_estimator not in GRADIENT_ESTIMATORS:
+            raise ValueError(f"unknown gradient_estimator {gradient_estimator!r}; use one of {GRADIENT_ESTIMATORS}")
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be a positive integer, got {embed_dim}")
         if not 0.0 <= beta <= 1.0:
@@ -102,6 +133,7 @@ class QuantizerBase(nn.Module):
         self.beta = beta
         self.sync_nu = sync_nu
         self.channel_dim = channel_dim
+        self.gradient_estimator = gradient_estimator
 
     def forward(self, z: torch.Tensor) -> VectorQuantizerOutput:
         self._check_input(z)
@@ -110,7 +142,7 @@ class QuantizerBase(nn.Module):
         # wrong codes and bf16 codebook steps underflow.
         with torch.autocast(device_type=z.device.type, enabled=False):
             match = self._match(channels_last.reshape(-1, self.embed_dim).float())
-            quantized = synchronized_straight_through(match.inputs, match.codes, self.sync_nu)
+            quantized = straight_through_output(match.inputs, match.codes, self.sync_nu, self.gradient_estimator)
         quantized = quantized.reshape(channels_last.shape).movedim(-1, self.channel_dim).to(z.dtype)
         grid_shape = channels_last.shape[:-1]
         return VectorQuantizerOutput(
@@ -187,12 +219,20 @@ class VectorQuantizer(QuantizerBase):
         codebook_size: number of codes K.
         beta: weight of the codebook part of the loss, in [0, 1] (commitment part: 1 - beta).
         sync_nu: synchronized-update strength nu (0: plain straight-through).
-        affine: None, "learned" or "running": affine re-parameterised codes.
+        affine: None, "learned" or "running" (affine re-parameterised codes, Huh et al.), or "linear" (SimVQ: the raw
+            codes frozen, the codebook C @ W^T with one learned D x D matrix W).
         affine_lr: learning-rate multiplier of the learned affine scale and shift.
         affine_groups: number of groups of consecutive codes with their own scale and shift.
         affine_momentum: momentum of the running statistics of the encoder output.
-        alternating: move selected codes towards their assigned vectors before the lookup.
-        alternating_step_size: fraction of the way to move (1 = a full k-means step).
+        gradient_estimator: "ste" (straight-through) or "rotation" (the rotation trick of Fifty et al. 2024).
+        codebook_update: "gradient" (the optimizer trains the codes) or "ema" (moving averages of the cluster
+            means, VQ-VAE-2 / SoundStream; combine with replace_freq for dead-code restarts).
+        ema_decay: decay of the EMA statistics.
+        alternating: False, "mean" (or True: move the selected codes `alternating_step_size` of the way to their
+            cluster means before the lookup) or "sgd" (the authors' form: one SGD step of the codebook parameters
+            on the codebook loss, learning rate `alternating_lr`).
+        alternating_step_size: fraction of the way to move for "mean" (1 = a full k-means step).
+        alternating_lr: learning rate of the "sgd" step (vqtorch's example uses 50 on the mean squared error).
         kmeans_init: initialise the codebook with k-means++ on the first training batch.
         kmeans_iterations, kmeans_max_samples: Lloyd iterations and vectors per process used for it.
         replace_freq: reset codes unused for this many training steps (0: never).
@@ -224,8 +264,12 @@ class VectorQuantizer(QuantizerBase):
         affine_lr: float = 1.0,
         affine_groups: int = 1,
         affine_momentum: float = 0.1,
-        alternating: bool = False,
+        alternating: bool | str = False,
         alternating_step_size: float = 0.5,
+        alternating_lr: float = 50.0,
+        gradient_estimator: str = "ste",
+        codebook_update: str = "gradient",
+        ema_decay: float = 0.99,
         kmeans_init: bool = False,
         kmeans_iterations: int = 10,
         kmeans_max_samples: int = 16384,
@@ -235,7 +279,7 @@ class VectorQuantizer(QuantizerBase):
         max_block_elements: int | None = None,
         search_backend: str = "auto",
     ):
-        super().__init__(embed_dim, beta, sync_nu, channel_dim)
+        super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
         check_search_backend(search_backend)
         if codebook_size < 1:
             raise ValueError(f"codebook_size must be a positive integer, got {codebook_size}")
@@ -249,17 +293,29 @@ class VectorQuantizer(QuantizerBase):
             raise ValueError(f"alternating_step_size must lie in (0, 1], got {alternating_step_size}")
         if affine_lr <= 0:
             raise ValueError(f"affine_lr must be > 0, got {affine_lr}")
+        if alternating_lr <= 0:
+            raise ValueError(f"alternating_lr must be > 0, got {alternating_lr}")
+        self.alternating_mode = alternating_mode(alternating)
+        if codebook_update not in CODEBOOK_UPDATES:
+            raise ValueError(f"unknown codebook_update {codebook_update!r}; use one of {CODEBOOK_UPDATES}")
+        if codebook_update == "ema" and (self.alternating_mode is not None or sync_nu > 0):
+            raise ValueError(
+                "codebook_update='ema' moves the codes to their cluster means itself and gives them no gradient, so "
+                f"alternating={alternating!r} and sync_nu={sync_nu} would do nothing or fight it; turn them off"
+            )
         self.codebook_size = codebook_size
         self.distance = distance
         self.alternating = alternating
         self.alternating_step_size = alternating_step_size
+        self.alternating_lr = alternating_lr
+        self.codebook_update = codebook_update
         self.kmeans_init = kmeans_init
         self.kmeans_iterations = kmeans_iterations
         self.kmeans_max_samples = kmeans_max_samples
         self.replace_freq = replace_freq
         self.max_block_elements = max_block_elements
         self.search_backend = search_backend
-        self.embedding = Codebook(codebook_size, embed_dim, affine, affine_groups, affine_lr, affine_momentum)
+        self.embedding = Codebook(codebook_size, embed_dim, affine, affine_groups, affine_lr, affine_momentum, codebook_update, ema_decay)
         # All state is created here so that state dicts round-trip (no lazily created buffers).
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.long))
@@ -296,16 +352,21 @@ class VectorQuantizer(QuantizerBase):
         indices = nearest_code_indices(
             vectors.detach(), self._search_codebook(), self.distance, self.max_block_elements, self.search_backend
         )
-        if self.training and self.alternating:
+        if self.training and self.alternating_mode == "mean":
             alternating_codebook_step(
                 self.embedding, vectors.detach(), indices, self.alternating_step_size, normalize=self.distance == "cosine"
             )
+        elif self.training and self.alternating_mode == "sgd":
+            sgd_codebook_step(self.embedding, vectors.detach(), indices, self.alternating_lr, normalize=self.distance == "cosine")
         code_counts = torch.bincount(indices, minlength=self.codebook_size)
         if self.training:
             code_counts = all_reduce_sum(code_counts)
             if self.replace_freq > 0:
                 update_dead_code_counters(self.steps_since_used, code_counts)
         codes = F.embedding(indices, self._effective_codebook())
+        if self.training and self.codebook_update == "ema":
+            # After the lookup, as in VQ-VAE-2: this step's codes are the ones its assignments were made with.
+            self.embedding.ema_update(vectors.detach(), indices)
         loss, commitment_loss, codebook_loss = beta_commitment_loss(vectors, codes, self.beta)
         perplexity, usage = perplexity_and_usage(code_counts)
         return _Match(vectors, codes, indices, loss, commitment_loss, codebook_loss, perplexity, usage)

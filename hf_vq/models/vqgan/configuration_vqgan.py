@@ -1,6 +1,7 @@
 """VQGAN image tokenizer configuration."""
 
 
+import math
 import os
 from typing import Any, Literal
 
@@ -48,8 +49,9 @@ class VQGANConfig(PreTrainedConfig):
         codebook_size (`int`, *optional*, defaults to 16384):
             Number of codes (per group or per residual stage).
         quantizer_type (`str`, *optional*, defaults to `"vector"`):
-            "vector" (one codebook), "grouped" (product quantization over `num_groups` channel slices) or "residual"
-            (`num_quantizers` stages quantizing successive residuals).
+            "vector" (one codebook), "grouped" (product quantization over `num_groups` channel slices), "residual"
+            (`num_quantizers` stages quantizing successive residuals) or "fsq" (finite scalar quantization, no codebook:
+            set `fsq_levels`, `embed_dim = len(fsq_levels)` and `codebook_size = prod(fsq_levels)`).
         num_groups (`int`, *optional*, defaults to 1):
             Channel groups of a grouped quantizer; must divide `embed_dim`.
         num_quantizers (`int`, *optional*, defaults to 1):
@@ -60,17 +62,29 @@ class VQGANConfig(PreTrainedConfig):
         sync_nu (`float`, *optional*, defaults to 0.0):
             Strength of the synchronized update (0: plain straight-through estimator).
         affine (`str`, *optional*):
-            Affine re-parameterisation of the codes: `None`, "learned" or "running".
+            Re-parameterisation of the codes: `None`, "learned" or "running" (per-dimension affine, Huh et al.) or
+            "linear" (SimVQ: frozen raw codes through one learned `embed_dim` x `embed_dim` matrix).
         affine_lr (`float`, *optional*, defaults to 1.0):
             Learning-rate multiplier of the learned affine scale and shift.
         affine_groups (`int`, *optional*, defaults to 1):
             Groups of consecutive codes with their own affine transform; must divide `codebook_size`.
         affine_momentum (`float`, *optional*, defaults to 0.1):
             Momentum of the running statistics of the encoder output ("running" affine).
-        alternating (`bool`, *optional*, defaults to `False`):
-            Alternating optimisation: move the selected codes towards their assigned vectors before the lookup.
+        alternating (`bool` or `str`, *optional*, defaults to `False`):
+            Alternating optimisation before the lookup: "mean" (or `True`: move the selected codes towards the means
+            of their assigned vectors) or "sgd" (the authors' form: one SGD step of the codebook loss).
         alternating_step_size (`float`, *optional*, defaults to 0.5):
-            Fraction of the way the alternating step moves a code, in (0, 1].
+            Fraction of the way the "mean" alternating step moves a code, in (0, 1].
+        alternating_lr (`float`, *optional*, defaults to 50.0):
+            Learning rate of the "sgd" alternating step (on the mean squared error, as vqtorch's example).
+        gradient_estimator (`str`, *optional*, defaults to `"ste"`):
+            "ste" (straight-through) or "rotation" (the rotation trick of Fifty et al. 2024).
+        codebook_update (`str`, *optional*, defaults to `"gradient"`):
+            "gradient" (the optimizer trains the codes) or "ema" (moving averages of the cluster means).
+        ema_decay (`float`, *optional*, defaults to 0.99):
+            Decay of the EMA codebook statistics.
+        fsq_levels (`list[int]`, *optional*):
+            Values per channel of the "fsq" quantizer, e.g. [8, 5, 5, 5] (1000 codes).
         kmeans_init (`bool`, *optional*, defaults to `False`):
             Initialise the codebook with k-means++ on the first training batch.
         kmeans_iterations (`int`, *optional*, defaults to 10):
@@ -116,17 +130,22 @@ class VQGANConfig(PreTrainedConfig):
     # Quantizer (every option of hf_vq.quantization)
     embed_dim: int = 8
     codebook_size: int = 16384
-    quantizer_type: Literal["vector", "grouped", "residual"] = "vector"
+    quantizer_type: Literal["vector", "grouped", "residual", "fsq"] = "vector"
     num_groups: int = 1
     num_quantizers: int = 1
     beta: float | int = 0.95
     sync_nu: float | int = 0.0
-    affine: Literal["learned", "running"] | None = None
+    affine: Literal["learned", "running", "linear"] | None = None
     affine_lr: float | int = 1.0
     affine_groups: int = 1
     affine_momentum: float | int = 0.1
-    alternating: bool = False
+    alternating: bool | Literal["mean", "sgd"] = False
     alternating_step_size: float | int = 0.5
+    alternating_lr: float | int = 50.0
+    gradient_estimator: Literal["ste", "rotation"] = "ste"
+    codebook_update: Literal["gradient", "ema"] = "gradient"
+    ema_decay: float | int = 0.99
+    fsq_levels: list[int] | tuple[int, ...] | None = None
     kmeans_init: bool = False
     kmeans_iterations: int = 10
     kmeans_max_samples: int = 16384
@@ -140,6 +159,8 @@ class VQGANConfig(PreTrainedConfig):
         # Lists, not tuples: the JSON round trip gives lists, and save/load must give an equal config.
         self.block_out_channels = list(self.block_out_channels)
         self.attention_resolutions = list(self.attention_resolutions)
+        if self.fsq_levels is not None:
+            self.fsq_levels = list(self.fsq_levels)
         super().__post_init__(**kwargs)
 
     @property
@@ -179,6 +200,10 @@ class VQGANConfig(PreTrainedConfig):
             "affine_momentum": float(self.affine_momentum),
             "alternating": self.alternating,
             "alternating_step_size": float(self.alternating_step_size),
+            "alternating_lr": float(self.alternating_lr),
+            "gradient_estimator": self.gradient_estimator,
+            "codebook_update": self.codebook_update,
+            "ema_decay": float(self.ema_decay),
             "kmeans_init": self.kmeans_init,
             "kmeans_iterations": self.kmeans_iterations,
             "kmeans_max_samples": self.kmeans_max_samples,
@@ -218,6 +243,30 @@ class VQGANConfig(PreTrainedConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
+    def _validate_successor_methods(self) -> None:
+        """SimVQ, EMA, the SGD alternating step and FSQ: the combinations the quantizer itself would reject."""
+        if self.alternating_lr <= 0 or not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"alternating_lr must be > 0 and ema_decay in [0, 1), got {self.alternating_lr} and {self.ema_decay}")
+        if self.affine == "linear" and self.affine_groups != 1:
+            raise ValueError(f"affine='linear' (SimVQ) has one matrix for the whole codebook; set affine_groups=1 (got {self.affine_groups})")
+        if self.codebook_update == "ema" and (self.affine is not None or self.alternating or self.sync_nu > 0):
+            raise ValueError(
+                "codebook_update='ema' moves the codes to their cluster means itself and gives them no gradient; set "
+                f"affine=None, alternating=False and sync_nu=0 (got {self.affine!r}, {self.alternating!r}, {self.sync_nu})"
+            )
+        if self.quantizer_type != "fsq":
+            if self.fsq_levels is not None:
+                raise ValueError(f"fsq_levels only applies to quantizer_type='fsq' (got {self.quantizer_type!r})")
+            return
+        levels = self.fsq_levels
+        if not levels or any(not isinstance(level, int) or level < 2 for level in levels):
+            raise ValueError(f"quantizer_type='fsq' needs fsq_levels, a list of integers >= 2 (values per channel), got {levels}")
+        if self.embed_dim != len(levels) or self.codebook_size != math.prod(levels):
+            raise ValueError(
+                f"quantizer_type='fsq' with fsq_levels={levels} quantizes {len(levels)} channels into {math.prod(levels)} codes: "
+                f"set embed_dim={len(levels)} and codebook_size={math.prod(levels)} (got {self.embed_dim} and {self.codebook_size})"
+            )
+
     def _validate_quantizer(self) -> None:
         for name in ("embed_dim", "codebook_size", "num_groups", "num_quantizers", "affine_groups", "kmeans_max_samples"):
             if getattr(self, name) < 1:
@@ -244,6 +293,7 @@ class VQGANConfig(PreTrainedConfig):
                 f"affine_groups={self.affine_groups} must divide codebook_size={self.codebook_size}: "
                 "each group of consecutive codes shares one scale and shift"
             )
+        self._validate_successor_methods()
         if self.quantizer_type == "grouped" and self.embed_dim % self.num_groups != 0:
             raise ValueError(f"num_groups={self.num_groups} must divide embed_dim={self.embed_dim} for quantizer_type='grouped'")
         if self.quantizer_type == "residual" and self.distance != "euclidean":

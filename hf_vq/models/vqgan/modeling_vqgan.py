@@ -30,8 +30,11 @@ from .image_processing_vqgan import VQGANImageProcessor
 # quantization_vqgan.py for why, and `_copy_quantizer_code` below for how.
 from .quantization_vqgan import (
     Codebook,
+    EMACodebookStatistics,
+    FiniteScalarQuantizer,
     GroupedVectorQuantizer,
     LearnedAffine,
+    LinearCodebookTransform,
     QuantizerBase,
     ResidualVectorQuantizer,
     RunningStatisticsAffine,
@@ -368,7 +371,9 @@ class VQGANDecoder(nn.Module):
 
 
 def build_vqgan_quantizer(config: VQGANConfig) -> QuantizerBase:
-    """The quantizer a config asks for (`quantizer_type` vector, grouped or residual), over channel axis 1."""
+    """The quantizer a config asks for (`quantizer_type` vector, grouped, residual or fsq), over channel axis 1."""
+    if config.quantizer_type == "fsq":
+        return FiniteScalarQuantizer(levels=config.fsq_levels, channel_dim=1)
     kwargs = config.quantizer_kwargs()
     if config.quantizer_type == "grouped":
         return GroupedVectorQuantizer(num_groups=config.num_groups, **kwargs)
@@ -406,6 +411,12 @@ class VQGANPreTrainedModel(PreTrainedModel):
         elif isinstance(module, Codebook):
             # Standard normal, as the quantizer's own reset; k-means, affine codes and replacement move it from there.
             init.normal_(module.weight, mean=0.0, std=1.0)
+            if module.ema is not None:  # EMA statistics start as clusters of size 1 at the initial codes
+                init.ones_(module.ema.cluster_size)
+                init.copy_(module.ema.cluster_sum, module.weight)
+        elif isinstance(module, LinearCodebookTransform):
+            # SimVQ's matrix starts as the identity: at step 0 the codebook is the raw one.
+            init.copy_(module.weight, torch.eye(module.weight.shape[0]))
         elif isinstance(module, LearnedAffine):
             # Zero scale and shift parameters are the identity transform.
             init.zeros_(module.scale)
@@ -700,7 +711,7 @@ def _copy_quantizer_code(save_directory: Path) -> None:
         return  # This is the checkpoint's copy already: transformers copied the sibling quantizer files itself.
     ours = {path.name for path in Path(__file__).parent.glob("*.py")}
     sources: set[str] = set()
-    for cls in (VectorQuantizer, GroupedVectorQuantizer, ResidualVectorQuantizer):
+    for cls in (VectorQuantizer, GroupedVectorQuantizer, ResidualVectorQuantizer, FiniteScalarQuantizer):
         source = __import__(cls.__module__, fromlist=["_"]).__file__
         sources.update([source, *get_relative_import_files(source)])
     for source in sorted(sources):

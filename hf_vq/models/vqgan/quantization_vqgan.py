@@ -17,16 +17,22 @@ So the modeling file imports the quantizer only through `from .quantization_vqga
 
 from hf_vq.quantization.affine import LearnedAffine, RunningStatisticsAffine
 from hf_vq.quantization.codebook import Codebook
+from hf_vq.quantization.ema import EMACodebookStatistics
+from hf_vq.quantization.fsq import FiniteScalarQuantizer
 from hf_vq.quantization.grouped import GroupedVectorQuantizer
 from hf_vq.quantization.residual import ResidualVectorQuantizer
+from hf_vq.quantization.simvq import LinearCodebookTransform
 from hf_vq.quantization.vector_quantizer import QuantizerBase, VectorQuantizer, VectorQuantizerOutput
 
 # What the checkpoint's copy of this module imports from the quantizer files copied beside it.
 _REMOTE_IMPORTS = {
     "affine": "LearnedAffine, RunningStatisticsAffine",
     "codebook": "Codebook",
+    "ema": "EMACodebookStatistics",
+    "fsq": "FiniteScalarQuantizer",
     "grouped": "GroupedVectorQuantizer",
     "residual": "ResidualVectorQuantizer",
+    "simvq": "LinearCodebookTransform",
     "vector_quantizer": "QuantizerBase, VectorQuantizer, VectorQuantizerOutput",
 }
 
@@ -49,8 +55,11 @@ def remote_code_source() -> str:
 
 __all__ = [
     "Codebook",
+    "EMACodebookStatistics",
+    "FiniteScalarQuantizer",
     "GroupedVectorQuantizer",
     "LearnedAffine",
+    "LinearCodebookTransform",
     "QuantizerBase",
     "ResidualVectorQuantizer",
     "RunningStatisticsAffine",

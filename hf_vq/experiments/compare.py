@@ -1,0 +1,145 @@
+"""The comparison study: Huh et al. against its successors (SimVQ, the rotation trick, EMA, LlamaGen's low-dimensional
+l2 codes, FSQ) on the paper reproduction's backbones, same budget and seeds, several codebook sizes.
+
+Entry point of `scripts/compare_quantizers.py`; `main(argv)` is also what the tests call. Every run is written as
+one JSON file as soon as it ends (`--resume` skips the runs whose file exists), so an interrupted study still
+leaves usable results, and `--report_only` rebuilds the tables from the files.
+
+Example (the --quick smoke run, seconds on a CPU):
+    python scripts/compare_quantizers.py --quick --output_dir /tmp/vq_compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .defaults import TASK_ARCHITECTURES
+from .methods import METHODS, method_defaults
+from .report import METRIC_LABELS, format_value, table_metrics
+from .reproduce import DATASETS, DEFAULT_STEPS, RELATIVE_COST, _run_job, configure, run_jobs
+
+DEFAULT_CODEBOOK_SIZES = (512, 4096, 16384)
+ALL_ARCHITECTURES = (*TASK_ARCHITECTURES["classification"], *TASK_ARCHITECTURES["reconstruction"])
+QUICK_METHODS = tuple(METHODS)
+QUICK_CODEBOOK_SIZES = (64,)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Compare VQ methods (Huh et al. and successors) on one budget and set of seeds.")
+    parser.add_argument("--arch", default="autoencoder", help="comma-separated backbones: " + ", ".join(ALL_ARCHITECTURES) + " (or 'all')")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods: " + ", ".join(METHODS))
+    parser.add_argument("--codebook_sizes", type=int, nargs="+", default=list(DEFAULT_CODEBOOK_SIZES))
+    parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps per run (default per dataset: {DEFAULT_STEPS})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--eval_size", type=int, default=None, help="test images for the final metrics (default: all)")
+    parser.add_argument("--curve_size", type=int, default=500)
+    parser.add_argument("--curve_points", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes of one thread each)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output_dir", default="results/compare")
+    parser.add_argument("--resume", action="store_true", help="skip runs whose JSON file already exists")
+    parser.add_argument("--report_only", action="store_true", help="only rebuild the tables from the JSON files in --output_dir")
+    parser.add_argument("--quick", action="store_true", help="smoke run: every method on every backbone, few steps, one seed, 64 codes")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.seeds, args.eval_size, args.curve_size, args.curve_points = 4, args.seeds[:1], 128, 64, 1
+        args.codebook_sizes = list(QUICK_CODEBOOK_SIZES)
+    args.steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.dataset]
+    args.architectures = list(ALL_ARCHITECTURES) if args.arch == "all" else [a.strip() for a in args.arch.split(",") if a.strip()]
+    args.method_names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for name, known, flag in ((args.architectures, ALL_ARCHITECTURES, "--arch"), (args.method_names, METHODS, "--methods")):
+        unknown = [n for n in name if n not in known]
+        if unknown:
+            parser.error(f"{flag}: unknown {unknown}; choose from {list(known)}")
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    return args
+
+
+def run_name(run: dict) -> str:
+    return f"{run['dataset']}_{run['architecture']}_K{run['nominal_codebook_size']}_{run['variant']}_seed{run['seed']}_steps{run['steps']}.json"
+
+
+def build_jobs(args: argparse.Namespace) -> list[dict]:
+    jobs = []
+    for arch in args.architectures:
+        base = configure(arch, args.dataset, args.quick)
+        for size in args.codebook_sizes:
+            for method in args.method_names:
+                defaults = method_defaults(method, replace(base, codebook_size=size))
+                for seed in args.seeds:
+                    jobs.append({"architecture": arch, "defaults": defaults, "variant": method, "seed": seed, "dataset": args.dataset,
+                                 "steps": args.steps, "curve_points": args.curve_points, "curve_size": args.curve_size,
+                                 "eval_size": args.eval_size, "device": args.device, "nominal_codebook_size": size})
+    # The slowest runs first, so that parallel workers finish together.
+    return sorted(jobs, key=lambda job: (-RELATIVE_COST[job["architecture"]], -job["nominal_codebook_size"]))
+
+
+def run_study_job(job: dict) -> dict:
+    return {**_run_job(job), "nominal_codebook_size": job["nominal_codebook_size"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the study (or rebuild its report); returns {"runs": [...], "report": markdown}."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        jobs = build_jobs(args)
+        if args.resume:
+            jobs = [job for job in jobs if not (output_dir / run_name({**job, "steps": args.steps})).exists()]
+        print(f"{len(jobs)} runs: {args.steps} steps each, seeds {args.seeds}, {args.workers} worker(s)", flush=True)
+        done, start = [0], time.perf_counter()
+
+        def record(run: dict) -> None:
+            done[0] += 1
+            (output_dir / run_name(run)).write_text(json.dumps(run, indent=2))
+            metrics = {k: round(v, 4) for k, v in run["metrics"].items()}
+            print(f"[{done[0]}/{len(jobs)} {time.perf_counter() - start:.0f}s] {run['architecture']}/K{run['nominal_codebook_size']}/"
+                  f"{run['variant']}/seed{run['seed']}: {metrics}", flush=True)
+
+        run_jobs(jobs, args, record, job_function=run_study_job)
+    runs = [json.loads(path.read_text()) for path in sorted(output_dir.glob(f"{args.dataset}_*_steps{args.steps}.json"))]
+    report = markdown_report(runs, "python scripts/compare_quantizers.py " + shlex.join(argv), args.method_names)
+    (output_dir / f"compare_{args.dataset}_steps{args.steps}.md").write_text(report + "\n")
+    print(report)
+    return {"runs": runs, "report": report}
+
+
+def _cpu_ms_per_step(run: dict) -> float:
+    # Runs written before the step timings moved out of "metrics" (the first study runs) kept them there.
+    return run.get("cpu_ms_per_step", run["metrics"].get("cpu_ms_per_step", float("nan")))
+
+
+def markdown_report(runs: list[dict], command: str, method_order: list[str]) -> str:
+    """One table per (backbone, nominal codebook size): methods as rows, mean ± std over seeds."""
+    parts = [f"Command: `{command}`", ""]
+    groups: dict[tuple[str, int], dict[str, list[dict]]] = {}
+    for run in runs:
+        groups.setdefault((run["architecture"], run["nominal_codebook_size"]), {}).setdefault(run["variant"], []).append(run)
+    for (arch, size), by_method in sorted(groups.items()):
+        task = next(iter(by_method.values()))[0]["task"]
+        metrics = table_metrics(task)
+        header = ["method", *(METRIC_LABELS[m] for m in metrics), "ms / step", "seeds"]
+        rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        order = [m for m in method_order if m in by_method] + sorted(m for m in by_method if m not in method_order)
+        for method in order:
+            method_runs = by_method[method]
+            cells = [format_value(m, [r["metrics"][m] for r in method_runs]) for m in metrics]
+            if len(method_runs) == 1:  # one seed: no spread to show
+                cells = [cell.split(" ± ")[0] for cell in cells]
+            step_ms = statistics.fmean(_cpu_ms_per_step(r) for r in method_runs)
+            rows.append(f"| {method} | " + " | ".join(cells) + f" | {step_ms:.0f} | {len(method_runs)} |")
+        steps = next(iter(by_method.values()))[0]["steps"]
+        parts += [f"### {arch}, {size} codes, {steps} steps (mean ± std over seeds, a single value for one seed; ms / step: CPU time of a training step)", "", *rows, ""]
+    return "\n".join(parts)

@@ -1,0 +1,23 @@
+#!/usr/bin/env python
+"""Compare vector-quantization methods on one backbone, one budget and one set of seeds: plain STE, Huh et al. (each
+method alone and all four), SimVQ, the rotation trick, EMA with restarts, LlamaGen's l2-normalised low-dimensional
+codes, FSQ and combinations, at several codebook sizes, with a sweep of the synchronized update's nu.
+
+Writes one JSON per run and results/compare/compare_<dataset>_steps<N>.md (the tables). See docs/results.md.
+
+Examples:
+    python scripts/compare_quantizers.py --quick --output_dir /tmp/vq_compare           # smoke run, seconds
+    python scripts/compare_quantizers.py --arch autoencoder --codebook_sizes 512 4096 --steps 400 --workers 2
+    python scripts/compare_quantizers.py --arch all --codebook_sizes 512 4096 16384 --steps 1000 --workers 2   # full grid
+"""
+
+import sys
+from pathlib import Path
+
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hf_vq.experiments.compare import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()
