@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_vq import GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer
-from hf_vq.quantization import beta_commitment_loss, beta_from_vqvae_weight, kmeans_plus_plus_init, nearest_code_indices, replace_dead_codes
+from hf_vq.quantization import NonFiniteInputError, beta_commitment_loss, beta_from_vqvae_weight, kmeans_plus_plus_init, nearest_code_indices, replace_dead_codes
 
 
 def channels_last(tensor):
@@ -431,8 +431,8 @@ def test_invalid_options_are_rejected(options, message):
     [
         (torch.randn(2, 5, 3, 3), ValueError, "embed_dim=4"),
         (torch.randint(0, 5, (2, 4, 3, 3)), TypeError, "floating-point"),
-        (torch.full((2, 4, 3, 3), float("nan")), ValueError, "NaN or Inf"),
-        (torch.tensor([[1.0, float("inf"), 0.0, 0.0]]), ValueError, "NaN or Inf"),
+        (torch.full((2, 4, 3, 3), float("nan")), NonFiniteInputError, "NaN or Inf"),
+        (torch.tensor([[1.0, float("inf"), 0.0, 0.0]]), NonFiniteInputError, "NaN or Inf"),
         (torch.randn(4), ValueError, "at least 2 dimensions"),
     ],
 )

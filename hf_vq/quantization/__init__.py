@@ -15,7 +15,7 @@ from .rotation_trick import rotation_trick
 from .search import nearest_code_indices
 from .simvq import LinearCodebookTransform
 from .synchronized_update import synchronized_straight_through
-from .vector_quantizer import QuantizerBase, VectorQuantizer, VectorQuantizerOutput
+from .vector_quantizer import NonFiniteInputError, QuantizerBase, VectorQuantizer, VectorQuantizerOutput
 
 
 def build_quantizer(quantizer_type: str = "vector", num_groups: int = 1, num_quantizers: int = 1, **kwargs) -> QuantizerBase:
@@ -39,6 +39,7 @@ __all__ = [
     "GroupedVectorQuantizer",
     "LearnedAffine",
     "LinearCodebookTransform",
+    "NonFiniteInputError",
     "QuantizerBase",
     "ResidualVectorQuantizer",
     "RunningStatisticsAffine",

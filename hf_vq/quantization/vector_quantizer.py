@@ -60,6 +60,11 @@ def straight_through_output(vectors: torch.Tensor, codes: torch.Tensor, sync_nu:
     return out + sync_nu * codes - (sync_nu * codes).detach() if sync_nu > 0 else out
 
 
+class NonFiniteInputError(ValueError):
+    """The quantizer's input holds NaN or infinite values: the network feeding it diverged, or the data is corrupt.
+    A type of its own so that a training loop can tell divergence from a misuse of the quantizer."""
+
+
 @dataclass
 class VectorQuantizerOutput:
     """What every quantizer forward returns.
@@ -192,7 +197,7 @@ class QuantizerBase(nn.Module):
         low, high = torch.aminmax(z.detach())
         if not bool(torch.isfinite(low) & torch.isfinite(high)):
             bad = int((~torch.isfinite(z)).sum())
-            raise ValueError(
+            raise NonFiniteInputError(
                 f"{type(self).__name__} input contains {bad} NaN or Inf values: the encoder diverged or the "
                 "data is corrupt; lower the learning rate or check the inputs"
             )

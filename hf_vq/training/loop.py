@@ -50,6 +50,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..quantization import NonFiniteInputError
 from .checkpointing import (
     TrainingState,
     complete_checkpoint,
@@ -70,8 +71,6 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 SECRET_FLAGS = ("hub_token",)  # never written to trackers, training_config.json or anything else a run leaves
-# What the quantizers' input check says when it meets NaN or infinite activations (hf_vq/quantization).
-NON_FINITE_INPUT_MESSAGE = "NaN or Inf values"
 
 ComputeLoss = Callable[[nn.Module, dict], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 TrainBatch = Callable[[dict], "dict[str, torch.Tensor]"]
@@ -269,9 +268,7 @@ class TrainingLoop:
     def _train_batch(self, batch: dict) -> dict[str, torch.Tensor]:
         try:
             return self.train_batch(batch)
-        except ValueError as error:
-            if NON_FINITE_INPUT_MESSAGE not in str(error):
-                raise
+        except NonFiniteInputError as error:
             # Weights so large that activations overflow: the model's own input check fires before any loss.
             raise TrainingDivergedError(
                 f"training diverged at step {self.state.global_step + 1}: {error}. Nothing from this state was saved; "
