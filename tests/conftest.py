@@ -29,3 +29,20 @@ def tokenizer_dir(tmp_path_factory):
     config = VQGANConfig.from_yaml(Path(__file__).parents[1] / "configs" / "vqgan_tiny.yaml")
     VQGANModel(config).eval().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def labelled_image_dir(tmp_path_factory):
+    """A labelled imagefolder (training_helpers.write_labelled_imagefolder): train/ and test/, 8 + 3 images per class."""
+    from training_helpers import write_labelled_imagefolder
+
+    return write_labelled_imagefolder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture
+def one_thread():
+    """The test runs with torch on one thread (see training_helpers.one_thread)."""
+    from training_helpers import one_thread as single_thread
+
+    with single_thread():
+        yield

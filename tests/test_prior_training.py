@@ -3,7 +3,6 @@ resume, an unconditional prior, and inputs that cannot work."""
 
 import json
 
-import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -16,29 +15,14 @@ from hf_vq.training.args import ConfigError
 from hf_vq.training.classifier_data import ImageEncoder, MissingLabelsError
 from hf_vq.training.prior_command import resolve_prior_args, train_prior
 
-from training_helpers import REPO, reset_accelerate
+from training_helpers import CLASSES, REPO, one_thread, reset_accelerate, write_images
 
-CLASSES = ("dark", "light", "red")
 TINY_PRIOR = str(REPO / "configs" / "maskgit_tiny.yaml")
 
 
-def _write_images(folder, count, colour, rng):
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (18, 18, 3)), 0, 255).astype(np.uint8)
-        PIL.Image.fromarray(pixels).save(folder / f"{index}.png")
-
-
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    """An imagefolder with train/ and test/ splits and one subfolder (label) per class: 8 + 3 images each."""
-    root = tmp_path_factory.mktemp("images")
-    colours = {"dark": (20, 20, 20), "light": (230, 230, 230), "red": (220, 30, 30)}
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("test", 3)):
-        for name in CLASSES:
-            _write_images(root / split / name, count, colours[name], rng)
-    return root
+def image_dir(labelled_image_dir):
+    return labelled_image_dir
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +43,8 @@ def _flags(tokenizer_dir, image_dir, tmp_path, name="prior", **overrides):
 def _train(flags):
     """In this process, on one thread (tiny models on a shared machine: a second thread only waits)."""
     reset_accelerate()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return train_prior(flags)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_tiny_run_ends_in_a_pipeline_that_loads_and_generates_and_reuses_the_token_cache(
@@ -138,8 +118,7 @@ def test_pretrained_prior_of_another_tokenizer_is_refused(tokenizer_dir, image_d
 
 
 def test_unlabeled_data_needs_an_unconditional_prior(tokenizer_dir, tmp_path):
-    rng = np.random.default_rng(0)
-    _write_images(tmp_path / "flat" / "train", 12, (120, 60, 200), rng)  # no class subfolders: no labels
+    write_images(tmp_path / "flat" / "train", 12, size=18)  # no class subfolders: no labels
     flags = _flags(tokenizer_dir, tmp_path / "flat", tmp_path, num_eval_images=4)
     with pytest.raises(MissingLabelsError, match="num_classes: 0"):
         _train(flags)

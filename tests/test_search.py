@@ -40,16 +40,9 @@ BACKENDS = [
     pytest.param("triton", marks=needs_triton),
 ]
 
+# Many small tensor operations: one thread (k-means tests ran 40x slower with two under load).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many small tensor operations: on a shared 2-core machine a second thread waiting on a descheduled one
-    makes each of them milliseconds slower (k-means tests ran 40x slower with 2 threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 def _search(backend, vectors, codebook, distance="euclidean"):
     if backend == "triton" and not INTERPRETING:

@@ -17,24 +17,14 @@ from hf_vq.training.args import ConfigError
 from hf_vq.training.classifier_data import ImageEncoder, encode_split
 from hf_vq.training.classifier_command import resolve_classifier_args, train_classifier
 
-CLASSES = ("dark", "light", "red")
+from training_helpers import CLASSES
+
 TINY_CONFIG = "configs/token_vit_tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    """An imagefolder with train/ and test/ splits and one subfolder (label) per class: 8 + 3 images each."""
-    root = tmp_path_factory.mktemp("images")
-    colours = {"dark": (20, 20, 20), "light": (230, 230, 230), "red": (220, 30, 30)}
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("test", 3)):
-        for name in CLASSES:
-            (root / split / name).mkdir(parents=True)
-            for index in range(count):
-                noise = rng.integers(-20, 20, (18, 18, 3))
-                pixels = np.clip(np.array(colours[name]) + noise, 0, 255).astype(np.uint8)
-                PIL.Image.fromarray(pixels).save(root / split / name / f"{index}.png")
-    return root
+def image_dir(labelled_image_dir):
+    return labelled_image_dir
 
 
 def _flags(tokenizer_dir, image_dir, tmp_path, **overrides):

@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import PIL.Image
 
 REPO = Path(__file__).parents[1]
+# The classes of `write_labelled_imagefolder`: flat colours a classifier or a class-conditional prior can tell apart.
+LABELLED_COLOURS = {"dark": (20, 20, 20), "light": (230, 230, 230), "red": (220, 30, 30)}
+CLASSES = tuple(LABELLED_COLOURS)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside the block: tiny models and many small operations on a shared 2-core machine,
+    where a second thread only waits on a descheduled one (tests ran 10-40x slower with two under load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def write_labelled_imagefolder(root: Path, train_count: int = 8, test_count: int = 3) -> Path:
+    """An imagefolder with train/ and test/ splits and one subfolder (label) per class of `CLASSES`: 18x18 RGB
+    images of the class colour plus seeded noise."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_count), ("test", test_count)):
+        for name in CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                noise = rng.integers(-20, 20, (18, 18, 3))
+                pixels = np.clip(np.array(LABELLED_COLOURS[name]) + noise, 0, 255).astype(np.uint8)
+                PIL.Image.fromarray(pixels).save(folder / f"{index}.png")
+    return root
 TINY_CONFIG = str(REPO / "configs" / "vqgan_tiny.yaml")
 
 
@@ -52,9 +85,5 @@ def train(output_dir: Path, **flags: Any) -> dict:
     from hf_vq.training import train_tokenizer
 
     reset_accelerate()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return train_tokenizer(training_args(output_dir, **flags))
-    finally:
-        torch.set_num_threads(threads)
