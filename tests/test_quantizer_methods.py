@@ -423,4 +423,6 @@ def test_remote_code_checkpoint_of_each_method_loads_without_hf_vq(tmp_path, nam
     with torch.no_grad():
         output = model(pixel_values)
     assert torch.equal(remote["tokens"], output.image_tokens)
-    assert torch.equal(remote["reconstruction"], output.reconstruction)
+    # Loaded weights may sit at any offset of the safetensors buffer (here 28 bytes past a 64-byte boundary), and
+    # the CPU GEMM rounds differently for unaligned operands: the same codes, decoded, can differ in the last bit.
+    torch.testing.assert_close(remote["reconstruction"], output.reconstruction, rtol=1e-5, atol=1e-5)
