@@ -237,3 +237,16 @@ def test_faiss_search_over_codebook_chunks_keeps_the_lowest_index(monkeypatch):
     assert found[:3].tolist() == [30, 30, 30]
     assert_nearest(found, vectors, codebook)
     assert torch.equal(found[3:], blocked_nearest_code_indices(vectors[3:], codebook))
+
+
+def test_nan_scores_from_an_overflowing_code_still_give_an_index_in_range():
+    # An infinite code makes ||c||^2 - 2 z.c = inf - inf = NaN for the rows with z_0 > 0: the CPU search's minimum
+    # marking matches nothing there, and those rows are searched again with argmin (which takes the NaN, as torch
+    # does); the row without a NaN keeps its true nearest code.
+    codebook = torch.tensor([[0.0, 1.0], [float("inf"), 0.0], [2.0, 2.0], [-1.0, 0.0]])
+    vectors = torch.tensor([[1.0, 0.0], [0.1, 0.9], [2.0, 2.1], [-1.0, 0.1]])
+    scores = torch.addmm(codebook.pow(2).sum(dim=1), vectors, codebook.t(), beta=1.0, alpha=-2.0)
+    assert torch.isnan(scores[:3]).any(dim=1).all() and not torch.isnan(scores[3]).any()
+    assert blocked_nearest_code_indices(vectors, codebook).tolist() == scores.argmin(dim=1).tolist()
+    tiled = blocked_nearest_code_indices(vectors, codebook, max_block_elements=2)  # running minimum over tiles
+    assert all(0 <= index < codebook.shape[0] for index in tiled.tolist()) and int(tiled[3]) == 3
