@@ -1,12 +1,14 @@
 """The comparison study: Huh et al. against its successors (SimVQ, the rotation trick, EMA, LlamaGen's low-dimensional
-l2 codes, FSQ) on the paper reproduction's backbones, same budget and seeds, several codebook sizes.
+l2 codes, FSQ) on the paper reproduction's backbones and the demo's VQGAN tokenizer (vqgan_backbone.py), same budget
+and seeds, several codebook sizes.
 
 Entry point of `scripts/compare_quantizers.py`; `main(argv)` is also what the tests call. Every run is written as
 one JSON file as soon as it ends (`--resume` skips the runs whose file exists), so an interrupted study still
 leaves usable results, and `--report_only` rebuilds the tables from the files.
 
-Example (the --quick smoke run, seconds on a CPU):
+Examples (--quick smoke runs, seconds on a CPU):
     python scripts/compare_quantizers.py --quick --output_dir /tmp/vq_compare
+    python scripts/compare_quantizers.py --quick --arch vqgan --methods baseline,all,fsq --output_dir /tmp/vq_compare
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .defaults import TASK_ARCHITECTURES
+from .defaults import STUDY_ARCHITECTURES
 from .methods import METHODS, method_defaults
 from .report import METRIC_LABELS, format_value, table_metrics
 from .reproduce import DATASETS, DEFAULT_STEPS, RELATIVE_COST, _run_job, configure, run_jobs
 
 DEFAULT_CODEBOOK_SIZES = (512, 4096, 16384)
-ALL_ARCHITECTURES = (*TASK_ARCHITECTURES["classification"], *TASK_ARCHITECTURES["reconstruction"])
+ALL_ARCHITECTURES = STUDY_ARCHITECTURES
 QUICK_METHODS = tuple(METHODS)
 QUICK_CODEBOOK_SIZES = (64,)
 
