@@ -4,7 +4,8 @@ method alone and all four), SimVQ, the rotation trick, EMA with restarts, LlamaG
 codes, FSQ and combinations, at several codebook sizes, with a sweep of the synchronized update's nu.
 
 Backbones: the paper reproduction's (alexnet, resnet18, vit, autoencoder) and `vqgan`, the `make demo` tokenizer.
-Writes one JSON per run and results/compare/compare_<dataset>_steps<N>.md (the tables). See docs/results.md.
+Writes one JSON per run, results/compare/compare_<dataset>_steps<N>.md (the tables) and beside it one PNG per
+(backbone, codebook size), compare_<dataset>_steps<N>_<backbone>_K<size>.png. See docs/results.md.
 
 Examples:
     python scripts/compare_quantizers.py --quick --output_dir /tmp/vq_compare           # smoke run, seconds

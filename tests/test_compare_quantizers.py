@@ -1,6 +1,6 @@
 """The comparison study (scripts/compare_quantizers.py): every method trains on the smallest backbone in --quick mode,
 results land one JSON per run, --resume skips them, each method builds the quantizer it names, the VQGAN tokenizer
-backbone is the demo's with only the quantizer changed."""
+backbone is the demo's with only the quantizer changed, and the report has a PNG per backbone and codebook size."""
 
 import inspect
 import json
@@ -20,6 +20,13 @@ from hf_vq.experiments.methods import FSQ_LEVELS, METHODS, ProjectedQuantizer, m
 from hf_vq.experiments.runner import build_model, task_loss
 from hf_vq.experiments.vqgan_backbone import QUANTIZER_FIELDS, VQGANBackbone, config_quantizer_fields, demo_tokenizer_config, vqgan_config, vqgan_data
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 5000, f"{path} is not a plot ({len(data)} bytes)"
+
 
 def test_quick_study_runs_every_method_and_resumes(tmp_path):
     result = main(["--quick", "--arch", "autoencoder", "--output_dir", str(tmp_path)])
@@ -37,6 +44,8 @@ def test_quick_study_runs_every_method_and_resumes(tmp_path):
     assert json.loads(files[0].read_text())["nominal_codebook_size"] == 64
     report = (tmp_path / "compare_fashion_mnist_steps4.md").read_text()
     assert all(f"| {name} |" in report for name in METHODS)
+    assert result["plots"] == [tmp_path / "compare_fashion_mnist_steps4_autoencoder_K64.png"]
+    assert_png(result["plots"][0])
     # --resume: nothing left to run, the report is rebuilt from the files.
     again = main(["--quick", "--arch", "autoencoder", "--output_dir", str(tmp_path), "--resume", "--methods", "baseline,fsq"])
     assert len(again["runs"]) == len(METHODS)
@@ -71,7 +80,7 @@ def test_projected_quantizer_keeps_the_model_width():
     assert tokens.grad.abs().sum() > 0
 
 
-def test_quick_study_trains_the_vqgan_tokenizer(tmp_path):
+def test_quick_study_trains_the_vqgan_tokenizer_and_plots_it(tmp_path):
     assert "vqgan" in parse_args(["--arch", "all"]).architectures
     result = main(["--quick", "--arch", "vqgan", "--methods", "baseline,fsq", "--output_dir", str(tmp_path)])
     runs = {run["variant"]: run for run in result["runs"]}
@@ -83,6 +92,13 @@ def test_quick_study_trains_the_vqgan_tokenizer(tmp_path):
     assert runs["fsq"]["quantizer_options"] == {"quantizer_type": "fsq", "levels": FSQ_LEVELS[64]}
     assert runs["fsq"]["metrics"]["codebook_shift"] == 0.0 and runs["baseline"]["metrics"]["codebook_shift"] > 0
     assert "### vqgan, 64 codes, 4 steps" in result["report"] and "| fsq |" in result["report"]
+    plot = tmp_path / "compare_fashion_mnist_steps4_vqgan_K64.png"
+    assert result["plots"] == [plot]
+    assert_png(plot)
+    plot.unlink()
+    again = main(["--quick", "--report_only", "--output_dir", str(tmp_path)])
+    assert again["plots"] == [plot] and len(again["runs"]) == 2
+    assert_png(plot)
 
 
 def test_vqgan_backbone_is_the_demo_tokenizer_with_only_the_quantizer_changed():
