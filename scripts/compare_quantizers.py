@@ -3,11 +3,14 @@
 method alone and all four), SimVQ, the rotation trick, EMA with restarts, LlamaGen's l2-normalised low-dimensional
 codes, FSQ and combinations, at several codebook sizes, with a sweep of the synchronized update's nu.
 
-Writes one JSON per run and results/compare/compare_<dataset>_steps<N>.md (the tables). See docs/results.md.
+Backbones: the paper reproduction's (alexnet, resnet18, vit, autoencoder) and `vqgan`, the `make demo` tokenizer.
+Writes one JSON per run, results/compare/compare_<dataset>_steps<N>.md (the tables) and beside it one PNG per
+(backbone, codebook size), compare_<dataset>_steps<N>_<backbone>_K<size>.png. See docs/results.md.
 
 Examples:
     python scripts/compare_quantizers.py --quick --output_dir /tmp/vq_compare           # smoke run, seconds
     python scripts/compare_quantizers.py --arch autoencoder --codebook_sizes 512 4096 --steps 400 --workers 2
+    python scripts/compare_quantizers.py --arch vqgan --codebook_sizes 512 --steps 1000 --workers 2 --output_dir results/compare
     python scripts/compare_quantizers.py --arch all --codebook_sizes 512 4096 16384 --steps 1000 --workers 2   # full grid
 """
 

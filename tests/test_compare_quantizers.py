@@ -1,16 +1,31 @@
 """The comparison study (scripts/compare_quantizers.py): every method trains on the smallest backbone in --quick mode,
-results land one JSON per run, --resume skips them, and each method builds the quantizer it names."""
+results land one JSON per run, --resume skips them, each method builds the quantizer it names, the VQGAN tokenizer
+backbone is the demo's with only the quantizer changed, and the report has a PNG per backbone and codebook size."""
 
+import inspect
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from hf_vq import FiniteScalarQuantizer, VectorQuantizer
-from hf_vq.experiments import ARCHITECTURES
-from hf_vq.experiments.compare import main
+from hf_vq import FiniteScalarQuantizer, VectorQuantizer, VQGANConfig, VQGANImageProcessor
+from hf_vq.data import ImageTransform, load_fashion_mnist
+from hf_vq.experiments import ARCHITECTURES, images_to_tensor
+from hf_vq.experiments.compare import main, parse_args
+from hf_vq.experiments.datasets import ClassificationData
 from hf_vq.experiments.methods import FSQ_LEVELS, METHODS, ProjectedQuantizer, make_quantizer, method_defaults, method_options
+from hf_vq.experiments.runner import build_model, task_loss
+from hf_vq.experiments.vqgan_backbone import QUANTIZER_FIELDS, VQGANBackbone, config_quantizer_fields, demo_tokenizer_config, vqgan_config, vqgan_data
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 5000, f"{path} is not a plot ({len(data)} bytes)"
 
 
 def test_quick_study_runs_every_method_and_resumes(tmp_path):
@@ -29,6 +44,8 @@ def test_quick_study_runs_every_method_and_resumes(tmp_path):
     assert json.loads(files[0].read_text())["nominal_codebook_size"] == 64
     report = (tmp_path / "compare_fashion_mnist_steps4.md").read_text()
     assert all(f"| {name} |" in report for name in METHODS)
+    assert result["plots"] == [tmp_path / "compare_fashion_mnist_steps4_autoencoder_K64.png"]
+    assert_png(result["plots"][0])
     # --resume: nothing left to run, the report is rebuilt from the files.
     again = main(["--quick", "--arch", "autoencoder", "--output_dir", str(tmp_path), "--resume", "--methods", "baseline,fsq"])
     assert len(again["runs"]) == len(METHODS)
@@ -61,3 +78,76 @@ def test_projected_quantizer_keeps_the_model_width():
     assert out.quantized.shape == (2, 49, 64) and out.indices.shape == (2, 49)
     out.quantized.sum().backward()
     assert tokens.grad.abs().sum() > 0
+
+
+def test_quick_study_trains_the_vqgan_tokenizer_and_plots_it(tmp_path):
+    assert "vqgan" in parse_args(["--arch", "all"]).architectures
+    result = main(["--quick", "--arch", "vqgan", "--methods", "baseline,fsq", "--output_dir", str(tmp_path)])
+    runs = {run["variant"]: run for run in result["runs"]}
+    assert set(runs) == {"baseline", "fsq"}
+    for name, run in runs.items():
+        assert run["architecture"] == "vqgan" and run["task"] == "reconstruction" and run["steps"] == 4, name
+        assert math.isfinite(run["metrics"]["mse"]) and math.isfinite(run["metrics"]["psnr"]), name
+        assert 1.0 <= run["metrics"]["perplexity"] <= 64 + 1e-3 and run["cpu_ms_per_step"] > 0, name
+    assert runs["fsq"]["quantizer_options"] == {"quantizer_type": "fsq", "levels": FSQ_LEVELS[64]}
+    assert runs["fsq"]["metrics"]["codebook_shift"] == 0.0 and runs["baseline"]["metrics"]["codebook_shift"] > 0
+    assert "### vqgan, 64 codes, 4 steps" in result["report"] and "| fsq |" in result["report"]
+    plot = tmp_path / "compare_fashion_mnist_steps4_vqgan_K64.png"
+    assert result["plots"] == [plot]
+    assert_png(plot)
+    plot.unlink()
+    again = main(["--quick", "--report_only", "--output_dir", str(tmp_path)])
+    assert again["plots"] == [plot] and len(again["runs"]) == 2
+    assert_png(plot)
+
+
+def test_vqgan_backbone_is_the_demo_tokenizer_with_only_the_quantizer_changed():
+    defaults = ARCHITECTURES["vqgan"]
+    demo = VQGANConfig.from_yaml(demo_tokenizer_config())
+    configs = {name: vqgan_config(method_defaults(name, defaults), name, num_channels=1) for name in METHODS}
+    baseline = configs["baseline"]
+    backbone = ("image_size", "block_out_channels", "layers_per_block", "attention_resolutions", "mid_block_add_attention",
+                "norm_num_groups", "latent_channels", "embed_dim", "codebook_size", "reconstruction_loss_type")
+    assert {f: getattr(baseline, f) for f in backbone} == {f: getattr(demo, f) for f in backbone}
+    assert 0.98e6 < sum(p.numel() for p in VQGANBackbone(baseline).parameters()) < 1.0e6  # the demo's 0.99M
+    # Plain straight-through: none of the demo config's recipe (affine, sync, alternating, k-means, replacement).
+    assert (baseline.affine, baseline.sync_nu, baseline.alternating, baseline.kmeans_init, baseline.replace_freq) == (None, 0.0, False, False, 0)
+    every = configs["all"]
+    assert (every.affine, every.affine_lr, every.sync_nu, every.alternating, every.replace_freq, every.kmeans_init) == ("learned", 2.0, 0.2, True, 20, False)
+    assert (configs["fsq"].quantizer_type, configs["fsq"].fsq_levels, configs["fsq"].embed_dim) == ("fsq", FSQ_LEVELS[512], 3)
+    assert (configs["l2_lowdim"].distance, configs["l2_lowdim"].embed_dim) == ("cosine", 8)
+    assert (configs["ema"].codebook_update, configs["ema"].replace_freq) == ("ema", 20)
+    assert configs["simvq"].affine == "linear" and configs["rotation"].gradient_estimator == "rotation"
+    assert configs["alternating_sgd"].alternating == "sgd" and configs["sync_nu2"].sync_nu == 2.0
+    # A field a method does not set is VectorQuantizer's default, as on the other backbones.
+    signature = inspect.signature(VectorQuantizer).parameters
+    assert {f: getattr(baseline, f) for f in QUANTIZER_FIELDS if f in signature} == {f: signature[f].default for f in QUANTIZER_FIELDS if f in signature}
+    with pytest.raises(ValueError, match="no VQGANConfig field"):
+        config_quantizer_fields({"beta": 0.9, "search_backend": "faiss"}, 8, 512)
+    with pytest.raises(ValueError, match=r"model_options \['replace_freq'\] are quantizer settings"):
+        vqgan_config(replace(defaults, model_options={"replace_freq": 5}), "baseline", num_channels=1)
+
+
+def test_vqgan_backbone_trains_on_the_configs_l1_loss():
+    defaults = replace(ARCHITECTURES["vqgan"], codebook_size=16, model_options={"block_out_channels": [8, 16, 16], "norm_num_groups": 8})
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    data = ClassificationData(images, torch.zeros(2, dtype=torch.long), images, torch.zeros(2, dtype=torch.long))
+    model = build_model("vqgan", defaults, "baseline", data)
+    assert isinstance(model, VQGANBackbone) and isinstance(model.quantizer, VectorQuantizer) and model.quantizer.codebook_size == 16
+    out = model(images)
+    loss = task_loss("reconstruction", out, images, data.train_labels)
+    assert torch.allclose(loss, F.l1_loss(out["reconstruction"], images) + out["vq_loss"])
+
+
+def test_vqgan_images_are_resized_as_the_tokenizer_training_data():
+    raw = load_fashion_mnist("test").images[:6]
+    tensors = images_to_tensor(raw)
+    data = ClassificationData(tensors, torch.zeros(6, dtype=torch.long), tensors[:3], torch.zeros(3, dtype=torch.long))
+    resized = vqgan_data(data, ARCHITECTURES["vqgan"])
+    # What hf_vq/training/data.py does for the demo tokenizer: its processor, the model's side, no flips.
+    processor = VQGANImageProcessor.from_model_config(VQGANConfig.from_yaml(demo_tokenizer_config()))
+    transform = ImageTransform(processor, resolution=32, center_crop=False, random_flip=False)
+    expected = torch.stack([transform(image) for image in raw])
+    assert resized.train_images.shape == (6, 1, 32, 32) and torch.equal(resized.train_images, expected)
+    assert torch.equal(resized.test_images, expected[:3])
+    assert vqgan_data(data, ARCHITECTURES["vqgan"]) is resized  # resized once per worker, not once per run

@@ -1,12 +1,15 @@
 """The comparison study: Huh et al. against its successors (SimVQ, the rotation trick, EMA, LlamaGen's low-dimensional
-l2 codes, FSQ) on the paper reproduction's backbones, same budget and seeds, several codebook sizes.
+l2 codes, FSQ) on the paper reproduction's backbones and the demo's VQGAN tokenizer (vqgan_backbone.py), same budget
+and seeds, several codebook sizes.
 
 Entry point of `scripts/compare_quantizers.py`; `main(argv)` is also what the tests call. Every run is written as
 one JSON file as soon as it ends (`--resume` skips the runs whose file exists), so an interrupted study still
-leaves usable results, and `--report_only` rebuilds the tables from the files.
+leaves usable results, and `--report_only` rebuilds the tables and plots from the files. The report is one
+Markdown file of tables and, beside it, one PNG per (backbone, codebook size) (`report.plot_methods`).
 
-Example (the --quick smoke run, seconds on a CPU):
+Examples (--quick smoke runs, seconds on a CPU):
     python scripts/compare_quantizers.py --quick --output_dir /tmp/vq_compare
+    python scripts/compare_quantizers.py --quick --arch vqgan --methods baseline,all,fsq --output_dir /tmp/vq_compare
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .defaults import TASK_ARCHITECTURES
+from .defaults import STUDY_ARCHITECTURES
 from .methods import METHODS, method_defaults
-from .report import METRIC_LABELS, format_value, table_metrics
+from .report import METRIC_LABELS, format_value, plot_methods, table_metrics
 from .reproduce import DATASETS, DEFAULT_STEPS, RELATIVE_COST, _run_job, configure, run_jobs
 
 DEFAULT_CODEBOOK_SIZES = (512, 4096, 16384)
-ALL_ARCHITECTURES = (*TASK_ARCHITECTURES["classification"], *TASK_ARCHITECTURES["reconstruction"])
+ALL_ARCHITECTURES = STUDY_ARCHITECTURES
 QUICK_METHODS = tuple(METHODS)
 QUICK_CODEBOOK_SIZES = (64,)
 
@@ -111,9 +114,38 @@ def main(argv: list[str] | None = None) -> dict:
         run_jobs(jobs, args, record, job_function=run_study_job)
     runs = [json.loads(path.read_text()) for path in sorted(output_dir.glob(f"{args.dataset}_*_steps{args.steps}.json"))]
     report = markdown_report(runs, "python scripts/compare_quantizers.py " + shlex.join(argv), args.method_names)
-    (output_dir / f"compare_{args.dataset}_steps{args.steps}.md").write_text(report + "\n")
+    stem = output_dir / f"compare_{args.dataset}_steps{args.steps}"
+    stem.with_suffix(".md").write_text(report + "\n")
     print(report)
-    return {"runs": runs, "report": report}
+    plots = write_plots(runs, args.method_names, stem)
+    print("written: " + ", ".join(str(path) for path in [stem.with_suffix(".md"), *plots]))
+    return {"runs": runs, "report": report, "plots": plots}
+
+
+def group_study_runs(runs: list[dict], method_order: list[str]) -> dict[tuple[str, int], dict[str, list[dict]]]:
+    """{(backbone, nominal codebook size): {method: [run per seed]}}, sorted by backbone and size; methods in
+    `method_order`, then any others (runs in the folder from other commands) alphabetically."""
+    groups: dict[tuple[str, int], dict[str, list[dict]]] = {}
+    for run in runs:
+        groups.setdefault((run["architecture"], run["nominal_codebook_size"]), {}).setdefault(run["variant"], []).append(run)
+    ordered = {}
+    for key, by_method in sorted(groups.items()):
+        order = [m for m in method_order if m in by_method] + sorted(m for m in by_method if m not in method_order)
+        ordered[key] = {method: by_method[method] for method in order}
+    return ordered
+
+
+def write_plots(runs: list[dict], method_order: list[str], stem: Path) -> list[Path]:
+    """One PNG per (backbone, codebook size) beside the Markdown report: `<stem>_<backbone>_K<size>.png`."""
+    plots = []
+    for (arch, size), by_method in group_study_runs(runs, method_order).items():
+        first = next(iter(by_method.values()))[0]
+        title = f"{arch}, {size} codes, {first['steps']} steps ({first['dataset']}; bars: mean ± std over seeds, dots: seeds)"
+        plot = plot_methods(by_method, first["task"], title, f"{stem}_{arch}_K{size}.png")
+        if plot is None:  # no matplotlib: plot_methods said so once, the other groups would say it again
+            return []
+        plots.append(plot)
+    return plots
 
 
 def _cpu_ms_per_step(run: dict) -> float:
@@ -124,17 +156,12 @@ def _cpu_ms_per_step(run: dict) -> float:
 def markdown_report(runs: list[dict], command: str, method_order: list[str]) -> str:
     """One table per (backbone, nominal codebook size): methods as rows, mean ± std over seeds."""
     parts = [f"Command: `{command}`", ""]
-    groups: dict[tuple[str, int], dict[str, list[dict]]] = {}
-    for run in runs:
-        groups.setdefault((run["architecture"], run["nominal_codebook_size"]), {}).setdefault(run["variant"], []).append(run)
-    for (arch, size), by_method in sorted(groups.items()):
+    for (arch, size), by_method in group_study_runs(runs, method_order).items():
         task = next(iter(by_method.values()))[0]["task"]
         metrics = table_metrics(task)
         header = ["method", *(METRIC_LABELS[m] for m in metrics), "ms / step", "seeds"]
         rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        order = [m for m in method_order if m in by_method] + sorted(m for m in by_method if m not in method_order)
-        for method in order:
-            method_runs = by_method[method]
+        for method, method_runs in by_method.items():
             cells = [format_value(m, [r["metrics"][m] for r in method_runs]) for m in metrics]
             if len(method_runs) == 1:  # one seed: no spread to show
                 cells = [cell.split(" ± ")[0] for cell in cells]

@@ -1,4 +1,5 @@
-"""Per-architecture defaults of the paper reproduction, each with the reason it was chosen.
+"""Per-architecture defaults of the paper reproduction (and of the comparison study's VQGAN backbone), each with the
+reason it was chosen.
 
 The ablation compares quantizer variants at a fixed budget, so everything here is shared by all six
 variants of an architecture; only the switches of `ablation_options` differ between them.
@@ -87,6 +88,14 @@ def ablation_options(variant: str, defaults: ArchitectureDefaults) -> dict:
 # - learning rates: Adam 2e-3 for the small CNNs and the autoencoder, 1e-3 for the ViT (attention is
 #   less stable at high rates without warm-up). Batch 128 (64 for the autoencoder: its per-step cost is
 #   dominated by the full-resolution decoder).
+# - vqgan (the comparison study only, see vqgan_backbone.py): the `make demo` tokenizer, its config's model section
+#   as it is (model_options replace single fields of it) and its config's sizes and optimiser: 512 codes of
+#   embed_dim 8, batch 32, Adam 5e-4 (through the study's loop: constant rate, no warm-up, no EMA weights, like every
+#   backbone). The config's quantizer recipe (Huh et al.'s four methods, k-means init, replacement every 100 steps) is
+#   not used: as on the other backbones the codes start from the quantizer's N(0, 1) init without k-means, every
+#   method sets its own options, and beta, sync_nu, affine_lr and the replace period are the shared values above
+#   (the config's beta, nu and affine_lr are these already). Its codes are already 8-d, so l2_lowdim changes only the
+#   distance (cosine) here; FSQ changes the code dim to its number of levels, as everywhere.
 ARCHITECTURES: dict[str, ArchitectureDefaults] = {
     "alexnet": ArchitectureDefaults(
         task="classification", codebook_size=1024, embed_dim=64, beta=0.95, sync_nu=0.2, affine_lr=2.0,
@@ -104,9 +113,16 @@ ARCHITECTURES: dict[str, ArchitectureDefaults] = {
         task="reconstruction", codebook_size=512, embed_dim=32, beta=0.95, sync_nu=0.2, affine_lr=2.0,
         replace_freq=20, learning_rate=2e-3, batch_size=64, model_options={"hidden": 64},
     ),
+    "vqgan": ArchitectureDefaults(
+        task="reconstruction", codebook_size=512, embed_dim=8, beta=0.95, sync_nu=0.2, affine_lr=2.0,
+        replace_freq=20, learning_rate=5e-4, batch_size=32,
+    ),
 }
 
+# The paper reproduction's architectures (Huh et al.'s Table 2 and the demo's autoencoder), by task.
 TASK_ARCHITECTURES: dict[str, tuple[str, ...]] = {
     "classification": ("alexnet", "resnet18", "vit"),
     "reconstruction": ("autoencoder",),
 }
+# The comparison study's backbones: those, and the demo's VQGAN tokenizer (not a model of the paper's ablation).
+STUDY_ARCHITECTURES: tuple[str, ...] = (*TASK_ARCHITECTURES["classification"], *TASK_ARCHITECTURES["reconstruction"], "vqgan")

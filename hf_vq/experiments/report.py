@@ -2,7 +2,8 @@
 
 Markdown tables, one per architecture (variants as rows) plus a paper-style summary (architectures as
 rows, "metric / perplexity" per variant, like Table 2 of Huh et al.), and a PNG with the test metric
-over training steps per variant. Matplotlib is optional: without it the plot is skipped with a message.
+over training steps per variant; for the comparison study, a PNG of bars per method (`plot_methods`).
+Matplotlib is optional: without it the plot is skipped with a message.
 """
 
 from __future__ import annotations
@@ -87,9 +88,8 @@ def markdown_report(runs: list[dict], command: str, codebook_sizes: dict[str, in
     return "\n".join(parts)
 
 
-def plot_curves(runs: list[dict], tasks: dict[str, str], path: str | Path) -> Path | None:
-    """Test metric over training steps, one panel per architecture, one line per variant (mean over
-    seeds, shaded min-max). Returns the PNG's path, or None (with a message) without matplotlib."""
+def _pyplot():
+    """matplotlib.pyplot on the file-only backend, or None (with a message) when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -97,6 +97,24 @@ def plot_curves(runs: list[dict], tasks: dict[str, str], path: str | Path) -> Pa
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: skipping the plot (pip install matplotlib to get it)")
+        return None
+    return plt
+
+
+def _save(plt, figure, path: str | Path) -> Path:
+    """Write the figure as a PNG (creating its folder) and free it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_curves(runs: list[dict], tasks: dict[str, str], path: str | Path) -> Path | None:
+    """Test metric over training steps, one panel per architecture, one line per variant (mean over
+    seeds, shaded min-max). Returns the PNG's path, or None (with a message) without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
         return None
     grouped = group_runs(runs)
     figure, axes = plt.subplots(1, len(grouped), figsize=(4.2 * len(grouped), 3.6), squeeze=False)
@@ -110,11 +128,47 @@ def plot_curves(runs: list[dict], tasks: dict[str, str], path: str | Path) -> Pa
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
+
+
+def plot_methods(by_method: dict[str, list[dict]], task: str, title: str, path: str | Path) -> Path | None:
+    """One backbone and codebook size of the comparison study: the headline metric (the table's first column) and
+    the perplexity per method as bars (mean over seeds, ± std as error bars, each seed a dot), methods in the
+    table's order from the top; and, when the runs recorded curves of several points, the metric over training
+    steps as in `plot_curves`. Returns the PNG's path, or None (with a message) without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    metric = table_metrics(task)[0]
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    with_curves = all(len(run["curve"]) > 1 for runs in by_method.values() for run in runs)
+    panels = 3 if with_curves else 2
+    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 1.4 + 0.3 * len(by_method)), squeeze=False)
+    for axis, (name, factor) in zip(axes[0], ((metric, scale), ("perplexity", 1.0))):
+        _method_bars(axis, {method: [run["metrics"][name] * factor for run in runs] for method, runs in by_method.items()})
+        axis.set_xlabel(METRIC_LABELS[name])
+    if with_curves:
+        for method, runs in by_method.items():
+            _plot_variant(axes[0][2], method, runs, scale)
+        axes[0][2].set_xlabel("training step")
+        axes[0][2].set_ylabel(METRIC_LABELS[metric] + " (test subset)")
+        axes[0][2].grid(alpha=0.3)
+        axes[0][2].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _save(plt, figure, path)
+
+
+def _method_bars(axis, values: dict[str, list[float]]) -> None:
+    """Horizontal bars of the mean per method, error bars of the seeds' std, a dot per seed; the first on top."""
+    positions = range(len(values))
+    means, spreads = zip(*(mean_and_spread(seed_values) for seed_values in values.values()))
+    axis.barh(positions, means, xerr=spreads, color="tab:blue", alpha=0.6, capsize=2)
+    for position, seed_values in zip(positions, values.values()):
+        axis.plot(seed_values, [position] * len(seed_values), "k.", markersize=3)
+    axis.set_yticks(list(positions), list(values), fontsize=7)
+    axis.invert_yaxis()
+    axis.grid(axis="x", alpha=0.3)
 
 
 def _plot_variant(axis, variant: str, runs: list[dict], scale: float) -> None:

@@ -1,9 +1,9 @@
 """One run of the paper's ablation: build a model for (architecture, variant, seed), train it for a fixed
 number of steps, and evaluate it, recording a test-metric curve for the plot.
 
-Classification reports test accuracy; reconstruction (the demo's VQ autoencoder, trained on the same
-images without labels) reports test MSE and PSNR. Both report the perplexity and usage of the code
-histogram over the evaluated test images, like `evaluate_autoencoder`.
+Classification reports test accuracy; reconstruction (the demo's VQ autoencoder, or the comparison study's VQGAN
+tokenizer, trained on the same images without labels) reports test MSE and PSNR. Both report the perplexity and
+usage of the code histogram over the evaluated test images, like `evaluate_autoencoder`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .autoencoder import ConvVQAutoencoder
 from .classifiers import CLASSIFIERS, ViTVQ
 from .datasets import ClassificationData
 from .defaults import ArchitectureDefaults
+from .vqgan_backbone import VQGANBackbone, vqgan_config, vqgan_data
 
 
 @dataclass
@@ -52,6 +53,8 @@ class RunResult:
 
 def build_model(architecture: str, defaults: ArchitectureDefaults, variant: str, data: ClassificationData) -> nn.Module:
     """The architecture's model with the VQ options of `variant`, sized for `data`'s images."""
+    if architecture == "vqgan":  # its config takes the sizes and the quantizer options (vqgan_backbone.py)
+        return VQGANBackbone(vqgan_config(defaults, variant, data.in_channels))
     options = defaults.quantizer_options(variant)
     code_dim = defaults.code_dim or defaults.embed_dim
     if architecture == "autoencoder":
@@ -65,11 +68,18 @@ def build_model(architecture: str, defaults: ArchitectureDefaults, variant: str,
     return model_class(**sizes, **defaults.model_options, **options)
 
 
+def backbone_data(architecture: str, defaults: ArchitectureDefaults, data: ClassificationData) -> ClassificationData:
+    """The images as `architecture` takes them: the VQGAN tokenizer's at its config's size, the others' as loaded."""
+    return vqgan_data(data, defaults) if architecture == "vqgan" else data
+
+
 def task_loss(task: str, out: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The task's loss plus the quantizer's (commitment + codebook) loss."""
     if task == "classification":
         return F.cross_entropy(out["logits"], labels) + out["vq_loss"]
-    return F.mse_loss(out["reconstruction"], images) + out["vq_loss"]
+    # A backbone with a pixel loss of its own returns it (the VQGAN tokenizer: its config's L1); the others train on MSE.
+    pixel_loss = out["reconstruction_loss"] if "reconstruction_loss" in out else F.mse_loss(out["reconstruction"], images)
+    return pixel_loss + out["vq_loss"]
 
 
 @torch.no_grad()
@@ -121,6 +131,7 @@ def run_one(
     the final metrics on the first `eval_size` (default: all). Same seed -> same initial weights
     (up to the quantizer's extra parameters) and the same batches for every variant.
     """
+    data = backbone_data(architecture, defaults, data)  # before the seed and the clocks: a resize is no training cost
     torch.manual_seed(seed)
     model = build_model(architecture, defaults, variant, data).to(device)
     initial_codebook = model.quantizer.codebook.detach().clone()
