@@ -30,7 +30,6 @@ from .reproduce import DATASETS, DEFAULT_STEPS, RELATIVE_COST, _run_job, configu
 
 DEFAULT_CODEBOOK_SIZES = (512, 4096, 16384)
 ALL_ARCHITECTURES = STUDY_ARCHITECTURES
-QUICK_METHODS = tuple(METHODS)
 QUICK_CODEBOOK_SIZES = (64,)
 
 
@@ -51,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="results/compare")
     parser.add_argument("--resume", action="store_true", help="skip runs whose JSON file already exists")
     parser.add_argument("--report_only", action="store_true", help="only rebuild the tables from the JSON files in --output_dir")
-    parser.add_argument("--quick", action="store_true", help="smoke run: every method on every backbone, few steps, one seed, 64 codes")
+    parser.add_argument("--quick", action="store_true", help="smoke run of the chosen --arch and --methods (default: every method): few steps, one seed, 64 codes")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.seeds, args.eval_size, args.curve_size, args.curve_points = 4, args.seeds[:1], 128, 64, 1
