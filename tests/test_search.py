@@ -250,3 +250,17 @@ def test_nan_scores_from_an_overflowing_code_still_give_an_index_in_range():
     assert blocked_nearest_code_indices(vectors, codebook).tolist() == scores.argmin(dim=1).tolist()
     tiled = blocked_nearest_code_indices(vectors, codebook, max_block_elements=2)  # running minimum over tiles
     assert all(0 <= index < codebook.shape[0] for index in tiled.tolist()) and int(tiled[3]) == 3
+
+
+def test_blocked_search_under_a_float64_default_dtype():
+    # The scratch buffer and the cosine offsets follow the (float32) inputs, not torch's default dtype.
+    generator = torch.Generator().manual_seed(4)
+    vectors, codebook = torch.randn(50, 8, generator=generator), torch.randn(30, 8, generator=generator)
+    expected = {distance: blocked_nearest_code_indices(vectors, codebook, distance) for distance in search.DISTANCES}
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for distance in search.DISTANCES:
+            assert torch.equal(blocked_nearest_code_indices(vectors, codebook, distance), expected[distance])
+    finally:
+        torch.set_default_dtype(previous)

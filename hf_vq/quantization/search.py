@@ -152,10 +152,10 @@ def blocked_nearest_code_indices(
     num_vectors, num_codes = vectors.shape[0], codebook.shape[0]
     rows_per_block, codes_per_tile = _block_shape(num_vectors, num_codes, max_block_elements)
     # Euclidean: ||c||^2 - 2 z.c; cosine: -z.c. Both are minimised, so one code path serves both.
-    offsets = codebook.pow(2).sum(dim=1) if distance == "euclidean" else torch.zeros(num_codes, device=codebook.device)
+    offsets = codebook.pow(2).sum(dim=1) if distance == "euclidean" else codebook.new_zeros(num_codes)
     alpha = -2.0 if distance == "euclidean" else -1.0
     # One scratch buffer for every block's distances: it stays in cache and is never page-faulted again.
-    scratch = torch.empty(rows_per_block * codes_per_tile, device=vectors.device)
+    scratch = vectors.new_empty(rows_per_block * codes_per_tile)  # float32, whatever the default dtype
     indices = torch.empty(num_vectors, dtype=torch.long, device=vectors.device)
     for start in range(0, num_vectors, rows_per_block):
         block = vectors[start : start + rows_per_block]
