@@ -73,6 +73,24 @@ def test_vector_quantizer_with_rotation_sends_the_rotated_gradient_to_the_encode
     assert not torch.allclose(z.grad, upstream)  # not straight-through
 
 
+def test_rotation_trick_with_the_synchronized_update_gives_the_codes_nu_times_the_task_gradient():
+    torch.manual_seed(0)
+    z = torch.randn(1, 3, 2, 2)
+    upstream = torch.randn(1, 3, 2, 2)
+    grads = {}
+    for nu in (0.0, 0.5):
+        vq = VectorQuantizer(embed_dim=3, codebook_size=4, gradient_estimator="rotation", sync_nu=nu)
+        vq.embedding.weight.data = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+        inputs = z.clone().requires_grad_(True)
+        out = vq(inputs)
+        (out.quantized * upstream).sum().backward()  # the task gradient only: no quantizer loss
+        grads[nu] = (inputs.grad, vq.embedding.weight.grad, out.indices.flatten())
+    torch.testing.assert_close(grads[0.5][0], grads[0.0][0])  # the encoder's rotated gradient is unchanged by nu
+    assert grads[0.0][1] is None or not grads[0.0][1].any()  # no synchronized update: no codebook gradient here
+    expected = 0.5 * torch.zeros(4, 3).index_add_(0, grads[0.5][2], channels_last(upstream))
+    torch.testing.assert_close(grads[0.5][1], expected)
+
+
 # --- SimVQ (Zhu et al. 2024) -------------------------------------------------------------------------
 
 

@@ -54,10 +54,10 @@ def alternating_mode(alternating: bool | str | None) -> str | None:
 
 def straight_through_output(vectors: torch.Tensor, codes: torch.Tensor, sync_nu: float, gradient_estimator: str) -> torch.Tensor:
     """Value `codes`; gradient to `vectors` by straight-through or the rotation trick; nu x the task gradient to the codes."""
-    if gradient_estimator == "ste":
-        return synchronized_straight_through(vectors, codes, sync_nu)
-    out = rotation_trick(vectors, codes)
-    return out + sync_nu * codes - (sync_nu * codes).detach() if sync_nu > 0 else out
+    # The rotation trick's output has the value of `codes`; the synchronized update then passes its gradient on
+    # unchanged (to the rotation, instead of straight to the vectors) and adds nu x the gradient to the codes.
+    carrier = vectors if gradient_estimator == "ste" else rotation_trick(vectors, codes)
+    return synchronized_straight_through(carrier, codes, sync_nu)
 
 
 class NonFiniteInputError(ValueError):
