@@ -33,8 +33,8 @@ DISTANCES = ("euclidean", "cosine")
 
 # Default block sizes, in float32 distances. CPU: 2**18 (1 MiB, one reused scratch buffer), so the block that
 # the GEMM writes is still in the core's L2 cache when the row minima read it, and it is never page-faulted
-# again. With the minimum-marking reduction (_lowest_index_of_minimum_) 2**18 took 0.85-0.92x the time of
-# 2**17 and 0.8-0.9x that of 2**20 on a 2-core EPYC (one thread, D = 32 to 128, K = 1024 to 16384;
+# again. With the minimum-marking reduction (_lowest_index_of_minimum_) 2**18 took 0.89-0.96x the time of
+# 2**17 and 0.86-0.94x that of 2**20 on a 2-core EPYC (one thread, D = 32 to 128, K = 1024 to 16384;
 # docs/benchmarks.md). Accelerators: 2**24 (64 MiB) keeps each GEMM large enough to fill the device.
 CPU_MAX_BLOCK_ELEMENTS = 2**18
 ACCELERATOR_MAX_BLOCK_ELEMENTS = 2**24
