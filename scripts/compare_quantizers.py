@@ -3,6 +3,7 @@
 method alone and all four), SimVQ, the rotation trick, EMA with restarts, LlamaGen's l2-normalised low-dimensional
 codes, FSQ and combinations, at several codebook sizes, with a sweep of the synchronized update's nu.
 
+A named plan (`--plan cpu`, `--plan full`: hf_vq/experiments/study_plan.py) runs several such grids in one command.
 Backbones: the paper reproduction's (alexnet, resnet18, vit, autoencoder) and `vqgan`, the `make demo` tokenizer.
 Writes one JSON per run, results/compare/compare_<dataset>_steps<N>.md (the tables) and beside it one PNG per
 (backbone, codebook size), compare_<dataset>_steps<N>_<backbone>_K<size>.png. See docs/results.md.
@@ -11,7 +12,8 @@ Examples:
     python scripts/compare_quantizers.py --quick --output_dir /tmp/vq_compare           # smoke run, seconds
     python scripts/compare_quantizers.py --arch autoencoder --codebook_sizes 512 4096 --steps 400 --workers 2
     python scripts/compare_quantizers.py --arch vqgan --codebook_sizes 512 --steps 1000 --workers 2 --output_dir results/compare
-    python scripts/compare_quantizers.py --arch all --codebook_sizes 512 4096 16384 --steps 1000 --workers 2   # full grid
+    python scripts/compare_quantizers.py --plan cpu --workers 2 --resume          # every table of docs/results.md
+    python scripts/compare_quantizers.py --plan full --workers 16 --output_dir results/compare_full   # the whole grid
 """
 
 import sys

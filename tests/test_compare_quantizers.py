@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from hf_vq import FiniteScalarQuantizer, VectorQuantizer, VQGANConfig, VQGANImageProcessor
 from hf_vq.data import ImageTransform, load_fashion_mnist
 from hf_vq.experiments import ARCHITECTURES, images_to_tensor
-from hf_vq.experiments.compare import main, parse_args
+from hf_vq.experiments import compare
+from hf_vq.experiments.compare import build_jobs, main, parse_args, run_name
 from hf_vq.experiments.datasets import ClassificationData
 from hf_vq.experiments.methods import FSQ_LEVELS, METHODS, ProjectedQuantizer, make_quantizer, method_defaults, method_options
 from hf_vq.experiments.runner import build_model, task_loss
+from hf_vq.experiments.study_plan import CORE_METHODS, STUDY_PLANS, StudyPart, StudyPlan
 from hf_vq.experiments.vqgan_backbone import QUANTIZER_FIELDS, VQGANBackbone, config_quantizer_fields, demo_tokenizer_config, vqgan_config, vqgan_data
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -51,6 +53,52 @@ def test_quick_study_runs_every_method_and_resumes(tmp_path):
     assert len(again["runs"]) == len(METHODS)
 
 
+def test_cpu_plan_is_the_documented_study_each_run_once():
+    args = parse_args(["--plan", "cpu"])
+    jobs = build_jobs(args)
+    names = [run_name(job) for job in jobs]
+    assert len(names) == len(set(names)) == 211  # the parts name 211 distinct runs and none twice
+    assert (args.eval_size, args.curve_size) == (3000, 500)
+    blocks = {(job["architecture"], job["nominal_codebook_size"], job["steps"]) for job in jobs}
+    assert blocks == {("autoencoder", 512, 400), ("autoencoder", 4096, 400), ("autoencoder", 16384, 400), ("autoencoder", 512, 1000),
+                      ("vqgan", 512, 400), ("vqgan", 512, 1000), ("alexnet", 1024, 400), ("vit", 1024, 400), ("resnet18", 1024, 400)}
+    for arch, size in (("vqgan", 512), ("alexnet", 1024), ("vit", 1024), ("resnet18", 1024)):
+        seeds = {(job["variant"], job["seed"]) for job in jobs if (job["architecture"], job["nominal_codebook_size"], job["steps"]) == (arch, size, 400)}
+        assert {(method, seed) for method in CORE_METHODS for seed in (0, 1, 2)} <= seeds, arch
+    # The slowest runs first, so that the workers finish together.
+    costs = [compare.RELATIVE_COST[job["architecture"]] * job["steps"] for job in jobs]
+    assert costs == sorted(costs, reverse=True)
+    assert len(build_jobs(parse_args(["--plan", "full"]))) == 5 * 3 * len(METHODS) * 3
+
+
+def test_plan_refuses_the_flags_it_sets_and_parts_check_their_names():
+    with pytest.raises(SystemExit):
+        parse_args(["--plan", "cpu", "--steps", "10"])
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "baseline,nope"])
+    with pytest.raises(ValueError, match="unknown method"):
+        StudyPart(("autoencoder",), (512,), ("baseline", "nope"))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        StudyPart(("autoencoders",), (512,), ("baseline",))
+
+
+def test_plan_runs_its_parts_and_writes_a_report_per_budget(tmp_path, monkeypatch, capsys):
+    tiny = StudyPlan("two budgets", (StudyPart(("autoencoder",), (64,), ("baseline", "fsq"), seeds=(0,), steps=2, curve_points=1),
+                                     StudyPart(("autoencoder",), (64,), ("baseline",), seeds=(0, 1), steps=3, curve_points=1),
+                                     StudyPart(("autoencoder",), (64,), ("baseline",), seeds=(0,), steps=2, curve_points=1)),
+                     eval_size=128, curve_size=64)
+    monkeypatch.setitem(compare.STUDY_PLANS, "tiny", tiny)
+    result = main(["--plan", "tiny", "--quick", "--output_dir", str(tmp_path)])
+    assert sorted((run["variant"], run["seed"], run["steps"]) for run in result["runs"]) == [("baseline", 0, 2), ("baseline", 0, 3), ("fsq", 0, 2)]
+    # --quick keeps each part's first seed; the third part repeats a run of the first: it runs once.
+    assert "3 runs (2, 3 steps)" in capsys.readouterr().out
+    for steps in (2, 3):
+        assert "### autoencoder, 64 codes, " + f"{steps} steps" in (tmp_path / f"compare_fashion_mnist_steps{steps}.md").read_text()
+    assert [plot.name for plot in result["plots"]] == ["compare_fashion_mnist_steps2_autoencoder_K64.png", "compare_fashion_mnist_steps3_autoencoder_K64.png"]
+    again = main(["--plan", "tiny", "--quick", "--output_dir", str(tmp_path), "--resume"])
+    assert "0 runs" in capsys.readouterr().out and len(again["runs"]) == 3
+
+
 def test_methods_build_the_quantizer_they_name():
     defaults = ARCHITECTURES["autoencoder"]
     built = {}
@@ -81,7 +129,7 @@ def test_projected_quantizer_keeps_the_model_width():
 
 
 def test_quick_study_trains_the_vqgan_tokenizer_and_plots_it(tmp_path):
-    assert "vqgan" in parse_args(["--arch", "all"]).architectures
+    assert "vqgan" in parse_args(["--arch", "all"]).parts[0].architectures
     result = main(["--quick", "--arch", "vqgan", "--methods", "baseline,fsq", "--output_dir", str(tmp_path)])
     runs = {run["variant"]: run for run in result["runs"]}
     assert set(runs) == {"baseline", "fsq"}
