@@ -1,0 +1,334 @@
+"""PyTorch MaskGIT token prior (Chang et al., "MaskGIT: Masked Generative Image Transformer", CVPR 2022).
+
+A bidirectional transformer reads the token grid of an hf_vq image tokenizer in which some positions hold the mask id,
+plus a class label, and predicts the codes of every position. Sampling (see `MaskGITScheduler`) starts from a fully
+masked grid and fixes the most confident predictions step by step.
+
+The blocks are our own (pre-norm attention + MLP, as in `token_vit`) rather than transformers' BERT/ViT internals,
+which are renamed between releases; this file must also run on its own as remote code (`trust_remote_code=True`),
+where it can import only the files beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_maskgit import MaskGITConfig, check_single_codebook
+
+# Cross-entropy ignores this label, as everywhere in transformers.
+IGNORE_INDEX = -100
+
+
+@dataclass
+class MaskGITModelOutput(ModelOutput):
+    r"""
+    Output of [`MaskGITModel.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, returned when `labels` are given):
+            Mean cross-entropy over the positions whose label is not -100 (the masked ones).
+        logits (`torch.FloatTensor` of shape `(batch_size, grid_height * grid_width, codebook_size)`):
+            Scores of every code at every grid position (never of the mask id).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+
+
+def mask_tokens(
+    image_tokens: torch.Tensor, mask_token_id: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask a random share of each sample's tokens, as MaskGIT trains: ratio `cos(pi / 2 * u)`, `u ~ U(0, 1]`.
+
+    Per sample, `ceil(ratio * L)` positions (at least one) out of `L` are replaced with `mask_token_id`. Returns
+    `(masked_inputs, labels)`: `labels` hold the original ids at masked positions and -100 elsewhere, so that
+    `MaskGITModel(masked_inputs, labels=labels).loss` is computed on the masked positions only.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_vq.models.maskgit.modeling_maskgit import mask_tokens
+    >>> tokens = torch.randint(0, 32, (4, 8, 8))
+    >>> inputs, labels = mask_tokens(tokens, mask_token_id=32, generator=torch.Generator().manual_seed(0))
+    >>> bool(((inputs == 32) == (labels != -100)).all()), bool((labels[labels != -100] == tokens[inputs == 32]).all())
+    (True, True)
+
+    ```
+    """
+    if image_tokens.is_floating_point() or image_tokens.ndim < 2 or image_tokens.numel() == 0:
+        raise ValueError(
+            f"image_tokens must be a non-empty integer tensor (batch, ...), got {image_tokens.dtype} of shape {tuple(image_tokens.shape)}"
+        )
+    batch = image_tokens.shape[0]
+    flat = image_tokens.reshape(batch, -1)
+    length = flat.shape[1]
+    device = generator.device if generator is not None else flat.device
+    # 1 - U[0, 1) is U(0, 1]: u = 0 (ratio 1, everything masked) is excluded as in MaskGIT, u = 1 gives ratio 0,
+    # which the at-least-one rule turns into one masked token.
+    u = 1.0 - torch.rand(batch, generator=generator, device=device)
+    ratio = torch.cos(math.pi / 2 * u)
+    num_masked = torch.ceil(ratio * length).clamp(min=1, max=length).long().to(flat.device)
+    # A random rank per position: the positions ranked below num_masked are masked.
+    ranks = torch.rand(batch, length, generator=generator, device=device).argsort(dim=1).argsort(dim=1).to(flat.device)
+    masked = ranks < num_masked[:, None]
+    inputs = torch.where(masked, torch.full_like(flat, mask_token_id), flat)
+    labels = torch.where(masked, flat, torch.full_like(flat, IGNORE_INDEX))
+    return inputs.reshape(image_tokens.shape), labels.reshape(image_tokens.shape)
+
+
+class MaskGITAttention(nn.Module):
+    """Bidirectional multi-head self-attention through `scaled_dot_product_attention`."""
+
+    def __init__(self, config: MaskGITConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.attention_probs_dropout_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, length, width = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, width // self.num_heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(query, key, value, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(attended.transpose(1, 2).reshape(batch, length, width))
+
+
+class MaskGITLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, config: MaskGITConfig):
+        super().__init__()
+        self.norm_before_attention = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = MaskGITAttention(config)
+        self.norm_before_mlp = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.hidden_size, config.intermediate_size),
+            nn.GELU(),
+            nn.Linear(config.intermediate_size, config.hidden_size),
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.dropout(self.attention(self.norm_before_attention(hidden_states)))
+        return hidden_states + self.dropout(self.mlp(self.norm_before_mlp(hidden_states)))
+
+
+class MaskGITEmbeddings(nn.Module):
+    """Class token followed by the grid's token embeddings, plus learned position embeddings.
+
+    The class label is a token prepended to the sequence (as in MaskGIT's class-conditional model) rather than a
+    vector added to every position: each position attends to it with its own weight, for the price of one extra
+    position of the 64-1024 the grid has.
+    """
+
+    def __init__(self, config: MaskGITConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        # One more row than classes: the null label of unconditional samples and classifier-free guidance.
+        self.class_embedding = nn.Embedding(config.num_classes + 1, config.hidden_size)
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.num_positions + 1, config.hidden_size))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, image_tokens: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        """image_tokens (B, L) with mask ids, class_labels (B,) -> (B, 1 + L, hidden_size)."""
+        embedded = torch.cat([self.class_embedding(class_labels)[:, None], self.token_embedding(image_tokens)], dim=1)
+        return self.dropout(self.norm(embedded + self.position_embedding))
+
+
+class MaskGITPreTrainedModel(PreTrainedModel):
+    config: MaskGITConfig
+    config_class = MaskGITConfig
+    base_model_prefix = "maskgit"
+    main_input_name = "image_tokens"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MaskGITLayer"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise every parameter (loading only initialises the tensors a checkpoint lacks)."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.trunc_normal_(module.weight, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, MaskGITEmbeddings):
+            init.trunc_normal_(module.position_embedding, std=std)
+
+
+class MaskGITModel(MaskGITPreTrainedModel):
+    r"""
+    The MaskGIT prior: masked token grid + class label -> logits over the tokenizer's codes at every position.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_vq import MaskGITConfig, MaskGITModel
+    >>> from hf_vq.models.maskgit.modeling_maskgit import mask_tokens
+    >>> config = MaskGITConfig(codebook_size=32, grid_height=8, grid_width=8, num_classes=10, hidden_size=32,
+    ...                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    >>> model = MaskGITModel(config)
+    >>> tokens = torch.randint(0, 32, (2, 8, 8))
+    >>> inputs, labels = mask_tokens(tokens, config.mask_token_id)
+    >>> output = model(inputs, class_labels=torch.tensor([3, 7]), labels=labels)
+    >>> output.logits.shape, output.loss.shape
+    (torch.Size([2, 64, 32]), torch.Size([]))
+
+    ```
+    """
+
+    def __init__(self, config: MaskGITConfig):
+        super().__init__(config)
+        self.embeddings = MaskGITEmbeddings(config)
+        self.layers = nn.ModuleList(MaskGITLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # Over the codes only: the mask id is an input, never a prediction.
+        self.head = nn.Linear(config.hidden_size, config.codebook_size)
+        self.post_init()
+
+    @classmethod
+    def from_tokenizer(
+        cls, tokenizer_name_or_path: str | os.PathLike, tokenizer: nn.Module | None = None, **config_kwargs: Any
+    ) -> "MaskGITModel":
+        """A new (untrained) prior fitted to a tokenizer: codebook size, token grid and the tokenizer's reference come
+        from it; `config_kwargs` set the transformer's size, `num_classes` and `tokenizer_revision`. `tokenizer` is the
+        loaded `VQGANModel` when the caller has it already (otherwise it is loaded from `tokenizer_name_or_path`).
+
+        Example:
+
+        ```python
+        >>> from hf_vq import MaskGITModel
+        >>> prior = MaskGITModel.from_tokenizer("outputs/tokenizer", num_classes=10, hidden_size=128)  # doctest: +SKIP
+        ```
+        """
+        if tokenizer is None:
+            from transformers import AutoModel
+
+            revision = config_kwargs.get("tokenizer_revision")
+            tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path, **({"revision": revision} if revision else {}))
+        config = MaskGITConfig.from_tokenizer_config(tokenizer.config, os.fspath(tokenizer_name_or_path), **config_kwargs)
+        return cls(config)
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Raise a `ValueError` naming both values when `tokenizer` (a `VQGANModel` or its config) does not make the
+        tokens this prior was built for: another codebook size, another token grid, or several ids per position."""
+        tokenizer_config = getattr(tokenizer, "config", tokenizer)
+        check_single_codebook(tokenizer_config)
+        side = tokenizer_config.image_size // tokenizer_config.downsampling_factor
+        config = self.config
+        expected = f"this prior (tokenizer_name_or_path={config.tokenizer_name_or_path!r})"
+        if tokenizer_config.codebook_size != config.codebook_size:
+            raise ValueError(
+                f"the tokenizer has codebook_size={tokenizer_config.codebook_size} but {expected} was trained on "
+                f"codebook_size={config.codebook_size} tokens; use the tokenizer the prior was trained on"
+            )
+        if (side, side) != (config.grid_height, config.grid_width):
+            raise ValueError(
+                f"the tokenizer makes a {side}x{side} token grid (image_size={tokenizer_config.image_size}, downsampling "
+                f"factor {tokenizer_config.downsampling_factor}) but {expected} was trained on "
+                f"{config.grid_height}x{config.grid_width} grids; use the tokenizer the prior was trained on"
+            )
+
+    def forward(
+        self,
+        image_tokens: torch.LongTensor,
+        class_labels: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> MaskGITModelOutput | tuple:
+        r"""
+        image_tokens (`torch.LongTensor` of shape `(batch_size, grid_height, grid_width)` or `(batch_size, num_positions)`):
+            Code ids, `config.mask_token_id` at the positions to predict.
+        class_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Class of each sample in `[0, num_classes]`, `num_classes` being the null label; `None` uses the null label.
+        labels (`torch.LongTensor` of the shape of `image_tokens`, *optional*):
+            Target codes, -100 where no loss is taken (see `mask_tokens`).
+        """
+        tokens = self._check_tokens(image_tokens)
+        class_labels = self._check_class_labels(class_labels, tokens.shape[0], tokens.device)
+        hidden_states = self.embeddings(tokens, class_labels)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        # The class position predicts nothing.
+        logits = self.head(self.norm(hidden_states[:, 1:]))
+        loss = self._loss(logits, labels, image_tokens.shape) if labels is not None else None
+        output = MaskGITModelOutput(loss=loss, logits=logits)
+        return_dict = return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
+        return output if return_dict else output.to_tuple()
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, tokens_shape: torch.Size) -> torch.Tensor:
+        if not isinstance(labels, torch.Tensor) or labels.shape != tokens_shape or labels.is_floating_point():
+            raise ValueError(
+                f"labels must be integer ids of the shape of image_tokens {tuple(tokens_shape)}, got "
+                f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}"
+            )
+        labels = labels.reshape(labels.shape[0], -1).to(logits.device)
+        valid = labels != IGNORE_INDEX
+        if valid.any() and (int(labels[valid].min()) < 0 or int(labels[valid].max()) >= self.config.codebook_size):
+            raise ValueError(
+                f"labels must be code ids in [0, {self.config.codebook_size - 1}] or -100 (no loss), got values from "
+                f"{int(labels[valid].min())} to {int(labels[valid].max())}"
+            )
+        # In float32: a bf16 log-softmax over the codebook loses the precision the loss needs.
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+    def _check_tokens(self, image_tokens: Any) -> torch.Tensor:
+        """(B, h, w) or (B, h*w) ids (codes or the mask id) -> (B, h*w) long, with clear errors for what does not fit."""
+        config = self.config
+        if not isinstance(image_tokens, torch.Tensor) or image_tokens.is_floating_point() or image_tokens.is_complex():
+            raise TypeError(
+                f"image_tokens must be an integer torch.Tensor of code ids, got "
+                f"{image_tokens.dtype if isinstance(image_tokens, torch.Tensor) else type(image_tokens).__name__}"
+            )
+        shape = tuple(image_tokens.shape)
+        if shape[1:] not in ((config.grid_height, config.grid_width), (config.num_positions,)) or shape[0] == 0:
+            raise ValueError(
+                f"image_tokens of shape {shape} do not fit this prior, which expects (batch, {config.grid_height}, "
+                f"{config.grid_width}) or (batch, {config.num_positions}): the token grid of its tokenizer"
+            )
+        if int(image_tokens.min()) < 0 or int(image_tokens.max()) > config.mask_token_id:
+            raise ValueError(
+                f"image_tokens must be code ids in [0, {config.codebook_size - 1}] or the mask id {config.mask_token_id}, "
+                f"got values from {int(image_tokens.min())} to {int(image_tokens.max())}. Were they made by another tokenizer?"
+            )
+        return image_tokens.reshape(shape[0], config.num_positions).long()
+
+    def _check_class_labels(self, class_labels: Any, batch: int, device: torch.device) -> torch.Tensor:
+        config = self.config
+        if class_labels is None:
+            return torch.full((batch,), config.null_class_id, dtype=torch.long, device=device)
+        if not isinstance(class_labels, torch.Tensor) or class_labels.is_floating_point() or class_labels.shape != (batch,):
+            raise ValueError(
+                f"class_labels must be an integer tensor of shape ({batch},) (one label per sample), got "
+                f"{tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__}"
+            )
+        if int(class_labels.min()) < 0 or int(class_labels.max()) > config.null_class_id:
+            what = "an unconditional prior (num_classes=0) takes no class labels" if config.num_classes == 0 else (
+                f"class labels must lie in [0, {config.num_classes - 1}] (or {config.null_class_id}, the null label)"
+            )
+            raise ValueError(f"{what}; got labels from {int(class_labels.min())} to {int(class_labels.max())}")
+        return class_labels.to(device=device, dtype=torch.long)
+
+
+__all__ = ["MaskGITModel", "MaskGITModelOutput", "MaskGITPreTrainedModel", "mask_tokens"]
