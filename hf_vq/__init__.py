@@ -6,7 +6,7 @@ improved commitment loss, plus k-means++ initialisation and dead-code replacemen
 
 Importing hf_vq registers its models with transformers' Auto classes (AutoConfig, AutoModel,
 AutoImageProcessor, AutoModelForImageClassification); the diffusers pipelines
-(`VQGANPipeline`, `MaskGITPipeline`) and `MaskGITScheduler` are imported on first use.
+(`VQGANPipeline`, `MaskGITPipeline`, `AutoregressivePipeline`) and `MaskGITScheduler` are imported on first use.
 """
 
 from .models import (
@@ -23,6 +23,7 @@ from .quantization import FiniteScalarQuantizer, GroupedVectorQuantizer, Residua
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoregressivePipeline",
     "FiniteScalarQuantizer",
     "GroupedVectorQuantizer",
     "MaskGITConfig",
@@ -46,6 +47,7 @@ __all__ = [
 _LAZY_DIFFUSERS = {
     "VQGANPipeline": "hf_vq.models.vqgan.pipeline_vqgan",
     "MaskGITPipeline": "hf_vq.pipelines.maskgit.pipeline_maskgit",
+    "AutoregressivePipeline": "hf_vq.pipelines.autoregressive.pipeline_autoregressive",
     "MaskGITScheduler": "hf_vq.schedulers.scheduling_maskgit",
 }
 

@@ -1,0 +1,391 @@
+"""A diffusers pipeline that generates images with an autoregressive token prior: transformers' own `LlamaForCausalLM`
+over an hf_vq tokenizer's codes, sampled with `generate()`.
+
+The prior needs no modeling code of ours. Its vocabulary is the codebook, then one token per class, then the null
+class of classifier-free guidance (`codebook_size + num_classes + 1` ids); a sequence is `[class token]` followed by
+the token grid in raster order (LlamaGen's layout). The prior's config records the tokenizer it was trained on
+(`codebook_size`, `grid_size`, `num_classes`, `tokenizer_name_or_path`, `tokenizer_revision`) as extra fields, so the
+`transformer` folder loads with `AutoModelForCausalLM.from_pretrained` and no remote code.
+
+Sampling runs through `transformer.generate()` (KV cache, and any generation option transformers offers). Guidance
+puts the conditional and the unconditional rows in one batch (as LlamaGen does): `GuidedCodeSampler`, a logits
+processor, combines their logits, keeps only code ids (a class or null token can never be sampled), applies
+transformers' temperature, top-k and top-p warpers, draws the next code with the caller's `torch.Generator` and hands
+the draw to `generate`'s greedy step for both rows of the pair. docs/benchmarks.md compares this with transformers'
+built-in `guidance_scale` (a second, sequential forward per step).
+
+This file imports only torch, transformers, diffusers and the standard library, so its copy in a saved folder runs
+where hf_vq is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel,
+                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+try:
+    # In a saved pipeline folder the code-writing helper is this file's neighbour (see pipeline_maskgit.py).
+    from .remote_code import save_pretrained_with_code
+except ImportError:
+    save_pretrained_with_code = importlib.import_module("hf_vq.pipelines.remote_code").save_pretrained_with_code
+
+# Fields that an autoregressive prior's config carries besides Llama's own (see `autoregressive_prior_fields`).
+PRIOR_FIELDS = ("codebook_size", "num_classes", "grid_size", "tokenizer_name_or_path", "tokenizer_revision")
+
+
+@dataclass
+class AutoregressivePipelineOutput(BaseOutput):
+    """
+    Output of [`AutoregressivePipeline`].
+
+    Args:
+        images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
+            The generated images, per `output_type` (diffusers' conventions, values in [0, 1]).
+        image_tokens (`torch.LongTensor` of shape `(N, grid_height, grid_width)`):
+            The generated token grids.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    image_tokens: torch.LongTensor
+
+
+def tokenizer_grid(tokenizer_config: Any) -> tuple[int, int]:
+    """The token grid `(height, width)` a tokenizer makes of the images it was built for."""
+    side = tokenizer_config.image_size // tokenizer_config.downsampling_factor
+    return side, side
+
+
+def autoregressive_prior_fields(tokenizer_config: Any, num_classes: int, tokenizer_name_or_path: str | None = None,
+                                tokenizer_revision: str | None = None) -> dict[str, Any]:
+    """The fields of a `LlamaConfig` that make it a prior over `tokenizer_config`'s codes with `num_classes` classes:
+    vocabulary, sequence length, no text special tokens, and the tokenizer's record.
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig
+    >>> from hf_vq import VQGANConfig
+    >>> tokenizer = VQGANConfig(image_size=16, block_out_channels=[16, 32], norm_num_groups=8, codebook_size=32)
+    >>> fields = autoregressive_prior_fields(tokenizer, num_classes=10)
+    >>> config = LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, **fields)
+    >>> config.vocab_size, config.max_position_embeddings, config.grid_size
+    (43, 65, [8, 8])
+    ```
+    """
+    if getattr(tokenizer_config, "tokens_per_position", 1) != 1:
+        raise ValueError(
+            f"the autoregressive prior does not support {tokenizer_config.quantizer_type} tokenizers (several ids per "
+            "grid position) yet; use a tokenizer with quantizer_type='vector' or 'fsq'"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
+    height, width = tokenizer_grid(tokenizer_config)
+    codebook_size = tokenizer_config.codebook_size
+    return {
+        "vocab_size": codebook_size + num_classes + 1,
+        "max_position_embeddings": 1 + height * width,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": codebook_size + num_classes,
+        "codebook_size": codebook_size,
+        "num_classes": num_classes,
+        "grid_size": [height, width],
+        "tokenizer_name_or_path": tokenizer_name_or_path,
+        "tokenizer_revision": tokenizer_revision,
+        "id2label": {index: f"class_{index}" for index in range(num_classes)},
+    }
+
+
+def check_prior_config(config: Any) -> None:
+    """Refuse a `transformer` whose config does not describe an autoregressive prior of this layout."""
+    missing = [name for name in PRIOR_FIELDS[:3] if getattr(config, name, None) is None]
+    if missing:
+        raise ValueError(
+            f"the transformer's config lacks {missing}: it is not an hf_vq autoregressive prior (build its config with "
+            "autoregressive_prior_fields(tokenizer_config, num_classes))"
+        )
+    expected = config.codebook_size + config.num_classes + 1
+    if config.vocab_size != expected:
+        raise ValueError(
+            f"the transformer's vocab_size={config.vocab_size} should be codebook_size + num_classes + 1 = {expected}"
+        )
+
+
+def check_tokenizer(config: Any, tokenizer: Any) -> None:
+    """Raise a `ValueError` naming both values when `tokenizer` does not make the tokens the prior was trained on."""
+    tokenizer_config = getattr(tokenizer, "config", tokenizer)
+    expected = f"this prior (tokenizer_name_or_path={config.tokenizer_name_or_path!r})"
+    if getattr(tokenizer_config, "tokens_per_position", 1) != 1:
+        raise ValueError(f"{tokenizer_config.quantizer_type} tokenizers (several ids per position) are not supported yet")
+    if tokenizer_config.codebook_size != config.codebook_size:
+        raise ValueError(
+            f"the tokenizer has codebook_size={tokenizer_config.codebook_size} but {expected} was trained on "
+            f"codebook_size={config.codebook_size} tokens; use the tokenizer the prior was trained on"
+        )
+    grid = list(tokenizer_grid(tokenizer_config))
+    if grid != list(config.grid_size):
+        raise ValueError(
+            f"the tokenizer makes a {grid[0]}x{grid[1]} token grid but {expected} was trained on "
+            f"{config.grid_size[0]}x{config.grid_size[1]} grids; use the tokenizer the prior was trained on"
+        )
+
+
+class GuidedCodeSampler(LogitsProcessor):
+    r"""
+    A `generate()` logits processor that draws the next code of every image itself.
+
+    `generate` runs `2 * N` rows when guidance is on (the conditional rows, then their unconditional twins) and `N`
+    otherwise. Each step keeps the code ids of the logits (class and null tokens are never drawn), combines each pair as
+    `uncond + guidance_scale * (cond - uncond)`, applies transformers' warpers (temperature, top-k, top-p), draws one
+    code per image with `generator` (one generator, or one per image as diffusers does), and returns scores that are
+    `0` at the drawn code and `-inf` elsewhere for both rows of a pair, so that `generate`'s greedy step appends the
+    same code to both. Temperature 0 takes the most likely code.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> sampler = GuidedCodeSampler(codebook_size=4, guidance_scale=1.0, temperature=0.0)
+    >>> scores = sampler(torch.zeros(2, 1, dtype=torch.long), torch.tensor([[0., 3., 1., 2., 9.], [5., 1., 0., 0., 9.]]))
+    >>> scores.argmax(dim=-1).tolist()  # code ids only: the class token (id 4) is never chosen
+    [1, 0]
+    ```
+    """
+
+    def __init__(self, codebook_size: int, guidance_scale: float = 1.0, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | list[torch.Generator] | None = None):
+        self.codebook_size = codebook_size
+        self.guidance_scale = guidance_scale
+        self.temperature = temperature
+        self.generator = generator
+        self.warpers = LogitsProcessorList()
+        if temperature > 0 and temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(temperature))
+        if top_k is not None:
+            self.warpers.append(TopKLogitsWarper(top_k=min(top_k, codebook_size)))
+        if top_p is not None and top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p=top_p))
+
+    def guided_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        """Code logits of each image: the conditional/unconditional combination when guidance is on."""
+        codes = scores[:, : self.codebook_size].float()
+        if self.guidance_scale == 1.0:
+            return codes
+        conditional, unconditional = codes.chunk(2)
+        return unconditional + self.guidance_scale * (conditional - unconditional)
+
+    def draw(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """One code per image `(N,)`, from the warped logits."""
+        if self.temperature == 0:
+            return logits.argmax(dim=-1)
+        probabilities = self.warpers(input_ids[: logits.shape[0]], logits).softmax(dim=-1)
+        if isinstance(self.generator, list):
+            return torch.cat([torch.multinomial(row[None], 1, generator=generator)[0]
+                              for row, generator in zip(probabilities, self.generator)])
+        return torch.multinomial(probabilities, 1, generator=self.generator)[:, 0]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        codes = self.draw(input_ids, self.guided_logits(scores))
+        rows = codes.repeat(scores.shape[0] // codes.shape[0])
+        forced = torch.full_like(scores, float("-inf"))
+        return forced.scatter_(1, rows[:, None], 0.0)
+
+
+class AutoregressivePipeline(DiffusionPipeline):
+    r"""
+    Class-conditional (or unconditional) image generation with an autoregressive token prior (`LlamaForCausalLM`)
+    and an hf_vq tokenizer.
+
+    Components: `vqgan` (the tokenizer, a `VQGANModel`) and `transformer` (the prior; its config is built with
+    `autoregressive_prior_fields`). Each image is `[class token]` followed by `grid_height * grid_width` codes drawn by
+    `transformer.generate()` in raster order; the tokenizer decodes the grid into pixels.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from diffusers import DiffusionPipeline
+    >>> pipe = DiffusionPipeline.from_pretrained("path/to/folder", trust_remote_code=True)  # doctest: +SKIP
+    >>> out = pipe(class_labels=pipe.get_label_ids(["Sneaker", "Bag"]), num_images_per_prompt=2, guidance_scale=2.0,
+    ...            top_k=100, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+    >>> len(out.images), out.image_tokens.shape  # doctest: +SKIP
+    (4, torch.Size([4, 8, 8]))
+    ```
+    """
+
+    model_cpu_offload_seq = "transformer->vqgan"
+
+    def __init__(self, vqgan: PreTrainedModel, transformer: PreTrainedModel):
+        super().__init__()
+        self.register_modules(vqgan=vqgan, transformer=transformer)
+        if transformer is not None:
+            check_prior_config(transformer.config)
+            if vqgan is not None:
+                check_tokenizer(transformer.config, vqgan)
+        # The tokenizer's pixels are in [-1, 1] (VQGANImageProcessor); diffusers' processor maps them to [0, 1] images.
+        self.image_processor = VaeImageProcessor(do_normalize=True)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class id -> class name, as the prior's training data named its classes."""
+        config = self.transformer.config
+        names = {int(index): name for index, name in (config.id2label or {}).items()}
+        return {index: names.get(index, f"class_{index}") for index in range(config.num_classes)}
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Class ids of class names (diffusers' DiT pipeline has the same method).
+
+        Example: `pipe.get_label_ids(["Sneaker", "Bag"])` -> `[7, 8]`.
+        """
+        return label_ids(self.id2label, label)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        num_images_per_prompt: int = 1,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        batch_size: int | None = None,
+    ) -> AutoregressivePipelineOutput | tuple:
+        r"""
+        Args:
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*):
+                Class of each image to generate (see `get_label_ids` for names); `None` samples unconditionally.
+            num_images_per_prompt (`int`, *optional*, defaults to 1):
+                Images per class label (or per unconditional sample); an image's copies follow each other.
+            guidance_scale (`float`, *optional*, defaults to 1.0):
+                Classifier-free guidance on the logits; 1 disables it (`N` rows per forward instead of `2N`).
+            temperature (`float`, *optional*, defaults to 1.0):
+                Softmax temperature of the code distribution; 0 takes the most likely code.
+            top_k (`int`, *optional*):
+                Sample among the `top_k` most likely codes only.
+            top_p (`float`, *optional*):
+                Sample among the most likely codes whose probabilities add up to `top_p` (nucleus sampling).
+            generator (`torch.Generator` or a list of them, *optional*):
+                Makes sampling deterministic; a list gives each image its own generator.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                "pil", "np" or "pt".
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Return an `AutoregressivePipelineOutput` rather than a tuple `(images, image_tokens)`.
+            batch_size (`int`, *optional*):
+                Unconditional samples to draw (times `num_images_per_prompt`) when `class_labels` is `None`.
+        """
+        config = self.transformer.config
+        labels = prepare_class_labels(class_labels, config.num_classes, num_images_per_prompt, batch_size)
+        check_sampling_arguments(config.num_classes, class_labels, guidance_scale, temperature, top_k, top_p,
+                                 output_type)
+        check_generators(generator, labels.shape[0])
+        sampler = GuidedCodeSampler(config.codebook_size, guidance_scale, temperature, top_k, top_p, generator)
+        image_tokens = self.generate_tokens(labels, sampler)
+        pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
+        images = self.image_processor.postprocess(pixels.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, image_tokens
+        return AutoregressivePipelineOutput(images=images, image_tokens=image_tokens)
+
+    def generate_tokens(self, labels: torch.Tensor, sampler: GuidedCodeSampler) -> torch.Tensor:
+        """Token grids `(N, grid_height, grid_width)` for class ids `labels` (the null id for unconditional rows)."""
+        config = self.transformer.config
+        prompts = labels + config.codebook_size
+        if sampler.guidance_scale != 1.0:
+            prompts = torch.cat([prompts, torch.full_like(prompts, config.codebook_size + config.num_classes)])
+        prompts = prompts[:, None].to(self._execution_device)
+        height, width = config.grid_size
+        generation = GenerationConfig(do_sample=False, max_new_tokens=height * width, min_new_tokens=height * width,
+                                      eos_token_id=None, bos_token_id=None, pad_token_id=config.pad_token_id)
+        sequences = self.transformer.generate(prompts, attention_mask=torch.ones_like(prompts),
+                                              generation_config=generation, logits_processor=[sampler])
+        return sequences[: labels.shape[0], 1:].reshape(-1, height, width)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """diffusers' `save_pretrained`, plus the tokenizer's code, so that the folder loads with
+        `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where hf_vq is not installed (the
+        `transformer` is transformers' own class and needs no code)."""
+        save_pretrained_with_code(self, save_directory, super().save_pretrained, __file__, **kwargs)
+
+
+def label_ids(id2label: dict[int, str], label: str | list[str]) -> list[int]:
+    """Ids of class names; an unknown name is a `ValueError` listing the valid ones."""
+    names = [label] if isinstance(label, str) else list(label)
+    by_name = {name: index for index, name in id2label.items()}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ValueError(f"unknown class name(s) {unknown}; this prior's classes are: {sorted(by_name)}")
+    return [by_name[name] for name in names]
+
+
+def prepare_class_labels(class_labels: Any, num_classes: int, num_images_per_prompt: int,
+                         batch_size: int | None) -> torch.Tensor:
+    """Class ids, one per image to generate (the null id, `num_classes`, for unconditional samples)."""
+    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images_per_prompt!r}")
+    if class_labels is None:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        return torch.full(((batch_size or 1) * num_images_per_prompt,), num_classes, dtype=torch.long)
+    if batch_size is not None:
+        raise ValueError("batch_size applies to unconditional sampling (class_labels=None); with class labels, pass one per image")
+    if num_classes == 0:
+        raise ValueError("this prior is unconditional (num_classes=0): call the pipeline with class_labels=None")
+    labels = torch.as_tensor([class_labels] if isinstance(class_labels, int) else class_labels)
+    if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"class_labels must be an int or a non-empty list of ints, got {class_labels!r}")
+    out_of_range = [label for label in labels.tolist() if not 0 <= label < num_classes]
+    if out_of_range:
+        raise ValueError(
+            f"class labels must lie in [0, {num_classes - 1}] (the prior has num_classes={num_classes}), got "
+            f"{out_of_range}; class names map to ids with pipe.get_label_ids([...])"
+        )
+    return labels.long().repeat_interleave(num_images_per_prompt)
+
+
+def check_sampling_arguments(num_classes: int, class_labels: Any, guidance_scale: float, temperature: float,
+                             top_k: int | None, top_p: float | None, output_type: str) -> None:
+    """A `ValueError` naming the argument for every value sampling cannot use."""
+    for name, value in (("guidance_scale", guidance_scale), ("temperature", temperature)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if guidance_scale != 1.0 and (num_classes == 0 or class_labels is None):
+        raise ValueError(
+            f"guidance_scale={guidance_scale} steers samples towards class labels; it needs a class-conditional prior "
+            "and class_labels=...; use guidance_scale=1.0 for unconditional samples"
+        )
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must lie in (0, 1] (or None for no limit), got {top_p!r}")
+    if output_type not in ("pil", "np", "pt"):
+        raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+
+
+def check_generators(generator: Any, num_images: int) -> None:
+    """A list of generators gives one per image (diffusers' convention): its length must be the number of images."""
+    if isinstance(generator, list) and len(generator) != num_images:
+        raise ValueError(
+            f"got a list of {len(generator)} generators for {num_images} images; pass one generator, or exactly one "
+            "per image (class labels times num_images_per_prompt)"
+        )
+
+
+__all__ = ["AutoregressivePipeline", "AutoregressivePipelineOutput", "GuidedCodeSampler", "autoregressive_prior_fields",
+           "check_tokenizer", "label_ids"]
