@@ -1,6 +1,7 @@
 """Evaluation of image tokenizers (reconstruction metrics: PSNR, SSIM, codebook usage, perplexity, rFID), of token priors
-(generation metrics judged by a classifier hf_vq trains), and sample grids."""
+(generation metrics judged by a classifier hf_vq trains, within-class diversity), and sample grids."""
 
+from .diversity import WithinClassDiversity, diversity_ratio
 from .fid import (
     INCEPTION_WEIGHTS_FILE,
     INCEPTION_WEIGHTS_URL,
@@ -27,6 +28,8 @@ __all__ = [
     "ReconstructionMetrics",
     "default_inception_weights_path",
     "load_classifier_judge",
+    "WithinClassDiversity",
+    "diversity_ratio",
     "save_image_grid",
     "save_sample_grid",
 ]

@@ -10,7 +10,9 @@ judge:
   images (the floor: a prior over these tokens cannot beat the decoder that turns them into pixels);
 - Inception FID of both, when the Inception weights are given (`InceptionFeatureExtractor`);
 - codebook usage and perplexity of the generated tokens beside those of the real images' tokens (a prior that
-  collapses onto a few codes shows here first).
+  collapses onto a few codes shows here first);
+- within-class diversity of the generated token grids over that of the real ones (`diversity.py`: 1.0 is as diverse
+  as the data; guidance and low temperature push it down).
 
 The Frechet distances are torchmetrics' `FrechetInceptionDistance` over any feature module (see `fid.py`), so
 they reduce across processes like the reconstruction metrics. Classifier-feature distances compare runs judged by
@@ -27,6 +29,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from .diversity import WithinClassDiversity, diversity_ratio
 from .fid import FIDFeatureExtractor, as_feature_module
 from .metrics import CodebookUsage
 
@@ -130,10 +133,14 @@ class GenerationMetrics(nn.Module):
     """
 
     def __init__(self, codebook_size: int, judge: ClassifierJudge | None = None,
-                 inception: FIDFeatureExtractor | None = None) -> None:
+                 inception: FIDFeatureExtractor | None = None, num_classes: int | None = None) -> None:
         super().__init__()
         self.real_tokens = CodebookUsage(codebook_size)
         self.generated_tokens = CodebookUsage(codebook_size)
+        # Classes of the within-class diversity: the data's (the judge's labels by default); 1 without labels.
+        num_classes = num_classes or (judge.num_labels if judge is not None else 1)
+        self.real_diversity = WithinClassDiversity(num_classes, codebook_size)
+        self.generated_diversity = WithinClassDiversity(num_classes, codebook_size)
         self.judge = judge
         if judge is not None:
             self.real_accuracy = MulticlassAccuracy(judge.num_labels, average="micro")
@@ -146,12 +153,14 @@ class GenerationMetrics(nn.Module):
         self.has_inception = inception is not None
         self.has_reconstructions = False
         self.has_conditional = False
+        self.has_unconditional_samples = False
 
     @torch.no_grad()
     def update_real(self, images: torch.Tensor | None, labels: torch.Tensor | None, image_tokens: torch.Tensor,
                     reconstructions: torch.Tensor | None = None) -> None:
         """`images` may be None when neither a judge nor Inception features are measured (token statistics only)."""
         self.real_tokens.update(image_tokens)
+        self.real_diversity.update(image_tokens, labels)
         if images is None:
             if self.judge is not None or self.has_inception:
                 raise ValueError("the classifier and Inception metrics need the real images: pass images=...")
@@ -190,6 +199,8 @@ class GenerationMetrics(nn.Module):
     def update_generated(self, images: torch.Tensor, labels: torch.Tensor | None, image_tokens: torch.Tensor) -> None:
         images = _check_images(images, "generated images")
         self.generated_tokens.update(image_tokens)
+        self.generated_diversity.update(image_tokens, labels)
+        self.has_unconditional_samples = self.has_unconditional_samples or labels is None
         if self.judge is not None:
             if labels is not None:
                 self.conditional_accuracy.update(self.judge.predict(images), labels.to(images.device))
@@ -206,6 +217,7 @@ class GenerationMetrics(nn.Module):
                 statistics = usage.compute()
                 result[f"{prefix}_usage"] = float(statistics["codebook_usage"])
                 result[f"{prefix}_perplexity"] = float(statistics["perplexity"])
+        result.update(self._diversity())
         if self.judge is not None:
             if self.real_accuracy.update_count:
                 result["real_accuracy"] = float(self.real_accuracy.compute())
@@ -219,6 +231,20 @@ class GenerationMetrics(nn.Module):
         if result.get("real_accuracy") and "conditional_accuracy" in result:
             result["relative_conditional_accuracy"] = result["conditional_accuracy"] / result["real_accuracy"]
         return result
+
+
+    def _diversity(self) -> dict[str, float]:
+        """Within-class diversity of real and generated grids and their ratio, where both have pairs of grids."""
+        pooled = self.has_unconditional_samples
+        values = {}
+        for prefix, metric in (("real", self.real_diversity), ("generated", self.generated_diversity)):
+            value = metric.pooled() if pooled else float(metric.compute())
+            if math.isfinite(value):
+                values[f"{prefix}_diversity"] = value
+        ratio = diversity_ratio(self.generated_diversity, self.real_diversity, pooled=pooled)
+        if len(values) == 2 and math.isfinite(ratio):
+            values["diversity_ratio"] = ratio
+        return values
 
 
 def _frechet(extractor: FIDFeatureExtractor) -> FrechetInceptionDistance:
