@@ -1,0 +1,79 @@
+"""The autoregressive token prior's training pieces: the model (transformers' own `LlamaForCausalLM`, sized by the
+config's `model:` section, its vocabulary and sequence length from the tokenizer, its classes from the data) and
+the loss of one batch (next-token cross-entropy on the codes of `[class token] + raster-order grid`, with label
+dropout to the null class for classifier-free guidance).
+
+The sequence layout and the prior's config fields are the pipeline's (`hf_vq/pipelines/autoregressive/`): what is
+trained here is what `AutoregressivePipeline` samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from ..pipelines.autoregressive.pipeline_autoregressive import autoregressive_prior_fields, check_tokenizer
+
+# A small Llama for a tokenizer's grid; the config's model: section overrides any of these.
+DEFAULT_MODEL_CONFIG = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
+                        "intermediate_size": 688, "tie_word_embeddings": False}
+
+
+def build_autoregressive_prior(model_config: dict[str, Any], tokenizer: nn.Module, tokenizer_name_or_path: str,
+                               id2label: dict[int, str], tokenizer_revision: str | None = None) -> LlamaForCausalLM:
+    """A new prior: Llama sized by `model_config`, laid out for `tokenizer`'s codes and `len(id2label)` classes."""
+    fields = autoregressive_prior_fields(tokenizer.config, len(id2label), tokenizer_name_or_path, tokenizer_revision)
+    config = LlamaConfig(**{**DEFAULT_MODEL_CONFIG, **model_config, **fields})
+    if id2label:
+        config.id2label = {int(index): name for index, name in id2label.items()}
+    return LlamaForCausalLM(config)
+
+
+def load_pretrained_autoregressive_prior(name_or_path: str, tokenizer: nn.Module) -> LlamaForCausalLM:
+    """A saved prior (a model folder, or a pipeline folder holding one in transformer/), checked against `tokenizer`."""
+    subfolder = "transformer" if (Path(name_or_path) / "model_index.json").is_file() else ""
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, subfolder=subfolder)
+    check_tokenizer(model.config, tokenizer)
+    return model
+
+
+def prior_sequences(image_tokens: torch.Tensor, class_labels: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """`[class token] + raster-order codes` per grid: `(batch, 1 + height * width)`. Class ids (the null class
+    included) become tokens after the codebook."""
+    codes = image_tokens.reshape(image_tokens.shape[0], -1).long()
+    return torch.cat([(class_labels.long() + codebook_size)[:, None].to(codes.device), codes], dim=1)
+
+
+class NextTokenLoss:
+    """The step function of the loop for the autoregressive prior: replace `label_dropout` of the class labels by the
+    null class (None for an unconditional prior, whose sequences all start with the null token), and return the
+    prior's next-token cross-entropy on the codes (the class position is never a target)."""
+
+    def __init__(self, config: Any, label_dropout: float | None) -> None:
+        self.codebook_size = config.codebook_size
+        self.null_class_id = config.num_classes
+        self.label_dropout = label_dropout
+
+    def __call__(self, model: nn.Module, batch: dict, generator: torch.Generator | None = None):
+        from .prior_loop import drop_labels
+
+        tokens = batch["image_tokens"]
+        if self.label_dropout is None:
+            labels = torch.full((tokens.shape[0],), self.null_class_id, dtype=torch.long, device=tokens.device)
+        else:
+            labels = drop_labels(batch["labels"], self.null_class_id, self.label_dropout, generator)
+        sequences = prior_sequences(tokens, labels, self.codebook_size)
+        targets = sequences.clone()
+        targets[:, 0] = -100  # transformers shifts: position t's logits predict token t + 1; the class is given
+        output = model(input_ids=sequences, labels=targets)
+        predicted = output.logits[:, :-1, : self.codebook_size].argmax(dim=-1)
+        accuracy = (predicted == sequences[:, 1:]).float().mean()
+        return output.loss, {"next_token_accuracy": accuracy.detach()}
+
+
+__all__ = ["DEFAULT_MODEL_CONFIG", "NextTokenLoss", "build_autoregressive_prior",
+           "load_pretrained_autoregressive_prior", "prior_sequences"]
