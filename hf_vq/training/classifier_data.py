@@ -21,6 +21,7 @@ import datasets
 import torch
 
 from ..data import ImageTransform
+from ..models.vqgan.image_size import check_tokenizer_resolution
 from .data import train_and_eval_datasets
 
 # Bump when the layout of the cached rows changes, so that old cache files are not read as new ones.
@@ -57,6 +58,8 @@ def build_classifier_data(args: argparse.Namespace, tokenizer: torch.nn.Module |
     label_column = args.label_column
     train, evaluation, id2label = _encode_labels(train, evaluation, label_column) if label_column else (train, evaluation, {})
     side = args.resolution or processor.size["height"]
+    if tokenizer is not None:  # tokens of the tokenizer's own size: the grid its config (and so the model) records
+        side = check_tokenizer_resolution(tokenizer.config, args.resolution)
     # Center crop, no flips: tokens are computed once, so every epoch sees the same view of an image.
     transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
     encoder = ImageEncoder(transform, tokenizer if encode else None, args.image_column, label_column, device)
@@ -147,8 +150,8 @@ def _encoded_shape(dataset: datasets.Dataset, encoder: ImageEncoder) -> tuple[in
     if encoder.tokenizer is None:
         return (encoder.transform.num_channels, side, side)
     config = encoder.tokenizer.config
-    grid = side // config.downsampling_factor
-    return (grid, grid) if config.tokens_per_position == 1 else (grid, grid, config.tokens_per_position)
+    grid = config.token_grid_size
+    return grid if config.tokens_per_position == 1 else (*grid, config.tokens_per_position)
 
 
 def _encode_labels(train: datasets.Dataset, evaluation: datasets.Dataset | None, label_column: str):

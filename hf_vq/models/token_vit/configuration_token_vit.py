@@ -89,7 +89,8 @@ class TokenViTConfig(PreTrainedConfig):
         cls, tokenizer_config: Any, tokenizer_name_or_path: str | None = None, **kwargs: Any
     ) -> "TokenViTConfig":
         """A config that fits a tokenizer's `VQGANConfig`: its codebook size, ids per position and token grid
-        (`image_size // downsampling_factor` on each side); `kwargs` set the transformer's own fields.
+        (its `token_grid_size`: `image_size // downsampling_factor` on each side); `kwargs` set the transformer's own
+        fields.
 
         Example:
 
@@ -104,11 +105,10 @@ class TokenViTConfig(PreTrainedConfig):
 
         ```
         """
-        side = tokenizer_config.image_size // tokenizer_config.downsampling_factor
         fitted = {
             "codebook_size": tokenizer_config.codebook_size,
             "tokens_per_position": tokenizer_config.tokens_per_position,
-            "grid_size": [side, side],
+            "grid_size": list(tokenizer_config.token_grid_size),
             "tokenizer_name_or_path": tokenizer_name_or_path,
         }
         return cls(**{**fitted, **kwargs})

@@ -169,6 +169,13 @@ class VQGANConfig(PreTrainedConfig):
         return 2 ** (len(self.block_out_channels) - 1)
 
     @property
+    def token_grid_size(self) -> tuple[int, int]:
+        """(height, width) of the token grid of an `image_size` image: the one place classifiers, priors, pipelines
+        and cards take a tokenizer's grid from (see `hf_vq.models.vqgan.image_size`)."""
+        side = self.image_size // self.downsampling_factor
+        return (side, side)
+
+    @property
     def level_resolutions(self) -> list[int]:
         """Feature-map side of each level for images of `image_size`."""
         return [self.image_size // 2**level for level in range(len(self.block_out_channels))]
