@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
-from ..models.vqgan.image_size import set_image_size
+from ..models.vqgan.image_size import align_image_size_with_saved_processor, set_image_size
 from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
 from .discriminator import NLayerDiscriminator
@@ -118,6 +118,7 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
 def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQGANImageProcessor]:
     if args.pretrained_model_name_or_path:
         model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
+        align_image_size_with_saved_processor(model.config, args.pretrained_model_name_or_path, args.revision)
     else:
         model = VQGANModel(VQGANConfig(**args.model_config))
     config = record_flag_overrides(model.config, args)

@@ -244,8 +244,8 @@ class MaskGITModel(MaskGITPreTrainedModel):
             )
         if grid != (config.grid_height, config.grid_width):
             raise ValueError(
-                f"the tokenizer makes a {grid[0]}x{grid[1]} token grid (image_size={tokenizer_config.image_size}, downsampling "
-                f"factor {tokenizer_config.downsampling_factor}) but {expected} was trained on "
+                f"the tokenizer makes a {grid[0]}x{grid[1]} token grid (image_size={tokenizer_config.image_size}, "
+                f"downsampling factor {tokenizer_config.downsampling_factor}) but {expected} was trained on "
                 f"{config.grid_height}x{config.grid_width} grids; use the tokenizer the prior was trained on"
             )
 

@@ -7,8 +7,9 @@ telling the truth:
 
 - `set_image_size`: a training run at `--resolution R` records R in the config it saves (before issue 28 the config
   kept the YAML's size while the processor resized to R, and every consumer built the wrong grid);
-- `align_image_size_with_processor`: a folder saved before that fix, whose config and processor disagree, is read
-  with the processor's size (the size the tokenizer was really trained at), with a warning naming both values;
+- `align_image_size_with_processor` (and `align_image_size_with_saved_processor`, which loads the processor): a
+  folder saved before that fix, whose config and processor disagree, is read with the processor's size (the size
+  the tokenizer was really trained at), with a warning naming both values;
 - `check_tokenizer_resolution`: a classifier or prior run reads tokens of the tokenizer's own size; another
   `--resolution` would give another grid than the one recorded, so it is refused with a message saying what to do.
 
@@ -99,6 +100,21 @@ def align_image_size_with_processor(config: VQGANConfig, processor: Any) -> VQGA
     return config
 
 
+def align_image_size_with_saved_processor(
+    config: VQGANConfig, name_or_path: str, revision: str | None = None
+) -> VQGANConfig:
+    """`align_image_size_with_processor` with the processor saved beside the model in `name_or_path` (a folder or
+    Hub id), when there is one: what a run that starts from a saved tokenizer calls, so that it goes on at the
+    size the tokenizer was trained at."""
+    from .image_processing_vqgan import VQGANImageProcessor
+
+    try:
+        processor = VQGANImageProcessor.from_pretrained(name_or_path, revision=revision)
+    except OSError:  # no preprocessor_config.json: the config is all there is
+        return config
+    return align_image_size_with_processor(config, processor)
+
+
 def check_tokenizer_resolution(config: VQGANConfig, resolution: int | None) -> int:
     """The side at which a classifier or prior run feeds images to the tokenizer: its `image_size`.
 
@@ -120,4 +136,9 @@ def _processed_image_side(processor: Any, side: str) -> int | None:
     return output_side(side) if output_side is not None else None
 
 
-__all__ = ["align_image_size_with_processor", "check_tokenizer_resolution", "set_image_size"]
+__all__ = [
+    "align_image_size_with_processor",
+    "align_image_size_with_saved_processor",
+    "check_tokenizer_resolution",
+    "set_image_size",
+]
