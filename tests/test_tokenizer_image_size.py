@@ -12,7 +12,7 @@ import torch
 
 from transformers import AutoModel
 
-from hf_vq import VQGANConfig, VQGANImageProcessor, VQGANModel
+from hf_vq import MaskGITConfig, TokenViTConfig, VQGANConfig, VQGANImageProcessor, VQGANModel
 from hf_vq.errors import ConfigError
 from hf_vq.models.vqgan.image_size import align_image_size_with_processor, set_image_size
 from hf_vq.training.classifier_command import train_classifier
@@ -154,3 +154,20 @@ def test_a_classifier_resolution_other_than_the_tokenizers_is_refused(tokenizer_
     with pytest.raises(ConfigError, match="--resolution 32 differs from the tokenizer's image size 16"):
         _train_consumer(train_classifier, _consumer_flags(TINY_CLASSIFIER, tokenizer_dir, labelled_image_dir,
                                                           tmp_path / "classifier", resolution=32))
+
+
+@pytest.mark.parametrize("overrides", [{"grid_size": [8, 8]}, {"codebook_size": 64}])
+def test_a_classifier_config_cannot_override_what_the_tokenizer_fixes(overrides):
+    tokenizer_config = set_image_size(VQGANConfig.from_yaml(REPO / "configs" / "vqgan_tiny.yaml"), 32)
+    name = next(iter(overrides))
+    with pytest.raises(ValueError, match=f"{name}=.* \\(the tokenizer's: .*\\): these come from the tokenizer"):
+        TokenViTConfig.from_tokenizer_config(tokenizer_config, "my/tokenizer", **overrides)
+
+
+def test_a_prior_config_cannot_override_the_tokenizers_grid():
+    tokenizer_config = set_image_size(VQGANConfig.from_yaml(REPO / "configs" / "vqgan_tiny.yaml"), 32)
+    fitted = MaskGITConfig.from_tokenizer_config(tokenizer_config)
+    assert (fitted.grid_height, fitted.grid_width) == (16, 16)
+    expected = "grid_height=8 \\(the tokenizer's: 16\\), grid_width=8 \\(the tokenizer's: 16\\)"
+    with pytest.raises(ValueError, match=expected):
+        MaskGITConfig.from_tokenizer_config(tokenizer_config, grid_height=8, grid_width=8)

@@ -111,7 +111,16 @@ class TokenViTConfig(PreTrainedConfig):
             "grid_size": list(tokenizer_config.token_grid_size),
             "tokenizer_name_or_path": tokenizer_name_or_path,
         }
-        return cls(**{**fitted, **kwargs})
+        config = cls(**{**fitted, **kwargs})
+        # The tokenizer fixes these: a `model:` section that set them otherwise would build a model that refuses the
+        # tokens it is trained on, at the first batch.
+        conflicts = [f"{name}={getattr(config, name)} (the tokenizer's: {value})" for name, value in fitted.items()
+                     if name != "tokenizer_name_or_path" and getattr(config, name) != value]
+        if conflicts:
+            raise ValueError(
+                f"{', '.join(conflicts)}: these come from the tokenizer; leave them out of the model's settings"
+            )
+        return config
 
     def validate_architecture(self):
         """Cross-field checks, each naming the field to change."""
