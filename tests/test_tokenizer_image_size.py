@@ -171,3 +171,21 @@ def test_a_prior_config_cannot_override_the_tokenizers_grid():
     expected = "grid_height=8 \\(the tokenizer's: 16\\), grid_width=8 \\(the tokenizer's: 16\\)"
     with pytest.raises(ValueError, match=expected):
         MaskGITConfig.from_tokenizer_config(tokenizer_config, grid_height=8, grid_width=8)
+
+
+def test_a_processor_of_non_square_images_is_refused():
+    config = VQGANConfig.from_yaml(REPO / "configs" / "vqgan_tiny.yaml")
+    processor = VQGANImageProcessor.from_model_config(config, size={"height": 32, "width": 16})
+    with pytest.raises(ValueError, match="makes 32x16 images; hf_vq tokenizers take square images"):
+        align_image_size_with_processor(config, processor)
+
+
+def test_a_saved_tokenizer_without_a_processor_keeps_its_configs_size(tokenizer_dir, tmp_path):
+    folder = tmp_path / "no_processor"
+    folder.mkdir()
+    for path in tokenizer_dir.iterdir():
+        if path.name != "preprocessor_config.json":
+            (folder / path.name).write_bytes(path.read_bytes())
+    model, processor = build_model_and_processor(
+        training_args(tmp_path, train_data_dir=str(tmp_path), pretrained_model_name_or_path=str(folder)))
+    assert model.config.image_size == 16 and processor.size["height"] == 16
