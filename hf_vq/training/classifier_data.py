@@ -21,6 +21,7 @@ import datasets
 import torch
 
 from ..data import ImageTransform
+from ..models.vqgan.image_size import check_tokenizer_resolution
 from .data import train_and_eval_datasets
 
 # Bump when the layout of the cached rows changes, so that old cache files are not read as new ones.
@@ -50,13 +51,15 @@ def build_classifier_data(args: argparse.Namespace, tokenizer: torch.nn.Module |
     token ViT), preprocessed pixels otherwise (the pixel-ViT reference). Only the `splits` named are encoded (the
     others come back as None). Call on the main process first, so that only it writes the cache
     (`accelerator.main_process_first()`)."""
+    side = args.resolution or processor.size["height"]
+    if tokenizer is not None:  # tokens of the tokenizer's own size: the grid its config (and so the model) records
+        side = check_tokenizer_resolution(tokenizer.config, args.resolution)
     source = dict(dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
                   train_data_dir=args.train_data_dir, image_column=args.image_column, streaming=False,
                   cache_dir=args.cache_dir)
     train, evaluation = train_and_eval_datasets(args, source)
     label_column = args.label_column
     train, evaluation, id2label = _encode_labels(train, evaluation, label_column) if label_column else (train, evaluation, {})
-    side = args.resolution or processor.size["height"]
     # Center crop, no flips: tokens are computed once, so every epoch sees the same view of an image.
     transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
     encoder = ImageEncoder(transform, tokenizer if encode else None, args.image_column, label_column, device)
@@ -147,8 +150,8 @@ def _encoded_shape(dataset: datasets.Dataset, encoder: ImageEncoder) -> tuple[in
     if encoder.tokenizer is None:
         return (encoder.transform.num_channels, side, side)
     config = encoder.tokenizer.config
-    grid = side // config.downsampling_factor
-    return (grid, grid) if config.tokens_per_position == 1 else (grid, grid, config.tokens_per_position)
+    grid = config.token_grid_size
+    return grid if config.tokens_per_position == 1 else (*grid, config.tokens_per_position)
 
 
 def _encode_labels(train: datasets.Dataset, evaluation: datasets.Dataset | None, label_column: str):

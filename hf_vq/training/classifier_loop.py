@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from ..errors import HfVqUserError
 from ..models.token_vit import TokenViTForImageClassification
 from ..models.vqgan import VQGANImageProcessor
+from ..models.vqgan.image_size import align_image_size_with_processor
 from .checkpointing import TrainingState
 from .classifier_data import ClassifierData, build_classifier_data
 from .divergence import ensure_finite_weights
@@ -100,6 +101,9 @@ def load_tokenizer(tokenizer_name_or_path: str, device: torch.device,
             f"cannot load the tokenizer --tokenizer_name_or_path {tokenizer_name_or_path!r}"
             f"{f' (revision {revision!r})' if revision else ''}: {' '.join(str(error).split())}"
         ) from error
+    # A folder saved before issue 28's fix may name another size in its config than its processor makes: the
+    # processor's wins, so that the classifier or prior is built for the grid the tokens really have.
+    align_image_size_with_processor(tokenizer.config, processor)
     return tokenizer.eval().requires_grad_(False).to(device), processor
 
 
@@ -127,7 +131,7 @@ def build_pixel_vit(model_config: dict[str, Any], tokenizer: nn.Module, processo
     defaults = TokenViTConfig()  # the token ViT's defaults, so that both models have the same size when unset
     shared = {name: model_config.get(name, getattr(defaults, name)) for name in SHARED_VIT_FIELDS}
     config = ViTConfig(
-        image_size=processor.size["height"], patch_size=tokenizer.config.downsampling_factor,
+        image_size=tokenizer.config.image_size, patch_size=tokenizer.config.downsampling_factor,
         num_channels=tokenizer.config.num_channels, hidden_act="gelu", qkv_bias=True, **shared, **labels,
     )
     return ViTForImageClassification(config)

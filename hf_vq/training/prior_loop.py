@@ -104,9 +104,8 @@ def run_prior_training(args: argparse.Namespace) -> dict[str, Any]:
 def tokenizer_record(tokenizer: nn.Module, name_or_path: str) -> dict[str, Any]:
     """What identifies the tokenizer a prior is trained on: its reference, vocabulary, grid and a hash of its weights."""
     config = tokenizer.config
-    side = config.image_size // config.downsampling_factor
     return {"tokenizer_name_or_path": _tokenizer_reference(name_or_path), "codebook_size": config.codebook_size,
-            "grid": [side, side], "weights_sha256": module_fingerprint(tokenizer)}
+            "grid": list(config.token_grid_size), "weights_sha256": module_fingerprint(tokenizer)}
 
 
 def _write_record(accelerator: Accelerator, folder: str, record: dict[str, Any]) -> None:

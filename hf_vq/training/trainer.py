@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
+from ..models.vqgan.image_size import align_image_size_with_saved_processor, set_image_size
 from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
 from .discriminator import NLayerDiscriminator
@@ -117,10 +118,11 @@ def train_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
 def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQGANImageProcessor]:
     if args.pretrained_model_name_or_path:
         model = VQGANModel.from_pretrained(args.pretrained_model_name_or_path, revision=args.revision)
+        align_image_size_with_saved_processor(model.config, args.pretrained_model_name_or_path, args.revision)
     else:
         model = VQGANModel(VQGANConfig(**args.model_config))
-    config = model.config
-    side = args.resolution or config.image_size
+    config = record_flag_overrides(model.config, args)
+    side = config.image_size
     processor = VQGANImageProcessor.from_model_config(
         config, size={"height": side, "width": side}, do_center_crop=args.center_crop,
         crop_size={"height": side, "width": side} if args.center_crop else None,
@@ -130,6 +132,22 @@ def build_model_and_processor(args: argparse.Namespace) -> tuple[VQGANModel, VQG
         getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     model.train()
     return model, processor
+
+
+def record_flag_overrides(config: VQGANConfig, args: argparse.Namespace) -> VQGANConfig:
+    """Write into the config (in place) what the flags change about the model, so that the saved folder says how
+    it was trained: the image size (`--resolution`; its consumers take the token grid from it, issue 28) and the
+    losses that `forward` returns (`--reconstruction_loss`, `--quantizer_loss_weight`)."""
+    if args.resolution:
+        try:
+            set_image_size(config, args.resolution)
+        except ValueError as error:
+            raise ConfigError(f"--resolution {args.resolution}: {error}") from error
+    if args.reconstruction_loss:
+        config.reconstruction_loss_type = "mse" if args.reconstruction_loss == "l2" else "l1"
+    if args.quantizer_loss_weight is not None:
+        config.quantizer_loss_weight = args.quantizer_loss_weight
+    return config
 
 
 def build_networks_and_optimizers(args, model: VQGANModel, accelerator: Accelerator, data: TrainingData):

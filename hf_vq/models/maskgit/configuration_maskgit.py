@@ -101,8 +101,8 @@ class MaskGITConfig(PreTrainedConfig):
     def from_tokenizer_config(
         cls, tokenizer_config: Any, tokenizer_name_or_path: str | None = None, **kwargs: Any
     ) -> "MaskGITConfig":
-        """A config that fits a tokenizer's `VQGANConfig`: its codebook size and token grid (`image_size //
-        downsampling_factor` on each side); `kwargs` set the transformer's own fields.
+        """A config that fits a tokenizer's `VQGANConfig`: its codebook size and token grid (its `token_grid_size`:
+        `image_size // downsampling_factor` on each side); `kwargs` set the transformer's own fields.
 
         Example:
 
@@ -117,14 +117,23 @@ class MaskGITConfig(PreTrainedConfig):
         ```
         """
         check_single_codebook(tokenizer_config)
-        side = tokenizer_config.image_size // tokenizer_config.downsampling_factor
+        grid_height, grid_width = tokenizer_config.token_grid_size
         fitted = {
             "codebook_size": tokenizer_config.codebook_size,
-            "grid_height": side,
-            "grid_width": side,
+            "grid_height": grid_height,
+            "grid_width": grid_width,
             "tokenizer_name_or_path": tokenizer_name_or_path,
         }
-        return cls(**{**fitted, **kwargs})
+        config = cls(**{**fitted, **kwargs})
+        # The tokenizer fixes these: a `model:` section that set them otherwise would build a model that refuses the
+        # tokens it is trained on, at the first batch.
+        conflicts = [f"{name}={getattr(config, name)} (the tokenizer's: {value})" for name, value in fitted.items()
+                     if name != "tokenizer_name_or_path" and getattr(config, name) != value]
+        if conflicts:
+            raise ValueError(
+                f"{', '.join(conflicts)}: these come from the tokenizer; leave them out of the model's settings"
+            )
+        return config
 
     def validate_architecture(self):
         """Cross-field checks, each naming the field to change."""

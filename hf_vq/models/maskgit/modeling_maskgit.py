@@ -234,7 +234,7 @@ class MaskGITModel(MaskGITPreTrainedModel):
         tokens this prior was built for: another codebook size, another token grid, or several ids per position."""
         tokenizer_config = getattr(tokenizer, "config", tokenizer)
         check_single_codebook(tokenizer_config)
-        side = tokenizer_config.image_size // tokenizer_config.downsampling_factor
+        grid = tuple(tokenizer_config.token_grid_size)
         config = self.config
         expected = f"this prior (tokenizer_name_or_path={config.tokenizer_name_or_path!r})"
         if tokenizer_config.codebook_size != config.codebook_size:
@@ -242,10 +242,10 @@ class MaskGITModel(MaskGITPreTrainedModel):
                 f"the tokenizer has codebook_size={tokenizer_config.codebook_size} but {expected} was trained on "
                 f"codebook_size={config.codebook_size} tokens; use the tokenizer the prior was trained on"
             )
-        if (side, side) != (config.grid_height, config.grid_width):
+        if grid != (config.grid_height, config.grid_width):
             raise ValueError(
-                f"the tokenizer makes a {side}x{side} token grid (image_size={tokenizer_config.image_size}, downsampling "
-                f"factor {tokenizer_config.downsampling_factor}) but {expected} was trained on "
+                f"the tokenizer makes a {grid[0]}x{grid[1]} token grid (image_size={tokenizer_config.image_size}, "
+                f"downsampling factor {tokenizer_config.downsampling_factor}) but {expected} was trained on "
                 f"{config.grid_height}x{config.grid_width} grids; use the tokenizer the prior was trained on"
             )
 

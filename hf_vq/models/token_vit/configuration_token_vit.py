@@ -89,7 +89,8 @@ class TokenViTConfig(PreTrainedConfig):
         cls, tokenizer_config: Any, tokenizer_name_or_path: str | None = None, **kwargs: Any
     ) -> "TokenViTConfig":
         """A config that fits a tokenizer's `VQGANConfig`: its codebook size, ids per position and token grid
-        (`image_size // downsampling_factor` on each side); `kwargs` set the transformer's own fields.
+        (its `token_grid_size`: `image_size // downsampling_factor` on each side); `kwargs` set the transformer's own
+        fields.
 
         Example:
 
@@ -104,14 +105,22 @@ class TokenViTConfig(PreTrainedConfig):
 
         ```
         """
-        side = tokenizer_config.image_size // tokenizer_config.downsampling_factor
         fitted = {
             "codebook_size": tokenizer_config.codebook_size,
             "tokens_per_position": tokenizer_config.tokens_per_position,
-            "grid_size": [side, side],
+            "grid_size": list(tokenizer_config.token_grid_size),
             "tokenizer_name_or_path": tokenizer_name_or_path,
         }
-        return cls(**{**fitted, **kwargs})
+        config = cls(**{**fitted, **kwargs})
+        # The tokenizer fixes these: a `model:` section that set them otherwise would build a model that refuses the
+        # tokens it is trained on, at the first batch.
+        conflicts = [f"{name}={getattr(config, name)} (the tokenizer's: {value})" for name, value in fitted.items()
+                     if name != "tokenizer_name_or_path" and getattr(config, name) != value]
+        if conflicts:
+            raise ValueError(
+                f"{', '.join(conflicts)}: these come from the tokenizer; leave them out of the model's settings"
+            )
+        return config
 
     def validate_architecture(self):
         """Cross-field checks, each naming the field to change."""

@@ -23,9 +23,10 @@ class VQGANConfig(PreTrainedConfig):
         num_channels (`int`, *optional*, defaults to 3):
             Channels of the input and output images (1 for grayscale, 3 for RGB).
         image_size (`int`, *optional*, defaults to 256):
-            Side of the square training images. It places self-attention (see `attention_resolutions`) and sets the
-            default size of the image processor; the convolutional model accepts any size the downsampling factor
-            divides.
+            Side of the square training images. It places self-attention (see `attention_resolutions`), sets the
+            default size of the image processor and the token grid of models built on this tokenizer
+            (`token_grid_size`); the convolutional model accepts any size the downsampling factor divides. A run at
+            `--resolution R` saves R here.
         block_out_channels (`list[int]`, *optional*, defaults to `[128, 128, 256, 256, 512]`):
             Channels of each resolution level of the encoder (the decoder mirrors them). Each level but the last halves
             the resolution, so `n` levels give a downsampling factor of `2 ** (n - 1)`.
@@ -167,6 +168,13 @@ class VQGANConfig(PreTrainedConfig):
     def downsampling_factor(self) -> int:
         """Side of the image patch that one token covers (4, 8, 16...)."""
         return 2 ** (len(self.block_out_channels) - 1)
+
+    @property
+    def token_grid_size(self) -> tuple[int, int]:
+        """(height, width) of the token grid of an `image_size` image: the one place classifiers, priors, pipelines
+        and cards take a tokenizer's grid from (see `hf_vq.models.vqgan.image_size`)."""
+        side = self.image_size // self.downsampling_factor
+        return (side, side)
 
     @property
     def level_resolutions(self) -> list[int]:
