@@ -62,9 +62,10 @@ class AutoregressivePipelineOutput(BaseOutput):
 
 
 def tokenizer_grid(tokenizer_config: Any) -> tuple[int, int]:
-    """The token grid `(height, width)` a tokenizer makes of the images it was built for."""
-    side = tokenizer_config.image_size // tokenizer_config.downsampling_factor
-    return side, side
+    """The token grid `(height, width)` a tokenizer makes of the images it was built for (`VQGANConfig`'s one
+    source of truth for it)."""
+    height, width = tokenizer_config.token_grid_size
+    return height, width
 
 
 def autoregressive_prior_fields(tokenizer_config: Any, num_classes: int, tokenizer_name_or_path: str | None = None,
