@@ -187,31 +187,59 @@ def _upload(pipeline: Any, save_directory: Path, hub_kwargs: dict[str, Any]) -> 
     )
 
 
+# `from_pretrained` options that the loading with installed classes honours (or that do not apply to it).
+INSTALLED_LOADING_OPTIONS = (
+    "dtype", "torch_dtype", "variant", "cache_dir", "revision", "token", "local_files_only", "force_download",
+    "proxies", "use_safetensors", "low_cpu_mem_usage", "trust_remote_code",
+)
+
+
 def from_pretrained_with_installed_components(
     pipeline_class: type, load: Callable[..., Any], pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
 ) -> Any:
     """`load` (diffusers' `from_pretrained`, bound to `pipeline_class`) a pipeline folder or Hub repo.
 
-    Where `pipeline_class` is hf_vq's own (hf_vq is installed) and `trust_remote_code` is not set, every component
-    that the folder carries as code (`[ENTRY_MODULE, class]` in model_index.json) is loaded with hf_vq's class of that
-    name and passed in, so the folder loads without running its code. Otherwise (remote code, or
-    `trust_remote_code=True`) this is diffusers' loading unchanged."""
+    Where `pipeline_class` is hf_vq's own (hf_vq is installed) and `trust_remote_code` is not set, the folder's code
+    is not run: every component is loaded with hf_vq's class of the name model_index.json gives it (or diffusers' or
+    transformers' class, for theirs), honouring `variant` and `dtype`, and the pipeline is built from them. diffusers'
+    own `from_pretrained` cannot do that: it loads a folder's `pipeline_*.py` as custom code whenever model_index.json
+    names it, even when called on the class that wrote it. Otherwise (remote code, or `trust_remote_code=True`) this
+    is diffusers' loading unchanged."""
     if kwargs.get("trust_remote_code") or not pipeline_class.__module__.startswith("hf_vq."):
         return load(pretrained_model_name_or_path, **kwargs)
     folder = _pipeline_folder(pretrained_model_name_or_path, kwargs)
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    installed = importlib.import_module("hf_vq")
+    components = {}
     for name, value in index.items():
-        if name.startswith("_") or name in kwargs or not isinstance(value, list) or value[0] != ENTRY_MODULE:
+        if name.startswith("_") or not isinstance(value, list):
             continue
-        component_class = getattr(installed, value[1], None)
-        if component_class is None:
-            raise ValueError(
-                f"the {name} component of {folder} is a {value[1]}, which hf_vq does not have; load the folder with "
-                "DiffusionPipeline.from_pretrained(..., trust_remote_code=True) to run the code it carries"
-            )
-        kwargs[name] = _load_installed_component(component_class, folder, name, kwargs)
-    return load(folder, **kwargs)
+        if name in kwargs:
+            components[name] = kwargs.pop(name)
+        elif value[0] is None:
+            components[name] = None
+        else:
+            components[name] = _load_installed_component(_installed_class(*value, folder / name), folder, name, kwargs)
+    unknown = sorted(set(kwargs) - set(INSTALLED_LOADING_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"{pipeline_class.__name__}.from_pretrained does not take {unknown} when it loads with hf_vq's classes; "
+            "pass trust_remote_code=True for diffusers' own loading of the folder's code, which does"
+        )
+    pipeline = pipeline_class(**components)
+    pipeline.register_to_config(_name_or_path=os.fspath(pretrained_model_name_or_path))
+    return pipeline
+
+
+def _installed_class(library: str, class_name: str, folder: Path) -> type:
+    """The installed class a component entry `[library, class_name]` of model_index.json names."""
+    module = importlib.import_module("hf_vq" if library == ENTRY_MODULE else library)
+    component_class = getattr(module, class_name, None)
+    if component_class is None:
+        raise ValueError(
+            f"{folder} holds a {class_name} ({library}), which {module.__name__} does not have; load the folder with "
+            "DiffusionPipeline.from_pretrained(..., trust_remote_code=True) to run the code it carries"
+        )
+    return component_class
 
 
 def _pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> Path:

@@ -188,9 +188,12 @@ class MaskGITPipeline(DiffusionPipeline):
         self._num_timesteps = len(self.scheduler.timesteps)
         for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             if self.interrupt:
+                # Stopped early: every position still masked takes this step's guess, so the grid can be decoded.
+                tokens = torch.where(tokens == config.mask_token_id, step.pred_original_sample, tokens)
                 break
             logits = self._guided_logits(tokens, labels, guidance_scale)
-            tokens = self.scheduler.step(logits, timestep, tokens, temperature=temperature, generator=generator).prev_sample
+            step = self.scheduler.step(logits, timestep, tokens, temperature=temperature, generator=generator)
+            tokens = step.prev_sample
             if callback_on_step_end is not None:
                 tensors = {"image_tokens": tokens.reshape(-1, config.grid_height, config.grid_width), "logits": logits}
                 callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
