@@ -149,7 +149,8 @@ def test_step_callbacks(pipe):
 def test_components_are_typed():
     for pipeline_class in (MaskGITPipeline, VQGANPipeline):
         parameters = inspect.signature(pipeline_class.__init__).parameters
-        assert all(p.annotation not in (inspect.Parameter.empty, "Any") for name, p in parameters.items() if name != "self")
+        annotations = [p.annotation for name, p in parameters.items() if name != "self"]
+        assert all(a not in (inspect.Parameter.empty, "Any") for a in annotations), pipeline_class
     assert MaskGITPipeline._get_signature_types() == {
         "vqgan": (PreTrainedModel,), "transformer": (PreTrainedModel,), "scheduler": (SchedulerMixin,)}
 

@@ -22,7 +22,7 @@ def check_call_number(name: str, value: Any) -> None:
 
 
 def check_callback_tensor_inputs(requested: list[str], allowed: list[str]) -> None:
-    """`callback_on_step_end_tensor_inputs` names only tensors the pipeline has (diffusers' `_callback_tensor_inputs`)."""
+    """`callback_on_step_end_tensor_inputs` names only tensors the pipeline has (its `_callback_tensor_inputs`)."""
     unknown = [name for name in requested if name not in allowed]
     if unknown:
         raise ValueError(
@@ -50,8 +50,8 @@ def check_generator_devices(
             raise ValueError(f"generator must be a torch.Generator or a list of them, got {type(item).__name__}")
         if item.device.type not in ("cpu", device.type):
             raise ValueError(
-                f"generator is on {item.device} but the pipeline runs on {device}: pass torch.Generator('cpu') (the same "
-                f"images on every device) or torch.Generator('{device.type}')"
+                f"generator is on {item.device} but the pipeline runs on {device}: pass torch.Generator('cpu') "
+                f"(the same images on every device) or torch.Generator('{device.type}')"
             )
 
 

@@ -249,7 +249,8 @@ def _pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, kwargs: d
     from huggingface_hub import snapshot_download
 
     options = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
-    return Path(snapshot_download(os.fspath(pretrained_model_name_or_path), **{k: kwargs[k] for k in options if k in kwargs}))
+    hub_options = {key: kwargs[key] for key in options if key in kwargs}
+    return Path(snapshot_download(os.fspath(pretrained_model_name_or_path), **hub_options))
 
 
 def _load_installed_component(component_class: type, folder: Path, name: str, kwargs: dict[str, Any]) -> Any:
@@ -265,7 +266,8 @@ def _load_installed_component(component_class: type, folder: Path, name: str, kw
     if isinstance(dtype, dict):
         dtype = dtype.get(name, dtype.get("default"))
     options = {"variant": kwargs.get("variant"), "dtype": dtype}
-    return component_class.from_pretrained(folder / name, **{key: value for key, value in options.items() if value is not None})
+    options = {key: value for key, value in options.items() if value is not None}
+    return component_class.from_pretrained(folder / name, **options)
 
 
 def write_component_code(component: Any, folder: Path, component_name: str) -> str:

@@ -150,7 +150,8 @@ class MaskGITScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.arange(num_inference_steps - 1, -1, -1, device=device)
 
     def mask_ratio(self, step_index: int) -> float:
-        """Share of the grid still masked after step `step_index` (0-based): `cosine_mask_ratio((step_index + 1) / N)`."""
+        """Share of the grid still masked after step `step_index` (0-based): `cosine_mask_ratio(progress)`, with
+        `progress = (step_index + 1) / N`."""
         progress = (step_index + 1) / self.num_inference_steps
         return 0.0 if step_index == self.num_inference_steps - 1 else cosine_mask_ratio(progress)
 

@@ -247,7 +247,9 @@ def _check_image_batch(images: Any) -> None:
                     f"them), got shape {tuple(item.shape)}"
                 )
         elif isinstance(item, PIL.Image.Image) and 0 in item.size:
-            raise ValueError(f"VQGANImageProcessor got an empty image of size {item.size}: it needs at least one pixel")
+            raise ValueError(
+                f"VQGANImageProcessor got an empty image of size {item.size}: it needs at least one pixel"
+            )
         elif not isinstance(item, PIL.Image.Image):
             raise TypeError(
                 f"VQGANImageProcessor expects PIL images, numpy arrays or torch tensors (or a list of them), got "

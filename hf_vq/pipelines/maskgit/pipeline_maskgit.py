@@ -40,6 +40,9 @@ except ImportError:
     from_pretrained_with_installed_components = _remote_code.from_pretrained_with_installed_components
     save_pretrained_with_code = _remote_code.save_pretrained_with_code
 
+# `callback_on_step_end(pipe, step_index, timestep, callback_kwargs) -> dict`, diffusers' step callback.
+StepCallback = Callable[[Any, int, Any, dict], dict]
+
 
 @dataclass
 class MaskGITPipelineOutput(BaseOutput):
@@ -139,7 +142,7 @@ class MaskGITPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         batch_size: int | None = None,
-        callback_on_step_end: Callable[[Any, int, Any, dict], dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end: StepCallback | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> MaskGITPipelineOutput | tuple:
         r"""
@@ -187,10 +190,6 @@ class MaskGITPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self._num_timesteps = len(self.scheduler.timesteps)
         for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            if self.interrupt:
-                # Stopped early: every position still masked takes this step's guess, so the grid can be decoded.
-                tokens = torch.where(tokens == config.mask_token_id, step.pred_original_sample, tokens)
-                break
             logits = self._guided_logits(tokens, labels, guidance_scale)
             step = self.scheduler.step(logits, timestep, tokens, temperature=temperature, generator=generator)
             tokens = step.prev_sample
@@ -199,6 +198,10 @@ class MaskGITPipeline(DiffusionPipeline):
                 callback_kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
                 outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs)
                 tokens = outputs.pop("image_tokens", tensors["image_tokens"]).reshape(tokens.shape)
+            if self.interrupt:
+                # Stopped early: every position still masked takes this step's guess, so the grid can be decoded.
+                tokens = torch.where(tokens == config.mask_token_id, step.pred_original_sample, tokens)
+                break
         image_tokens = tokens.reshape(-1, config.grid_height, config.grid_width)
         pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
         images = self.image_processor.postprocess(pixels.float(), output_type=output_type)
@@ -281,7 +284,8 @@ class MaskGITPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "MaskGITPipeline":
         """diffusers' `from_pretrained`; where this class is hf_vq's own (hf_vq installed), a folder it saved loads
         with hf_vq's component classes, without `trust_remote_code=True`."""
-        return from_pretrained_with_installed_components(cls, super().from_pretrained, pretrained_model_name_or_path, **kwargs)
+        load = super().from_pretrained
+        return from_pretrained_with_installed_components(cls, load, pretrained_model_name_or_path, **kwargs)
 
 
 __all__ = ["MaskGITPipeline", "MaskGITPipelineOutput"]

@@ -118,7 +118,8 @@ class VQGANPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "VQGANPipeline":
         """diffusers' `from_pretrained`; where this class is hf_vq's own (hf_vq installed), a folder it saved loads
         with hf_vq's component classes, without `trust_remote_code=True`."""
-        return from_pretrained_with_installed_components(cls, super().from_pretrained, pretrained_model_name_or_path, **kwargs)
+        load = super().from_pretrained
+        return from_pretrained_with_installed_components(cls, load, pretrained_model_name_or_path, **kwargs)
 
 
 def _check_images(images: Any) -> None:
