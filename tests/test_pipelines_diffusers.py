@@ -146,6 +146,34 @@ def test_step_callbacks(pipe):
         sample(pipe, callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents"])
 
 
+def test_a_pipeline_callback_can_switch_guidance_off(pipe):
+    from diffusers.callbacks import PipelineCallback
+
+    class GuidanceCutoff(PipelineCallback):
+        """Guidance for the first step only, as diffusers' CFG cutoff callbacks do; keeps what it sees."""
+
+        tensor_inputs = ["image_tokens", "logits"]
+
+        def __init__(self):
+            super().__init__(cutoff_step_ratio=None, cutoff_step_index=0)
+            self.seen = []
+
+        def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+            self.seen.append({name: tensor.clone() for name, tensor in callback_kwargs.items()})
+            if step_index == self.config.cutoff_step_index:
+                pipeline._guidance_scale = 1.0
+            return callback_kwargs
+
+    cutoff = GuidanceCutoff()
+    out = sample(pipe, guidance_scale=3.0, callback_on_step_end=cutoff)
+    assert not torch.equal(out.image_tokens, sample(pipe, guidance_scale=3.0).image_tokens)
+    labels = torch.tensor([1, 4])
+    with torch.no_grad():
+        after_first = cutoff.seen[0]["image_tokens"].reshape(2, 64)
+        torch.testing.assert_close(cutoff.seen[1]["logits"], pipe.transformer(after_first, class_labels=labels).logits)
+        torch.testing.assert_close(cutoff.seen[0]["logits"], pipe._guided_logits(torch.full((2, 64), 32), labels, 3.0))
+
+
 def test_components_are_typed():
     for pipeline_class in (MaskGITPipeline, VQGANPipeline):
         parameters = inspect.signature(pipeline_class.__init__).parameters

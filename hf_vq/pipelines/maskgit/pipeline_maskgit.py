@@ -190,7 +190,9 @@ class MaskGITPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self._num_timesteps = len(self.scheduler.timesteps)
         for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            logits = self._guided_logits(tokens, labels, guidance_scale)
+            # Read from the pipeline, so that a step callback can change guidance for the steps after it (diffusers'
+            # guidance schedules, e.g. a `PipelineCallback` that sets `pipe._guidance_scale`).
+            logits = self._guided_logits(tokens, labels, self.guidance_scale)
             step = self.scheduler.step(logits, timestep, tokens, temperature=temperature, generator=generator)
             tokens = step.prev_sample
             if callback_on_step_end is not None:
