@@ -3,7 +3,10 @@ step callbacks, typed components; one masking schedule; every bad inference inpu
 
 import inspect
 import math
+import os
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import PIL.Image
@@ -89,6 +92,46 @@ def test_saved_folder_loads_through_the_pipeline_class_without_remote_code(pipe,
     loaded_vqgan = VQGANPipeline.from_pretrained(tmp_path / "vqgan")
     assert type(loaded_vqgan.vqgan) is VQGANModel and type(loaded_vqgan.image_processor) is VQGANImageProcessor
     assert torch.equal(loaded_vqgan(images=[image()]).image_tokens, vqgan_pipe(images=[image()]).image_tokens)
+
+
+HUB_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from hf_vq import MaskGITModel, MaskGITPipeline
+
+    folder, mode, out = sys.argv[1:4]
+    if mode == "push":
+        MaskGITPipeline.from_pretrained(folder).save_pretrained(folder + "-pushed", push_to_hub=True, repo_id="org/prior")
+    # Online, then offline from the cache (where diffusers' own from_pretrained asks the Hub for model info).
+    pipe = MaskGITPipeline.from_pretrained("org/prior")
+    assert type(pipe.transformer) is MaskGITModel, type(pipe.transformer)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(class_labels=[1, 4], num_inference_steps=3, output_type="np")
+    torch.save(pipe(generator=torch.Generator().manual_seed(0), **kwargs).image_tokens, out)
+    """
+)
+
+
+@pytest.mark.slow
+def test_pipeline_class_loads_a_hub_repo_online_and_offline_without_remote_code(pipe, tmp_path):
+    sys.path.insert(0, os.path.dirname(__file__))
+    from hub_server import HubServer
+
+    pipe.save_pretrained(tmp_path / "prior")
+    (tmp_path / "hub.py").write_text(HUB_SCRIPT)
+    server = HubServer(tmp_path / "hub", tokens={"hf_test": "alice"}, orgs={"alice": ["org"]}).start()
+    try:
+        env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "home"), "HF_TOKEN": "hf_test",
+               "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+        for mode, offline in (("push", "0"), ("offline", "1")):
+            result = subprocess.run(
+                [sys.executable, str(tmp_path / "hub.py"), str(tmp_path / "prior"), mode, str(tmp_path / f"{mode}.pt")],
+                cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": offline}, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert torch.equal(torch.load(tmp_path / f"{mode}.pt"), sample(pipe).image_tokens), mode
+    finally:
+        server.stop()
 
 
 def test_variant_is_saved_and_loaded_for_every_component(pipe, tmp_path):
