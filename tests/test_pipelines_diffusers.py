@@ -102,7 +102,8 @@ HUB_SCRIPT = textwrap.dedent(
 
     folder, mode, out = sys.argv[1:4]
     if mode == "push":
-        MaskGITPipeline.from_pretrained(folder).save_pretrained(folder + "-pushed", push_to_hub=True, repo_id="org/prior")
+        local = MaskGITPipeline.from_pretrained(folder)
+        local.save_pretrained(folder + "-pushed", push_to_hub=True, repo_id="org/prior")
     # Online, then offline from the cache (where diffusers' own from_pretrained asks the Hub for model info).
     pipe = MaskGITPipeline.from_pretrained("org/prior")
     assert type(pipe.transformer) is MaskGITModel, type(pipe.transformer)
@@ -125,8 +126,9 @@ def test_pipeline_class_loads_a_hub_repo_online_and_offline_without_remote_code(
         env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "home"), "HF_TOKEN": "hf_test",
                "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
         for mode, offline in (("push", "0"), ("offline", "1")):
+            arguments = [str(tmp_path / "hub.py"), str(tmp_path / "prior"), mode, str(tmp_path / f"{mode}.pt")]
             result = subprocess.run(
-                [sys.executable, str(tmp_path / "hub.py"), str(tmp_path / "prior"), mode, str(tmp_path / f"{mode}.pt")],
+                [sys.executable, *arguments],
                 cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": offline}, capture_output=True, text=True, timeout=300)
             assert result.returncode == 0, result.stderr[-3000:]
             assert torch.equal(torch.load(tmp_path / f"{mode}.pt"), sample(pipe).image_tokens), mode
