@@ -186,8 +186,31 @@ class MaskGITPipeline(DiffusionPipeline):
         check_generator_devices(generator, labels.shape[0], device)
         labels = labels.to(device)
         self._guidance_scale, self._interrupt = guidance_scale, False
-        tokens = torch.full((labels.shape[0], config.num_positions), config.mask_token_id, dtype=torch.long, device=device)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        tokens = self._sample_tokens(
+            labels, num_inference_steps, temperature, generator, callback_on_step_end, callback_on_step_end_tensor_inputs
+        )
+        image_tokens = tokens.reshape(-1, config.grid_height, config.grid_width)
+        pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
+        images = self.image_processor.postprocess(pixels.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, image_tokens
+        return MaskGITPipelineOutput(images=images, image_tokens=image_tokens)
+
+    def _sample_tokens(
+        self,
+        labels: torch.Tensor,
+        num_inference_steps: int,
+        temperature: float,
+        generator: torch.Generator | list[torch.Generator] | None,
+        callback_on_step_end: StepCallback | PipelineCallback | MultiPipelineCallbacks | None,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> torch.Tensor:
+        """The decoding loop: from a fully masked grid to one token per position, `(N, num_positions)`."""
+        config = self.transformer.config
+        tokens = torch.full((labels.shape[0], config.num_positions), config.mask_token_id, dtype=torch.long,
+                            device=labels.device)
+        self.scheduler.set_timesteps(num_inference_steps, device=labels.device)
         self._num_timesteps = len(self.scheduler.timesteps)
         for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             # Read from the pipeline, so that a step callback can change guidance for the steps after it (diffusers'
@@ -202,15 +225,8 @@ class MaskGITPipeline(DiffusionPipeline):
                 tokens = outputs.pop("image_tokens", tensors["image_tokens"]).reshape(tokens.shape)
             if self.interrupt:
                 # Stopped early: every position still masked takes this step's guess, so the grid can be decoded.
-                tokens = torch.where(tokens == config.mask_token_id, step.pred_original_sample, tokens)
-                break
-        image_tokens = tokens.reshape(-1, config.grid_height, config.grid_width)
-        pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
-        images = self.image_processor.postprocess(pixels.float(), output_type=output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return images, image_tokens
-        return MaskGITPipelineOutput(images=images, image_tokens=image_tokens)
+                return torch.where(tokens == config.mask_token_id, step.pred_original_sample, tokens)
+        return tokens
 
     def _guided_logits(self, tokens: torch.Tensor, labels: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         """The prior's logits; with guidance, conditional and unconditional predictions come from one batched forward."""
