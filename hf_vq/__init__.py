@@ -45,7 +45,7 @@ __all__ = [
 
 # diffusers pieces are imported on first use: diffusers is only needed by those who use them.
 _LAZY_DIFFUSERS = {
-    "VQGANPipeline": "hf_vq.models.vqgan.pipeline_vqgan",
+    "VQGANPipeline": "hf_vq.pipelines.vqgan.pipeline_vqgan",
     "MaskGITPipeline": "hf_vq.pipelines.maskgit.pipeline_maskgit",
     "AutoregressivePipeline": "hf_vq.pipelines.autoregressive.pipeline_autoregressive",
     "MaskGITScheduler": "hf_vq.schedulers.scheduling_maskgit",

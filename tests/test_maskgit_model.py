@@ -9,7 +9,7 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from safetensors.torch import load_file, save_file
 
 from hf_vq import MaskGITConfig, MaskGITModel, MaskGITScheduler, VQGANConfig, VQGANModel
-from hf_vq.models.maskgit.modeling_maskgit import mask_tokens
+from hf_vq.schedulers.scheduling_maskgit import mask_tokens
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 

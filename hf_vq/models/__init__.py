@@ -1,7 +1,5 @@
 """Hugging Face models of hf_vq, one folder each, laid out as transformers lays out its own."""
 
-from typing import Any
-
 from .maskgit import MaskGITConfig, MaskGITModel, MaskGITModelOutput, MaskGITPreTrainedModel
 from .token_vit import TokenViTConfig, TokenViTForImageClassification, TokenViTPreTrainedModel
 from .vqgan import (
@@ -13,14 +11,6 @@ from .vqgan import (
     VQGANModelOutput,
     VQGANPreTrainedModel,
 )
-
-
-def __getattr__(name: str) -> Any:
-    if name == "VQGANPipeline":
-        from .vqgan.pipeline_vqgan import VQGANPipeline
-
-        return VQGANPipeline
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -37,6 +27,5 @@ __all__ = [
     "VQGANImageProcessor",
     "VQGANModel",
     "VQGANModelOutput",
-    "VQGANPipeline",
     "VQGANPreTrainedModel",
 ]

@@ -12,20 +12,37 @@ A model needs more than one file (the VQGAN's modeling file imports its config, 
 six files). So `save_pretrained_with_code` writes, into each component folder whose class is not diffusers' or
 transformers' own, an entry file `hf_vq_component.py` that embeds the component's source files (the ones
 `register_for_auto_class` already wrote beside it, so the folder also loads with `AutoModel.from_pretrained(...,
-trust_remote_code=True)`) and imports them as one package from the dynamic-modules cache (`HF_MODULES_CACHE`, where
-transformers and diffusers put remote code too), under a name derived from their hash. It copies the pipeline file and
-this file to the root. Nothing depends on hf_vq being importable, from a folder or from the Hub, online or offline.
+trust_remote_code=True)`) and imports them as one package. It copies the pipeline file and its helpers (this file and
+`pipeline_inputs.py`) to the root, and uploads with huggingface_hub's public `upload_folder`. Nothing depends on hf_vq
+being importable, from a folder or from the Hub, online or offline. Where hf_vq is installed,
+`from_pretrained_with_installed_components` loads such a folder through the pipeline's own class with hf_vq's
+component classes, without `trust_remote_code`.
 
-Importing this file (the pipeline files do) also puts a stand-in module under the entry file's name in `sys.modules`,
-where diffusers looks for a component class it does not find in the component's folder: a missing component folder
-then fails with an error that names it, and a component passed to `from_pretrained(..., vqgan=...)` is accepted.
+Two workarounds remain, each for a limitation of diffusers 0.42 / transformers 5.x that their public API does not
+cover:
 
-This file imports only the standard library, transformers and diffusers: it is itself copied into saved folders, so
-that a pipeline loaded from remote code saves a complete folder again.
+- The entry file writes the embedded sources into the dynamic-modules cache (`HF_MODULES_CACHE`, where transformers
+  and diffusers put remote code too), under a package named after their hash, and imports them from there. diffusers'
+  `get_class_from_dynamic_module` fetches one file per component and no package, and the component classes need real
+  source files on disk: transformers' `custom_object_save` (called by `save_pretrained` under
+  `register_for_auto_class`) copies a class's module file and its relative imports, so that a pipeline loaded from
+  remote code saves a complete folder again.
+- Importing this file (the pipeline files do) puts a stand-in module under the entry file's name in `sys.modules`.
+  diffusers resolves `[library, class]` of a component that is passed to `from_pretrained(..., vqgan=...)`, or whose
+  folder is missing, through `sys.modules[library]` (`_get_library_or_raise`) and checks the passed object with
+  `issubclass` against the library's base classes found there. Classes that ship in a folder are in no importable
+  library, so the stand-in answers every class name with a class whose metaclass accepts any `issubclass` check
+  (the pipeline's constructor checks what it needs), and whose `from_pretrained` says which component folder is
+  missing instead of diffusers' "has not been imported".
+
+This file imports only the standard library, transformers and diffusers (hf_vq only by name, in the branch that runs
+where the pipeline class is hf_vq's own): it is itself copied into saved folders, so that a pipeline loaded from
+remote code saves a complete folder again.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -39,6 +56,8 @@ from transformers.dynamic_module_utils import get_relative_import_files
 ENTRY_MODULE = "hf_vq_component"
 # Components of these libraries load through diffusers' own tables and need no code in the folder.
 NATIVE_LIBRARIES = ("diffusers", "transformers")
+# Files beside this one that every pipeline file imports relatively and that travel with it to the folder's root.
+PIPELINE_HELPER_FILES = ("remote_code.py", "pipeline_inputs.py")
 
 ENTRY_TEMPLATE = '''"""Code of the `{component}` component of this pipeline, for `DiffusionPipeline.from_pretrained(...,
 trust_remote_code=True)` where hf_vq is not installed. Written by hf_vq when the pipeline was saved.
@@ -87,14 +106,11 @@ def _import_component_class():
 
 
 class _AcceptsAnyComponent(type):
-    """diffusers checks a component passed to `from_pretrained` (`vqgan=...`) against the class that model_index.json
-    names, looked up in `sys.modules[ENTRY_MODULE]`; classes that ship in the folder are not there, so every object
-    passes this check (the pipeline's constructor checks what it needs)."""
+    """diffusers checks a component passed to `from_pretrained` (`vqgan=...`) with `issubclass` against the base
+    classes it finds in `sys.modules[ENTRY_MODULE]`; classes that ship in the folder are not there, so every class
+    passes this check (the pipeline's constructor checks what it needs). `isinstance` is left as it is."""
 
     def __subclasscheck__(cls, subclass: type) -> bool:
-        return True
-
-    def __instancecheck__(cls, instance: Any) -> bool:
         return True
 
 
@@ -144,18 +160,114 @@ def save_pretrained_with_code(
         if component is not None and type(component).__module__.split(".")[0] not in NATIVE_LIBRARIES:
             index[name] = [ENTRY_MODULE, write_component_code(component, save_directory / name, name)]
     pipeline_file = Path(pipeline_file)
-    for source in (pipeline_file, Path(__file__)):
+    helpers = [Path(__file__).with_name(name) for name in PIPELINE_HELPER_FILES]
+    for source in (pipeline_file, *helpers):
         target = save_directory / source.name
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)
     index["_class_name"] = [pipeline_file.stem, type(pipeline).__name__]
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if push_to_hub:
-        from huggingface_hub import create_repo
+        _upload(pipeline, save_directory, hub_kwargs)
 
-        repo_id = hub_kwargs.pop("repo_id", None) or save_directory.name
-        repo_id = create_repo(repo_id, exist_ok=True, private=hub_kwargs.pop("private", None), token=hub_kwargs.get("token")).repo_id
-        pipeline._upload_folder(save_directory, repo_id, **hub_kwargs)
+
+def _upload(pipeline: Any, save_directory: Path, hub_kwargs: dict[str, Any]) -> None:
+    """One commit of the complete folder, through huggingface_hub's public `create_repo` and `upload_folder`."""
+    from huggingface_hub import create_repo, upload_folder
+
+    token = hub_kwargs.get("token")
+    repo_id = hub_kwargs.get("repo_id") or save_directory.name
+    repo_id = create_repo(repo_id, exist_ok=True, private=hub_kwargs.get("private"), token=token).repo_id
+    upload_folder(
+        repo_id=repo_id,
+        folder_path=save_directory,
+        token=token,
+        commit_message=hub_kwargs.get("commit_message") or f"Upload {type(pipeline).__name__}",
+        create_pr=hub_kwargs.get("create_pr", False),
+    )
+
+
+# `from_pretrained` options that the loading with installed classes honours (or that do not apply to it).
+INSTALLED_LOADING_OPTIONS = (
+    "dtype", "torch_dtype", "variant", "cache_dir", "revision", "token", "local_files_only", "force_download",
+    "proxies", "use_safetensors", "low_cpu_mem_usage", "trust_remote_code",
+)
+
+
+def from_pretrained_with_installed_components(
+    pipeline_class: type, load: Callable[..., Any], pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+) -> Any:
+    """`load` (diffusers' `from_pretrained`, bound to `pipeline_class`) a pipeline folder or Hub repo.
+
+    Where `pipeline_class` is hf_vq's own (hf_vq is installed) and `trust_remote_code` is not set, the folder's code
+    is not run: every component is loaded with hf_vq's class of the name model_index.json gives it (or diffusers' or
+    transformers' class, for theirs), honouring `variant` and `dtype`, and the pipeline is built from them. diffusers'
+    own `from_pretrained` cannot do that: it loads a folder's `pipeline_*.py` as custom code whenever model_index.json
+    names it, even when called on the class that wrote it. Otherwise (remote code, or `trust_remote_code=True`) this
+    is diffusers' loading unchanged."""
+    if kwargs.get("trust_remote_code") or not pipeline_class.__module__.startswith("hf_vq."):
+        return load(pretrained_model_name_or_path, **kwargs)
+    folder = _pipeline_folder(pretrained_model_name_or_path, kwargs)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    components = {}
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list):
+            continue
+        if name in kwargs:
+            components[name] = kwargs.pop(name)
+        elif value[0] is None:
+            components[name] = None
+        else:
+            components[name] = _load_installed_component(_installed_class(*value, folder / name), folder, name, kwargs)
+    unknown = sorted(set(kwargs) - set(INSTALLED_LOADING_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"{pipeline_class.__name__}.from_pretrained does not take {unknown} when it loads with hf_vq's classes; "
+            "pass trust_remote_code=True for diffusers' own loading of the folder's code, which does"
+        )
+    pipeline = pipeline_class(**components)
+    pipeline.register_to_config(_name_or_path=os.fspath(pretrained_model_name_or_path))
+    return pipeline
+
+
+def _installed_class(library: str, class_name: str, folder: Path) -> type:
+    """The installed class a component entry `[library, class_name]` of model_index.json names."""
+    module = importlib.import_module("hf_vq" if library == ENTRY_MODULE else library)
+    component_class = getattr(module, class_name, None)
+    if component_class is None:
+        raise ValueError(
+            f"{folder} holds a {class_name} ({library}), which {module.__name__} does not have; load the folder with "
+            "DiffusionPipeline.from_pretrained(..., trust_remote_code=True) to run the code it carries"
+        )
+    return component_class
+
+
+def _pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> Path:
+    """The local folder of a pipeline: the path itself, or the snapshot of a Hub repo (from the cache when offline)."""
+    if os.path.isdir(pretrained_model_name_or_path):
+        return Path(pretrained_model_name_or_path)
+    from huggingface_hub import snapshot_download
+
+    options = ("cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
+    hub_options = {key: kwargs[key] for key in options if key in kwargs}
+    return Path(snapshot_download(os.fspath(pretrained_model_name_or_path), **hub_options))
+
+
+def _load_installed_component(component_class: type, folder: Path, name: str, kwargs: dict[str, Any]) -> Any:
+    """One component with hf_vq's class: models with the requested variant and dtype, others from their config."""
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+    from transformers import PreTrainedModel
+
+    if issubclass(component_class, SchedulerMixin):
+        return component_class.from_pretrained(folder, subfolder=name)
+    if not issubclass(component_class, PreTrainedModel):
+        return component_class.from_pretrained(folder / name)
+    dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+    if isinstance(dtype, dict):
+        dtype = dtype.get(name, dtype.get("default"))
+    options = {"variant": kwargs.get("variant"), "dtype": dtype}
+    options = {key: value for key, value in options.items() if value is not None}
+    return component_class.from_pretrained(folder / name, **options)
 
 
 def write_component_code(component: Any, folder: Path, component_name: str) -> str:
@@ -202,4 +314,10 @@ def _module_file(cls: type) -> str:
     return module.__file__
 
 
-__all__ = ["ENTRY_MODULE", "component_sources", "save_pretrained_with_code", "write_component_code"]
+__all__ = [
+    "ENTRY_MODULE",
+    "component_sources",
+    "from_pretrained_with_installed_components",
+    "save_pretrained_with_code",
+    "write_component_code",
+]

@@ -21,8 +21,9 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..models.maskgit import MaskGITModel, mask_tokens
+from ..models.maskgit import MaskGITModel
 from ..models.maskgit.configuration_maskgit import check_single_codebook
+from ..schedulers.scheduling_maskgit import mask_tokens
 from .checkpointing import TrainingState, resolve_resume_checkpoint
 from .classifier_data import ClassifierData, MissingLabelsError, build_classifier_data, module_fingerprint
 from .classifier_loop import _tokenizer_reference, build_optimization, load_tokenizer

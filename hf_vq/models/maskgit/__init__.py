@@ -5,7 +5,7 @@ and marks it for `register_for_auto_class`, so that every `save_pretrained` fold
 from transformers import AutoConfig, AutoModel
 
 from .configuration_maskgit import MaskGITConfig
-from .modeling_maskgit import MaskGITModel, MaskGITModelOutput, MaskGITPreTrainedModel, mask_tokens
+from .modeling_maskgit import MaskGITModel, MaskGITModelOutput, MaskGITPreTrainedModel
 
 
 def _register_with_auto_classes() -> None:
@@ -17,4 +17,4 @@ def _register_with_auto_classes() -> None:
 
 _register_with_auto_classes()
 
-__all__ = ["MaskGITConfig", "MaskGITModel", "MaskGITModelOutput", "MaskGITPreTrainedModel", "mask_tokens"]
+__all__ = ["MaskGITConfig", "MaskGITModel", "MaskGITModelOutput", "MaskGITPreTrainedModel"]

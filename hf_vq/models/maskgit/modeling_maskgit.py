@@ -11,7 +11,6 @@ where it can import only the files beside it.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -44,48 +43,6 @@ class MaskGITModelOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-
-
-def mask_tokens(
-    image_tokens: torch.Tensor, mask_token_id: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask a random share of each sample's tokens, as MaskGIT trains: ratio `cos(pi / 2 * u)`, `u ~ U(0, 1]`.
-
-    Per sample, `ceil(ratio * L)` positions (at least one) out of `L` are replaced with `mask_token_id`. Returns
-    `(masked_inputs, labels)`: `labels` hold the original ids at masked positions and -100 elsewhere, so that
-    `MaskGITModel(masked_inputs, labels=labels).loss` is computed on the masked positions only.
-
-    Example:
-
-    ```python
-    >>> import torch
-    >>> from hf_vq.models.maskgit.modeling_maskgit import mask_tokens
-    >>> tokens = torch.randint(0, 32, (4, 8, 8))
-    >>> inputs, labels = mask_tokens(tokens, mask_token_id=32, generator=torch.Generator().manual_seed(0))
-    >>> bool(((inputs == 32) == (labels != -100)).all()), bool((labels[labels != -100] == tokens[inputs == 32]).all())
-    (True, True)
-
-    ```
-    """
-    if image_tokens.is_floating_point() or image_tokens.ndim < 2 or image_tokens.numel() == 0:
-        raise ValueError(
-            f"image_tokens must be a non-empty integer tensor (batch, ...), got {image_tokens.dtype} of shape {tuple(image_tokens.shape)}"
-        )
-    batch = image_tokens.shape[0]
-    flat = image_tokens.reshape(batch, -1)
-    length = flat.shape[1]
-    device = generator.device if generator is not None else flat.device
-    # 1 - U[0, 1) is U(0, 1]: u = 0 (ratio 1, everything masked) is excluded as in MaskGIT, u = 1 gives ratio 0,
-    # which the at-least-one rule turns into one masked token.
-    u = 1.0 - torch.rand(batch, generator=generator, device=device)
-    ratio = torch.cos(math.pi / 2 * u)
-    num_masked = torch.ceil(ratio * length).clamp(min=1, max=length).long().to(flat.device)
-    # A random rank per position: the positions ranked below num_masked are masked.
-    ranks = torch.rand(batch, length, generator=generator, device=device).argsort(dim=1).argsort(dim=1).to(flat.device)
-    masked = ranks < num_masked[:, None]
-    inputs = torch.where(masked, torch.full_like(flat, mask_token_id), flat)
-    labels = torch.where(masked, flat, torch.full_like(flat, IGNORE_INDEX))
-    return inputs.reshape(image_tokens.shape), labels.reshape(image_tokens.shape)
 
 
 class MaskGITAttention(nn.Module):
@@ -184,7 +141,7 @@ class MaskGITModel(MaskGITPreTrainedModel):
     ```python
     >>> import torch
     >>> from hf_vq import MaskGITConfig, MaskGITModel
-    >>> from hf_vq.models.maskgit.modeling_maskgit import mask_tokens
+    >>> from hf_vq.schedulers.scheduling_maskgit import mask_tokens
     >>> config = MaskGITConfig(codebook_size=32, grid_height=8, grid_width=8, num_classes=10, hidden_size=32,
     ...                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     >>> model = MaskGITModel(config)
@@ -263,7 +220,7 @@ class MaskGITModel(MaskGITPreTrainedModel):
         class_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class of each sample in `[0, num_classes]`, `num_classes` being the null label; `None` uses the null label.
         labels (`torch.LongTensor` of the shape of `image_tokens`, *optional*):
-            Target codes, -100 where no loss is taken (see `mask_tokens`).
+            Target codes, -100 where no loss is taken (see `hf_vq.schedulers.scheduling_maskgit.mask_tokens`).
         """
         tokens = self._check_tokens(image_tokens)
         class_labels = self._check_class_labels(class_labels, tokens.shape[0], tokens.device)
@@ -331,4 +288,4 @@ class MaskGITModel(MaskGITPreTrainedModel):
         return class_labels.to(device=device, dtype=torch.long)
 
 
-__all__ = ["MaskGITModel", "MaskGITModelOutput", "MaskGITPreTrainedModel", "mask_tokens"]
+__all__ = ["MaskGITModel", "MaskGITModelOutput", "MaskGITPreTrainedModel"]

@@ -1,12 +1,10 @@
-"""The VQGAN image tokenizer as a Hugging Face model: config, model, image processor and a diffusers pipeline.
+"""The VQGAN image tokenizer as a Hugging Face model: config, model and image processor.
 
 Importing this package registers the classes with transformers' Auto classes (`AutoConfig`, `AutoModel`,
 `AutoImageProcessor`, model type "vqgan") and marks them for `register_for_auto_class`, so that every
 `save_pretrained` folder carries its code and loads with `trust_remote_code=True` where hf_vq is not installed.
-`VQGANPipeline` is imported on first use (it needs diffusers).
+Its diffusers pipeline, `VQGANPipeline`, lives with the others in `hf_vq/pipelines/vqgan/`.
 """
-
-from typing import Any
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
@@ -33,15 +31,6 @@ def _register_with_auto_classes() -> None:
 _register_with_auto_classes()
 
 
-def __getattr__(name: str) -> Any:
-    # diffusers is imported only by those who use the pipeline.
-    if name == "VQGANPipeline":
-        from .pipeline_vqgan import VQGANPipeline
-
-        return VQGANPipeline
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "VQGANConfig",
     "VQGANDecoderOutput",
@@ -49,6 +38,5 @@ __all__ = [
     "VQGANImageProcessor",
     "VQGANModel",
     "VQGANModelOutput",
-    "VQGANPipeline",
     "VQGANPreTrainedModel",
 ]

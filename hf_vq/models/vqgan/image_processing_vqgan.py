@@ -246,6 +246,10 @@ def _check_image_batch(images: Any) -> None:
                     f"VQGANImageProcessor expects image arrays of shape (H, W), (H, W, C) or (C, H, W) (or a batch of "
                     f"them), got shape {tuple(item.shape)}"
                 )
+        elif isinstance(item, PIL.Image.Image) and 0 in item.size:
+            raise ValueError(
+                f"VQGANImageProcessor got an empty image of size {item.size}: it needs at least one pixel"
+            )
         elif not isinstance(item, PIL.Image.Image):
             raise TypeError(
                 f"VQGANImageProcessor expects PIL images, numpy arrays or torch tensors (or a list of them), got "

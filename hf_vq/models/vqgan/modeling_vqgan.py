@@ -669,6 +669,7 @@ class VQGANModel(VQGANPreTrainedModel):
         *args: Any,
         image_processor: VQGANImageProcessor | None = None,
         push_to_hub: bool = False,
+        variant: str | None = None,
         **kwargs: Any,
     ) -> None:
         """`PreTrainedModel.save_pretrained`, plus what makes the folder self-sufficient: the quantizer's code (for
@@ -676,7 +677,8 @@ class VQGANModel(VQGANPreTrainedModel):
         folder has none yet)."""
         hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "create_pr") if key in kwargs}
         save_directory = Path(save_directory)
-        super().save_pretrained(save_directory, *args, **kwargs)
+        # `variant` is named in the signature because diffusers passes it only to save methods that declare it.
+        super().save_pretrained(save_directory, *args, variant=variant, **kwargs)
         if kwargs.get("is_main_process", True):
             if self._auto_class is not None:
                 _copy_quantizer_code(save_directory)
