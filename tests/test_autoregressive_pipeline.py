@@ -138,8 +138,24 @@ def test_generator_list_gives_each_image_its_own_stream(pipe):
     first, again, changed = with_generators([5, 6]), with_generators([5, 6]), with_generators([5, 9])
     assert torch.equal(first, again)
     assert torch.equal(first[0], changed[0]) and not torch.equal(first[1], changed[1])
-    with pytest.raises(ValueError, match="list of 3 generators for 2 images"):
+    with pytest.raises(ValueError, match="list of 3 generators, but 2 images"):
         pipe(class_labels=[0, 1], generator=[torch.Generator()] * 3)
+
+
+def test_step_callback_sees_the_codes_and_can_replace_them(pipe):
+    seen = []
+
+    def callback(pipeline, step_index, timestep, tensors):
+        seen.append((step_index, tensors["image_tokens"].clone(), tensors["logits"].shape))
+        return {"image_tokens": torch.full_like(tensors["image_tokens"], 7)} if step_index == 10 else {}
+
+    out = sample(pipe, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["image_tokens", "logits"])
+    assert [step for step, _, _ in seen] == list(range(64))
+    assert all(tokens.shape == (2, step + 1) and shape == (2, CODES) for step, tokens, shape in seen)
+    flat = out.image_tokens.reshape(2, 64)
+    assert torch.equal(seen[-1][1], flat) and flat[:, 10].tolist() == [7, 7]
+    with pytest.raises(ValueError, match=r"names \['latents'\].*choose from \['image_tokens', 'logits'\]"):
+        sample(pipe, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
 
 
 def test_class_names(pipe):
@@ -157,6 +173,7 @@ def test_class_names(pipe):
     ({"top_p": 0.0}, r"top_p must lie in \(0, 1\]"),
     ({"top_p": 1.5}, r"top_p must lie in \(0, 1\]"),
     ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
+    ({"guidance_scale": "2"}, "guidance_scale must be a number"),
     ({"temperature": float("inf")}, "temperature must be a finite number"),
     ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
     ({"class_labels": None, "guidance_scale": 2.0}, "guidance_scale=2.0 steers samples towards class labels"),
@@ -219,6 +236,11 @@ def test_saved_folder_loads_where_hf_vq_cannot_be_imported(pipe, tmp_path):
     # The prior itself is transformers' own: it loads with no remote code at all.
     prior = AutoModelForCausalLM.from_pretrained(tmp_path / "pipe" / "transformer")
     assert type(prior) is LlamaForCausalLM and prior.config.codebook_size == CODES
+    # Where hf_vq is installed, the class that wrote the folder loads it without remote code.
+    loaded = AutoregressivePipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.vqgan) is VQGANModel and type(loaded.transformer) is LlamaForCausalLM
+    assert torch.equal(sample(loaded, guidance_scale=2.0).image_tokens, sample(pipe, guidance_scale=2.0).image_tokens)
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "pipe"), str(tmp_path / "o.pt")],

@@ -21,25 +21,35 @@ where hf_vq is not installed.
 from __future__ import annotations
 
 import importlib
-import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 try:
-    # In a saved pipeline folder the code-writing helper is this file's neighbour (see pipeline_maskgit.py).
-    from .remote_code import save_pretrained_with_code
+    # In a saved pipeline folder, hf_vq's helpers for pipelines are this file's neighbours (see pipeline_maskgit.py).
+    from .pipeline_inputs import check_call_number, check_callback_tensor_inputs, check_generator_devices
+    from .remote_code import from_pretrained_with_installed_components, save_pretrained_with_code
 except ImportError:
-    save_pretrained_with_code = importlib.import_module("hf_vq.pipelines.remote_code").save_pretrained_with_code
+    _inputs = importlib.import_module("hf_vq.pipelines.pipeline_inputs")
+    _remote_code = importlib.import_module("hf_vq.pipelines.remote_code")
+    check_call_number = _inputs.check_call_number
+    check_callback_tensor_inputs = _inputs.check_callback_tensor_inputs
+    check_generator_devices = _inputs.check_generator_devices
+    from_pretrained_with_installed_components = _remote_code.from_pretrained_with_installed_components
+    save_pretrained_with_code = _remote_code.save_pretrained_with_code
+
+# `callback_on_step_end(pipe, step_index, timestep, callback_kwargs) -> dict`, diffusers' step callback.
+StepCallback = Callable[[Any, int, Any, dict], dict]
 
 # Fields that an autoregressive prior's config carries besides Llama's own (see `autoregressive_prior_fields`).
 PRIOR_FIELDS = ("codebook_size", "num_classes", "grid_size", "tokenizer_name_or_path", "tokenizer_revision")
@@ -167,11 +177,16 @@ class GuidedCodeSampler(LogitsProcessor):
 
     def __init__(self, codebook_size: int, guidance_scale: float = 1.0, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | list[torch.Generator] | None = None):
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 on_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         self.codebook_size = codebook_size
         self.guidance_scale = guidance_scale
+        # Whether generate runs unconditional twin rows: fixed at the start (the batch cannot grow mid-generation).
+        self.guided = guidance_scale != 1.0
         self.temperature = temperature
         self.generator = generator
+        # on_step(codes so far (N, t), guided logits (N, K), drawn codes (N,)) -> the codes to append (a step callback)
+        self.on_step = on_step
         self.warpers = LogitsProcessorList()
         if temperature > 0 and temperature != 1.0:
             self.warpers.append(TemperatureLogitsWarper(temperature))
@@ -183,7 +198,7 @@ class GuidedCodeSampler(LogitsProcessor):
     def guided_logits(self, scores: torch.Tensor) -> torch.Tensor:
         """Code logits of each image: the conditional/unconditional combination when guidance is on."""
         codes = scores[:, : self.codebook_size].float()
-        if self.guidance_scale == 1.0:
+        if not self.guided:
             return codes
         conditional, unconditional = codes.chunk(2)
         return unconditional + self.guidance_scale * (conditional - unconditional)
@@ -199,7 +214,10 @@ class GuidedCodeSampler(LogitsProcessor):
         return torch.multinomial(probabilities, 1, generator=self.generator)[:, 0]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        codes = self.draw(input_ids, self.guided_logits(scores))
+        logits = self.guided_logits(scores)
+        codes = self.draw(input_ids, logits)
+        if self.on_step is not None:
+            codes = self.on_step(input_ids[: codes.shape[0], 1:], logits, codes)
         rows = codes.repeat(scores.shape[0] // codes.shape[0])
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter_(1, rows[:, None], 0.0)
@@ -228,6 +246,7 @@ class AutoregressivePipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer->vqgan"
+    _callback_tensor_inputs = ["image_tokens", "logits"]
 
     def __init__(self, vqgan: PreTrainedModel, transformer: PreTrainedModel):
         super().__init__()
@@ -266,6 +285,8 @@ class AutoregressivePipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         batch_size: int | None = None,
+        callback_on_step_end: StepCallback | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> AutoregressivePipelineOutput | tuple:
         r"""
         Args:
@@ -289,13 +310,29 @@ class AutoregressivePipeline(DiffusionPipeline):
                 Return an `AutoregressivePipelineOutput` rather than a tuple `(images, image_tokens)`.
             batch_size (`int`, *optional*):
                 Unconditional samples to draw (times `num_images_per_prompt`) when `class_labels` is `None`.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                Called after each code is drawn as `callback_on_step_end(pipe, step_index, step_index,
+                callback_kwargs)`, where `callback_kwargs` holds the tensors named in
+                `callback_on_step_end_tensor_inputs`: `image_tokens` (the codes so far, `(N, step_index + 1)`, the new
+                ones last) and `logits` (the guided code logits of the step, `(N, codebook_size)`). A returned
+                `image_tokens` replaces the new codes (its last column). Setting `pipe._guidance_scale` changes the
+                guidance of the steps after it when sampling started with guidance on.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*, defaults to `["image_tokens"]`):
+                Tensors passed to the callback, from `pipe._callback_tensor_inputs`.
         """
         config = self.transformer.config
         labels = prepare_class_labels(class_labels, config.num_classes, num_images_per_prompt, batch_size)
         check_sampling_arguments(config.num_classes, class_labels, guidance_scale, temperature, top_k, top_p,
                                  output_type)
-        check_generators(generator, labels.shape[0])
+        check_generator_devices(generator, labels.shape[0], self._execution_device)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["image_tokens"]
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+        self._guidance_scale = guidance_scale
         sampler = GuidedCodeSampler(config.codebook_size, guidance_scale, temperature, top_k, top_p, generator)
+        if callback_on_step_end is not None:
+            sampler.on_step = self._step_callback(sampler, callback_on_step_end, callback_on_step_end_tensor_inputs)
         image_tokens = self.generate_tokens(labels, sampler)
         pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
         images = self.image_processor.postprocess(pixels.float(), output_type=output_type)
@@ -304,11 +341,29 @@ class AutoregressivePipeline(DiffusionPipeline):
             return images, image_tokens
         return AutoregressivePipelineOutput(images=images, image_tokens=image_tokens)
 
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    def _step_callback(self, sampler: GuidedCodeSampler, callback: StepCallback, tensor_names: list[str]):
+        """The sampler's `on_step`: diffusers' step callback over the codes drawn so far and the step's logits."""
+
+        def on_step(previous: torch.Tensor, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+            step_index = previous.shape[1]
+            tensors = {"image_tokens": torch.cat([previous, codes[:, None]], dim=1), "logits": logits}
+            outputs = callback(self, step_index, step_index, {name: tensors[name] for name in tensor_names}) or {}
+            sampler.guidance_scale = self._guidance_scale
+            if "image_tokens" in outputs:
+                codes = outputs["image_tokens"][:, -1].to(codes)
+            return codes
+
+        return on_step
+
     def generate_tokens(self, labels: torch.Tensor, sampler: GuidedCodeSampler) -> torch.Tensor:
         """Token grids `(N, grid_height, grid_width)` for class ids `labels` (the null id for unconditional rows)."""
         config = self.transformer.config
         prompts = labels + config.codebook_size
-        if sampler.guidance_scale != 1.0:
+        if sampler.guided:
             prompts = torch.cat([prompts, torch.full_like(prompts, config.codebook_size + config.num_classes)])
         prompts = prompts[:, None].to(self._execution_device)
         height, width = config.grid_size
@@ -323,6 +378,13 @@ class AutoregressivePipeline(DiffusionPipeline):
         `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` where hf_vq is not installed (the
         `transformer` is transformers' own class and needs no code)."""
         save_pretrained_with_code(self, save_directory, super().save_pretrained, __file__, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "AutoregressivePipeline":
+        """diffusers' `from_pretrained`; where this class is hf_vq's own (hf_vq installed), a folder it saved loads
+        with hf_vq's and transformers' classes, without `trust_remote_code=True`."""
+        load = super().from_pretrained
+        return from_pretrained_with_installed_components(cls, load, pretrained_model_name_or_path, **kwargs)
 
 
 def label_ids(id2label: dict[int, str], label: str | list[str]) -> list[int]:
@@ -364,7 +426,8 @@ def check_sampling_arguments(num_classes: int, class_labels: Any, guidance_scale
                              top_k: int | None, top_p: float | None, output_type: str) -> None:
     """A `ValueError` naming the argument for every value sampling cannot use."""
     for name, value in (("guidance_scale", guidance_scale), ("temperature", temperature)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        check_call_number(name, value)
+        if value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if guidance_scale != 1.0 and (num_classes == 0 or class_labels is None):
         raise ValueError(
@@ -377,15 +440,6 @@ def check_sampling_arguments(num_classes: int, class_labels: Any, guidance_scale
         raise ValueError(f"top_p must lie in (0, 1] (or None for no limit), got {top_p!r}")
     if output_type not in ("pil", "np", "pt"):
         raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-
-
-def check_generators(generator: Any, num_images: int) -> None:
-    """A list of generators gives one per image (diffusers' convention): its length must be the number of images."""
-    if isinstance(generator, list) and len(generator) != num_images:
-        raise ValueError(
-            f"got a list of {len(generator)} generators for {num_images} images; pass one generator, or exactly one "
-            "per image (class labels times num_images_per_prompt)"
-        )
 
 
 __all__ = ["AutoregressivePipeline", "AutoregressivePipelineOutput", "GuidedCodeSampler", "autoregressive_prior_fields",
