@@ -35,6 +35,7 @@ HUB_URL = "https://huggingface.co"
 DEPENDENTS_START = "<!-- hf_vq:dependents:start -->"
 DEPENDENTS_END = "<!-- hf_vq:dependents:end -->"
 NO_DEPENDENTS_YET = "None published yet."
+THIS_REVISION = "this revision"
 # How a model built on a tokenizer is described in the tokenizer card's list, by the kind of its folder.
 DEPENDENT_LABELS = {"classifier": "image classifier", "prior": "class-conditional image generation", "model": "model"}
 # Local names of datasets that are on the Hub under another id: (Hub id, subset).
@@ -131,12 +132,14 @@ def render_model_card(
     dependents: list[tuple[str, str]] | None = None,
     endpoint: str = HUB_URL,
     template_dir: str | Path | None = None,
+    kept_dependents: list[str] = (),
 ) -> ModelCard:
     """The card of `folder` as it will be pushed to `hub_model_id`, metadata checked.
 
     `tokenizer_hub_id` / `tokenizer_revision`: where a classifier or prior finds its tokenizer on the Hub (else its
-    config's reference, which must then be a Hub id). `dependents`: (repo id, kind) of models built on a tokenizer,
-    listed on its card.
+    config's reference, which must then be a Hub id). `dependents`: (repo id, kind) of models built on a tokenizer
+    and pushed with it, listed on its card as trained on this revision; `kept_dependents`: the entries its card on the
+    Hub lists already (`dependent_entries`), kept.
 
     Example:
         >>> card = render_model_card(load_model_folder("outputs/vqgan"), "me/vqgan-fashion-mnist")
@@ -144,7 +147,9 @@ def render_model_card(
         ('image-feature-extraction', ['psnr', 'ssim', 'codebook_usage', 'perplexity'])
     """
     context = card_context(folder, hub_model_id, tokenizer_hub_id=tokenizer_hub_id, endpoint=endpoint,
-                           tokenizer_revision=tokenizer_revision, dependents=dependents or [])
+                           tokenizer_revision=tokenizer_revision)
+    new_entries = [dependent_line(repo, kind, endpoint) for repo, kind in dependents or []]
+    context["dependent_lines"] = merge_dependent_entries(list(kept_dependents), new_entries)
     card_data = build_card_data(folder, hub_model_id, context, license=license)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
@@ -169,7 +174,6 @@ def card_context(
     tokenizer_hub_id: str | None,
     endpoint: str,
     tokenizer_revision: str | None = None,
-    dependents: list[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Everything the templates show, computed here so that templates stay plain layout."""
     tokenizer = tokenizer_hub_id or folder.tokenizer_reference
@@ -203,7 +207,6 @@ def card_context(
         "num_channels": image_config.get("num_channels", 3),
         "tokenizer_repo": tokenizer if tokenizer and looks_like_repo_id(tokenizer) else None,
         "tokenizer_revision": tokenizer_revision or folder.config.get("tokenizer_revision"),
-        "dependents": [(repo, DEPENDENT_LABELS.get(kind, kind)) for repo, kind in sorted(dependents)],
         "dependents_start": DEPENDENTS_START,
         "dependents_end": DEPENDENTS_END,
         "no_dependents_yet": NO_DEPENDENTS_YET,
@@ -290,30 +293,60 @@ def validate_card_metadata(card: ModelCard) -> None:
         raise InvalidCardMetadataError("Invalid model card metadata:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def list_dependent_in_card(card_text: str, repo_id: str, kind: str = "classifier", endpoint: str = HUB_URL) -> str:
-    """`card_text` (a tokenizer's card) with `repo_id`, a model of `kind` built on the tokenizer, added to its list
-    of dependents (added once, kept sorted)."""
-    label = DEPENDENT_LABELS.get(kind, kind)
-    link = f"- [{repo_id}]({endpoint.rstrip('/')}/{repo_id}): {label}"
-    pattern = re.compile(re.escape(DEPENDENTS_START) + r"\n(.*?)" + re.escape(DEPENDENTS_END), re.S)
-    match = pattern.search(card_text)
+def dependent_line(repo_id: str, kind: str, endpoint: str = HUB_URL, revision: str | None = None) -> str:
+    """A tokenizer card's entry for a model built on it: link, kind, and the tokenizer revision it was trained on
+    (`revision`; None: the revision this card is pushed with, as in `hf-vq push-set`)."""
+    trained_on = f"revision `{revision}`" if revision else THIS_REVISION
+    return f"- [{repo_id}]({endpoint.rstrip('/')}/{repo_id}): {DEPENDENT_LABELS.get(kind, kind)}, trained on {trained_on}"
+
+
+def merge_dependent_entries(kept: list[str], new: list[str]) -> list[str]:
+    """One entry per repo, sorted; an entry of `new` replaces a kept entry for the same repo."""
+    by_repo = {_entry_repo(line): line for line in kept if _entry_repo(line)}
+    by_repo |= {_entry_repo(line): line for line in new}
+    return [by_repo[repo] for repo in sorted(by_repo)]
+
+
+def dependent_entries(card_text: str, current_revision: str | None = None) -> list[str]:
+    """The entries of a tokenizer card's list of models built on it, as written. With `current_revision` (the commit
+    the card was read at), entries written with that push ("trained on this revision") name it, so that they stay
+    true once the card moves to new weights."""
+    match = _DEPENDENTS_PATTERN.search(card_text)
+    entries = [line for line in match.group(1).splitlines() if line.startswith("- [")] if match else []
+    if current_revision:
+        entries = [line.replace(THIS_REVISION, f"revision `{current_revision}`") for line in entries]
+    return entries
+
+
+def list_dependent_in_card(
+    card_text: str, repo_id: str, kind: str = "classifier", endpoint: str = HUB_URL, revision: str | None = None
+) -> str:
+    """`card_text` (a tokenizer's card) with `repo_id`, a model of `kind` built on the tokenizer at `revision`, added to
+    its list of dependents (one entry per repo, the newest; kept sorted)."""
+    link = dependent_line(repo_id, kind, endpoint, revision)
+    match = _DEPENDENTS_PATTERN.search(card_text)
     if match is None:  # a card not made by hf_vq: append the section
         section = f"\n## Models built on this tokenizer\n\n{DEPENDENTS_START}\n{link}\n{DEPENDENTS_END}\n"
         return card_text.rstrip("\n") + "\n" + section
-    entries = [line for line in match.group(1).splitlines() if line.startswith("- [")]
-    if not any(line.startswith(f"- [{repo_id}]") for line in entries):
-        entries.append(link)
+    entries = dependent_entries(card_text)
+    if not any(_entry_repo(line) == repo_id for line in entries) or revision:
+        entries = merge_dependent_entries(entries, [link])
     body = "\n".join(sorted(entries)) + "\n"
     return card_text[: match.start()] + f"{DEPENDENTS_START}\n{body}{DEPENDENTS_END}" + card_text[match.end():]
 
 
+def _entry_repo(line: str) -> str | None:
+    match = re.match(r"^- \[([^\]]+)\]", line)
+    return match.group(1) if match else None
+
+
 def listed_dependents(card_text: str) -> list[str]:
     """The repo ids in a tokenizer card's list of models built on it."""
-    pattern = re.compile(re.escape(DEPENDENTS_START) + r"\n(.*?)" + re.escape(DEPENDENTS_END), re.S)
-    match = pattern.search(card_text)
+    match = _DEPENDENTS_PATTERN.search(card_text)
     return re.findall(r"^- \[([^\]]+)\]", match.group(1), flags=re.M) if match else []
 
 
+_DEPENDENTS_PATTERN = re.compile(re.escape(DEPENDENTS_START) + r"\n(.*?)" + re.escape(DEPENDENTS_END), re.S)
 _MISSING = object()
 
 
