@@ -165,7 +165,8 @@ def test_cards_link_both_ways_and_the_collection_groups_the_set(online, pushed):
     assert f"[{PRIOR_REPO}]({online.url}/{PRIOR_REPO}): class-conditional image generation" in tokenizer_card.text
     prior_card = ModelCard.load(PRIOR_REPO)
     assert prior_card.data.base_model == TOKENIZER_REPO and prior_card.data.library_name == "diffusers"
-    assert prior_card.data.pipeline_tag == "unconditional-image-generation" and "class-conditional" in prior_card.data.tags
+    # class-conditional: no Hub task fits, and "unconditional-image-generation" would be wrong (issue 24)
+    assert prior_card.data.pipeline_tag is None and "class-conditional-image-generation" in prior_card.data.tags
     assert [r.metric_type for r in prior_card.data.eval_results][:3] == ["conditional_accuracy", "real_accuracy",
                                                                           "relative_conditional_accuracy"]
     assert "Classes (the `class_labels` it takes, in order): T-shirt/top, Trouser, Pullover." in prior_card.text

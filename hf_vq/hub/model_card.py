@@ -99,14 +99,17 @@ COMPUTE_KEYS = (("hardware", "Hardware"), ("num_processes", "Processes"), ("mixe
                 ("train_hours", "Training time (h)"))
 SECRET_KEY = re.compile(r"(^|_)(token|password|secret|api_key)$", re.I)
 # A class-conditional prior generates images from a class label, not from text and not from nothing: the Hub has no
-# task of its own for that, and puts class-conditional models (DiT, MaskGIT on ImageNet classes) under
-# "unconditional-image-generation"; the tags say "class-conditional".
+# task of its own for that, so its card has no pipeline tag (calling it "unconditional-image-generation" would be
+# wrong) and its tags say "class-conditional-image-generation". A prior without classes is unconditional.
 PIPELINE_TAGS = {"tokenizer": "image-feature-extraction", "classifier": "image-classification",
                  "prior": "unconditional-image-generation", "model": None}
+CLASS_CONDITIONAL_TAGS = ["class-conditional", "class-conditional-image-generation"]
+# Top-k accuracy with k at least the number of classes is 1 whatever the model does: not worth reporting.
+TOP5_MIN_CLASSES = 6
 KIND_TAGS = {
     "tokenizer": ["hf_vq", "image-tokenizer", "vqgan", "vector-quantization"],
     "classifier": ["hf_vq", "image-classification", "image-tokens"],
-    "prior": ["hf_vq", "class-conditional", "image-generation", "image-tokens", "masked-generative-transformer"],
+    "prior": ["hf_vq", "image-generation", "image-tokens", "masked-generative-transformer"],
     "model": ["hf_vq"],
 }
 # The Hub's license identifiers most likely here; anything else must be "other" with a name and a link.
@@ -185,7 +188,7 @@ def card_context(
         "endpoint": endpoint.rstrip("/"),
         "kind": folder.kind,
         "model_type": folder.config.get("model_type"),
-        "metrics": measured_metrics(folder.metrics),
+        "metrics": measured_metrics(folder.metrics, num_classes=_num_classes(folder)),
         "dataset": dataset,
         "dataset_on_hub": bool(dataset and looks_like_repo_id(dataset)),
         "subset": subset,
@@ -218,6 +221,8 @@ def build_card_data(folder: ModelFolder, hub_model_id: str, context: dict[str, A
     pipeline_tag = PIPELINE_TAGS[folder.kind]
     dataset = context["dataset"]
     tags = list(KIND_TAGS[folder.kind]) + (["custom_code"] if folder.uses_remote_code else [])
+    if folder.kind == "prior" and is_class_conditional(folder):
+        pipeline_tag, tags = None, tags[:1] + CLASS_CONDITIONAL_TAGS + tags[1:]
     eval_results = None
     if dataset and context["metrics"]:
         # The model-index needs a task and a dataset; without a recorded dataset the metrics stay in the text only.
@@ -235,17 +240,34 @@ def build_card_data(folder: ModelFolder, hub_model_id: str, context: dict[str, A
         pipeline_tag=pipeline_tag,
         tags=tags,
         datasets=[dataset] if context["dataset_on_hub"] else None,
-        base_model=context["tokenizer_repo"] if folder.kind in ("classifier", "prior") else None,
+        base_model=base_model(folder, context),
         model_name=hub_model_id,
         eval_results=eval_results,
         metrics=[metric["key"] for metric in context["metrics"]] or None,
     )
 
 
-def measured_metrics(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The known metrics that the run measured, in display order, each with its value formatted."""
+def base_model(folder: ModelFolder, context: dict[str, Any]) -> str | None:
+    """The Hub model this one is built on: the tokenizer a classifier or prior reads, else the pretrained model the
+    run started from (`--pretrained_model_name_or_path`, e.g. a pixel ViT fine-tuned from a Hub ViT)."""
+    if folder.kind in ("classifier", "prior") and context["tokenizer_repo"]:
+        return context["tokenizer_repo"]
+    pretrained = folder.training_config.get("pretrained_model_name_or_path")
+    return pretrained if isinstance(pretrained, str) and looks_like_repo_id(pretrained) else None
+
+
+def is_class_conditional(folder: ModelFolder) -> bool:
+    """A prior that takes class labels (`num_classes` > 0 in its transformer's config)."""
+    return bool(_prior_config(folder).get("num_classes") or folder.metrics.get("num_classes"))
+
+
+def measured_metrics(metrics: dict[str, Any], num_classes: int | None = None) -> list[dict[str, Any]]:
+    """The known metrics that the run measured, in display order, each with its value formatted (top-5 accuracy only
+    with more than 5 classes: with fewer it is 1 whatever the model)."""
     rows = []
     for spec in METRICS:
+        if spec.key == "top5_accuracy" and num_classes is not None and num_classes < TOP5_MIN_CLASSES:
+            continue
         value = metrics.get(spec.key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
@@ -405,6 +427,13 @@ def _labels(folder: ModelFolder) -> list[str]:
     if folder.is_pipeline and len(id2label) != config.get("num_classes"):
         return []  # transformers' default two labels of a config without classes
     return [id2label[key] for key in sorted(id2label, key=lambda k: int(k))]
+
+
+def _num_classes(folder: ModelFolder) -> int | None:
+    """How many classes a classifier or prior knows (None when the folder does not say)."""
+    config = _prior_config(folder) if folder.is_pipeline else folder.config
+    count = config.get("num_classes") or config.get("num_labels") or len(config.get("id2label") or {})
+    return int(count) if count else None
 
 
 def _compute(folder: ModelFolder) -> list[tuple[str, Any]]:

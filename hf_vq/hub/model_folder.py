@@ -190,8 +190,10 @@ def load_model_folder(model_dir: str | Path) -> ModelFolder:
     if problems:
         listing = "\n".join(f"  - {problem}" for problem in problems)
         raise IncompleteModelFolderError(f"Model folder {str(path)!r} cannot be pushed:\n{listing}")
-    return ModelFolder(path, config, metrics, training_config, processor_config, remote_code_files,
-                       (path / SAMPLES_NAME).is_file(), components)
+    folder = ModelFolder(path, config, metrics, training_config, processor_config, remote_code_files,
+                         (path / SAMPLES_NAME).is_file(), components)
+    folder.files_to_share()  # a needed file that is a link is refused now, before any request
+    return folder
 
 
 def is_builtin_model_type(model_type: str | None) -> bool:
