@@ -6,6 +6,7 @@ details and quiet logs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -70,7 +71,8 @@ def _pipeline_folder(folder: Path, num_classes: int = 3) -> Path:
     (folder / "transformer").mkdir(parents=True)
     (folder / "scheduler").mkdir()
     labels = {str(i): f"class {i}" for i in range(num_classes)}
-    index = {"_class_name": "TinyPipeline", "transformer": ["tiny", "TinyModel"], "scheduler": ["diffusers", "DDPMScheduler"]}
+    index = {"_class_name": "TinyPipeline", "transformer": ["tiny", "TinyModel"],
+             "scheduler": ["diffusers", "DDPMScheduler"]}
     (folder / "model_index.json").write_text(json.dumps(index))
     (folder / "transformer" / "config.json").write_text(json.dumps(
         {"model_type": "tiny", "num_classes": num_classes, "id2label": labels, "hidden_size": 4}))
@@ -127,8 +129,8 @@ def test_hidden_folders_and_stray_files_inside_pipeline_components_stay_local(on
     (folder / "transformer" / "link.py").unlink()
     push_to_hub(folder, f"{ORG}/pipeline")
     assert _files_of(online, f"{ORG}/pipeline") == {
-        ".gitattributes", "README.md", "model_index.json", "pipeline_tiny.py", "metrics.json", "transformer/config.json",
-        "transformer/model.safetensors", "scheduler/scheduler_config.json"}
+        ".gitattributes", "README.md", "model_index.json", "pipeline_tiny.py", "metrics.json",
+        "transformer/config.json", "transformer/model.safetensors", "scheduler/scheduler_config.json"}
 
 
 def test_a_needed_file_that_is_a_link_is_refused_before_any_request(online, models, tmp_path):
@@ -152,7 +154,8 @@ def test_tokenizer_hub_id_must_be_the_tokenizer_the_classifier_was_trained_on(on
     assert not online.store.exists(f"{ORG}/vit-wrong"), "refused before anything was uploaded"
 
     push_to_hub(models["classifier"], f"{ORG}/vit-right", tokenizer_hub_id=f"{ORG}/right-tokenizer")
-    assert _pushed_json(online, f"{ORG}/vit-right", "config.json")["tokenizer_name_or_path"] == f"{ORG}/right-tokenizer"
+    pushed_config = _pushed_json(online, f"{ORG}/vit-right", "config.json")
+    assert pushed_config["tokenizer_name_or_path"] == f"{ORG}/right-tokenizer"
 
 
 def test_a_classifier_whose_tokenizer_folder_is_gone_cannot_be_checked(online, models, tmp_path):
@@ -229,7 +232,8 @@ def test_pushing_a_new_tokenizer_version_keeps_its_list_of_models(online, models
 
 
 def test_entries_written_with_the_tokenizer_name_its_revision_once_it_moves(models):
-    card = render_model_card(load_model_folder(models["tokenizer"]), "org/t", dependents=[("org/vit", "classifier")]).content
+    folder = load_model_folder(models["tokenizer"])
+    card = render_model_card(folder, "org/t", dependents=[("org/vit", "classifier")]).content
     assert "- [org/vit](https://huggingface.co/org/vit): image classifier, trained on this revision" in card
     assert dependent_entries(card, current_revision="abc123") == [
         "- [org/vit](https://huggingface.co/org/vit): image classifier, trained on revision `abc123`"]
@@ -240,7 +244,7 @@ def test_entries_written_with_the_tokenizer_name_its_revision_once_it_moves(mode
 # ------------------------------------------------------------------------------------------- the command
 
 
-def test_push_command_takes_hub_token_and_reports_errors_in_the_readme_form(online, models, monkeypatch, capsys):
+def test_push_command_takes_hub_token_and_reports_errors_in_the_readme_form(online, models, monkeypatch):
     from hf_vq.cli import main
 
     monkeypatch.delenv("HF_TOKEN")
@@ -251,9 +255,9 @@ def test_push_command_takes_hub_token_and_reports_errors_in_the_readme_form(onli
         main(["push", "--model_dir", str(models["tokenizer"]), "--hub_model_id", f"{ORG}/x", "--hub_token", "hf_bad"])
     with pytest.raises(SystemExit, match="^hf-vq push: error: Model folder .* does not exist"):
         main(["push", "--model_dir", "/no/such/folder", "--hub_model_id", f"{ORG}/x", "--hub_token", TOKEN])
-    monkeypatch.setenv("HF_VQ_DEBUG", "1")  # --debug: the exception itself, with its traceback
-    with pytest.raises(IncompleteModelFolderError):
-        main(["push", "--model_dir", "/no/such/folder", "--hub_model_id", f"{ORG}/x", "--hub_token", TOKEN])
+    monkeypatch.setenv("HF_VQ_DEBUG", "0")  # restored after the test: --debug sets it for the command's depths
+    with pytest.raises(IncompleteModelFolderError):  # --debug: the exception itself, with its traceback
+        main(["push", "--model_dir", "/no/such/folder", "--hub_model_id", f"{ORG}/x", "--hub_token", TOKEN, "--debug"])
 
 
 def test_push_set_errors_have_the_same_form(online):
@@ -282,7 +286,8 @@ def test_class_conditional_prior_card_is_not_tagged_unconditional(tmp_path):
     assert conditional.data.pipeline_tag is None
     assert "class-conditional-image-generation" in conditional.data.tags
     assert "unconditional-image-generation" not in conditional.content
-    unconditional = render_model_card(load_model_folder(_pipeline_folder(tmp_path / "free", num_classes=0)), "org/free")
+    free = load_model_folder(_pipeline_folder(tmp_path / "free", num_classes=0))
+    unconditional = render_model_card(free, "org/free")
     assert unconditional.data.pipeline_tag == "unconditional-image-generation"
     assert "class-conditional-image-generation" not in unconditional.data.tags
 
@@ -311,3 +316,16 @@ def test_pipeline_snippets_resolve_a_snapshot_first_so_they_work_offline(tmp_pat
     card = render_model_card(load_model_folder(_pipeline_folder(tmp_path / "prior")), "org/prior")
     assert 'DiffusionPipeline.from_pretrained(snapshot_download("org/prior"), trust_remote_code=True)' in card.text
     assert "HF_HUB_OFFLINE=1" in card.text
+
+
+def test_a_held_out_slice_of_train_is_not_called_test():
+    import datasets
+
+    from hf_vq.training.classifier_loop import evaluated_split_name
+
+    args = argparse.Namespace(train_split="train")
+    train = datasets.Dataset.from_dict({"label": list(range(20))}, split="train")
+    held_out = train.train_test_split(test_size=2, seed=0)["test"].map(lambda row: row)  # as the loop encodes it
+    assert evaluated_split_name(args, held_out.with_format("torch")) == "train (held-out part)"
+    assert evaluated_split_name(args, datasets.Dataset.from_dict({"label": [0]}, split="validation")) == "validation"
+    assert evaluated_split_name(args, None) is None

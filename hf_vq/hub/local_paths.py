@@ -106,4 +106,6 @@ def _is_windows_path(value: str) -> bool:
     return bool(_WINDOWS_DRIVE.match(value)) or "\\" in value
 
 
-__all__ = ["check_no_local_paths", "hub_ids_for", "is_local_path", "rewrite_json_without_local_paths", "without_local_paths"]
+__all__ = [
+    "check_no_local_paths", "hub_ids_for", "is_local_path", "rewrite_json_without_local_paths", "without_local_paths",
+]

@@ -319,7 +319,8 @@ def dependent_line(repo_id: str, kind: str, endpoint: str = HUB_URL, revision: s
     """A tokenizer card's entry for a model built on it: link, kind, and the tokenizer revision it was trained on
     (`revision`; None: the revision this card is pushed with, as in `hf-vq push-set`)."""
     trained_on = f"revision `{revision}`" if revision else THIS_REVISION
-    return f"- [{repo_id}]({endpoint.rstrip('/')}/{repo_id}): {DEPENDENT_LABELS.get(kind, kind)}, trained on {trained_on}"
+    label = DEPENDENT_LABELS.get(kind, kind)
+    return f"- [{repo_id}]({endpoint.rstrip('/')}/{repo_id}): {label}, trained on {trained_on}"
 
 
 def merge_dependent_entries(kept: list[str], new: list[str]) -> list[str]:
@@ -343,8 +344,8 @@ def dependent_entries(card_text: str, current_revision: str | None = None) -> li
 def list_dependent_in_card(
     card_text: str, repo_id: str, kind: str = "classifier", endpoint: str = HUB_URL, revision: str | None = None
 ) -> str:
-    """`card_text` (a tokenizer's card) with `repo_id`, a model of `kind` built on the tokenizer at `revision`, added to
-    its list of dependents (one entry per repo, the newest; kept sorted)."""
+    """`card_text` (a tokenizer's card) with `repo_id`, a model of `kind` built on the tokenizer at `revision`, added
+    to its list of dependents (one entry per repo, the newest; kept sorted)."""
     link = dependent_line(repo_id, kind, endpoint, revision)
     match = _DEPENDENTS_PATTERN.search(card_text)
     if match is None:  # a card not made by hf_vq: append the section

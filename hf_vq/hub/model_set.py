@@ -115,8 +115,10 @@ def push_model_set(
         return _upload_set(api, tokenizer, tokenizer_repo, dependents, linked, token, upload, collection_title)
 
 
-def _upload_set(api: HfApi, tokenizer: SetMember | None, tokenizer_repo: str, dependents: list[SetMember],
-                linked: list[tuple[str, str]], token: str | None, upload: dict, collection_title: str | None) -> PushedSet:
+def _upload_set(
+    api: HfApi, tokenizer: SetMember | None, tokenizer_repo: str, dependents: list[SetMember],
+    linked: list[tuple[str, str]], token: str | None, upload: dict, collection_title: str | None,
+) -> PushedSet:
     """The requests of `push_model_set`, once every folder and card is checked."""
     commits: dict[str, str] = {}
     with hub_errors(api.endpoint):

@@ -97,8 +97,9 @@ def push_to_hub(
     uploaded config names that repo and pins `tokenizer_revision` (default: the tokenizer's current commit), and the
     tokenizer's card is then updated to list it. One whose tokenizer is only a local folder is refused before
     anything is uploaded, and so is one whose `tokenizer_hub_id` is not the tokenizer it was trained on (config and
-    weights compared, see `hf_vq.hub.identity`). Only the allow-listed files are uploaded (`ModelFolder.files_to_share`),
-    and their list is printed. Other libraries' INFO logs are hidden unless `debug` (or `HF_VQ_DEBUG=1`).
+    weights compared, see `hf_vq.hub.identity`). Only the allow-listed files are uploaded
+    (`ModelFolder.files_to_share`), and their list is printed. Other libraries' INFO logs are hidden unless `debug`
+    (or `HF_VQ_DEBUG=1`).
 
     Example:
         >>> push_to_hub("outputs/vqgan", "me/vqgan-fashion-mnist")
@@ -113,9 +114,9 @@ def push_to_hub(
 
 
 def _push_to_hub(
-    model_dir: str | os.PathLike, hub_model_id: str, *, private: bool, revision: str | None, commit_message: str | None,
-    token: str | None, license: str, tokenizer_hub_id: str | None, tokenizer_revision: str | None,  # noqa: A002
-    update_tokenizer_card: bool,
+    model_dir: str | os.PathLike, hub_model_id: str, *, private: bool, revision: str | None,
+    commit_message: str | None, token: str | None, license: str,  # noqa: A002 - the Hub's field name
+    tokenizer_hub_id: str | None, tokenizer_revision: str | None, update_tokenizer_card: bool,
 ) -> str:
     check_repo_id(hub_model_id)
     if tokenizer_hub_id is not None:
@@ -389,7 +390,8 @@ def _tokenizer_fields(folder: ModelFolder, file: Path, tokenizer_hub_id: str | N
 
 
 def list_on_tokenizer_card(
-    api: HfApi, tokenizer_repo: str, dependent_repo: str, kind: str, token: str | None, tokenizer_revision: str | None = None
+    api: HfApi, tokenizer_repo: str, dependent_repo: str, kind: str, token: str | None,
+    tokenizer_revision: str | None = None,
 ) -> bool:
     """Add `dependent_repo` (trained on `tokenizer_revision`) to the tokenizer card's list of models built on it; False
     (with a warning) if not allowed."""
@@ -397,7 +399,8 @@ def list_on_tokenizer_card(
         with hub_errors(api.endpoint):
             card_path = hf_hub_download(tokenizer_repo, "README.md", token=token, endpoint=api.endpoint)
             current = Path(card_path).read_text(encoding="utf-8")
-            updated = list_dependent_in_card(current, dependent_repo, kind, endpoint=api.endpoint, revision=tokenizer_revision)
+            updated = list_dependent_in_card(
+                current, dependent_repo, kind, endpoint=api.endpoint, revision=tokenizer_revision)
             if updated != current:
                 api.upload_file(
                     path_or_fileobj=updated.encode("utf-8"), path_in_repo="README.md", repo_id=tokenizer_repo,
@@ -434,7 +437,8 @@ def add_push_subcommand(subparsers: argparse._SubParsersAction) -> argparse.Argu
 def add_token_flag(parser: argparse.ArgumentParser) -> None:
     """`--hub_token`, as the training commands have it (unless `parser` has it already)."""
     if "--hub_token" not in parser._option_string_actions:
-        parser.add_argument("--hub_token", default=None, help="token to push with (default: HF_TOKEN or `hf auth login`)")
+        parser.add_argument(
+            "--hub_token", default=None, help="token to push with (default: HF_TOKEN or `hf auth login`)")
 
 
 @contextmanager
