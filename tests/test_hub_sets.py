@@ -384,3 +384,33 @@ def test_a_classifier_trained_at_a_tokenizer_revision_keeps_it_when_pushed(onlin
     push_to_hub(trained, f"{ORG}/vit-at-revision")
     assert older != online.store.commits_on(TOKENIZER_REPO)[0]["id"]
     assert _pushed_json(online, f"{ORG}/vit-at-revision", "config.json")["tokenizer_revision"] == older
+
+
+OFFLINE_SCRIPT = textwrap.dedent(
+    """
+    import re, sys
+    sys.modules["hf_vq"] = None
+    from huggingface_hub import ModelCard, constants
+    prior_repo = sys.argv[1]
+    snippet = re.search(r"```python\\n(.*?)```", ModelCard.load(prior_repo).text if not constants.HF_HUB_OFFLINE
+                        else open(sys.argv[2]).read(), re.S).group(1)
+    if not constants.HF_HUB_OFFLINE:
+        open(sys.argv[2], "w").write(ModelCard.load(prior_repo).text)
+    exec(snippet, {})
+    print("SNIPPET OK", constants.HF_HUB_OFFLINE)
+    """
+)
+
+
+def test_the_prior_card_snippet_runs_offline_from_a_warm_cache(hub, pushed, tmp_path):
+    """diffusers asks the Hub for model info even offline; the card resolves a snapshot first, so it works."""
+    (tmp_path / "offline.py").write_text(OFFLINE_SCRIPT)
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "TRANSFORMERS_OFFLINE": "0",
+           "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": ""}
+    for offline in ("0", "1"):  # once online to fill the cache, then offline
+        before = len(hub.requests)
+        result = subprocess.run([sys.executable, "offline.py", PRIOR_REPO, "card.md"], cwd=tmp_path, capture_output=True,
+                                env=env | {"HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline}, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-4000:]
+        assert "SNIPPET OK" in result.stdout
+    assert hub.requests[before:] == [], "the offline run made no request"
