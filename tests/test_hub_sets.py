@@ -409,8 +409,9 @@ def test_the_prior_card_snippet_runs_offline_from_a_warm_cache(hub, pushed, tmp_
            "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": ""}
     for offline in ("0", "1"):  # once online to fill the cache, then offline
         before = len(hub.requests)
-        result = subprocess.run([sys.executable, "offline.py", PRIOR_REPO, "card.md"], cwd=tmp_path, capture_output=True,
-                                env=env | {"HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline}, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "offline.py", PRIOR_REPO, "card.md"], cwd=tmp_path, capture_output=True, text=True,
+            env=env | {"HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline}, timeout=300)
         assert result.returncode == 0, result.stderr[-4000:]
         assert "SNIPPET OK" in result.stdout
     assert hub.requests[before:] == [], "the offline run made no request"
