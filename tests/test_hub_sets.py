@@ -415,3 +415,16 @@ def test_the_prior_card_snippet_runs_offline_from_a_warm_cache(hub, pushed, tmp_
         assert result.returncode == 0, result.stderr[-4000:]
         assert "SNIPPET OK" in result.stdout
     assert hub.requests[before:] == [], "the offline run made no request"
+
+
+def test_a_prior_is_checked_against_the_tokenizer_copy_it_carries(online, pushed, folders):
+    from hf_vq.hub import load_model_folder
+    from hf_vq.hub.errors import TokenizerMismatchError
+    from hf_vq.hub.identity import check_same_tokenizer, local_tokenizer_of
+
+    prior = load_model_folder(folders["prior"])
+    assert local_tokenizer_of(prior) == folders["prior"] / "vqgan", "the tokenizer component, not the transformer"
+    head = online.store.commits_on(TOKENIZER_REPO)[0]["id"]
+    check_same_tokenizer(HfApi(), prior, TOKENIZER_REPO, head, TOKEN)
+    with pytest.raises(TokenizerMismatchError, match="the config and weights differ"):
+        check_same_tokenizer(HfApi(), prior, TOKEN_VIT_REPO, online.store.commits_on(TOKEN_VIT_REPO)[0]["id"], TOKEN)

@@ -20,7 +20,14 @@ from safetensors import safe_open
 
 from .errors import TokenizerMismatchError
 from .local_paths import without_local_paths
-from .model_folder import CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, ModelFolder, looks_like_repo_id
+from .model_folder import (
+    CONFIG_NAME,
+    TOKENIZER_REFERENCE_KEYS,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+    ModelFolder,
+    looks_like_repo_id,
+)
 
 # Config fields that say how or where a model was saved, not what it computes.
 BOOKKEEPING_KEYS = frozenset({"transformers_version", "_name_or_path", "_commit_hash", "dtype", "torch_dtype"})
@@ -30,7 +37,9 @@ def local_tokenizer_of(folder: ModelFolder) -> Path | None:
     """The tokenizer folder a model was trained on, when it is on this machine: a pipeline's own tokenizer component
     (what the pipeline really runs), else the local folder its config names."""
     for name, config in folder.components.items():
-        if "codebook_size" in config and (folder.path / name / CONFIG_NAME).is_file():
+        # the tokenizer has a codebook and names no tokenizer (the prior over its codes has both)
+        reads_a_tokenizer = any(config.get(key) for key in TOKENIZER_REFERENCE_KEYS)
+        if "codebook_size" in config and not reads_a_tokenizer and (folder.path / name / CONFIG_NAME).is_file():
             return folder.path / name
     reference = folder.tokenizer_reference
     if reference and not looks_like_repo_id(reference) and (Path(reference).expanduser() / CONFIG_NAME).is_file():
