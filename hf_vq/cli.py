@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import run_reporting_user_errors
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = vars(args).pop("debug", False)
+    if debug:  # what a command reads deeper down (tracebacks, third-party logs) through debug_requested()
+        os.environ["HF_VQ_DEBUG"] = "1"
     return run_reporting_user_errors(f"hf-vq {args.command}", lambda: args.handler(args), debug=debug)
 
 

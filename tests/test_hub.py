@@ -429,7 +429,7 @@ def test_cli_push_subcommand(online, folders, capsys):
     assert f"{ORG}/from-cli" in capsys.readouterr().out
     assert online.store.commits_on(f"{ORG}/from-cli")[0]["message"] == "from the CLI" and url
     bad = parser.parse_args(["push", "--model_dir", str(folders["classifier"]), "--hub_model_id", "nope"])
-    with pytest.raises(SystemExit, match="hf-vq push: Invalid --hub_model_id 'nope'"):
+    with pytest.raises(SystemExit, match="hf-vq push: error: Invalid --hub_model_id 'nope'"):  # the README's form
         bad.handler(bad)
 
 

@@ -165,7 +165,8 @@ def test_cards_link_both_ways_and_the_collection_groups_the_set(online, pushed):
     assert f"[{PRIOR_REPO}]({online.url}/{PRIOR_REPO}): class-conditional image generation" in tokenizer_card.text
     prior_card = ModelCard.load(PRIOR_REPO)
     assert prior_card.data.base_model == TOKENIZER_REPO and prior_card.data.library_name == "diffusers"
-    assert prior_card.data.pipeline_tag == "unconditional-image-generation" and "class-conditional" in prior_card.data.tags
+    # class-conditional: no Hub task fits, and "unconditional-image-generation" would be wrong (issue 24)
+    assert prior_card.data.pipeline_tag is None and "class-conditional-image-generation" in prior_card.data.tags
     assert [r.metric_type for r in prior_card.data.eval_results][:3] == ["conditional_accuracy", "real_accuracy",
                                                                           "relative_conditional_accuracy"]
     assert "Classes (the `class_labels` it takes, in order): T-shirt/top, Trouser, Pullover." in prior_card.text
@@ -383,3 +384,47 @@ def test_a_classifier_trained_at_a_tokenizer_revision_keeps_it_when_pushed(onlin
     push_to_hub(trained, f"{ORG}/vit-at-revision")
     assert older != online.store.commits_on(TOKENIZER_REPO)[0]["id"]
     assert _pushed_json(online, f"{ORG}/vit-at-revision", "config.json")["tokenizer_revision"] == older
+
+
+OFFLINE_SCRIPT = textwrap.dedent(
+    """
+    import re, sys
+    sys.modules["hf_vq"] = None
+    from huggingface_hub import ModelCard, constants
+    prior_repo = sys.argv[1]
+    snippet = re.search(r"```python\\n(.*?)```", ModelCard.load(prior_repo).text if not constants.HF_HUB_OFFLINE
+                        else open(sys.argv[2]).read(), re.S).group(1)
+    if not constants.HF_HUB_OFFLINE:
+        open(sys.argv[2], "w").write(ModelCard.load(prior_repo).text)
+    exec(snippet, {})
+    print("SNIPPET OK", constants.HF_HUB_OFFLINE)
+    """
+)
+
+
+def test_the_prior_card_snippet_runs_offline_from_a_warm_cache(hub, pushed, tmp_path):
+    """diffusers asks the Hub for model info even offline; the card resolves a snapshot first, so it works."""
+    (tmp_path / "offline.py").write_text(OFFLINE_SCRIPT)
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "TRANSFORMERS_OFFLINE": "0",
+           "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": ""}
+    for offline in ("0", "1"):  # once online to fill the cache, then offline
+        before = len(hub.requests)
+        result = subprocess.run(
+            [sys.executable, "offline.py", PRIOR_REPO, "card.md"], cwd=tmp_path, capture_output=True, text=True,
+            env=env | {"HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline}, timeout=300)
+        assert result.returncode == 0, result.stderr[-4000:]
+        assert "SNIPPET OK" in result.stdout
+    assert hub.requests[before:] == [], "the offline run made no request"
+
+
+def test_a_prior_is_checked_against_the_tokenizer_copy_it_carries(online, pushed, folders):
+    from hf_vq.hub import load_model_folder
+    from hf_vq.hub.errors import TokenizerMismatchError
+    from hf_vq.hub.identity import check_same_tokenizer, local_tokenizer_of
+
+    prior = load_model_folder(folders["prior"])
+    assert local_tokenizer_of(prior) == folders["prior"] / "vqgan", "the tokenizer component, not the transformer"
+    head = online.store.commits_on(TOKENIZER_REPO)[0]["id"]
+    check_same_tokenizer(HfApi(), prior, TOKENIZER_REPO, head, TOKEN)
+    with pytest.raises(TokenizerMismatchError, match="the config and weights differ"):
+        check_same_tokenizer(HfApi(), prior, TOKEN_VIT_REPO, online.store.commits_on(TOKEN_VIT_REPO)[0]["id"], TOKEN)

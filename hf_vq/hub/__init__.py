@@ -34,8 +34,11 @@ The model-folder contract (what a training run leaves in its output folder, and 
 - A generation pipeline (a prior) is a diffusers folder: `model_index.json` and one subfolder per
   component, with metrics.json and samples.png at the top.
 
-Other files in the folder (checkpoints, logs, a README.md) are not pushed; the card is generated. The
-uploaded JSON files carry no local paths (a path becomes the Hub id of the model it names, or its last
+A push uploads exactly these (an allow-list, `model_folder.SHARED_NAMES`, plus the shards an index names and
+`*.py` code), at the top and in each pipeline component: other files (checkpoints, logs, a README.md, a stray
+credentials.yaml), hidden files and folders at any depth, and symbolic links are never uploaded (a link with a
+needed name stops the push); what went up and what stayed is printed. The card is generated. The uploaded JSON
+files carry no local paths (a path, absolute or relative, becomes the Hub id of the model it names, or its last
 component), and the upload is refused if a local folder's path is still in any uploaded text file.
 """
 
@@ -48,6 +51,7 @@ from .errors import (
     LocalTokenizerError,
     MissingTokenError,
     OfflineModeError,
+    TokenizerMismatchError,
 )
 from .model_card import listed_dependents, render_model_card, validate_card_metadata
 from .model_folder import ModelFolder, load_model_folder
@@ -72,6 +76,7 @@ __all__ = [
     "ModelFolder",
     "OfflineModeError",
     "PushedSet",
+    "TokenizerMismatchError",
     "add_hub_arguments",
     "add_push_set_subcommand",
     "add_push_subcommand",

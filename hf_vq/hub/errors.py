@@ -35,3 +35,7 @@ class InvalidCardMetadataError(HubPushError, ValueError):
 
 class LocalTokenizerError(HubPushError):
     """A classifier or prior names a tokenizer that is not on the Hub: pushed alone it could not be used."""
+
+
+class TokenizerMismatchError(HubPushError):
+    """`--tokenizer_hub_id` names a tokenizer that is not the one the classifier or prior was trained on."""

@@ -35,6 +35,7 @@ HUB_URL = "https://huggingface.co"
 DEPENDENTS_START = "<!-- hf_vq:dependents:start -->"
 DEPENDENTS_END = "<!-- hf_vq:dependents:end -->"
 NO_DEPENDENTS_YET = "None published yet."
+THIS_REVISION = "this revision"
 # How a model built on a tokenizer is described in the tokenizer card's list, by the kind of its folder.
 DEPENDENT_LABELS = {"classifier": "image classifier", "prior": "class-conditional image generation", "model": "model"}
 # Local names of datasets that are on the Hub under another id: (Hub id, subset).
@@ -98,14 +99,17 @@ COMPUTE_KEYS = (("hardware", "Hardware"), ("num_processes", "Processes"), ("mixe
                 ("train_hours", "Training time (h)"))
 SECRET_KEY = re.compile(r"(^|_)(token|password|secret|api_key)$", re.I)
 # A class-conditional prior generates images from a class label, not from text and not from nothing: the Hub has no
-# task of its own for that, and puts class-conditional models (DiT, MaskGIT on ImageNet classes) under
-# "unconditional-image-generation"; the tags say "class-conditional".
+# task of its own for that, so its card has no pipeline tag (calling it "unconditional-image-generation" would be
+# wrong) and its tags say "class-conditional-image-generation". A prior without classes is unconditional.
 PIPELINE_TAGS = {"tokenizer": "image-feature-extraction", "classifier": "image-classification",
                  "prior": "unconditional-image-generation", "model": None}
+CLASS_CONDITIONAL_TAGS = ["class-conditional", "class-conditional-image-generation"]
+# Top-k accuracy with k at least the number of classes is 1 whatever the model does: not worth reporting.
+TOP5_MIN_CLASSES = 6
 KIND_TAGS = {
     "tokenizer": ["hf_vq", "image-tokenizer", "vqgan", "vector-quantization"],
     "classifier": ["hf_vq", "image-classification", "image-tokens"],
-    "prior": ["hf_vq", "class-conditional", "image-generation", "image-tokens", "masked-generative-transformer"],
+    "prior": ["hf_vq", "image-generation", "image-tokens", "masked-generative-transformer"],
     "model": ["hf_vq"],
 }
 # The Hub's license identifiers most likely here; anything else must be "other" with a name and a link.
@@ -131,12 +135,14 @@ def render_model_card(
     dependents: list[tuple[str, str]] | None = None,
     endpoint: str = HUB_URL,
     template_dir: str | Path | None = None,
+    kept_dependents: list[str] = (),
 ) -> ModelCard:
     """The card of `folder` as it will be pushed to `hub_model_id`, metadata checked.
 
     `tokenizer_hub_id` / `tokenizer_revision`: where a classifier or prior finds its tokenizer on the Hub (else its
-    config's reference, which must then be a Hub id). `dependents`: (repo id, kind) of models built on a tokenizer,
-    listed on its card.
+    config's reference, which must then be a Hub id). `dependents`: (repo id, kind) of models built on a tokenizer
+    and pushed with it, listed on its card as trained on this revision; `kept_dependents`: the entries its card on the
+    Hub lists already (`dependent_entries`), kept.
 
     Example:
         >>> card = render_model_card(load_model_folder("outputs/vqgan"), "me/vqgan-fashion-mnist")
@@ -144,7 +150,9 @@ def render_model_card(
         ('image-feature-extraction', ['psnr', 'ssim', 'codebook_usage', 'perplexity'])
     """
     context = card_context(folder, hub_model_id, tokenizer_hub_id=tokenizer_hub_id, endpoint=endpoint,
-                           tokenizer_revision=tokenizer_revision, dependents=dependents or [])
+                           tokenizer_revision=tokenizer_revision)
+    new_entries = [dependent_line(repo, kind, endpoint) for repo, kind in dependents or []]
+    context["dependent_lines"] = merge_dependent_entries(list(kept_dependents), new_entries)
     card_data = build_card_data(folder, hub_model_id, context, license=license)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
@@ -169,7 +177,6 @@ def card_context(
     tokenizer_hub_id: str | None,
     endpoint: str,
     tokenizer_revision: str | None = None,
-    dependents: list[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Everything the templates show, computed here so that templates stay plain layout."""
     tokenizer = tokenizer_hub_id or folder.tokenizer_reference
@@ -181,7 +188,7 @@ def card_context(
         "endpoint": endpoint.rstrip("/"),
         "kind": folder.kind,
         "model_type": folder.config.get("model_type"),
-        "metrics": measured_metrics(folder.metrics),
+        "metrics": measured_metrics(folder.metrics, num_classes=_num_classes(folder)),
         "dataset": dataset,
         "dataset_on_hub": bool(dataset and looks_like_repo_id(dataset)),
         "subset": subset,
@@ -203,7 +210,6 @@ def card_context(
         "num_channels": image_config.get("num_channels", 3),
         "tokenizer_repo": tokenizer if tokenizer and looks_like_repo_id(tokenizer) else None,
         "tokenizer_revision": tokenizer_revision or folder.config.get("tokenizer_revision"),
-        "dependents": [(repo, DEPENDENT_LABELS.get(kind, kind)) for repo, kind in sorted(dependents)],
         "dependents_start": DEPENDENTS_START,
         "dependents_end": DEPENDENTS_END,
         "no_dependents_yet": NO_DEPENDENTS_YET,
@@ -215,6 +221,8 @@ def build_card_data(folder: ModelFolder, hub_model_id: str, context: dict[str, A
     pipeline_tag = PIPELINE_TAGS[folder.kind]
     dataset = context["dataset"]
     tags = list(KIND_TAGS[folder.kind]) + (["custom_code"] if folder.uses_remote_code else [])
+    if folder.kind == "prior" and is_class_conditional(folder):
+        pipeline_tag, tags = None, tags[:1] + CLASS_CONDITIONAL_TAGS + tags[1:]
     eval_results = None
     if dataset and context["metrics"]:
         # The model-index needs a task and a dataset; without a recorded dataset the metrics stay in the text only.
@@ -232,17 +240,34 @@ def build_card_data(folder: ModelFolder, hub_model_id: str, context: dict[str, A
         pipeline_tag=pipeline_tag,
         tags=tags,
         datasets=[dataset] if context["dataset_on_hub"] else None,
-        base_model=context["tokenizer_repo"] if folder.kind in ("classifier", "prior") else None,
+        base_model=base_model(folder, context),
         model_name=hub_model_id,
         eval_results=eval_results,
         metrics=[metric["key"] for metric in context["metrics"]] or None,
     )
 
 
-def measured_metrics(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The known metrics that the run measured, in display order, each with its value formatted."""
+def base_model(folder: ModelFolder, context: dict[str, Any]) -> str | None:
+    """The Hub model this one is built on: the tokenizer a classifier or prior reads, else the pretrained model the
+    run started from (`--pretrained_model_name_or_path`, e.g. a pixel ViT fine-tuned from a Hub ViT)."""
+    if folder.kind in ("classifier", "prior") and context["tokenizer_repo"]:
+        return context["tokenizer_repo"]
+    pretrained = folder.training_config.get("pretrained_model_name_or_path")
+    return pretrained if isinstance(pretrained, str) and looks_like_repo_id(pretrained) else None
+
+
+def is_class_conditional(folder: ModelFolder) -> bool:
+    """A prior that takes class labels (`num_classes` > 0 in its transformer's config)."""
+    return bool(_prior_config(folder).get("num_classes") or folder.metrics.get("num_classes"))
+
+
+def measured_metrics(metrics: dict[str, Any], num_classes: int | None = None) -> list[dict[str, Any]]:
+    """The known metrics that the run measured, in display order, each with its value formatted (top-5 accuracy only
+    with more than 5 classes: with fewer it is 1 whatever the model)."""
     rows = []
     for spec in METRICS:
+        if spec.key == "top5_accuracy" and num_classes is not None and num_classes < TOP5_MIN_CLASSES:
+            continue
         value = metrics.get(spec.key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
@@ -290,30 +315,61 @@ def validate_card_metadata(card: ModelCard) -> None:
         raise InvalidCardMetadataError("Invalid model card metadata:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def list_dependent_in_card(card_text: str, repo_id: str, kind: str = "classifier", endpoint: str = HUB_URL) -> str:
-    """`card_text` (a tokenizer's card) with `repo_id`, a model of `kind` built on the tokenizer, added to its list
-    of dependents (added once, kept sorted)."""
+def dependent_line(repo_id: str, kind: str, endpoint: str = HUB_URL, revision: str | None = None) -> str:
+    """A tokenizer card's entry for a model built on it: link, kind, and the tokenizer revision it was trained on
+    (`revision`; None: the revision this card is pushed with, as in `hf-vq push-set`)."""
+    trained_on = f"revision `{revision}`" if revision else THIS_REVISION
     label = DEPENDENT_LABELS.get(kind, kind)
-    link = f"- [{repo_id}]({endpoint.rstrip('/')}/{repo_id}): {label}"
-    pattern = re.compile(re.escape(DEPENDENTS_START) + r"\n(.*?)" + re.escape(DEPENDENTS_END), re.S)
-    match = pattern.search(card_text)
+    return f"- [{repo_id}]({endpoint.rstrip('/')}/{repo_id}): {label}, trained on {trained_on}"
+
+
+def merge_dependent_entries(kept: list[str], new: list[str]) -> list[str]:
+    """One entry per repo, sorted; an entry of `new` replaces a kept entry for the same repo."""
+    by_repo = {_entry_repo(line): line for line in kept if _entry_repo(line)}
+    by_repo |= {_entry_repo(line): line for line in new}
+    return [by_repo[repo] for repo in sorted(by_repo)]
+
+
+def dependent_entries(card_text: str, current_revision: str | None = None) -> list[str]:
+    """The entries of a tokenizer card's list of models built on it, as written. With `current_revision` (the commit
+    the card was read at), entries written with that push ("trained on this revision") name it, so that they stay
+    true once the card moves to new weights."""
+    match = _DEPENDENTS_PATTERN.search(card_text)
+    entries = [line for line in match.group(1).splitlines() if line.startswith("- [")] if match else []
+    if current_revision:
+        entries = [line.replace(THIS_REVISION, f"revision `{current_revision}`") for line in entries]
+    return entries
+
+
+def list_dependent_in_card(
+    card_text: str, repo_id: str, kind: str = "classifier", endpoint: str = HUB_URL, revision: str | None = None
+) -> str:
+    """`card_text` (a tokenizer's card) with `repo_id`, a model of `kind` built on the tokenizer at `revision`, added
+    to its list of dependents (one entry per repo, the newest; kept sorted)."""
+    link = dependent_line(repo_id, kind, endpoint, revision)
+    match = _DEPENDENTS_PATTERN.search(card_text)
     if match is None:  # a card not made by hf_vq: append the section
         section = f"\n## Models built on this tokenizer\n\n{DEPENDENTS_START}\n{link}\n{DEPENDENTS_END}\n"
         return card_text.rstrip("\n") + "\n" + section
-    entries = [line for line in match.group(1).splitlines() if line.startswith("- [")]
-    if not any(line.startswith(f"- [{repo_id}]") for line in entries):
-        entries.append(link)
+    entries = dependent_entries(card_text)
+    if not any(_entry_repo(line) == repo_id for line in entries) or revision:
+        entries = merge_dependent_entries(entries, [link])
     body = "\n".join(sorted(entries)) + "\n"
     return card_text[: match.start()] + f"{DEPENDENTS_START}\n{body}{DEPENDENTS_END}" + card_text[match.end():]
 
 
+def _entry_repo(line: str) -> str | None:
+    match = re.match(r"^- \[([^\]]+)\]", line)
+    return match.group(1) if match else None
+
+
 def listed_dependents(card_text: str) -> list[str]:
     """The repo ids in a tokenizer card's list of models built on it."""
-    pattern = re.compile(re.escape(DEPENDENTS_START) + r"\n(.*?)" + re.escape(DEPENDENTS_END), re.S)
-    match = pattern.search(card_text)
+    match = _DEPENDENTS_PATTERN.search(card_text)
     return re.findall(r"^- \[([^\]]+)\]", match.group(1), flags=re.M) if match else []
 
 
+_DEPENDENTS_PATTERN = re.compile(re.escape(DEPENDENTS_START) + r"\n(.*?)" + re.escape(DEPENDENTS_END), re.S)
 _MISSING = object()
 
 
@@ -372,6 +428,13 @@ def _labels(folder: ModelFolder) -> list[str]:
     if folder.is_pipeline and len(id2label) != config.get("num_classes"):
         return []  # transformers' default two labels of a config without classes
     return [id2label[key] for key in sorted(id2label, key=lambda k: int(k))]
+
+
+def _num_classes(folder: ModelFolder) -> int | None:
+    """How many classes a classifier or prior knows (None when the folder does not say)."""
+    config = _prior_config(folder) if folder.is_pipeline else folder.config
+    count = config.get("num_classes") or config.get("num_labels") or len(config.get("id2label") or {})
+    return int(count) if count else None
 
 
 def _compute(folder: ModelFolder) -> list[tuple[str, Any]]:

@@ -27,9 +27,16 @@ SAMPLES_NAME = "samples.png"
 # field that pins its revision (a commit id, written at push time).
 TOKENIZER_REFERENCE_KEYS = ("tokenizer_name_or_path",)
 TOKENIZER_REVISION_KEY = "tokenizer_revision"
-# Files a model repo needs or documents; anything else in the folder (checkpoints, logs, optimizer
-# states) stays local. README.md is not listed: the card is always generated afresh.
-SHARED_SUFFIXES = (".json", ".safetensors", ".py", ".yaml", ".yml", ".png", ".txt", ".jinja")
+# What a push uploads: an explicit allow-list of what the artifact needs (weights, configs, processor, code, metrics,
+# sample image). Anything else in the folder (checkpoints, logs, optimizer states, notes, a stray credentials.yaml)
+# stays local, as do symbolic links (their target could be any file of the machine) and hidden files or folders at
+# any depth (`.ipynb_checkpoints/`, `.cache/`). README.md is not listed: the card is always generated afresh.
+SHARED_NAMES = frozenset({
+    CONFIG_NAME, PIPELINE_INDEX_NAME, WEIGHTS_NAME, DIFFUSERS_WEIGHTS_NAME, WEIGHTS_INDEX_NAME,
+    "diffusion_pytorch_model.safetensors.index.json", PROCESSOR_NAME, METRICS_NAME, *TRAINING_CONFIG_NAMES,
+    SAMPLES_NAME, "generation_config.json", "scheduler_config.json",
+})
+CODE_SUFFIX = ".py"  # remote code: the modules `trust_remote_code=True` imports (and the ones they import)
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
@@ -90,15 +97,64 @@ class ModelFolder:
         return any(config.get("auto_map") for config in configs) or bool(self.remote_code_files)
 
     def files_to_share(self) -> list[Path]:
-        """Paths relative to the folder: the top-level files, and each pipeline component's subfolder."""
-        files = [Path(p.name) for p in self.path.iterdir() if _shareable(p)]
-        for name in self.components:
-            files += [p.relative_to(self.path) for p in sorted((self.path / name).rglob("*")) if _shareable(p)]
-        return sorted(files)
+        """Paths relative to the folder of the files a push uploads (see `SHARED_NAMES`): the allow-listed files at the
+        top and in each pipeline component's subfolder, and the weight shards an index names.
+
+        Raises IncompleteModelFolderError when a file the artifact needs is a symbolic link: uploading its target
+        could publish any file of the machine, and leaving it out would publish a model that does not load.
+        """
+        shared, links = [], []
+        for folder in [self.path, *(self.path / name for name in sorted(self.components))]:
+            if folder.is_symlink():
+                links.append(folder.relative_to(self.path))
+                continue
+            allowed = SHARED_NAMES | _shard_names(folder)
+            for entry in sorted(folder.iterdir()):
+                if not _is_shared(entry, allowed):
+                    continue
+                (links if entry.is_symlink() else shared).append(entry.relative_to(self.path))
+        if links:
+            raise IncompleteModelFolderError(
+                f"Model folder {str(self.path)!r} cannot be pushed: " + ", ".join(map(str, links)) + " is a symbolic "
+                "link, and a push never uploads one (its target could be any file of this machine). Replace it by a "
+                "copy of what it points to (`cp --remove-destination \"$(readlink -f LINK)\" LINK`), then push again."
+            )
+        return sorted(shared)
+
+    def files_left_out(self) -> list[Path]:
+        """Paths relative to the folder of the files and folders (each counted once) that a push leaves here."""
+        shared = set(self.files_to_share())
+        components = {Path(name) for name in self.components}
+        left_out = []
+        for folder in [self.path, *(self.path / name for name in sorted(self.components))]:
+            for entry in sorted(folder.iterdir()):
+                relative = entry.relative_to(self.path)
+                if relative not in shared and relative not in components:
+                    left_out.append(relative)
+        return left_out
 
 
-def _shareable(path: Path) -> bool:
-    return path.is_file() and path.suffix in SHARED_SUFFIXES and not path.name.startswith(".") and path.name != "README.md"
+def _is_shared(entry: Path, allowed: frozenset[str] | set[str]) -> bool:
+    """An allow-listed file name (or code), not hidden; a link is reported by the caller, never followed."""
+    if entry.name.startswith(".") or entry.name == "README.md":
+        return False
+    if not (entry.is_symlink() or entry.is_file()):
+        return False  # a folder: only pipeline components' folders are read, by name
+    return entry.name in allowed or entry.suffix == CODE_SUFFIX
+
+
+def _shard_names(folder: Path) -> set[str]:
+    """The weight files a sharded checkpoint's index names (`model-00001-of-00002.safetensors`...)."""
+    names: set[str] = set()
+    for index_name in (WEIGHTS_INDEX_NAME, "diffusion_pytorch_model.safetensors.index.json"):
+        index = folder / index_name
+        if index.is_file() and not index.is_symlink():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map") or {}
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                continue
+            names |= {Path(str(file)).name for file in weight_map.values() if str(file).endswith(".safetensors")}
+    return names
 
 
 def looks_like_repo_id(value: str) -> bool:
@@ -134,8 +190,10 @@ def load_model_folder(model_dir: str | Path) -> ModelFolder:
     if problems:
         listing = "\n".join(f"  - {problem}" for problem in problems)
         raise IncompleteModelFolderError(f"Model folder {str(path)!r} cannot be pushed:\n{listing}")
-    return ModelFolder(path, config, metrics, training_config, processor_config, remote_code_files,
-                       (path / SAMPLES_NAME).is_file(), components)
+    folder = ModelFolder(path, config, metrics, training_config, processor_config, remote_code_files,
+                         (path / SAMPLES_NAME).is_file(), components)
+    folder.files_to_share()  # a needed file that is a link is refused now, before any request
+    return folder
 
 
 def is_builtin_model_type(model_type: str | None) -> bool:

@@ -25,6 +25,7 @@ from .errors import HubPushError, InvalidRepoIdError, LocalTokenizerError
 from .model_folder import ModelFolder, load_model_folder, looks_like_repo_id
 from .push import (
     _add_common_hub_flags,
+    add_token_flag,
     check_repo_id,
     check_token,
     current_revision,
@@ -32,8 +33,11 @@ from .push import (
     hub_revision,
     list_on_tokenizer_card,
     render_shared_card,
+    reported_as,
     upload_model_folder,
 )
+from .identity import check_same_tokenizer
+from .logs import quiet_third_party_logs
 
 FOLDER_KINDS = {"tokenizer": "--tokenizer_dir", "classifier": "--classifier_dirs", "prior": "--prior_dirs"}
 
@@ -107,6 +111,15 @@ def push_model_set(
         render_shared_card(member.folder, member.repo_id, tokenizer_hub_id=tokenizer_repo if member.reads_tokenizer else None, **common)
 
     upload = {"private": private, "revision": revision, "commit_message": commit_message, "license": license, "hub_ids": hub_ids}
+    with quiet_third_party_logs():
+        return _upload_set(api, tokenizer, tokenizer_repo, dependents, linked, token, upload, collection_title)
+
+
+def _upload_set(
+    api: HfApi, tokenizer: SetMember | None, tokenizer_repo: str, dependents: list[SetMember],
+    linked: list[tuple[str, str]], token: str | None, upload: dict, collection_title: str | None,
+) -> PushedSet:
+    """The requests of `push_model_set`, once every folder and card is checked."""
     commits: dict[str, str] = {}
     with hub_errors(api.endpoint):
         for repo_id in [member.repo_id for member in ([tokenizer] if tokenizer else []) + dependents]:
@@ -116,12 +129,15 @@ def push_model_set(
             commits[tokenizer.repo_id], tokenizer_revision = commit.commit_url, commit.oid
         else:
             tokenizer_revision = current_revision(api, tokenizer_repo, token, dependent=", ".join(m.repo_id for m in dependents))
+            for member in dependents:
+                if member.reads_tokenizer:
+                    check_same_tokenizer(api, member.folder, tokenizer_repo, tokenizer_revision, token)
         for member in dependents:
             pin = {"tokenizer_hub_id": tokenizer_repo, "tokenizer_revision": tokenizer_revision} if member.reads_tokenizer else {}
             commits[member.repo_id] = upload_model_folder(api, member.folder, member.repo_id, token=token, **pin, **upload).commit_url
     if tokenizer is None:
         for repo_id, kind in linked:
-            list_on_tokenizer_card(api, tokenizer_repo, repo_id, kind, token)
+            list_on_tokenizer_card(api, tokenizer_repo, repo_id, kind, token, tokenizer_revision)
     collection_url = None
     if collection_title:
         collection_url = add_to_collection(api, collection_title, [tokenizer_repo, *[m.repo_id for m in dependents]], token)
@@ -216,21 +232,18 @@ def add_push_set_subcommand(subparsers: argparse._SubParsersAction) -> argparse.
     parser.add_argument("--hub_namespace", default=None, help="user or organisation to push to; repo names default to folder names")
     parser.add_argument("--collection", default=None, metavar="TITLE", help="also group the set in a Hub collection with this title")
     _add_common_hub_flags(parser)
-    if "--hub_token" not in parser._option_string_actions:
-        parser.add_argument("--hub_token", default=None, help="token to push with (default: HF_TOKEN or `hf auth login`)")
+    add_token_flag(parser)
     parser.set_defaults(handler=run_push_set)
     return parser
 
 
 def run_push_set(args: argparse.Namespace) -> PushedSet:
-    try:
+    with reported_as("hf-vq push-set"):
         pushed = push_model_set(
             args.tokenizer_dir, args.classifier_dirs, args.prior_dirs, hub_namespace=args.hub_namespace,
             tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None), private=args.private, revision=hub_revision(args),
             commit_message=args.commit_message, license=args.license, token=args.hub_token, collection_title=args.collection,
         )
-    except HubPushError as error:
-        raise SystemExit(f"hf-vq push-set: {error}") from error
     print(f"tokenizer {pushed.tokenizer_repo} at revision {pushed.tokenizer_revision}")
     for repo_id, url in pushed.commits.items():
         print(f"pushed {repo_id}: {url}")

@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import ClassVar, Iterator
 
 from huggingface_hub import CommitInfo, HfApi, constants, get_token, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
+from ..errors import debug_requested
 from ..flags import add_flags, flag
 from .errors import (
     HubPushError,
@@ -30,8 +37,10 @@ from .errors import (
     MissingTokenError,
     OfflineModeError,
 )
+from .identity import check_same_tokenizer
 from .local_paths import check_no_local_paths, hub_ids_for, rewrite_json_without_local_paths, without_local_paths
-from .model_card import list_dependent_in_card, render_model_card
+from .logs import quiet_third_party_logs
+from .model_card import dependent_entries, list_dependent_in_card, render_model_card
 from .model_folder import (
     CONFIG_NAME,
     TOKENIZER_REFERENCE_KEYS,
@@ -78,6 +87,7 @@ def push_to_hub(
     tokenizer_hub_id: str | None = None,
     tokenizer_revision: str | None = None,
     update_tokenizer_card: bool = True,
+    debug: bool = False,
 ) -> str:
     """Push the model saved in `model_dir` to `hub_model_id` in one commit and return the commit URL.
 
@@ -86,12 +96,28 @@ def push_to_hub(
     prior is pushed against its tokenizer on the Hub (`tokenizer_hub_id`, or the Hub id its config names): the
     uploaded config names that repo and pins `tokenizer_revision` (default: the tokenizer's current commit), and the
     tokenizer's card is then updated to list it. One whose tokenizer is only a local folder is refused before
-    anything is uploaded.
+    anything is uploaded, and so is one whose `tokenizer_hub_id` is not the tokenizer it was trained on (config and
+    weights compared, see `hf_vq.hub.identity`). Only the allow-listed files are uploaded
+    (`ModelFolder.files_to_share`), and their list is printed. Other libraries' INFO logs are hidden unless `debug`
+    (or `HF_VQ_DEBUG=1`).
 
     Example:
         >>> push_to_hub("outputs/vqgan", "me/vqgan-fashion-mnist")
         'https://huggingface.co/me/vqgan-fashion-mnist/commit/3f0c...'
     """
+    with quiet_third_party_logs(debug):
+        return _push_to_hub(
+            model_dir, hub_model_id, private=private, revision=revision, commit_message=commit_message, token=token,
+            license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
+            update_tokenizer_card=update_tokenizer_card,
+        )
+
+
+def _push_to_hub(
+    model_dir: str | os.PathLike, hub_model_id: str, *, private: bool, revision: str | None,
+    commit_message: str | None, token: str | None, license: str,  # noqa: A002 - the Hub's field name
+    tokenizer_hub_id: str | None, tokenizer_revision: str | None, update_tokenizer_card: bool,
+) -> str:
     check_repo_id(hub_model_id)
     if tokenizer_hub_id is not None:
         check_repo_id(tokenizer_hub_id, flag="--tokenizer_hub_id")
@@ -106,12 +132,14 @@ def push_to_hub(
         token = check_token(api, hub_model_id, token)
         if tokenizer_hub_id and folder.kind in DEPENDENT_KINDS and tokenizer_revision is None:
             tokenizer_revision = current_revision(api, tokenizer_hub_id, token, dependent=hub_model_id)
+        if tokenizer_hub_id and folder.kind in DEPENDENT_KINDS:
+            check_same_tokenizer(api, folder, tokenizer_hub_id, tokenizer_revision, token)
     commit = upload_model_folder(
         api, folder, hub_model_id, token=token, private=private, revision=revision, commit_message=commit_message,
         license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
     )
     if folder.kind in DEPENDENT_KINDS and tokenizer_hub_id and update_tokenizer_card:
-        list_on_tokenizer_card(api, tokenizer_hub_id, hub_model_id, folder.kind, token)
+        list_on_tokenizer_card(api, tokenizer_hub_id, hub_model_id, folder.kind, token, tokenizer_revision)
     return commit.commit_url
 
 
@@ -136,22 +164,51 @@ def upload_model_folder(
     `hub_ids` maps local folders (the models pushed together) to their repos, the tokenizer's by default.
     """
     hub_ids = local_hub_ids(folder, tokenizer_hub_id) if hub_ids is None else hub_ids
+    with hub_errors(api.endpoint):
+        listed = published_dependents(api, hub_model_id, revision, token) if folder.kind == "tokenizer" else []
     card = render_shared_card(
         folder, hub_model_id, license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
-        dependents=dependents, endpoint=api.endpoint, hub_ids=hub_ids,
+        dependents=dependents, kept_dependents=listed, endpoint=api.endpoint, hub_ids=hub_ids,
     )
     with hub_errors(api.endpoint):
         api.create_repo(hub_model_id, token=token, private=private, exist_ok=True)
         if revision and revision != constants.DEFAULT_REVISION:
             api.create_branch(hub_model_id, branch=revision, token=token, exist_ok=True)
         with staged_folder(folder, card.content, tokenizer_hub_id, tokenizer_revision, hub_ids) as staging:
-            return api.upload_folder(
+            uploaded = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
+            commit = api.upload_folder(
                 repo_id=hub_model_id,
                 folder_path=staging,
                 revision=revision,
                 token=token,
                 commit_message=commit_message or f"Upload {folder.kind} with hf_vq",
             )
+    report_upload(folder, hub_model_id, uploaded)
+    return commit
+
+
+def report_upload(folder: ModelFolder, hub_model_id: str, uploaded: list[str]) -> None:
+    """Print what went up (and what stayed local), so a user sees at once what the Hub now holds."""
+    print(f"{hub_model_id}: uploaded {len(uploaded)} files: {', '.join(uploaded)}")
+    left_out = [str(path) + ("/" if (folder.path / path).is_dir() else "") for path in folder.files_left_out()]
+    if left_out:
+        print(f"{hub_model_id}: not uploaded (not part of the model, or hidden, or a link): {', '.join(left_out)}")
+
+
+def published_dependents(api: HfApi, repo_id: str, revision: str | None, token: str | None) -> list[str]:
+    """The entries of the models built on a tokenizer that its card on the Hub lists now (none for a new repo), so
+    that pushing new weights keeps them; an entry written in the same push as the tokenizer ("this revision") is
+    pinned to the commit it was written in."""
+    try:
+        info = api.model_info(repo_id, revision=revision, token=token)
+        card = hf_hub_download(repo_id, "README.md", revision=info.sha, token=token, endpoint=api.endpoint)
+    except (RepositoryNotFoundError, EntryNotFoundError, RevisionNotFoundError):
+        return []
+    except HfHubHTTPError as error:
+        if error.response is not None and error.response.status_code == 404:
+            return []
+        raise
+    return dependent_entries(Path(card).read_text(encoding="utf-8"), current_revision=info.sha)
 
 
 def render_shared_card(
@@ -332,13 +389,18 @@ def _tokenizer_fields(folder: ModelFolder, file: Path, tokenizer_hub_id: str | N
     return fields
 
 
-def list_on_tokenizer_card(api: HfApi, tokenizer_repo: str, dependent_repo: str, kind: str, token: str | None) -> bool:
-    """Add `dependent_repo` to the tokenizer card's list of models built on it; False (with a warning) if not allowed."""
+def list_on_tokenizer_card(
+    api: HfApi, tokenizer_repo: str, dependent_repo: str, kind: str, token: str | None,
+    tokenizer_revision: str | None = None,
+) -> bool:
+    """Add `dependent_repo` (trained on `tokenizer_revision`) to the tokenizer card's list of models built on it; False
+    (with a warning) if not allowed."""
     try:
         with hub_errors(api.endpoint):
             card_path = hf_hub_download(tokenizer_repo, "README.md", token=token, endpoint=api.endpoint)
             current = Path(card_path).read_text(encoding="utf-8")
-            updated = list_dependent_in_card(current, dependent_repo, kind, endpoint=api.endpoint)
+            updated = list_dependent_in_card(
+                current, dependent_repo, kind, endpoint=api.endpoint, revision=tokenizer_revision)
             if updated != current:
                 api.upload_file(
                     path_or_fileobj=updated.encode("utf-8"), path_in_repo="README.md", repo_id=tokenizer_repo,
@@ -367,8 +429,28 @@ def add_push_subcommand(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--model_dir", required=True, help="folder written by save_pretrained (and the training run)")
     parser.add_argument("--hub_model_id", required=True, help="repo to push to, as namespace/name")
     _add_common_hub_flags(parser)
+    add_token_flag(parser)
     parser.set_defaults(handler=run_push)
     return parser
+
+
+def add_token_flag(parser: argparse.ArgumentParser) -> None:
+    """`--hub_token`, as the training commands have it (unless `parser` has it already)."""
+    if "--hub_token" not in parser._option_string_actions:
+        parser.add_argument(
+            "--hub_token", default=None, help="token to push with (default: HF_TOKEN or `hf auth login`)")
+
+
+@contextmanager
+def reported_as(prog: str) -> Iterator[None]:
+    """A push error becomes `<prog>: error: <message>` on one line (the form of every hf-vq command), with exit code
+    1 and no traceback; `--debug` (as HF_VQ_DEBUG) shows the traceback instead."""
+    try:
+        yield
+    except HubPushError as error:
+        if debug_requested():
+            raise
+        raise SystemExit(f"{prog}: error: {' '.join(str(error).split())}") from error
 
 
 def hub_revision(args: argparse.Namespace) -> str | None:
@@ -378,13 +460,12 @@ def hub_revision(args: argparse.Namespace) -> str | None:
 
 
 def run_push(args: argparse.Namespace) -> str:
-    try:
+    with reported_as("hf-vq push"):
         url = push_to_hub(
             args.model_dir, args.hub_model_id, private=args.private, revision=hub_revision(args),
             commit_message=args.commit_message, license=args.license, tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
+            token=getattr(args, "hub_token", None),
         )
-    except HubPushError as error:
-        raise SystemExit(f"hf-vq push: {error}") from error
     print(f"pushed {args.model_dir} to {args.hub_model_id}: {url}")
     return url
 

@@ -234,7 +234,7 @@ def save_final_model(args, accelerator: Accelerator, model, processor, state: Tr
 
 
 def summary(args, accelerator: Accelerator, model, state: TrainingState, data: ClassifierData):
-    split = args.eval_split or ("test" if data.eval is not None else None)
+    split = args.eval_split or evaluated_split_name(args, data.eval)
     return {
         "model_type": args.model_type, "tokenizer": args.tokenizer_name_or_path,
         "dataset": args.dataset_name or args.train_data_dir, "split": split,
@@ -244,6 +244,16 @@ def summary(args, accelerator: Accelerator, model, state: TrainingState, data: C
         "train_batch_size": args.train_batch_size, "train_seconds": round(state.train_seconds, 2),
         "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
     }
+
+
+def evaluated_split_name(args, evaluation) -> str | None:
+    """The name of the split evaluated on when `--eval_split` was not given: the dataset's own test or validation
+    split, or, when none exists and part of the training data was held out (it keeps the train split's name), say so
+    rather than call it "test"."""
+    if evaluation is None:
+        return None
+    name = str(getattr(evaluation, "split", None) or "test")
+    return f"{name} (held-out part)" if name == args.train_split else name
 
 
 def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
