@@ -38,8 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def commands_with_flag(flag: str) -> list[str]:
+    """The `hf-vq` subcommands that take `flag` ("name" or "--name")."""
+    option = flag if flag.startswith("-") else f"--{flag}"
+    subparsers = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    return [name for name, subparser in subparsers.choices.items() if option in subparser._option_string_actions]
+
+
+def unrecognized_flags_message(command: str, unknown: list[str]) -> str:
+    """argparse's "unrecognized arguments", plus the commands that do take each flag of another command."""
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    for option in dict.fromkeys(item.split("=")[0] for item in unknown if item.startswith("--")):
+        owners = [name for name in commands_with_flag(option) if name != command]
+        if owners:
+            message += f"; {option} is a flag of {', '.join(owners)}, not of {command}"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(unrecognized_flags_message(args.command, unknown))
     debug = vars(args).pop("debug", False)
     return run_reporting_user_errors(f"hf-vq {args.command}", lambda: args.handler(args), debug=debug)
 

@@ -12,7 +12,7 @@ from transformers import ViTConfig, ViTForImageClassification
 from hf_vq import VQGANConfig, VQGANModel
 from hf_vq.cli import main as cli_main
 from hf_vq.training.args import ConfigError
-from hf_vq.training.classifier_data import ImageEncoder, MissingLabelsError
+from hf_vq.training.token_data import ImageEncoder, MissingLabelsError
 from hf_vq.training.prior_command import resolve_prior_args, train_prior
 
 from training_helpers import CLASSES, REPO, one_thread, reset_accelerate, write_images
