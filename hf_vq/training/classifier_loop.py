@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..models.token_vit import TokenViTForImageClassification
-from .args import ClassifierTrainingConfig, TokenTrainingConfig
+from .args import ClassifierTrainingConfig
 from .checkpointing import TrainingState
 from .end_of_run import close_run, finish_run, save_final_folder
 from .loop import build_accelerator, resume_if_asked, start_trackers, train_single_model

@@ -11,7 +11,14 @@ import argparse
 import sys
 from typing import Any
 
-from .args import TOKENIZER_COMMAND, TokenizerTrainingConfig, add_command_subparser, parse_args, resolve_args, run_script
+from .args import (
+    TOKENIZER_COMMAND,
+    TokenizerTrainingConfig,
+    add_command_subparser,
+    parse_args,
+    resolve_args,
+    run_script,
+)
 
 __all__ = ["parse_tokenizer_args", "resolve_tokenizer_args", "train", "train_from_config"]
 
@@ -42,13 +49,14 @@ def train_from_config(config: str, **flags: Any) -> dict[str, Any]:
         >>> result = train_from_config("configs/vqgan_fashion_mnist_cpu.yaml", max_train_steps=50)  # doctest: +SKIP
         >>> report(result)  # doctest: +SKIP
     """
-    return train(namespace_from_given({"config": config, **flags}))
+    return train(resolve_tokenizer_args({"config": config, **flags}))
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
+def train(config: TokenizerTrainingConfig) -> dict[str, Any]:
+    """Train a tokenizer (see `tokenizer_loop.train_tokenizer`)."""
     from .tokenizer_loop import train_tokenizer  # torch, accelerate and the model are imported only to train
 
-    return train_tokenizer(args)
+    return train_tokenizer(config)
 
 
 def report(result: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from .discriminator import NLayerDiscriminator
 from .divergence import DivergenceGuard
 from .end_of_run import SAMPLES_FILE, build_ema, close_run, ema_weights, finish_run, save_final_folder
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
+from .loop import TrainingLoop, build_accelerator, clip_and_step, resume_if_asked, start_trackers
 from .losses import (
     LeCamEMA,
     adaptive_generator_weight,
@@ -45,7 +46,6 @@ from .losses import (
     hinge_generator_loss,
     reconstruction_loss,
 )
-from .loop import TrainingLoop, build_accelerator, clip_and_step, resume_if_asked, start_trackers
 from .optimization import build_lr_scheduler
 from .run_summary import run_summary
 from .tracking import log_image_grid
