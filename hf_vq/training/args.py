@@ -113,12 +113,14 @@ class PriorArguments:
 
     prior_type: str = flag(DEFAULT_PRIOR_TYPE, f"kind of prior: {', '.join(PRIOR_SPECS)} (hf_vq/training/priors/)")
     pretrained_model_name_or_path: str | None = flag(
-        None, "start from a saved prior (a model folder of --prior_type, or a pipeline folder whose transformer/ is one) "
+        None, "start from a saved prior (a model folder of --prior_type, or a pipeline folder whose transformer/ is "
+              "one) "
               "instead of the config's model: section; it must have been trained on the same tokenizer")
     label_dropout: float = flag(0.1, "share of class labels replaced by the null class (classifier-free guidance)",
                                 check="[0, 1)")
     num_inference_steps: int = flag(12, "decoding steps of the samples and the evaluation (MaskGIT)", check=">= 1")
-    guidance_scale: float = flag(2.0, "classifier-free guidance of the samples and the evaluation (1: none)", check=">= 0")
+    guidance_scale: float = flag(2.0, "classifier-free guidance of the samples and the evaluation (1: none)",
+                                 check=">= 0")
     temperature: float = flag(1.0, "sampling temperature of the samples and the evaluation", check=">= 0")
     num_sample_images: int = flag(8, "images per class in samples.png (one row per class)", check=">= 0")
     num_eval_images: int = flag(1000, "generated images judged at the end (as many per class), and as many real "
@@ -408,7 +410,8 @@ def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> TrainingCon
         values[name], where[name] = convert(value, specs[name].type, f"--{key}"), f"--{name}"
     for name, spec in specs.items():
         check_bound(values[name], spec.check, where.get(name, f"--{name}"))
-    if model_config is None:  # checked once every flag is known: a flag may choose the model (train-prior's prior_type)
+    # The model: section is checked once every flag is known: a flag may choose the model (train-prior's prior_type).
+    if model_config is None:
         model_config = check_model_section(command.model_config_class_for(values), model_section,
                                            given["config"]) if model_section else {}
     args = command.config_class(**values, model_config=model_config)
@@ -636,8 +639,8 @@ def check_prior_args(config: PriorTrainingConfig) -> None:
     if config.model_config and not config.pretrained_model_name_or_path:
         check_model_config(spec.config_class, config.model_config)
     if config.model_config.get("num_classes") == 0 and config.guidance_scale > 1:
-        raise ConfigError(f"--guidance_scale {config.guidance_scale} needs a class-conditional prior, but the config's model: "
-                          "section sets num_classes: 0 (unconditional): use --guidance_scale 1")
+        raise ConfigError(f"--guidance_scale {config.guidance_scale} needs a class-conditional prior, but the "
+                          "config's model: section sets num_classes: 0 (unconditional): use --guidance_scale 1")
     if config.inception_weights and not os.path.isfile(config.inception_weights):
         raise ConfigError(f"--inception_weights {config.inception_weights!r} is not a file")
 
@@ -657,9 +660,9 @@ PRIOR_DEFAULTS = dict(
 
 PRIOR_COMMAND = TrainingCommand(
     name="train-prior",
-    description="Train a class-conditional token prior (--prior_type; default MaskGIT) over the token grids of a trained "
-                "tokenizer, with Accelerate; the output folder is its generation pipeline. A YAML --config sets "
-                "defaults; flags override it.",
+    description="Train a class-conditional token prior (--prior_type; default MaskGIT) over the token grids of a "
+                "trained tokenizer, with Accelerate; the output folder is its generation pipeline. A YAML --config "
+                "sets defaults; flags override it.",
     groups=(ConfigArguments, TokenCacheArguments, PriorArguments, DataArguments, LabelArguments, OptimizationArguments,
             EMAArguments, RunArguments, ReliabilityArguments, HubArguments),
     config_class=PriorTrainingConfig,

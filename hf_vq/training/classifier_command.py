@@ -50,7 +50,8 @@ def parse_classifier_args(argv: list[str] | None = None) -> ClassifierTrainingCo
     return parse_args(CLASSIFIER_COMMAND, argv)
 
 
-def as_config(args_or_config: ClassifierTrainingConfig | dict[str, Any] | str | os.PathLike) -> ClassifierTrainingConfig:
+def as_config(args_or_config: ClassifierTrainingConfig | dict[str, Any] | str | os.PathLike,
+              ) -> ClassifierTrainingConfig:
     """A checked config from a config (used as is), a dict of flags, or the path of a YAML config."""
     if isinstance(args_or_config, ClassifierTrainingConfig):
         return args_or_config
@@ -66,7 +67,8 @@ def train_classifier(args_or_config: ClassifierTrainingConfig | dict[str, Any] |
     """Tokenize (cached), train, evaluate and save a classifier; returns
     `{"output_dir", "metrics", "metrics_path", "global_step", "is_main_process"}` (absolute paths).
 
-    `args_or_config`: a config from `parse_classifier_args`, a dict of flags (`{"config": ..., "tokenizer_name_or_path":
+    `args_or_config`: a config from `parse_classifier_args`, a dict of flags (`{"config": ...,
+    "tokenizer_name_or_path":
     ..., "max_train_steps": 300}`), or a YAML config path that names the tokenizer and the data itself.
     """
     from .classifier_loop import run_classifier_training  # torch and accelerate are imported only to train

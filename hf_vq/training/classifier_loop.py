@@ -50,7 +50,8 @@ def run_classifier_training(config: ClassifierTrainingConfig) -> dict[str, Any]:
                       f"cached in {data.cache_files}")
     model = build_model(config, tokenizer, processor, data.id2label)
     model.train()
-    optimizer, scheduler, train_loader, max_steps = build_single_model_optimization(config, model, data.train, accelerator.num_processes)
+    optimizer, scheduler, train_loader, max_steps = build_single_model_optimization(
+        config, model, data.train, accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     eval_loader = accelerator.prepare(DataLoader(data.eval, batch_size=config.eval_batch_size)) if data.eval else None
     state = TrainingState()
@@ -58,7 +59,8 @@ def run_classifier_training(config: ClassifierTrainingConfig) -> dict[str, Any]:
     resume_if_asked(config, accelerator, state)
     start_trackers(config, accelerator)
     accelerator.print(run_summary(
-        examples=len(data.train), batch_size_per_process=config.train_batch_size, num_processes=accelerator.num_processes,
+        examples=len(data.train), batch_size_per_process=config.train_batch_size,
+        num_processes=accelerator.num_processes,
         gradient_accumulation_steps=config.gradient_accumulation_steps, max_train_steps=max_steps,
         mixed_precision=accelerator.mixed_precision, start_step=state.global_step, models={config.model_type: model},
     ))
@@ -68,7 +70,8 @@ def run_classifier_training(config: ClassifierTrainingConfig) -> dict[str, Any]:
     return finish(config, accelerator, model, processor, data, state, eval_loader)
 
 
-def build_model(config: ClassifierTrainingConfig, tokenizer: nn.Module, processor, id2label: dict[int, str]) -> nn.Module:
+def build_model(config: ClassifierTrainingConfig, tokenizer: nn.Module, processor,
+                id2label: dict[int, str]) -> nn.Module:
     labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
     if config.model_type == "pixel_vit":
         return build_pixel_vit(config.model_config, tokenizer, processor, labels)

@@ -127,7 +127,8 @@ def final_evaluation(accelerator: Accelerator, evaluate: Callable[[], dict[str, 
         return evaluate()
     except Exception as error:
         if accelerator.is_main_process:
-            write_metrics(output_dir / METRICS_FILE, summary | {"evaluation_error": f"{type(error).__name__}: {error}"})
+            failure = {"evaluation_error": f"{type(error).__name__}: {error}"}
+            write_metrics(output_dir / METRICS_FILE, summary | failure)
         raise FinalEvaluationError(
             f"the final evaluation failed ({type(error).__name__}: {error}); the trained model, its processor and "
             f"the training summary are saved in {output_dir}", str(output_dir),
@@ -174,6 +175,7 @@ def close_run(accelerator: Accelerator) -> None:
 
 
 __all__ = [
-    "METRICS_FILE", "SAMPLES_FILE", "TRAINING_CONFIG_FILE", "build_ema", "close_run", "ema_weights", "final_evaluation",
-    "finish_run", "publish_final_metrics", "save_final_folder", "training_config", "write_json", "write_metrics",
+    "METRICS_FILE", "SAMPLES_FILE", "TRAINING_CONFIG_FILE", "build_ema", "close_run", "ema_weights",
+    "final_evaluation", "finish_run", "publish_final_metrics", "save_final_folder", "training_config", "write_json",
+    "write_metrics",
 ]

@@ -224,7 +224,8 @@ class TrainingLoop:
     DDP's all-reduce). `on_epoch_start(epoch)` lets the data follow the epoch (e.g. seeded random flips).
     """
 
-    def __init__(self, config: TrainingConfig, accelerator: Accelerator, state: TrainingState, train_loader, max_steps: int,
+    def __init__(self, config: TrainingConfig, accelerator: Accelerator, state: TrainingState, train_loader,
+                 max_steps: int,
                  train_batch: TrainBatch, *, evaluate: Evaluate | None = None, scheduler=None,
                  on_epoch_start: Callable[[int], None] | None = None):
         self.config, self.accelerator, self.state = config, accelerator, state
@@ -266,7 +267,8 @@ class TrainingLoop:
             # Weights so large that activations overflow: the model's own input check fires before any loss.
             raise TrainingDivergedError(
                 f"training diverged at step {self.state.global_step + 1}: {error}. Nothing from this state was saved; "
-                f"the last good checkpoint is {describe(last_good_checkpoint(self.config.output_dir))}. Resume from it "
+                "the last good checkpoint is "
+                f"{describe(last_good_checkpoint(self.config.output_dir))}. Resume from it "
                 "with a lower --learning_rate or --max_grad_norm"
             ) from error
 
@@ -329,7 +331,8 @@ def batch_counts(batch: dict) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ one model
 
 
-def clip_and_step(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler, apply: bool = True) -> None:
+def clip_and_step(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
+                  apply: bool = True) -> None:
     """Clip (at the end of an accumulation window, when `--max_grad_norm` > 0), step, and clear the gradients.
     Accelerate's prepared optimizer and scheduler only act at the end of an accumulation window. With
     `apply=False` (a step the divergence guard skips) the gradients are dropped instead of applied; the learning
@@ -359,7 +362,8 @@ def single_model_step(config: TrainingConfig, accelerator: Accelerator, model: n
     return train_batch
 
 
-def train_single_model(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler, train_loader,
+def train_single_model(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
+                       train_loader,
                        state: TrainingState, max_steps: int, compute_loss: ComputeLoss,
                        evaluate: Evaluate | None = None) -> float:
     """Train one prepared model to `max_steps` optimizer steps (see the module's example); returns the seconds

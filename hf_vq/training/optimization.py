@@ -49,8 +49,8 @@ def build_single_model_optimization(config: TrainingConfig, model: nn.Module, tr
     max_steps = config.max_train_steps or config.num_train_epochs * max(
         1, len(train_loader) // (config.gradient_accumulation_steps * num_processes))
     optimizer = torch.optim.AdamW(
-        _decay_groups(model, config.adam_weight_decay), lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-        eps=config.adam_epsilon,
+        _decay_groups(model, config.adam_weight_decay), lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
     )
     scheduler = build_lr_scheduler(config, optimizer, max_steps, num_processes)
     return optimizer, scheduler, train_loader, max_steps
@@ -61,5 +61,6 @@ def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 and "position" not in name and "cls_token" not in name else no_decay).append(parameter)
+            decayed = parameter.ndim >= 2 and "position" not in name and "cls_token" not in name
+            (decay if decayed else no_decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

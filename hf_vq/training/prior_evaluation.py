@@ -98,7 +98,8 @@ def evaluate_pipeline(config: PriorTrainingConfig, spec: TokenPrior, pipeline, d
                                       vqgan_config.num_channels)
         if conditional and judge.num_labels != len(data.id2label):
             raise ValueError(
-                f"the evaluation classifier {config.eval_classifier_name_or_path} knows {judge.num_labels} classes, the "
+                f"the evaluation classifier {config.eval_classifier_name_or_path} knows {judge.num_labels} classes, "
+                "the "
                 f"prior's dataset has {len(data.id2label)}: train the classifier on the same dataset"
             )
     inception = InceptionFeatureExtractor(weights_path=config.inception_weights) if config.inception_weights else None
@@ -160,7 +161,8 @@ def evaluate_saved_pipeline(config: PriorTrainingConfig) -> dict[str, Any]:
     device = torch.device("cpu") if config.cpu or not torch.cuda.is_available() else torch.device("cuda")
     tokenizer, processor = load_tokenizer(config.tokenizer_name_or_path, device, revision=config.revision)
     spec.load_model(config.pretrained_model_name_or_path, tokenizer)  # the same checks as training's
-    pipeline = DiffusionPipeline.from_pretrained(config.pretrained_model_name_or_path, trust_remote_code=True).to(device)
+    pipeline = DiffusionPipeline.from_pretrained(config.pretrained_model_name_or_path, trust_remote_code=True)
+    pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     conditional = pipeline.transformer.config.num_classes > 0
     data = build_prior_data(config, tokenizer, processor, conditional, device)

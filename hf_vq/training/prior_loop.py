@@ -51,13 +51,17 @@ def run_prior_training(config: PriorTrainingConfig) -> dict[str, Any]:
     spec.check_tokenizer(tokenizer)  # before tokenizing the dataset, not after
     record = tokenizer_record(tokenizer, config.tokenizer_name_or_path)
     check_resume_tokenizer(config, record)
-    pretrained = spec.load_model(config.pretrained_model_name_or_path, tokenizer) if config.pretrained_model_name_or_path else None
+    pretrained = None
+    if config.pretrained_model_name_or_path:
+        pretrained = spec.load_model(config.pretrained_model_name_or_path, tokenizer)
     conditional = is_conditional(config, pretrained)
     with accelerator.main_process_first():
         data = build_prior_data(config, tokenizer, processor, conditional, accelerator.device)
     accelerator.print(f"encoded data: {len(data.train)} train / {len(data.eval) if data.eval else 0} eval rows, "
                       f"cached in {data.cache_files}")
-    model = pretrained if pretrained is not None else build_prior(config, spec, tokenizer, data.id2label if conditional else {})
+    model = pretrained
+    if model is None:
+        model = build_prior(config, spec, tokenizer, data.id2label if conditional else {})
     check_classes(model, data.id2label, conditional)
     model.train()
     optimizer, scheduler, train_loader, max_steps = build_single_model_optimization(
@@ -76,7 +80,8 @@ def run_prior_training(config: PriorTrainingConfig) -> dict[str, Any]:
     resume_if_asked(config, accelerator, state)
     start_trackers(config, accelerator)
     accelerator.print(run_summary(
-        examples=len(data.train), batch_size_per_process=config.train_batch_size, num_processes=accelerator.num_processes,
+        examples=len(data.train), batch_size_per_process=config.train_batch_size,
+        num_processes=accelerator.num_processes,
         gradient_accumulation_steps=config.gradient_accumulation_steps, max_train_steps=max_steps,
         models={"prior": model}, mixed_precision=accelerator.mixed_precision, start_step=state.global_step))
     unwrapped = accelerator.unwrap_model(model)
@@ -121,7 +126,8 @@ def check_resume_tokenizer(config: PriorTrainingConfig, record: dict[str, Any]) 
         raise ValueError(
             f"{checkpoint} holds a prior trained on the tokenizer {saved.get('tokenizer_name_or_path')} "
             f"({saved.get('codebook_size')} codes, grid {saved.get('grid')}), but --tokenizer_name_or_path "
-            f"{config.tokenizer_name_or_path} is another tokenizer ({record['codebook_size']} codes, grid {record['grid']}, "
+            f"{config.tokenizer_name_or_path} is another tokenizer ({record['codebook_size']} codes, "
+            f"grid {record['grid']}, "
             "other weights): resume with the tokenizer it was trained on, or train into a new --output_dir"
         )
 

@@ -1,8 +1,8 @@
 """The token cache of the commands that train on a tokenizer's tokens (`train-classifier`, `train-prior`): an HF
 image dataset, tokenized once by a trained tokenizer and cached.
 
-Tokenizing is the expensive part of classifier and prior training (one tokenizer forward per image), and it gives the same
-result every epoch: so `datasets.map` runs it once per split and writes an Arrow file whose name is a hash of
+Tokenizing is the expensive part of classifier and prior training (one tokenizer forward per image), and it gives
+the same result every epoch: so `datasets.map` runs it once per split and writes an Arrow file whose name is a hash of
 everything the result depends on (the source data's fingerprint, the tokenizer's weights, the image transform,
 the label column). A second run with the same inputs opens that file instead of tokenizing again. The pixel-ViT
 reference goes through the same code with `encoder=None` and caches preprocessed pixels instead of tokens.

@@ -114,11 +114,13 @@ def build_model_and_processor(config: TokenizerTrainingConfig) -> tuple[VQGANMod
     return model, processor
 
 
-def build_networks_and_optimizers(config: TokenizerTrainingConfig, model: VQGANModel, accelerator: Accelerator, data: TrainingData):
+def build_networks_and_optimizers(config: TokenizerTrainingConfig, model: VQGANModel, accelerator: Accelerator,
+                                  data: TrainingData):
     discriminator = None
     if config.discriminator_weight > 0:
         discriminator = NLayerDiscriminator(
-            model.config.num_channels, config.discriminator_channels, config.discriminator_layers, config.discriminator_norm
+            model.config.num_channels, config.discriminator_channels, config.discriminator_layers,
+            config.discriminator_norm,
         )
         side = config.resolution or model.config.image_size
         if side < discriminator.minimum_image_size:
@@ -131,11 +133,16 @@ def build_networks_and_optimizers(config: TokenizerTrainingConfig, model: VQGANM
         from .lpips import load_lpips
 
         lpips = load_lpips(config.lpips_weights, cache_dir=config.cache_dir).to(accelerator.device)
-    scale = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes if config.scale_lr else 1
+    scale = 1
+    if config.scale_lr:
+        scale = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
     optimizer_g = _adam(config, model.parameters(), config.learning_rate * scale)
-    optimizer_d = _adam(config, discriminator.parameters(), config.discriminator_learning_rate * scale) if discriminator else None
+    optimizer_d = None
+    if discriminator is not None:
+        optimizer_d = _adam(config, discriminator.parameters(), config.discriminator_learning_rate * scale)
     ema = build_ema(config, model)
-    schedulers = [_scheduler(config, optimizer, accelerator, data) for optimizer in (optimizer_g, optimizer_d) if optimizer]
+    schedulers = [_scheduler(config, optimizer, accelerator, data)
+                  for optimizer in (optimizer_g, optimizer_d) if optimizer]
     prepared = accelerator.prepare(model, optimizer_g, *schedulers, *([discriminator, optimizer_d] if discriminator else []))
     model, optimizer_g, scheduler_g = prepared[:3]
     optimizers, schedulers = [optimizer_g], [scheduler_g]
@@ -171,7 +178,8 @@ def register_checkpoint_state(accelerator: Accelerator, networks: Networks, stat
         accelerator.register_for_checkpointing(networks.lecam)
 
 
-def run_training_loop(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizers, schedulers, data: TrainingData, state) -> float:
+def run_training_loop(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizers, schedulers,
+                      data: TrainingData, state) -> float:
     """Train until `data.max_train_steps` optimizer steps (the shared `TrainingLoop` around `train_step`); returns
     the seconds spent training in this call (evaluation excluded)."""
 
@@ -189,21 +197,25 @@ def run_training_loop(config: TokenizerTrainingConfig, accelerator, networks: Ne
     return loop.run()
 
 
-def train_step(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: Networks, optimizers, schedulers, batch: dict, state) -> dict:
+def train_step(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: Networks, optimizers, schedulers,
+               batch: dict, state) -> dict:
     """One batch: generator update, then discriminator update (once the GAN has started)."""
     pixel_values = batch["pixel_values"].to(accelerator.device)
     gan_active = networks.discriminator is not None and state.global_step >= config.discriminator_start
     models = [networks.generator] + ([networks.discriminator] if networks.discriminator is not None else [])
     with accelerator.accumulate(*models):
-        logs, reconstruction = generator_step(config, accelerator, networks, optimizers[0], schedulers[0], pixel_values, gan_active)
+        logs, reconstruction = generator_step(config, accelerator, networks, optimizers[0], schedulers[0],
+                                              pixel_values, gan_active)
         if gan_active:
-            logs |= discriminator_step(config, accelerator, networks, optimizers[1], schedulers[1], pixel_values, reconstruction)
+            logs |= discriminator_step(config, accelerator, networks, optimizers[1], schedulers[1], pixel_values,
+                                       reconstruction)
     if accelerator.sync_gradients and networks.ema is not None:
         networks.ema.step(accelerator.unwrap_model(networks.generator).parameters())
     return logs
 
 
-def generator_step(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizer, scheduler, pixel_values, gan_active: bool):
+def generator_step(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizer, scheduler,
+                   pixel_values, gan_active: bool):
     generator = networks.generator
     unwrapped = accelerator.unwrap_model(generator)
     with frozen(accelerator, networks.discriminator), accelerator.autocast():
@@ -222,7 +234,8 @@ def generator_step(config: TokenizerTrainingConfig, accelerator, networks: Netwo
             quantizer_weight = unwrapped.config.quantizer_loss_weight
         loss = nll_loss + quantizer_weight * output.quantizer_loss
         if gan_active:
-            gan_loss, gan_logs = adversarial_generator_loss(config, accelerator, networks, unwrapped, reconstruction, nll_loss)
+            gan_loss, gan_logs = adversarial_generator_loss(config, accelerator, networks, unwrapped, reconstruction,
+                                                            nll_loss)
             loss = loss + gan_loss
             logs |= gan_logs
     accelerator.backward(loss)
@@ -238,7 +251,8 @@ def generator_step(config: TokenizerTrainingConfig, accelerator, networks: Netwo
     return logs, reconstruction.detach()
 
 
-def adversarial_generator_loss(config: TokenizerTrainingConfig, accelerator, networks: Networks, unwrapped, reconstruction, nll_loss):
+def adversarial_generator_loss(config: TokenizerTrainingConfig, accelerator, networks: Networks, unwrapped,
+                               reconstruction, nll_loss):
     # The unwrapped discriminator: under DDP, a forward through the wrapper would wait for gradients that a frozen
     # network never produces, and the next discriminator step would fail.
     discriminator = accelerator.unwrap_model(networks.discriminator)
@@ -260,7 +274,8 @@ def last_decoder_layer(model: VQGANModel) -> torch.Tensor:
     return model.decoder.conv_out.weight
 
 
-def discriminator_step(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizer, scheduler, pixel_values, reconstruction) -> dict:
+def discriminator_step(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizer, scheduler,
+                       pixel_values, reconstruction) -> dict:
     discriminator = networks.discriminator
     with accelerator.autocast():
         # One forward over real and fake together: one DDP forward per backward, and equal batch statistics.
@@ -305,7 +320,8 @@ def frozen(accelerator: Accelerator, module: nn.Module | None):
             norm.momentum = momentum
 
 
-def run_evaluation(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: Networks, data: TrainingData, grid_path: Path) -> dict:
+def run_evaluation(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: Networks, data: TrainingData,
+                   grid_path: Path) -> dict:
     """Reconstruction metrics on the held-out split (EMA weights when enabled), each process on its share; the
     main process writes the sample grid. The quantizer runs in eval mode: no codebook updates, no collectives."""
     if data.eval_dataloader is None:
@@ -352,7 +368,8 @@ def finish(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: 
     return result
 
 
-def training_summary(config: TokenizerTrainingConfig, accelerator: Accelerator, state: TrainingState) -> dict[str, Any]:
+def training_summary(config: TokenizerTrainingConfig, accelerator: Accelerator,
+                     state: TrainingState) -> dict[str, Any]:
     """The run's counters; time and throughput are over the whole run, across resumes."""
     train_seconds = state.train_seconds
     device = accelerator.device
