@@ -38,11 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser by name."""
+    return next(action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+
+
 def commands_with_flag(flag: str) -> list[str]:
     """The `hf-vq` subcommands that take `flag` ("name" or "--name")."""
     option = flag if flag.startswith("-") else f"--{flag}"
-    subparsers = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
-    return [name for name, subparser in subparsers.choices.items() if option in subparser._option_string_actions]
+    # argparse has no public listing of a parser's options; `_option_string_actions` is what it parses with.
+    return [name for name, subparser in subcommand_parsers(build_parser()).items()
+            if option in subparser._option_string_actions]
 
 
 def unrecognized_flags_message(command: str, unknown: list[str]) -> str:
@@ -58,9 +64,8 @@ def unrecognized_flags_message(command: str, unknown: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-        subparsers.choices[args.command].error(unrecognized_flags_message(args.command, unknown))
+    if unknown:  # argparse's message, plus the command that has a flag given to the wrong one
+        subcommand_parsers(parser)[args.command].error(unrecognized_flags_message(args.command, unknown))
     debug = vars(args).pop("debug", False)
     return run_reporting_user_errors(f"hf-vq {args.command}", lambda: args.handler(args), debug=debug)
 
