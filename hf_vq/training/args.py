@@ -114,8 +114,7 @@ class PriorArguments:
     prior_type: str = flag(DEFAULT_PRIOR_TYPE, f"kind of prior: {', '.join(PRIOR_SPECS)} (hf_vq/training/priors/)")
     pretrained_model_name_or_path: str | None = flag(
         None, "start from a saved prior (a model folder of --prior_type, or a pipeline folder whose transformer/ is "
-              "one) "
-              "instead of the config's model: section; it must have been trained on the same tokenizer")
+              "one) instead of the config's model: section; it must have been trained on the same tokenizer")
     label_dropout: float = flag(0.1, "share of class labels replaced by the null class (classifier-free guidance)",
                                 check="[0, 1)")
     num_inference_steps: int = flag(12, "decoding steps of the samples and the evaluation (MaskGIT)", check=">= 1")
