@@ -39,8 +39,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser by name."""
+    return next(action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+
+
+def commands_with_flag(flag: str) -> list[str]:
+    """The `hf-vq` subcommands that take `flag` ("name" or "--name")."""
+    option = flag if flag.startswith("-") else f"--{flag}"
+    # argparse has no public listing of a parser's options; `_option_string_actions` is what it parses with.
+    return [name for name, subparser in subcommand_parsers(build_parser()).items()
+            if option in subparser._option_string_actions]
+
+
+def unrecognized_flags_message(command: str, unknown: list[str]) -> str:
+    """argparse's "unrecognized arguments", plus the commands that do take each flag of another command."""
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    for option in dict.fromkeys(item.split("=")[0] for item in unknown if item.startswith("--")):
+        owners = [name for name in commands_with_flag(option) if name != command]
+        if owners:
+            message += f"; {option} is a flag of {', '.join(owners)}, not of {command}"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse's message, plus the command that has a flag given to the wrong one
+        subcommand_parsers(parser)[args.command].error(unrecognized_flags_message(args.command, unknown))
     debug = vars(args).pop("debug", False)
     if debug:  # what a command reads deeper down (tracebacks, third-party logs) through debug_requested()
         os.environ["HF_VQ_DEBUG"] = "1"

@@ -113,7 +113,7 @@ def format_comparison(results: dict[str, dict], codebook_size: int) -> str:
 
 
 def train_demo_tokenizer(args: argparse.Namespace, output_dir: Path) -> dict:
-    from .training import train_from_config
+    from .training.tokenizer_command import train_from_config
 
     print(f"== 2/4 tokenizer: VQGAN on Fashion-MNIST with Accelerate ({TOKENIZER_CONFIG.name}) ==", flush=True)
     flags = {"output_dir": str(output_dir), "seed": args.seed}
@@ -129,7 +129,7 @@ def train_demo_tokenizer(args: argparse.Namespace, output_dir: Path) -> dict:
 
 
 def train_demo_classifier(args: argparse.Namespace, tokenizer_dir: Path, output_dir: Path) -> dict:
-    from .training import train_classifier
+    from .training.classifier_command import train_classifier
 
     print("== 3/4 classifier: a ViT on the tokenizer's token grids ==", flush=True)
     flags = {
@@ -153,7 +153,8 @@ def train_demo_classifier(args: argparse.Namespace, tokenizer_dir: Path, output_
 def train_demo_prior(args: argparse.Namespace, tokenizer_dir: Path, output_dir: Path) -> dict:
     """The pixel ViT that judges the samples (trained once, kept), then the prior on the classifier stage's cached
     tokens (same images, same tokenizer: nothing is tokenized again)."""
-    from .training import train_classifier, train_prior
+    from .training.classifier_command import train_classifier
+    from .training.prior_command import train_prior
 
     print("== 4/4 prior: MaskGIT on the tokenizer's token grids, judged by a pixel ViT ==", flush=True)
     judge_dir = output_dir / "pixel_vit"

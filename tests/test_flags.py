@@ -16,7 +16,19 @@ from huggingface_hub import constants
 
 from hf_vq.cli import build_parser, main
 from hf_vq.errors import ConfigError
-from hf_vq.training.args import CLASSIFIER_COMMAND, LR_SCHEDULERS, TOKENIZER_COMMAND, resolve_args
+from hf_vq.training.args import (
+    CLASSIFIER_COMMAND,
+    LR_SCHEDULERS,
+    PRIOR_COMMAND,
+    TOKENIZER_COMMAND,
+    ClassifierTrainingConfig,
+    OptimizationArguments,
+    PriorTrainingConfig,
+    TokenizerTrainingConfig,
+    TrainingCommand,
+    parse_args,
+    resolve_args,
+)
 
 from training_helpers import TINY_CONFIG, write_images
 
@@ -160,6 +172,42 @@ def test_each_command_lists_only_its_own_flags():
     assert "(default: 0.9)" in classifier and "(default: cosine)" in classifier  # the classifier's own defaults
     push = _help("push")
     assert "--hub_revision" in push and "--revision " not in push
+
+
+def test_a_flag_of_another_command_is_refused_naming_the_command_that_has_it(images, tmp_path, capsys):
+    # Each way in: the hf-vq command line, a script's command line, a dict from Python, a config file's key.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-tokenizer", "--config", TINY_CONFIG, "--train_data_dir", images, "--tokenizer_hub_id", "org/tok"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "--tokenizer_hub_id is a flag of push, push-set, train-classifier, train-prior, not of train-tokenizer" in err
+    with pytest.raises(SystemExit):
+        parse_args(TOKENIZER_COMMAND, ["--train_data_dir", images, "--label_column", "label"])
+    assert "--label_column is a flag of train-classifier, train-prior, not of train-tokenizer" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"--tokenizer_hub_id is a flag of .*train-classifier.*not of train-tokenizer"):
+        resolve_args(TOKENIZER_COMMAND, {"config": TINY_CONFIG, "train_data_dir": images, "tokenizer_hub_id": "org/t"})
+    config = _config(tmp_path, "training:\n  label_dropout: 0.2\n")
+    with pytest.raises(ConfigError, match=r"--label_dropout is a flag of train-prior, not of train-classifier"):
+        resolve_args(CLASSIFIER_COMMAND, {"config": config, "train_data_dir": images, "tokenizer_name_or_path": "org/t"})
+    assert resolve_args(CLASSIFIER_COMMAND, {"train_data_dir": images, "tokenizer_name_or_path": "org/tok",
+                                             "tokenizer_hub_id": "org/tok"}).tokenizer_hub_id == "org/tok"
+
+
+def test_each_command_parses_into_its_typed_config(images):
+    given = {"train_data_dir": images, "tokenizer_name_or_path": "org/tok"}
+    tokenizer = resolve_args(TOKENIZER_COMMAND, {"config": TINY_CONFIG, "train_data_dir": images})
+    classifier, prior = resolve_args(CLASSIFIER_COMMAND, given), resolve_args(PRIOR_COMMAND, given)
+    assert type(tokenizer) is TokenizerTrainingConfig and tokenizer.model_config["codebook_size"] == 32
+    assert type(classifier) is ClassifierTrainingConfig and type(prior) is PriorTrainingConfig
+    assert not hasattr(tokenizer, "tokenizer_hub_id") and not hasattr(classifier, "use_ema")
+    assert (prior.prior_type, prior.learning_rate, prior.model_config) == ("maskgit", 1e-3, {})
+
+
+def test_a_command_whose_config_class_misses_a_group_is_refused():
+    with pytest.raises(TypeError, match=r"differ in \['adam_beta1'"):
+        TrainingCommand("train-x", "x", config_class=TokenizerTrainingConfig,
+                        groups=tuple(group for group in TOKENIZER_COMMAND.groups if group is not OptimizationArguments),
+                        model_config_class=TOKENIZER_COMMAND.model_config_class)
 
 
 def test_lr_scheduler_takes_diffusers_names():

@@ -2,6 +2,7 @@
 resume, an unconditional prior, and inputs that cannot work."""
 
 import json
+from pathlib import Path
 
 import PIL.Image
 import pytest
@@ -12,8 +13,10 @@ from transformers import ViTConfig, ViTForImageClassification
 from hf_vq import VQGANConfig, VQGANModel
 from hf_vq.cli import main as cli_main
 from hf_vq.training.args import ConfigError
-from hf_vq.training.classifier_data import ImageEncoder, MissingLabelsError
 from hf_vq.training.prior_command import resolve_prior_args, train_prior
+from hf_vq.training.priors import PRIOR_SPECS
+from hf_vq.training.priors.maskgit import MaskGITPrior
+from hf_vq.training.token_data import ImageEncoder, MissingLabelsError
 
 from training_helpers import CLASSES, REPO, one_thread, reset_accelerate, write_images
 
@@ -137,6 +140,8 @@ def test_unlabeled_data_needs_an_unconditional_prior(tokenizer_dir, tmp_path):
     ({"num_inference_steps": 0}, "--num_inference_steps must be >= 1"),
     ({"random_flip": True}, "unknown flag --random_flip"),  # tokens are cached once: no augmentation flags
     ({"inception_weights": "/nonexistent/inception.pth"}, "is not a file"),
+    ({"prior_type": "autoregressive"}, r"prior_type 'autoregressive' is not a known prior; valid: maskgit"),
+    ({"prior_type": "maskgi"}, r"did you mean 'maskgit'\?\); valid: maskgit"),
 ])
 def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, image_dir, tmp_path):
     with pytest.raises(ConfigError, match=message):
@@ -162,3 +167,36 @@ def test_a_saved_pipeline_is_judged_again_without_training(tokenizer_dir, image_
     metrics = evaluate_saved_pipeline(args)
     assert json.loads((tmp_path / "judged" / "metrics.json").read_text()) == metrics
     assert metrics["guidance_scale"] == 1.0 and metrics["eval_images"] == 4 and 0 <= metrics["conditional_accuracy"] <= 1
+
+
+class CountingPrior(MaskGITPrior):
+    """A second prior spec, as a new spec file would add one: MaskGIT's parts, counting what the machinery asks."""
+
+    name = "counting"
+    calls: dict[str, int] = {}
+
+    def _count(self, what: str) -> None:
+        CountingPrior.calls[what] = CountingPrior.calls.get(what, 0) + 1
+
+    def build_model(self, *args, **kwargs):
+        self._count("build_model")
+        return super().build_model(*args, **kwargs)
+
+    def training_loss(self, model_config, label_dropout):
+        self._count("training_loss")
+        return super().training_loss(model_config, label_dropout)
+
+    def build_pipeline(self, tokenizer, prior):
+        self._count("build_pipeline")
+        return super().build_pipeline(tokenizer, prior)
+
+
+def test_prior_type_picks_the_spec_the_whole_run_goes_through(tokenizer_dir, image_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(PRIOR_SPECS, "counting", f"{__name__}:CountingPrior")
+    CountingPrior.calls.clear()
+    result = _train(_flags(tokenizer_dir, image_dir, tmp_path, prior_type="counting", max_train_steps=2,
+                           validation_steps=1, num_eval_images=0, num_sample_images=1))
+    # The model, the step's loss (training, then each validation), the saved pipeline: all from the spec chosen.
+    assert CountingPrior.calls == {"build_model": 1, "training_loss": 3, "build_pipeline": 1}
+    assert json.loads((Path(result["output_dir"]) / "training_config.json").read_text())["prior_type"] == "counting"
+    assert {"val_loss", "val_masked_accuracy"} <= set(result["metrics"])

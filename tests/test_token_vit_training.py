@@ -14,8 +14,8 @@ from hf_vq import VQGANImageProcessor, VQGANModel
 from hf_vq.cli import main as cli_main
 from hf_vq.data import ImageTransform
 from hf_vq.training.args import ConfigError
-from hf_vq.training.classifier_data import ImageEncoder, encode_split
 from hf_vq.training.classifier_command import resolve_classifier_args, train_classifier
+from hf_vq.training.token_data import ImageEncoder, encode_split
 
 from training_helpers import CLASSES
 

@@ -17,7 +17,7 @@ from hf_vq.errors import ConfigError
 from hf_vq.models.vqgan.image_size import align_image_size_with_processor, set_image_size
 from hf_vq.training.classifier_command import train_classifier
 from hf_vq.training.prior_command import train_prior
-from hf_vq.training.trainer import build_model_and_processor
+from hf_vq.training.tokenizer_loop import build_model_and_processor
 
 from training_helpers import REPO, one_thread, reset_accelerate, train, training_args
 

@@ -17,10 +17,10 @@ from hf_vq.training import (
     hinge_discriminator_loss,
     hinge_generator_loss,
     load_lpips,
-    parse_training_args,
     reconstruction_loss,
 )
 from hf_vq.training.checkpointing import TrainingState, list_checkpoints, prune_checkpoints, resolve_resume_checkpoint
+from hf_vq.training.tokenizer_command import parse_tokenizer_args
 from hf_vq.training.tracking import JSONLTracker
 
 from training_helpers import TINY_CONFIG, training_args, write_images
@@ -126,13 +126,13 @@ def test_lpips_backbone_missing_names_it(tmp_path):
 
 def test_flags_override_the_config_file(tmp_path):
     from hf_vq.cli import build_parser
-    from hf_vq.training import namespace_from_given
+    from hf_vq.training.tokenizer_command import resolve_tokenizer_args
 
     images = write_images(tmp_path / "images", 2)
     argv = ["--config", TINY_CONFIG, "--train_data_dir", str(images), "--train_batch_size", "2", "--no-random_flip"]
     namespace = build_parser().parse_args(["train-tokenizer", *argv])
     given = {key: value for key, value in vars(namespace).items() if key not in ("handler", "command")}
-    for args in (namespace_from_given(given), parse_training_args(argv)):
+    for args in (resolve_tokenizer_args(given), parse_tokenizer_args(argv)):
         assert args.train_batch_size == 2  # flag beats the file's 4
         assert args.learning_rate == 1e-3  # from the file
         assert args.adam_beta1 == 0.5  # built-in default
@@ -171,7 +171,7 @@ def test_bad_config_files(tmp_path):
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(ConfigError, match=re.escape(messages[name])):
-            parse_training_args(["--config", str(tmp_path / name), "--train_data_dir", images])
+            parse_tokenizer_args(["--config", str(tmp_path / name), "--train_data_dir", images])
     with pytest.raises(ConfigError, match="no model"):
         training_args(tmp_path, config=None, train_data_dir=images, model_config={})
 

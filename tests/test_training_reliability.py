@@ -143,17 +143,17 @@ def test_a_failed_save_keeps_the_previous_checkpoints(image_folder, tmp_path, mo
 
 def _nan_at_call(monkeypatch, call: int):
     """Make the tokenizer's reconstruction loss NaN in its `call`-th training batch (= that optimizer step)."""
-    from hf_vq.training import trainer
+    from hf_vq.training import tokenizer_loop
 
     calls = {"count": 0}
-    real = trainer.reconstruction_loss
+    real = tokenizer_loop.reconstruction_loss
 
     def reconstruction_loss(*args, **kwargs):
         calls["count"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["count"] == call else loss
 
-    monkeypatch.setattr(trainer, "reconstruction_loss", reconstruction_loss)
+    monkeypatch.setattr(tokenizer_loop, "reconstruction_loss", reconstruction_loss)
 
 
 def test_divergence_stops_naming_the_step_and_the_last_good_checkpoint(image_folder, tmp_path, monkeypatch):
@@ -226,12 +226,12 @@ def test_the_guard_stops_a_loss_that_jumps_above_its_running_average():
 
 def test_the_final_model_is_saved_before_a_failing_final_evaluation(image_folder, tmp_path, monkeypatch):
     from hf_vq.models.vqgan import VQGANImageProcessor, VQGANModel
-    from hf_vq.training import trainer
+    from hf_vq.training import tokenizer_loop
 
     def failing_evaluation(*args, **kwargs):
         raise RuntimeError("metric backend crashed")
 
-    monkeypatch.setattr(trainer, "evaluate_reconstructions", failing_evaluation)
+    monkeypatch.setattr(tokenizer_loop, "evaluate_reconstructions", failing_evaluation)
     output_dir = tmp_path / "run"
     with pytest.raises(FinalEvaluationError, match=f"metric backend crashed.*saved in {output_dir}"):
         train(output_dir, train_data_dir=str(image_folder), eval_steps=0, **FAST)

@@ -63,10 +63,10 @@ def write_images(folder: Path, count: int, size: int = 20, mode: str = "RGB", co
 
 
 def training_args(output_dir: Path, **flags: Any):
-    """The namespace `hf-vq train-tokenizer --config configs/vqgan_tiny.yaml ...flags` would give."""
-    from hf_vq.training import namespace_from_given
+    """The config `hf-vq train-tokenizer --config configs/vqgan_tiny.yaml ...flags` would give."""
+    from hf_vq.training.tokenizer_command import resolve_tokenizer_args
 
-    return namespace_from_given({"config": TINY_CONFIG, "output_dir": str(output_dir), "progress_bar": False, **flags})
+    return resolve_tokenizer_args({"config": TINY_CONFIG, "output_dir": str(output_dir), "progress_bar": False, **flags})
 
 
 def reset_accelerate() -> None:
@@ -82,7 +82,7 @@ def train(output_dir: Path, **flags: Any) -> dict:
     every small op wait for the busy other core (measured: 27 s instead of 2 s for the same run)."""
     import torch
 
-    from hf_vq.training import train_tokenizer
+    from hf_vq.training.tokenizer_loop import train_tokenizer
 
     reset_accelerate()
     with one_thread():

@@ -1,14 +1,21 @@
 """The flags and YAML configs of the training commands: one dataclass per group of flags, composed per command.
 
-A command (`TrainingCommand`) is its list of flag groups, its own defaults, the model config class its `model:`
-section is checked against, and its cross-flag checks; `train-tokenizer` and `train-classifier` (and any later
-command) share the parser, the config reading and the checks below. Adding a command is a few lines:
+A command (`TrainingCommand`) is its list of flag groups, the typed config class its parsed flags become (a
+dataclass inheriting those groups: `TokenizerTrainingConfig`, `ClassifierTrainingConfig`, ...), its own defaults,
+the model config class its `model:` section is checked against, and its cross-flag checks; every training command
+shares the parser, the config reading and the checks below, and the loops take the typed config as it is. Adding a
+command is a few lines:
 
-    PRIOR_COMMAND = TrainingCommand(
-        "train-prior", "Train a MaskGIT token prior.", model_config_class="hf_vq.models.maskgit:MaskGITConfig",
-        groups=(ConfigArguments, TokenCacheArguments, PriorArguments, DataArguments, LabelArguments,
-                OptimizationArguments, EMAArguments, RunArguments, ReliabilityArguments, HubArguments),
-        defaults=PRIOR_DEFAULTS, check=check_prior_args)  # PriorArguments: a dataclass of `flag(...)` fields
+    @dataclass
+    class SegmenterTrainingConfig(TokenTrainingConfig, SegmenterArguments):  # SegmenterArguments: `flag(...)`s
+        pass
+
+    SEGMENTER_COMMAND = TrainingCommand(
+        "train-segmenter", "Train a segmenter on token grids.", config_class=SegmenterTrainingConfig,
+        model_config_class="hf_vq.models.segmenter:SegmenterConfig",
+        groups=(ConfigArguments, TokenCacheArguments, SegmenterArguments, DataArguments, LabelArguments,
+                OptimizationArguments, RunArguments, ReliabilityArguments, HubArguments),
+        defaults=SEGMENTER_DEFAULTS, check=check_classifier_args)
 
 A config file has three sections: `model:` (fields of the model config class), `data:` and `training:` (flags of
 the groups whose SECTION they are). Every key is checked (an unknown one is an error naming the nearest valid
@@ -16,8 +23,8 @@ name) and every value converted to its flag's type. Precedence: built-in default
 given on the command line (a given flag wins even when it equals its default).
 
 Example:
-    >>> args = parse_training_args(["--config", "configs/vqgan_tiny.yaml", "--train_data_dir", "images",
-    ...                             "--max_train_steps", "10"])  # doctest: +SKIP
+    >>> args = parse_args(TOKENIZER_COMMAND, ["--config", "configs/vqgan_tiny.yaml", "--train_data_dir", "images",
+    ...                                       "--max_train_steps", "10"])  # doctest: +SKIP
     >>> args.model_config["codebook_size"], args.max_train_steps  # doctest: +SKIP
     (32, 10)
 """
@@ -29,7 +36,8 @@ import dataclasses
 import importlib
 import importlib.util
 import os
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
@@ -38,6 +46,7 @@ import yaml
 from ..errors import ConfigError
 from ..flags import FlagSpec, OneLineErrorParser, add_flags, check_bound, convert, did_you_mean, flag, flag_specs
 from ..hub.push import HubArguments
+from .priors import DEFAULT_PRIOR_TYPE, PRIOR_SPECS, get_prior_spec
 
 CONFIG_SECTIONS = ("model", "data", "training")
 REPORT_TO = ("jsonl", "tensorboard", "wandb", "all", "none")
@@ -49,6 +58,7 @@ ON_DIVERGENCE = ("stop", "skip_step")  # hf_vq/training/divergence.py
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 # The package each tracker of --report_to needs (Accelerate silently skips a tracker whose package is missing).
 TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+SECRET_FLAGS = ("hub_token",)  # never written to trackers, training_config.json or anything else a run leaves
 
 __all__ = ["ConfigError"]  # completed at the end of the file
 
@@ -95,6 +105,33 @@ class ClassifierArguments:
 
 
 @dataclass
+class PriorArguments:
+    """What only the prior's command does: its starting point, label dropout, and the sampling of its samples and
+    of its evaluation."""
+
+    TITLE: ClassVar[str] = "prior training and evaluation"
+
+    prior_type: str = flag(DEFAULT_PRIOR_TYPE, f"kind of prior: {', '.join(PRIOR_SPECS)} (hf_vq/training/priors/)")
+    pretrained_model_name_or_path: str | None = flag(
+        None, "start from a saved prior (a model folder of --prior_type, or a pipeline folder whose transformer/ is "
+              "one) instead of the config's model: section; it must have been trained on the same tokenizer")
+    label_dropout: float = flag(0.1, "share of class labels replaced by the null class (classifier-free guidance)",
+                                check="[0, 1)")
+    num_inference_steps: int = flag(12, "decoding steps of the samples and the evaluation (MaskGIT)", check=">= 1")
+    guidance_scale: float = flag(2.0, "classifier-free guidance of the samples and the evaluation (1: none)",
+                                 check=">= 0")
+    temperature: float = flag(1.0, "sampling temperature of the samples and the evaluation", check=">= 0")
+    num_sample_images: int = flag(8, "images per class in samples.png (one row per class)", check=">= 0")
+    num_eval_images: int = flag(1000, "generated images judged at the end (as many per class), and as many real "
+                                      "held-out images; 0: no generation metrics", check=">= 0")
+    generation_batch_size: int = flag(250, "images generated per pipeline call", check=">= 1")
+    eval_classifier_name_or_path: str | None = flag(
+        None, "pixel classifier judging the samples (`hf-vq train-classifier --model_type pixel_vit`, same data and "
+              "tokenizer): conditional accuracy and classifier-feature FID")
+    inception_weights: str | None = flag(None, "FID Inception weights file: adds Inception FID")
+
+
+@dataclass
 class DataArguments:
     SECTION: ClassVar[str] = "data"
     TITLE: ClassVar[str] = "data"
@@ -122,10 +159,6 @@ class LabelArguments:
     TITLE: ClassVar[str] = "data"
 
     label_column: str = flag("label", "column holding the class labels")
-
-
-# Its earlier name, which train-prior (branch prior-train) imports: the same class, so merging needs no edit there.
-ClassifierDataArguments = LabelArguments
 
 
 @dataclass
@@ -241,23 +274,96 @@ class ReliabilityArguments:
                                           "the first steps) counts as divergence (0: off)", check=">= 0")
 
 
+def without_flags(name: str, group: type, *flags: str) -> type:
+    """The flag group `name`: `group` less `flags` (for a command that must not take them)."""
+    hints = typing.get_type_hints(group)
+    kept = [(item.name, hints[item.name], item) for item in dataclasses.fields(group) if item.name not in flags]
+    reduced = dataclasses.make_dataclass(name, kept)
+    reduced.__module__, reduced.TITLE = __name__, group.TITLE
+    reduced.__doc__ = f"{group.__name__} without {', '.join('--' + flag for flag in flags)}."
+    return reduced
+
+
+# `--tokenizer_hub_id` names the Hub repo of the tokenizer a classifier or prior reads: the tokenizer's own command
+# has none to name.
+TokenizerHubArguments = without_flags("TokenizerHubArguments", HubArguments, "tokenizer_hub_id")
+
+
+# ------------------------------------------------------------------------------------------------ typed configs
+# A command's parsed flags are one object of its config class: the dataclass that inherits the command's flag
+# groups (each a field with its type, default and check), plus the config file's checked `model:` section.
+
+
+@dataclass
+class TrainingConfig(ConfigArguments, DataArguments, OptimizationArguments, RunArguments, ReliabilityArguments):
+    """What every training command has: what the shared machinery (`loop.py`, `end_of_run.py`) reads."""
+
+    model_config: dict[str, Any] = field(default_factory=dict)  # the `model:` section, checked against its class
+
+
+def flag_values(config: TrainingConfig) -> dict[str, Any]:
+    """The config's flags and `model_config` by name, the secret ones (`SECRET_FLAGS`) left out."""
+    return {item.name: getattr(config, item.name) for item in dataclasses.fields(config)
+            if item.name not in SECRET_FLAGS}
+
+
+@dataclass
+class TokenizerTrainingConfig(TrainingConfig, TokenizerModelArguments, AugmentationArguments,
+                              TokenizerTrainingArguments, TokenizerLossArguments, EMAArguments, TokenizerHubArguments):
+    """The flags of `hf-vq train-tokenizer`.
+
+    Example:
+        >>> from hf_vq.training.tokenizer_command import resolve_tokenizer_args
+        >>> config = resolve_tokenizer_args({"config": "configs/vqgan_tiny.yaml",
+        ...                                  "train_data_dir": "images"})  # doctest: +SKIP
+        >>> type(config).__name__, config.learning_rate  # doctest: +SKIP
+        ('TokenizerTrainingConfig', 0.001)
+    """
+
+
+@dataclass
+class TokenTrainingConfig(TrainingConfig, TokenCacheArguments, LabelArguments, HubArguments):
+    """What the commands that train on a tokenizer's cached token grids (classifier, prior) share: what the token
+    cache (`token_data.py`) reads."""
+
+
+@dataclass
+class ClassifierTrainingConfig(TokenTrainingConfig, ClassifierArguments):
+    """The flags of `hf-vq train-classifier`."""
+
+
 # ------------------------------------------------------------------------------------------------ commands
 
 
 @dataclass(frozen=True)
 class TrainingCommand:
-    """A training command: its flag groups (in --help order), its own defaults, the model config class that checks
-    the `model:` section ("module:Class", imported only when a config is read) and its cross-flag checks."""
+    """A training command: its flag groups (in --help order), the typed config class its parsed flags become (the
+    dataclass inheriting those groups), its own defaults, the model config class that checks the `model:` section
+    ("module:Class", imported only when a config is read) and its cross-flag checks."""
 
     name: str
     description: str
     groups: tuple[type, ...]
-    model_config_class: str
+    config_class: type[TrainingConfig]
+    model_config_class: str | Callable[[dict[str, Any]], str]  # or a function of the flags' values giving one
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
-    check: Callable[[argparse.Namespace], None] | None = None
+    check: Callable[[TrainingConfig], None] | None = None
+
+    def __post_init__(self) -> None:
+        # The --help groups and the config class are two lists of the same groups: they must not drift apart.
+        flags = {item.name for item in dataclasses.fields(self.config_class)} - {"model_config"}
+        if flags != set(self.specs()):
+            raise TypeError(f"{self.name}: {self.config_class.__name__} and the command's groups differ in "
+                            f"{sorted(flags ^ set(self.specs()))}")
 
     def specs(self) -> dict[str, FlagSpec]:
         return flag_specs(self.groups)
+
+    def model_config_class_for(self, values: dict[str, Any]) -> str:
+        """"module:Class" of the model config that checks the `model:` section, given the flags' values."""
+        if callable(self.model_config_class):
+            return self.model_config_class(values)
+        return self.model_config_class
 
     def default_values(self) -> dict[str, Any]:
         return {name: self.defaults.get(name, spec.default) for name, spec in self.specs().items()}
@@ -273,12 +379,19 @@ def build_parser(command: TrainingCommand, parser: argparse.ArgumentParser | Non
     return parser
 
 
-def parse_args(command: TrainingCommand, argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line flags over the config file over the defaults, checked (`ConfigError` if not usable)."""
-    return resolve_args(command, vars(build_parser(command).parse_args(argv)))
+def parse_args(command: TrainingCommand, argv: list[str] | None = None) -> TrainingConfig:
+    """Command-line flags over the config file over the defaults, checked (`ConfigError` if not usable). A flag of
+    another command is refused naming the command that has it."""
+    parser = build_parser(command)
+    given, unknown = parser.parse_known_args(argv)
+    if unknown:
+        from ..cli import unrecognized_flags_message
+
+        parser.error(unrecognized_flags_message(command.name, unknown))
+    return resolve_args(command, vars(given))
 
 
-def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> argparse.Namespace:
+def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> TrainingConfig:
     """Built-in defaults, then the YAML file named by `given["config"]`, then the `given` flags; checked.
 
     `given` holds the flags actually given (from a parser built with suppressed defaults, or a dict from Python,
@@ -290,34 +403,38 @@ def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> argparse.Na
     values, where = command.default_values(), {}  # where: how a message names the place a value came from
     model_section: dict[str, Any] = {}
     if given.get("config"):
-        model_section = _read_config_file(command, specs, given["config"], values, where)
+        model_section = _read_config_file(specs, given["config"], values, where, command.name)
     for key, value in given.items():
-        name = _flag_name(specs, key, f"--{key}", None)
+        name = _flag_name(specs, key, f"--{key}", None, command.name)
         values[name], where[name] = convert(value, specs[name].type, f"--{key}"), f"--{name}"
     for name, spec in specs.items():
         check_bound(values[name], spec.check, where.get(name, f"--{name}"))
-    args = argparse.Namespace(**values, model_config=model_section if model_config is None else model_config)
+    # The model: section is checked once every flag is known: a flag may choose the model (train-prior's prior_type).
+    if model_config is None:
+        model_config = check_model_section(command.model_config_class_for(values), model_section,
+                                           given["config"]) if model_section else {}
+    args = command.config_class(**values, model_config=model_config)
     check_common_args(args)
     if command.check is not None:
         command.check(args)
     return args
 
 
-def _read_config_file(command: TrainingCommand, specs: dict[str, FlagSpec], path: str, values: dict[str, Any],
-                      where: dict[str, str]) -> dict[str, Any]:
-    """Lay the data: and training: sections of `path` over `values` (checked and converted); return its checked
-    model: section."""
+def _read_config_file(specs: dict[str, FlagSpec], path: str, values: dict[str, Any], where: dict[str, str],
+                      command_name: str) -> dict[str, Any]:
+    """Lay the data: and training: sections of `path` over `values` (checked and converted); return its model:
+    section (checked by `check_model_section`)."""
     sections = load_config_file(path)
     for section in ("data", "training"):
         for key, value in sections[section].items():
             label = f"{section}.{key} in {path}"
-            name = _flag_name(specs, key, label, section)
+            name = _flag_name(specs, key, label, section, command_name)
             values[name], where[name] = convert(value, specs[name].type, label), label
-    return check_model_section(command, sections["model"], path)
+    return sections["model"]
 
 
 def add_command_subparser(subparsers: argparse._SubParsersAction, command: TrainingCommand, help: str,  # noqa: A002
-                          run: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+                          run: Callable[[TrainingConfig], Any]) -> argparse.ArgumentParser:
     """Register `command` with `hf-vq` (hf_vq/cli.py): only the flags given reach `run`'s namespace over the config
     file over the defaults."""
     parser = subparsers.add_parser(command.name, help=help, description=command.description)
@@ -326,7 +443,7 @@ def add_command_subparser(subparsers: argparse._SubParsersAction, command: Train
     return parser
 
 
-def run_script(command: TrainingCommand, run: Callable[[argparse.Namespace], Any], argv: list[str] | None = None) -> int:
+def run_script(command: TrainingCommand, run: Callable[[TrainingConfig], Any], argv: list[str] | None = None) -> int:
     """`scripts/<command>.py`: the same flags and one-line errors as `hf-vq <command>`."""
     from ..errors import run_reporting_user_errors
 
@@ -337,7 +454,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
 
 
-def _flag_name(specs: dict[str, FlagSpec], key: str, label: str, section: str | None) -> str:
+def _flag_name(specs: dict[str, FlagSpec], key: str, label: str, section: str | None, command_name: str) -> str:
     """The flag `key` names (itself or an alias), or a `ConfigError` naming the nearest valid one."""
     for name, spec in specs.items():
         if key == name or key in spec.aliases:
@@ -347,7 +464,11 @@ def _flag_name(specs: dict[str, FlagSpec], key: str, label: str, section: str | 
             return name
     valid = [name for name, spec in specs.items() if section is None or spec.section == section]
     what = f"key {key!r} in section {section}:" if section else f"flag {label}"
-    raise ConfigError(f"{label}: unknown {what}{did_you_mean(key, valid)}; see --help for the valid names")
+    from ..cli import commands_with_flag
+
+    owners = [name for name in commands_with_flag(key) if name != command_name]
+    elsewhere = f" (--{key} is a flag of {', '.join(owners)}, not of {command_name})" if owners else ""
+    raise ConfigError(f"{label}: unknown {what}{did_you_mean(key, valid)}{elsewhere}; see --help for the valid names")
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -372,10 +493,10 @@ def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return sections
 
 
-def check_model_section(command: TrainingCommand, section: dict[str, Any], path: str) -> dict[str, Any]:
+def check_model_section(model_config_class: str, section: dict[str, Any], path: str | None) -> dict[str, Any]:
     """The `model:` section with each key checked against the model config class's own fields (not the generic
     ones of `PreTrainedConfig`) and each value converted to the field's type."""
-    config_class = _import(command.model_config_class)
+    config_class = _import(model_config_class)
     own = _own_config_fields(config_class)
     checked = {}
     for key, value in section.items():
@@ -403,7 +524,7 @@ def _import(dotted: str) -> type:
 # ------------------------------------------------------------------------------------------------ checks
 
 
-def check_common_args(args: argparse.Namespace) -> None:
+def check_common_args(args: TrainingConfig) -> None:
     """Checks that every training command needs: one data source, a resumable checkpoint, a usable tracker."""
     if not args.dataset_name and not args.train_data_dir:
         raise ConfigError("no training data: pass --dataset_name (Hub id, parquet, 'fashion_mnist') or --train_data_dir (a folder)")
@@ -430,18 +551,18 @@ def check_tracker_installed(report_to: str) -> None:
                           f"`pip install {packages[0]}`, or pick another tracker (--report_to jsonl)")
 
 
-def check_tokenizer_args(args: argparse.Namespace) -> None:
+def check_tokenizer_args(args: TrainingConfig) -> None:
     if not args.model_config and not args.pretrained_model_name_or_path:
         raise ConfigError("no model: pass --config with a model: section (configs/vqgan_*.yaml) or --pretrained_model_name_or_path")
     if args.lecam_weight > 0 and args.discriminator_weight == 0:
         raise ConfigError("--lecam_weight regularises the discriminator, which is off: set --discriminator_weight > 0")
     if args.model_config and not args.pretrained_model_name_or_path:
-        _check_model_config(TOKENIZER_COMMAND, args.model_config)
+        check_model_config(TOKENIZER_COMMAND.model_config_class, args.model_config)
     if args.discriminator_learning_rate is None:
         args.discriminator_learning_rate = args.learning_rate
 
 
-def check_classifier_args(args: argparse.Namespace) -> None:
+def check_classifier_args(args: TrainingConfig) -> None:
     if not args.tokenizer_name_or_path:
         raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a trained tokenizer's folder or Hub id)")
     path = Path(args.tokenizer_name_or_path)
@@ -452,11 +573,11 @@ def check_classifier_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--tokenizer_name_or_path {str(path)!r} does not exist")
 
 
-def _check_model_config(command: TrainingCommand, model_config: dict[str, Any]) -> None:
+def check_model_config(model_config_class: str, model_config: dict[str, Any]) -> None:
     """Build the model config once, so that an inconsistent architecture is one line before anything starts."""
     from huggingface_hub.errors import StrictDataclassError
 
-    config_class = _import(command.model_config_class)
+    config_class = _import(model_config_class)
     try:
         config_class(**model_config)
     except (TypeError, ValueError, StrictDataclassError) as error:
@@ -478,7 +599,8 @@ TOKENIZER_COMMAND = TrainingCommand(
     description="Train a VQGAN image tokenizer with Accelerate. A YAML --config sets defaults; flags override it.",
     groups=(ConfigArguments, TokenizerModelArguments, DataArguments, AugmentationArguments, OptimizationArguments,
             TokenizerTrainingArguments, TokenizerLossArguments, EMAArguments, RunArguments, ReliabilityArguments,
-            HubArguments),
+            TokenizerHubArguments),
+    config_class=TokenizerTrainingConfig,
     model_config_class="hf_vq.models.vqgan.configuration_vqgan:VQGANConfig",
     check=check_tokenizer_args,
 )
@@ -489,39 +611,70 @@ CLASSIFIER_COMMAND = TrainingCommand(
                 "sets defaults; flags override it.",
     groups=(ConfigArguments, TokenCacheArguments, ClassifierArguments, DataArguments, LabelArguments,
             OptimizationArguments, RunArguments, ReliabilityArguments, HubArguments),
+    config_class=ClassifierTrainingConfig,
     model_config_class="hf_vq.models.token_vit.configuration_token_vit:TokenViTConfig",
     defaults=CLASSIFIER_DEFAULTS,
     check=check_classifier_args,
 )
 
 
-# ------------------------------------------------------------------------------------------------ tokenizer API
-# The names the tokenizer command has always had (used by scripts, tests and hf_vq.training).
+@dataclass
+class PriorTrainingConfig(TokenTrainingConfig, PriorArguments, EMAArguments):
+    """The flags of `hf-vq train-prior`.
+
+    Example:
+        >>> from hf_vq.training.prior_command import resolve_prior_args
+        >>> config = resolve_prior_args({"config": "configs/maskgit_fashion_mnist.yaml",
+        ...                              "tokenizer_name_or_path": "outputs/vqgan"})  # doctest: +SKIP
+        >>> config.prior_type, config.label_dropout  # doctest: +SKIP
+        ('maskgit', 0.1)
+    """
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add every flag of `hf-vq train-tokenizer` to `parser`, with their defaults."""
-    return build_parser(TOKENIZER_COMMAND, parser, suppress_defaults=False)
+def check_prior_args(config: PriorTrainingConfig) -> None:
+    """Reject what cannot work, naming the flag or config key to change."""
+    check_classifier_args(config)  # the tokenizer named and loadable (the same token cache)
+    spec = get_prior_spec(config.prior_type)  # an unknown prior_type lists the valid ones
+    if config.model_config and not config.pretrained_model_name_or_path:
+        check_model_config(spec.config_class, config.model_config)
+    if config.model_config.get("num_classes") == 0 and config.guidance_scale > 1:
+        raise ConfigError(f"--guidance_scale {config.guidance_scale} needs a class-conditional prior, but the "
+                          "config's model: section sets num_classes: 0 (unconditional): use --guidance_scale 1")
+    if config.inception_weights and not os.path.isfile(config.inception_weights):
+        raise ConfigError(f"--inception_weights {config.inception_weights!r} is not a file")
 
 
-def build_training_parser(prog: str = "train_tokenizer") -> argparse.ArgumentParser:
-    """The tokenizer's parser with every default (`parse_args([])` gives them all)."""
-    parser = argparse.ArgumentParser(prog=prog, description=TOKENIZER_COMMAND.description)
-    return add_training_arguments(parser)
+def prior_config_class(values: dict[str, Any]) -> str:
+    """The model config class that checks the `model:` section: the chosen prior's."""
+    return get_prior_spec(values["prior_type"]).config_class
 
 
-def parse_training_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """`train-tokenizer` flags -> checked namespace (`ConfigError` if not usable); `parser` is ignored (kept for
-    callers that passed one)."""
-    return parse_args(TOKENIZER_COMMAND, argv)
+# MaskGIT's AdamW (beta2 0.96, weight decay 0.045) with a cosine decay; the whole held-out split gives the
+# validation loss and the real images the samples are compared with.
+PRIOR_DEFAULTS = dict(
+    output_dir="outputs/maskgit", train_batch_size=64, eval_batch_size=256, learning_rate=1e-3,
+    adam_beta1=0.9, adam_beta2=0.96, adam_weight_decay=0.045, lr_scheduler="cosine", max_eval_samples=None,
+    tracker_project_name="hf_vq_prior", logging_steps=50,
+)
 
-
-def namespace_from_given(given: dict[str, Any], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Built-in defaults, then the YAML file named by `given["config"]`, then the `given` flags; checked."""
-    return resolve_args(TOKENIZER_COMMAND, given)
+PRIOR_COMMAND = TrainingCommand(
+    name="train-prior",
+    description="Train a class-conditional token prior (--prior_type; default MaskGIT) over the token grids of a "
+                "trained tokenizer, with Accelerate; the output folder is its generation pipeline. A YAML --config "
+                "sets defaults; flags override it.",
+    groups=(ConfigArguments, TokenCacheArguments, PriorArguments, DataArguments, LabelArguments, OptimizationArguments,
+            EMAArguments, RunArguments, ReliabilityArguments, HubArguments),
+    config_class=PriorTrainingConfig,
+    model_config_class=prior_config_class,
+    defaults=PRIOR_DEFAULTS,
+    check=check_prior_args,
+)
 
 
 __all__ += [
-    "CLASSIFIER_COMMAND", "CLASSIFIER_DEFAULTS", "TOKENIZER_COMMAND", "TrainingCommand", "build_parser", "flag",
-    "load_config_file", "namespace_from_given", "parse_args", "parse_training_args", "resolve_args",
+    "CLASSIFIER_COMMAND", "CLASSIFIER_DEFAULTS", "PRIOR_COMMAND", "PRIOR_DEFAULTS", "PriorTrainingConfig",
+    "TOKENIZER_COMMAND", "ClassifierTrainingConfig", "TokenTrainingConfig",
+    "TokenizerTrainingConfig", "TrainingCommand", "TrainingConfig", "build_parser", "check_model_config", "flag",
+    "flag_values", "load_config_file",
+    "parse_args", "resolve_args",
 ]

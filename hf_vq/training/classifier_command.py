@@ -5,7 +5,7 @@
         --model_type pixel_vit --output_dir outputs/pixel_vit        # the reference: same size, same loop, pixels
     accelerate launch scripts/train_classifier.py --config ... --mixed_precision bf16
 
-The dataset is tokenized once (cached by `datasets.map`, see `classifier_data`), the ViT is trained with the
+The dataset is tokenized once (cached by `datasets.map`, see `token_data`), the ViT is trained with the
 tokenizer loop's Accelerate setup, checkpoints, resume and trackers, and top-1 accuracy on the held-out split is
 written to `<output_dir>/metrics.json` beside the saved model and the tokenizer's image processor, so that
 `pipeline("image-classification", model=output_dir)` classifies images end to end.
@@ -30,6 +30,7 @@ from typing import Any
 from .args import (
     CLASSIFIER_COMMAND,
     CLASSIFIER_DEFAULTS,
+    ClassifierTrainingConfig,
     add_command_subparser,
     parse_args,
     resolve_args,
@@ -39,19 +40,20 @@ from .args import (
 __all__ = ["CLASSIFIER_DEFAULTS", "parse_classifier_args", "resolve_classifier_args", "train_classifier"]
 
 
-def resolve_classifier_args(given: dict[str, Any]) -> argparse.Namespace:
+def resolve_classifier_args(given: dict[str, Any]) -> ClassifierTrainingConfig:
     """Built-in defaults, then the YAML file `given["config"]`, then the `given` flags; checked (`ConfigError`)."""
     return resolve_args(CLASSIFIER_COMMAND, given)
 
 
-def parse_classifier_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line flags -> checked namespace; a flag given always beats the YAML file, even at its default."""
+def parse_classifier_args(argv: list[str] | None = None) -> ClassifierTrainingConfig:
+    """Command-line flags -> checked config; a flag given always beats the YAML file, even at its default."""
     return parse_args(CLASSIFIER_COMMAND, argv)
 
 
-def as_namespace(args_or_config: argparse.Namespace | dict[str, Any] | str | os.PathLike) -> argparse.Namespace:
-    """A checked namespace from a namespace (used as is), a dict of flags, or the path of a YAML config."""
-    if isinstance(args_or_config, argparse.Namespace):
+def as_config(args_or_config: ClassifierTrainingConfig | dict[str, Any] | str | os.PathLike,
+              ) -> ClassifierTrainingConfig:
+    """A checked config from a config (used as is), a dict of flags, or the path of a YAML config."""
+    if isinstance(args_or_config, ClassifierTrainingConfig):
         return args_or_config
     if isinstance(args_or_config, (str, os.PathLike)):
         return resolve_classifier_args({"config": os.fspath(args_or_config)})
@@ -61,16 +63,17 @@ def as_namespace(args_or_config: argparse.Namespace | dict[str, Any] | str | os.
 # ------------------------------------------------------------------------------------------------ training
 
 
-def train_classifier(args_or_config: argparse.Namespace | dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
+def train_classifier(args_or_config: ClassifierTrainingConfig | dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
     """Tokenize (cached), train, evaluate and save a classifier; returns
     `{"output_dir", "metrics", "metrics_path", "global_step", "is_main_process"}` (absolute paths).
 
-    `args_or_config`: a namespace from `parse_classifier_args`, a dict of flags (`{"config": ..., "tokenizer_name_or_path":
+    `args_or_config`: a config from `parse_classifier_args`, a dict of flags (`{"config": ...,
+    "tokenizer_name_or_path":
     ..., "max_train_steps": 300}`), or a YAML config path that names the tokenizer and the data itself.
     """
     from .classifier_loop import run_classifier_training  # torch and accelerate are imported only to train
 
-    return run_classifier_training(as_namespace(args_or_config))
+    return run_classifier_training(as_config(args_or_config))
 
 
 def report(result: dict[str, Any]) -> dict[str, Any]:

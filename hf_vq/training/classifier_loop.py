@@ -9,8 +9,6 @@ and MLP, on patches of the tokenizer's downsampling factor, hence the same seque
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,104 +19,70 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import HfVqUserError
 from ..models.token_vit import TokenViTForImageClassification
-from ..models.vqgan import VQGANImageProcessor
-from ..models.vqgan.image_size import align_image_size_with_processor
+from .args import ClassifierTrainingConfig
 from .checkpointing import TrainingState
-from .classifier_data import ClassifierData, build_classifier_data
-from .divergence import ensure_finite_weights
-from .loop import (
-    METRICS_FILE,
-    SECRET_FLAGS,
-    build_accelerator,
-    final_evaluation,
-    publish_final_metrics,
-    resume_if_asked,
-    start_trackers,
-    train_single_model,
-)
-from .optimization import build_lr_scheduler
+from .end_of_run import close_run, finish_run, save_final_folder
+from .loop import build_accelerator, resume_if_asked, start_trackers, train_single_model
+from .optimization import build_single_model_optimization
 from .run_summary import run_summary
+from .token_data import TokenData, build_token_data, load_tokenizer, tokenizer_reference
 
 logger = logging.getLogger(__name__)
-
-TRAINING_CONFIG_FILE = "training_config.json"
-
-
-class MissingTokenizerError(HfVqUserError, OSError):
-    """The tokenizer named by --tokenizer_name_or_path cannot be loaded."""
-
 
 SHARED_VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
 
 
-def run_classifier_training(args: argparse.Namespace) -> dict[str, Any]:
+def run_classifier_training(config: ClassifierTrainingConfig) -> dict[str, Any]:
     """See `train_classifier.train_classifier`."""
     from ..hub import check_push_arguments, check_tokenizer_for_push
 
-    check_push_arguments(args)  # before hours of training, not after
-    check_tokenizer_for_push(args, reads_tokenizer=args.model_type == "token_vit")
-    accelerator = build_accelerator(args)
-    set_seed(args.seed)
-    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, accelerator.device, revision=args.revision)
+    check_push_arguments(config)  # before hours of training, not after
+    check_tokenizer_for_push(config, reads_tokenizer=config.model_type == "token_vit")
+    accelerator = build_accelerator(config)
+    set_seed(config.seed)
+    tokenizer, processor = load_tokenizer(config.tokenizer_name_or_path, accelerator.device, revision=config.revision)
     with accelerator.main_process_first():
-        data = build_classifier_data(args, tokenizer, processor, encode=args.model_type == "token_vit",
+        data = build_token_data(config, tokenizer, processor, encode=config.model_type == "token_vit",
                                      device=accelerator.device)
     accelerator.print(f"encoded data: {len(data.train)} train / {len(data.eval) if data.eval else 0} eval rows, "
                       f"cached in {data.cache_files}")
-    model = build_model(args, tokenizer, processor, data.id2label)
+    model = build_model(config, tokenizer, processor, data.id2label)
     model.train()
-    optimizer, scheduler, train_loader, max_steps = build_optimization(args, model, data, accelerator)
+    optimizer, scheduler, train_loader, max_steps = build_single_model_optimization(
+        config, model, data.train, accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    eval_loader = accelerator.prepare(DataLoader(data.eval, batch_size=args.eval_batch_size)) if data.eval else None
+    eval_loader = accelerator.prepare(DataLoader(data.eval, batch_size=config.eval_batch_size)) if data.eval else None
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
-    resume_if_asked(args, accelerator, state)
-    start_trackers(args, accelerator)
+    resume_if_asked(config, accelerator, state)
+    start_trackers(config, accelerator)
     accelerator.print(run_summary(
-        examples=len(data.train), batch_size_per_process=args.train_batch_size, num_processes=accelerator.num_processes,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, max_train_steps=max_steps,
-        mixed_precision=accelerator.mixed_precision, start_step=state.global_step, models={args.model_type: model},
+        examples=len(data.train), batch_size_per_process=config.train_batch_size,
+        num_processes=accelerator.num_processes,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, max_train_steps=max_steps,
+        mixed_precision=accelerator.mixed_precision, start_step=state.global_step, models={config.model_type: model},
     ))
     periodic_evaluation = (lambda step: evaluate(accelerator, model, eval_loader)) if eval_loader is not None else None
-    train_single_model(args, accelerator, model, optimizer, scheduler, train_loader, state, max_steps,
+    train_single_model(config, accelerator, model, optimizer, scheduler, train_loader, state, max_steps,
                        classification_loss, evaluate=periodic_evaluation)
-    return finish(args, accelerator, model, processor, data, state, eval_loader)
+    return finish(config, accelerator, model, processor, data, state, eval_loader)
 
 
-def load_tokenizer(tokenizer_name_or_path: str, device: torch.device,
-                   revision: str | None = None) -> tuple[nn.Module, VQGANImageProcessor]:
-    """The frozen tokenizer and its image processor (the processor the classifier folder will carry)."""
-    from transformers import AutoModel
-
-    try:
-        tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path, revision=revision)
-        processor = VQGANImageProcessor.from_pretrained(tokenizer_name_or_path, revision=revision)
-    except OSError as error:  # transformers' "not a local folder nor a model on the Hub", offline, no such revision
-        raise MissingTokenizerError(
-            f"cannot load the tokenizer --tokenizer_name_or_path {tokenizer_name_or_path!r}"
-            f"{f' (revision {revision!r})' if revision else ''}: {' '.join(str(error).split())}"
-        ) from error
-    # A folder saved before issue 28's fix may name another size in its config than its processor makes: the
-    # processor's wins, so that the classifier or prior is built for the grid the tokens really have.
-    align_image_size_with_processor(tokenizer.config, processor)
-    return tokenizer.eval().requires_grad_(False).to(device), processor
-
-
-def build_model(args, tokenizer: nn.Module, processor, id2label: dict[int, str]) -> nn.Module:
+def build_model(config: ClassifierTrainingConfig, tokenizer: nn.Module, processor,
+                id2label: dict[int, str]) -> nn.Module:
     labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
-    if args.model_type == "pixel_vit":
-        return build_pixel_vit(args.model_config, tokenizer, processor, labels)
-    init = args.init_from_codebook and tokenizer.config.tokens_per_position == 1
-    if args.init_from_codebook and not init:
+    if config.model_type == "pixel_vit":
+        return build_pixel_vit(config.model_config, tokenizer, processor, labels)
+    init = config.init_from_codebook and tokenizer.config.tokens_per_position == 1
+    if config.init_from_codebook and not init:
         logger.warning("--init_from_codebook needs one id per position (a 'vector' tokenizer): embedding from scratch")
-    reference = _tokenizer_reference(args.tokenizer_name_or_path)
+    reference = tokenizer_reference(config.tokenizer_name_or_path)
     # The revision the tokenizer was loaded at is the one the classifier reads (a push keeps it pinned).
-    pinned = {"tokenizer_revision": args.revision} if getattr(args, "revision", None) else {}
+    pinned = {"tokenizer_revision": config.revision} if config.revision else {}
     return TokenViTForImageClassification.from_tokenizer(
-        reference, tokenizer=tokenizer, init_from_codebook=init, **{**args.model_config, **labels, **pinned}
+        reference, tokenizer=tokenizer, init_from_codebook=init, **{**config.model_config, **labels, **pinned}
     )
 
 
@@ -135,36 +99,6 @@ def build_pixel_vit(model_config: dict[str, Any], tokenizer: nn.Module, processo
         num_channels=tokenizer.config.num_channels, hidden_act="gelu", qkv_bias=True, **shared, **labels,
     )
     return ViTForImageClassification(config)
-
-
-def _tokenizer_reference(name_or_path: str) -> str:
-    """A local folder is recorded as an absolute path (the classifier folder may be opened from elsewhere)."""
-    path = Path(name_or_path)
-    return str(path.resolve()) if path.is_dir() else name_or_path
-
-
-def build_optimization(args, model: nn.Module, data: ClassifierData, accelerator: Accelerator):
-    # A generator of its own: the shuffle depends on the seed alone (and on the epoch through set_epoch).
-    generator = torch.Generator().manual_seed(args.seed)
-    train_loader = DataLoader(data.train, batch_size=args.train_batch_size, shuffle=True, generator=generator,
-                              num_workers=args.dataloader_num_workers, drop_last=len(data.train) > args.train_batch_size)
-    max_steps = args.max_train_steps or args.num_train_epochs * max(
-        1, len(train_loader) // (args.gradient_accumulation_steps * accelerator.num_processes))
-    optimizer = torch.optim.AdamW(
-        _decay_groups(model, args.adam_weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-    )
-    scheduler = build_lr_scheduler(args, optimizer, max_steps, accelerator.num_processes)
-    return optimizer, scheduler, train_loader, max_steps
-
-
-def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: norms, biases, the class token and positions are not decayed (as in ViT)."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 and "position" not in name and "cls_token" not in name else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def classification_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -199,67 +133,48 @@ def evaluate(accelerator: Accelerator, model, eval_loader) -> dict[str, float]:
             "eval_examples": count}
 
 
-def finish(args, accelerator: Accelerator, model, processor, data: ClassifierData, state: TrainingState,
-           eval_loader) -> dict[str, Any]:
-    """Save the model with the tokenizer's processor and training_config.json first, then evaluate it on the
-    held-out split, write metrics.json and push if asked (a failed evaluation leaves the saved model in place)."""
-    output_dir = Path(args.output_dir).resolve()
-    save_final_model(args, accelerator, model, processor, state, output_dir)
-    training = summary(args, accelerator, model, state, data)
-    metrics = final_evaluation(accelerator, lambda: evaluate(accelerator, model, eval_loader) if eval_loader else {},
-                               output_dir, training)
-    metrics = metrics | training
-    metrics = publish_final_metrics(args, accelerator, output_dir, metrics, state.global_step)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
-            "global_step": state.global_step, "is_main_process": accelerator.is_main_process}
+def finish(config: ClassifierTrainingConfig, accelerator: Accelerator, model, processor, data: TokenData,
+           state: TrainingState, eval_loader) -> dict[str, Any]:
+    """The shared end of run (`end_of_run.py`): save the model with the tokenizer's processor, then evaluate it on
+    the held-out split, write metrics.json and push if asked (a failed evaluation leaves the saved model in place)."""
+    save_final_folder(config, accelerator, accelerator.unwrap_model(model), state.global_step,
+                      lambda folder: write_classifier_folder(accelerator.unwrap_model(model), processor, folder))
+    result = finish_run(config, accelerator, state, summary(config, accelerator, model, state, data),
+                        lambda: evaluate(accelerator, model, eval_loader) if eval_loader else {})
+    close_run(accelerator)
+    return result
 
 
-def save_final_model(args, accelerator: Accelerator, model, processor, state: TrainingState, output_dir: Path) -> None:
-    """The classifier and the tokenizer's processor (`save_pretrained` layout) and training_config.json; refused
-    (`TrainingDivergedError`) if a weight is not finite."""
-    unwrapped = accelerator.unwrap_model(model)
-    ensure_finite_weights([unwrapped], state.global_step, args.output_dir)
-    if accelerator.is_main_process:
-        if isinstance(unwrapped, TokenViTForImageClassification):
-            unwrapped.save_pretrained(output_dir, image_processor=processor)
-        else:
-            from ..models.token_vit import save_image_processor
+def write_classifier_folder(model: nn.Module, processor, folder: Path) -> None:
+    """The classifier and the tokenizer's processor, `save_pretrained` layout (transformers' ViT has no processor
+    argument to `save_pretrained`: the reference gets the processor written beside it)."""
+    if isinstance(model, TokenViTForImageClassification):
+        model.save_pretrained(folder, image_processor=processor)
+    else:
+        from ..models.token_vit import save_image_processor
 
-            unwrapped.save_pretrained(output_dir)
-            save_image_processor(processor, output_dir)
-        _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
-    accelerator.wait_for_everyone()
+        model.save_pretrained(folder)
+        save_image_processor(processor, folder)
 
 
-def summary(args, accelerator: Accelerator, model, state: TrainingState, data: ClassifierData):
-    split = args.eval_split or evaluated_split_name(args, data.eval)
+def summary(config: ClassifierTrainingConfig, accelerator: Accelerator, model, state: TrainingState, data: TokenData):
+    split = config.eval_split or evaluated_split_name(config, data.eval)
     return {
-        "model_type": args.model_type, "tokenizer": args.tokenizer_name_or_path,
-        "dataset": args.dataset_name or args.train_data_dir, "split": split,
+        "model_type": config.model_type, "tokenizer": config.tokenizer_name_or_path,
+        "dataset": config.dataset_name or config.train_data_dir, "split": split,
         "num_parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
         "global_step": state.global_step, "train_steps": state.global_step, "epochs_completed": state.epoch,
         "images_seen": state.images_seen, "skipped_images": data.skipped_images,
-        "train_batch_size": args.train_batch_size, "train_seconds": round(state.train_seconds, 2),
+        "train_batch_size": config.train_batch_size, "train_seconds": round(state.train_seconds, 2),
         "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
     }
 
 
-def evaluated_split_name(args, evaluation) -> str | None:
+def evaluated_split_name(config: ClassifierTrainingConfig, evaluation) -> str | None:
     """The name of the split evaluated on when `--eval_split` was not given: the dataset's own test or validation
     split, or, when none exists and part of the training data was held out (it keeps the train split's name), say so
     rather than call it "test"."""
     if evaluation is None:
         return None
     name = str(getattr(evaluation, "split", None) or "test")
-    return f"{name} (held-out part)" if name == args.train_split else name
-
-
-def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: value for key, value in vars(args).items() if key not in (*SECRET_FLAGS, "handler", "command")}
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
+    return f"{name} (held-out part)" if name == config.train_split else name

@@ -54,8 +54,8 @@ class DivergenceGuard:
 
     @classmethod
     def from_args(cls, args, accelerator, state: TrainingState) -> "DivergenceGuard":
-        return cls(accelerator, state, args.output_dir, getattr(args, "on_divergence", "stop"),
-                   getattr(args, "divergence_factor", DEFAULT_DIVERGENCE_FACTOR))
+        """From a training command's config (every command has `--on_divergence` and `--divergence_factor`)."""
+        return cls(accelerator, state, args.output_dir, args.on_divergence, args.divergence_factor)
 
     def check(self, loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter], what: str = "loss",
               track_average: bool = True, tracked: torch.Tensor | None = None) -> bool:

@@ -9,35 +9,30 @@
   `compute_loss(model, batch) -> (loss, logs)` function: accumulation, backward, clipping, optimizer step.
   The tokenizer (a generator and a discriminator) gives `TrainingLoop` its own `train_batch` instead.
 
-The loops read these attributes of `args` (the flags of `args.OptimizationArguments`, `args.RunArguments` and
-`args.ReliabilityArguments`): `output_dir`, `logging_dir`, `logging_steps`, `checkpointing_steps`,
-`checkpoints_total_limit`, `validation_steps`, `max_grad_norm`, `progress_bar`, `gradient_accumulation_steps`,
-`mixed_precision`, `allow_tf32`, `cpu`, `seed`, `report_to`, `tracker_project_name`, `resume_from_checkpoint`, and,
-when present, `on_divergence` / `divergence_factor` (default: stop, 10).
+Every function takes the command's typed config (`args.TrainingConfig`: the flags of `OptimizationArguments`,
+`RunArguments`, `ReliabilityArguments` and the data's) as it is; the end of a run is `end_of_run.py`'s.
 
 Example: a new command plugs in with its loss and its evaluation (this is how `train-classifier` trains)::
 
-    accelerator = build_accelerator(args)
+    accelerator = build_accelerator(config)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
-    resume_if_asked(args, accelerator, state)
-    start_trackers(args, accelerator)
+    resume_if_asked(config, accelerator, state)
+    start_trackers(config, accelerator)
     accelerator.print(run_summary(...))  # examples, batch sizes, steps, epochs, parameters, processes, precision
 
     def compute_loss(model, batch):
         output = model(**batch)
         return output.loss, {"accuracy": (output.logits.argmax(-1) == batch["labels"]).float().mean()}
 
-    train_single_model(args, accelerator, model, optimizer, scheduler, loader, state, max_steps, compute_loss,
+    train_single_model(config, accelerator, model, optimizer, scheduler, loader, state, max_steps, compute_loss,
                        evaluate=lambda step: {"accuracy": my_accuracy(model)})
-    # then save the final model (see `classifier_loop.finish`); `state.train_seconds` is the training time
+    # then the end of the run (see `end_of_run.py`); `state.train_seconds` is the training time
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import time
@@ -51,6 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..quantization import NonFiniteInputError
+from .args import TrainingConfig, flag_values
 from .checkpointing import (
     TrainingState,
     complete_checkpoint,
@@ -64,13 +60,10 @@ from .checkpointing import (
     temporary_folder,
 )
 from .divergence import DivergenceGuard, ensure_finite_weights
-from .errors import CheckpointError, FinalEvaluationError, NoTrainingDataError, TrainingDivergedError
+from .errors import CheckpointError, NoTrainingDataError, TrainingDivergedError
 from .tracking import JSONLTracker
 
 logger = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
-SECRET_FLAGS = ("hub_token",)  # never written to trackers, training_config.json or anything else a run leaves
 
 ComputeLoss = Callable[[nn.Module, dict], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 TrainBatch = Callable[[dict], "dict[str, torch.Tensor]"]
@@ -80,29 +73,29 @@ Evaluate = Callable[[int], "dict[str, float]"]
 # ------------------------------------------------------------------------------------------------ setup
 
 
-def build_accelerator(args: argparse.Namespace) -> Accelerator:
-    output_dir = Path(args.output_dir)
-    logging_dir = output_dir / args.logging_dir  # an absolute --logging_dir stays as it is
+def build_accelerator(config: TrainingConfig) -> Accelerator:
+    output_dir = Path(config.output_dir)
+    logging_dir = output_dir / config.logging_dir  # an absolute --logging_dir stays as it is
     trackers: list[Any] = []
-    if args.report_to in ("jsonl", "all"):
+    if config.report_to in ("jsonl", "all"):
         trackers.append(JSONLTracker("train_log", logging_dir))
-    if args.report_to in ("tensorboard", "wandb"):
-        trackers.append(args.report_to)
-    elif args.report_to == "all":
+    if config.report_to in ("tensorboard", "wandb"):
+        trackers.append(config.report_to)
+    elif config.report_to == "all":
         trackers.append("all")
     accelerator = Accelerator(
         # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
-        cpu=args.cpu or not _has_accelerator_device(),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
+        cpu=config.cpu or not _has_accelerator_device(),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir)),
         # Same shuffled order for a given (seed, epoch) on every run: what makes resuming exact.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    if args.allow_tf32:  # as diffusers' example scripts: faster matmuls and convolutions on Ampere and newer GPUs
+    if config.allow_tf32:  # as diffusers' example scripts: faster matmuls and convolutions on Ampere and newer GPUs
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -117,20 +110,21 @@ def _has_accelerator_device() -> bool:
     return torch.cuda.is_available()
 
 
-def start_trackers(args, accelerator: Accelerator) -> None:
-    config = {key: value for key, value in vars(args).items()
-              if key not in SECRET_FLAGS and (isinstance(value, (int, float, str, bool)) or value is None)}
-    config.update({f"model.{key}": str(value) for key, value in (getattr(args, "model_config", None) or {}).items()})
-    accelerator.init_trackers(args.tracker_project_name, config=config)
+def start_trackers(config: TrainingConfig, accelerator: Accelerator) -> None:
+    """Start the trackers with the run's flags (the Hub token left out) and its model: section as `model.<key>`."""
+    values = {key: value for key, value in flag_values(config).items()
+              if isinstance(value, (int, float, str, bool)) or value is None}
+    values.update({f"model.{key}": str(value) for key, value in config.model_config.items()})
+    accelerator.init_trackers(config.tracker_project_name, config=values)
 
 
-def resume_if_asked(args, accelerator: Accelerator, state: TrainingState) -> Path | None:
+def resume_if_asked(config: TrainingConfig, accelerator: Accelerator, state: TrainingState) -> Path | None:
     """Load the checkpoint `--resume_from_checkpoint` names (`latest`: the newest complete one of `--output_dir`,
     skipping incomplete ones with a warning, and older ones if it fails to load). Returns the folder, or None."""
-    candidates = resume_candidates(args.resume_from_checkpoint, args.output_dir)
+    candidates = resume_candidates(config.resume_from_checkpoint, config.output_dir)
     if not candidates:
-        if args.resume_from_checkpoint:
-            accelerator.print(f"no complete checkpoint in {args.output_dir} to resume from: starting a new run")
+        if config.resume_from_checkpoint:
+            accelerator.print(f"no complete checkpoint in {config.output_dir} to resume from: starting a new run")
         return None
     for index, checkpoint in enumerate(candidates):
         try:
@@ -148,12 +142,12 @@ def resume_if_asked(args, accelerator: Accelerator, state: TrainingState) -> Pat
     return None
 
 
-def save_checkpoint(args, accelerator: Accelerator, step: int) -> Path:
+def save_checkpoint(config: TrainingConfig, accelerator: Accelerator, step: int) -> Path:
     """Write `checkpoint-<step>` atomically (see `checkpointing`), on every process (Accelerate's `save_state`
     writes each process' RNG state), then prune older ones. Weights that are not finite are never written
     (`TrainingDivergedError`); a failed write (full disk...) removes its temporary folder and raises
     `CheckpointError`, leaving the previous checkpoints as they were."""
-    output_dir = Path(args.output_dir)
+    output_dir = Path(config.output_dir)
     ensure_finite_weights(_prepared_models(accelerator), step, output_dir)
     temporary = temporary_folder(output_dir, step)
     if accelerator.is_main_process:
@@ -167,8 +161,8 @@ def save_checkpoint(args, accelerator: Accelerator, step: int) -> Path:
         error = _attempt(lambda: complete_checkpoint(output_dir, step, accelerator.num_processes))
     _raise_unless_everyone_succeeded(accelerator, error, output_dir, step)
     if accelerator.is_main_process:
-        for removed in prune_checkpoints(output_dir, args.checkpoints_total_limit):
-            logger.info("removed %s (--checkpoints_total_limit %s)", removed, args.checkpoints_total_limit)
+        for removed in prune_checkpoints(output_dir, config.checkpoints_total_limit):
+            logger.info("removed %s (--checkpoints_total_limit %s)", removed, config.checkpoints_total_limit)
     accelerator.wait_for_everyone()
     return output_dir / f"checkpoint-{step}"
 
@@ -221,8 +215,8 @@ class TrainingLoop:
     `train_batch` runs inside the loop's accounting: it must do its own `accelerator.accumulate(...)`, backward
     and optimizer steps (`single_model_step` builds one for a single model). After each optimizer step (when
     `accelerator.sync_gradients`), the loop counts the step, logs the mean of the logs since the last log line
-    (every `args.logging_steps`), saves `checkpoint-<step>` (every `args.checkpointing_steps`) and calls
-    `evaluate(step)` (every `args.validation_steps`, not at the last step: the command evaluates the final model).
+    (every `config.logging_steps`), saves `checkpoint-<step>` (every `config.checkpointing_steps`) and calls
+    `evaluate(step)` (every `config.validation_steps`, not at the last step: the command evaluates the final model).
 
     Batches are dicts of tensors; the first tensor's length is the number of examples (a `num_skipped` entry,
     as the tokenizer's image collator adds for unreadable images, is counted in `state.skipped_images`). A batch
@@ -230,10 +224,11 @@ class TrainingLoop:
     DDP's all-reduce). `on_epoch_start(epoch)` lets the data follow the epoch (e.g. seeded random flips).
     """
 
-    def __init__(self, args, accelerator: Accelerator, state: TrainingState, train_loader, max_steps: int,
+    def __init__(self, config: TrainingConfig, accelerator: Accelerator, state: TrainingState, train_loader,
+                 max_steps: int,
                  train_batch: TrainBatch, *, evaluate: Evaluate | None = None, scheduler=None,
                  on_epoch_start: Callable[[int], None] | None = None):
-        self.args, self.accelerator, self.state = args, accelerator, state
+        self.config, self.accelerator, self.state = config, accelerator, state
         self.train_loader, self.max_steps, self.train_batch = train_loader, max_steps, train_batch
         self.evaluate, self.scheduler, self.on_epoch_start = evaluate, scheduler, on_epoch_start
 
@@ -242,7 +237,7 @@ class TrainingLoop:
         excluded), also added to `state.train_seconds`."""
         state, accelerator = self.state, self.accelerator
         progress = tqdm(total=self.max_steps, initial=state.global_step, desc="steps",
-                        disable=not (accelerator.is_local_main_process and self.args.progress_bar))
+                        disable=not (accelerator.is_local_main_process and self.config.progress_bar))
         running, seconds_before = RunningLosses(), state.train_seconds
         while state.global_step < self.max_steps:
             start = time.perf_counter()
@@ -252,7 +247,7 @@ class TrainingLoop:
                     continue
                 state.global_step += 1
                 progress.update(1)
-                if state.global_step % self.args.logging_steps == 0 or state.global_step == self.max_steps:
+                if state.global_step % self.config.logging_steps == 0 or state.global_step == self.max_steps:
                     self._log(running, progress)
                 state.train_seconds += time.perf_counter() - start  # before the checkpoint, which stores it
                 self._periodic()
@@ -272,7 +267,8 @@ class TrainingLoop:
             # Weights so large that activations overflow: the model's own input check fires before any loss.
             raise TrainingDivergedError(
                 f"training diverged at step {self.state.global_step + 1}: {error}. Nothing from this state was saved; "
-                f"the last good checkpoint is {describe(last_good_checkpoint(self.args.output_dir))}. Resume from it "
+                "the last good checkpoint is "
+                f"{describe(last_good_checkpoint(self.config.output_dir))}. Resume from it "
                 "with a lower --learning_rate or --max_grad_norm"
             ) from error
 
@@ -315,10 +311,10 @@ class TrainingLoop:
         progress.set_postfix(loss=f"{loss:.4f}" if isinstance(loss, float) else loss)
 
     def _periodic(self) -> None:
-        step, args = self.state.global_step, self.args
-        if args.checkpointing_steps and step % args.checkpointing_steps == 0:
-            save_checkpoint(args, self.accelerator, step)
-        if (self.evaluate is not None and args.validation_steps and step % args.validation_steps == 0
+        step, config = self.state.global_step, self.config
+        if config.checkpointing_steps and step % config.checkpointing_steps == 0:
+            save_checkpoint(config, self.accelerator, step)
+        if (self.evaluate is not None and config.validation_steps and step % config.validation_steps == 0
                 and step < self.max_steps):
             metrics = self.evaluate(step)
             if metrics:
@@ -335,20 +331,21 @@ def batch_counts(batch: dict) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ one model
 
 
-def clip_and_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler, apply: bool = True) -> None:
+def clip_and_step(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
+                  apply: bool = True) -> None:
     """Clip (at the end of an accumulation window, when `--max_grad_norm` > 0), step, and clear the gradients.
     Accelerate's prepared optimizer and scheduler only act at the end of an accumulation window. With
     `apply=False` (a step the divergence guard skips) the gradients are dropped instead of applied; the learning
     rate schedule still advances, so that it keeps following the step count."""
     if apply:
-        if accelerator.sync_gradients and args.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        if accelerator.sync_gradients and config.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def single_model_step(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
+def single_model_step(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
                       compute_loss: ComputeLoss, guard: DivergenceGuard | None = None) -> TrainBatch:
     """`train_batch` for one model: `compute_loss(model, batch) -> (loss, logs)` under autocast, backward, the
     divergence guard's check (at the end of each accumulation window), clipping and the optimizer step, with
@@ -359,69 +356,23 @@ def single_model_step(args, accelerator: Accelerator, model: nn.Module, optimize
             loss, logs = compute_loss(model, batch)
             accelerator.backward(loss)
             apply = guard is None or not accelerator.sync_gradients or guard.check(loss, model.parameters())
-            clip_and_step(args, accelerator, model, optimizer, scheduler, apply=apply)
+            clip_and_step(config, accelerator, model, optimizer, scheduler, apply=apply)
         return {"loss": loss.detach(), **logs}
 
     return train_batch
 
 
-def train_single_model(args, accelerator: Accelerator, model: nn.Module, optimizer, scheduler, train_loader,
+def train_single_model(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
+                       train_loader,
                        state: TrainingState, max_steps: int, compute_loss: ComputeLoss,
                        evaluate: Evaluate | None = None) -> float:
     """Train one prepared model to `max_steps` optimizer steps (see the module's example); returns the seconds
     spent training in this call (`state.train_seconds` holds the total over resumes)."""
-    guard = DivergenceGuard.from_args(args, accelerator, state)
-    train_batch = single_model_step(args, accelerator, model, optimizer, scheduler, compute_loss, guard)
-    loop = TrainingLoop(args, accelerator, state, train_loader, max_steps, train_batch, evaluate=evaluate,
+    guard = DivergenceGuard.from_args(config, accelerator, state)
+    train_batch = single_model_step(config, accelerator, model, optimizer, scheduler, compute_loss, guard)
+    loop = TrainingLoop(config, accelerator, state, train_loader, max_steps, train_batch, evaluate=evaluate,
                         scheduler=scheduler)
     return loop.run()
-
-
-# ------------------------------------------------------------------------------------------------ the end of a run
-
-
-def final_evaluation(accelerator: Accelerator, evaluate: Callable[[], dict[str, Any]], output_dir: Path,
-                     summary: dict[str, Any]) -> dict[str, Any]:
-    """`evaluate()` of the final model, which the command has already saved in `output_dir`. If it fails, the
-    main process writes metrics.json with `summary` and the error, and `FinalEvaluationError` names the folder
-    (the trained model is never lost to a failing evaluation)."""
-    try:
-        return evaluate()
-    except Exception as error:
-        if accelerator.is_main_process:
-            write_metrics(output_dir / METRICS_FILE, summary | {"evaluation_error": f"{type(error).__name__}: {error}"})
-        raise FinalEvaluationError(
-            f"the final evaluation failed ({type(error).__name__}: {error}); the trained model, its processor and "
-            f"the training summary are saved in {output_dir}", str(output_dir),
-        ) from error
-
-
-def publish_final_metrics(args, accelerator: Accelerator, output_dir: Path, metrics: dict[str, Any],
-                          step: int) -> dict[str, Any]:
-    """The common end of every command, once its final model is saved and evaluated: the main process writes
-    metrics.json, logs the numbers to the trackers and pushes the folder when `--push_to_hub` asks. Returns the
-    metrics as written (on the other processes: as given)."""
-    if not accelerator.is_main_process:
-        return metrics
-    metrics = write_metrics(output_dir / METRICS_FILE, metrics)
-    accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
-                    step=step)
-    from ..hub import push_trained_model  # the Hub code is imported only by runs that finish
-
-    url = push_trained_model(args, output_dir)
-    if url:
-        logger.info("pushed %s to %s", output_dir, url)
-    return metrics
-
-
-def write_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json: NaN and infinities become null (the Hub's metrics check wants null for a metric that could
-    not be measured). Returns what was written."""
-    metrics = {key: None if isinstance(value, float) and not math.isfinite(value) else value
-               for key, value in metrics.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
-    return metrics
 
 
 class RunningLosses:

@@ -59,7 +59,7 @@ class NextTokenLoss:
         self.label_dropout = label_dropout
 
     def __call__(self, model: nn.Module, batch: dict, generator: torch.Generator | None = None):
-        from .prior_loop import drop_labels
+        from .priors.maskgit import drop_labels
 
         tokens = batch["image_tokens"]
         if self.label_dropout is None:

@@ -1,5 +1,5 @@
-"""The end of `hf-vq train-prior`: the trained prior as a `MaskGITPipeline`, its sample grid (one row per class)
-and its generation metrics (`hf_vq.evaluation.generation`) against the held-out split.
+"""The end of `hf-vq train-prior`, for any prior: the trained prior as its spec's pipeline, its sample grid (one
+row per class) and its generation metrics (`hf_vq.evaluation.generation`) against the held-out split.
 
 Real images, their cached tokens and the tokenizer's reconstructions are compared with as many generated images,
 balanced over the classes; the judge is the pixel classifier given by `--eval_classifier_name_or_path`.
@@ -7,7 +7,6 @@ balanced over the classes; the judge is the pixel classifier given by `--eval_cl
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -16,37 +15,48 @@ import torch
 from torch import nn
 
 from ..evaluation import GenerationMetrics, InceptionFeatureExtractor, load_classifier_judge, save_image_grid
-from .classifier_data import ClassifierData, build_classifier_data
+from .args import PriorTrainingConfig
+from .end_of_run import METRICS_FILE, write_metrics
+from .priors import TokenPrior, get_prior_spec, spec_of_model
+from .token_data import MissingLabelsError, TokenData, build_token_data, load_tokenizer
 
 # Rows of samples.png for an unconditional prior (a class-conditional one has one row per class).
 UNCONDITIONAL_GRID_ROWS = 8
 
 
-def build_pipeline(tokenizer: nn.Module, prior: nn.Module):
-    """The generation pipeline of a tokenizer and a prior trained on its tokens, with MaskGIT's scheduler."""
-    from ..pipelines.maskgit import MaskGITPipeline
-    from ..schedulers import MaskGITScheduler
-
-    scheduler = MaskGITScheduler(mask_token_id=prior.config.mask_token_id)
-    pipeline = MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=scheduler)
-    pipeline.set_progress_bar_config(disable=True)  # one bar per generated batch would drown the training log
+def build_pipeline(tokenizer: nn.Module, prior: nn.Module, spec: TokenPrior | None = None):
+    """The generation pipeline of a tokenizer and a prior trained on its tokens (the spec's pipeline; by default
+    the spec whose model `prior` is), without progress bars (one per generated batch would drown a training log)."""
+    pipeline = (spec or spec_of_model(prior)).build_pipeline(tokenizer, prior)
+    pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 
+def build_prior_data(config: PriorTrainingConfig, tokenizer: nn.Module, processor: Any, conditional: bool,
+                     device: torch.device) -> TokenData:
+    """The cached token grids (and class labels, for a class-conditional prior) of the train and held-out splits."""
+    try:
+        return build_token_data(config, tokenizer, processor, encode=True, device=device, with_labels=conditional)
+    except MissingLabelsError as error:
+        raise MissingLabelsError(
+            f"{error}. A class-conditional prior needs class labels; for an unconditional prior set num_classes: 0 in "
+            "the config's model: section"
+        ) from error
+
+
 @torch.no_grad()
-def generate(args: argparse.Namespace, pipeline, class_labels: list[int] | None, count: int,
+def generate(config: PriorTrainingConfig, spec: TokenPrior, pipeline, class_labels: list[int] | None, count: int,
              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` images (N, C, H, W) in [-1, 1] and their token grids, for `class_labels` (one image each) or
     unconditionally (`class_labels=None`), in batches of `--generation_batch_size`."""
     images, tokens = [], []
-    for start in range(0, count, args.generation_batch_size):
-        size = min(args.generation_batch_size, count - start)
+    for start in range(0, count, config.generation_batch_size):
+        size = min(config.generation_batch_size, count - start)
         labels = class_labels[start : start + size] if class_labels is not None else None
         output = pipeline(
-            class_labels=labels, batch_size=None if labels is not None else size,
-            num_inference_steps=args.num_inference_steps,
-            guidance_scale=args.guidance_scale if labels is not None else 1.0,
-            temperature=args.temperature, generator=generator, output_type="pt",
+            class_labels=labels, batch_size=None if labels is not None else size, **spec.sampling_arguments(config),
+            guidance_scale=config.guidance_scale if labels is not None else 1.0,
+            temperature=config.temperature, generator=generator, output_type="pt",
         )
         images.append(_to_model_range(output.images))
         tokens.append(output.image_tokens.cpu())
@@ -58,77 +68,78 @@ def _to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().cpu() * 2.0 - 1.0
 
 
-def save_class_samples(args: argparse.Namespace, pipeline, id2label: dict[int, str], path: Path) -> Path | None:
+def save_class_samples(config: PriorTrainingConfig, spec: TokenPrior, pipeline, id2label: dict[int, str],
+                       path: Path) -> Path | None:
     """samples.png: `--num_sample_images` images per class, one row per class (from a fixed seed)."""
-    columns = args.num_sample_images
+    columns = config.num_sample_images
     if columns == 0:
         return None
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     if id2label:
         labels = [label for label in sorted(id2label) for _ in range(columns)]
-        images, _ = generate(args, pipeline, labels, len(labels), generator)
+        images, _ = generate(config, spec, pipeline, labels, len(labels), generator)
     else:
-        images, _ = generate(args, pipeline, None, columns * UNCONDITIONAL_GRID_ROWS, generator)
+        images, _ = generate(config, spec, pipeline, None, columns * UNCONDITIONAL_GRID_ROWS, generator)
     return save_image_grid(images, path, columns=columns)
 
 
-def evaluate_pipeline(args: argparse.Namespace, pipeline, data: ClassifierData, processor: Any,
+def evaluate_pipeline(config: PriorTrainingConfig, spec: TokenPrior, pipeline, data: TokenData, processor: Any,
                       conditional: bool) -> dict[str, Any]:
     """Generation metrics of `--num_eval_images` samples against as many held-out images (none without a
     held-out split or with `--num_eval_images 0`)."""
-    if data.eval is None or args.num_eval_images == 0:
+    if data.eval is None or config.num_eval_images == 0:
         return {}
-    count = min(args.num_eval_images, len(data.eval))
+    count = min(config.num_eval_images, len(data.eval))
     vqgan = pipeline.vqgan
-    config = vqgan.config
+    vqgan_config = vqgan.config
     judge = None
-    if args.eval_classifier_name_or_path:
-        judge = load_classifier_judge(args.eval_classifier_name_or_path, config.image_size, config.num_channels)
+    if config.eval_classifier_name_or_path:
+        judge = load_classifier_judge(config.eval_classifier_name_or_path, vqgan_config.image_size,
+                                      vqgan_config.num_channels)
         if conditional and judge.num_labels != len(data.id2label):
             raise ValueError(
-                f"the evaluation classifier {args.eval_classifier_name_or_path} knows {judge.num_labels} classes, the "
+                f"the evaluation classifier {config.eval_classifier_name_or_path} knows {judge.num_labels} classes, "
+                "the "
                 f"prior's dataset has {len(data.id2label)}: train the classifier on the same dataset"
             )
-    inception = InceptionFeatureExtractor(weights_path=args.inception_weights) if args.inception_weights else None
+    inception = InceptionFeatureExtractor(weights_path=config.inception_weights) if config.inception_weights else None
     device = next(vqgan.parameters()).device
-    metrics = GenerationMetrics(config.codebook_size, judge, inception).to(device)
-    real_pixels = _real_pixels(args, processor, conditional) if judge is not None or inception is not None else None
-    disjoint = _add_real(args, metrics, data, real_pixels, vqgan, count, conditional, device)
+    metrics = GenerationMetrics(vqgan_config.codebook_size, judge, inception).to(device)
+    real_pixels = _real_pixels(config, processor, conditional) if judge is not None or inception is not None else None
+    disjoint = _add_real(config, metrics, data, real_pixels, vqgan, count, conditional, device)
     num_classes = len(data.id2label) if conditional else 0
     labels = [index % num_classes for index in range(count)] if num_classes else None
     start = time.perf_counter()
-    images, tokens = generate(args, pipeline, labels, count, torch.Generator().manual_seed(args.seed + 1))
+    images, tokens = generate(config, spec, pipeline, labels, count, torch.Generator().manual_seed(config.seed + 1))
     seconds = time.perf_counter() - start
-    for begin in range(0, count, args.eval_batch_size):
-        end = min(begin + args.eval_batch_size, count)
+    for begin in range(0, count, config.eval_batch_size):
+        end = min(begin + config.eval_batch_size, count)
         batch_labels = torch.tensor(labels[begin:end]) if labels is not None else None
         metrics.update_generated(images[begin:end].to(device), batch_labels, tokens[begin:end])
     result = metrics.compute()
-    return result | {"eval_images": count, "eval_classifier": args.eval_classifier_name_or_path,
+    return result | {"eval_images": count, "eval_classifier": config.eval_classifier_name_or_path,
                      "reconstructions_disjoint": disjoint,
                      "sampling_seconds_per_image": round(seconds / count, 5)}
 
 
-def _real_pixels(args: argparse.Namespace, processor: Any, conditional: bool):
+def _real_pixels(config: PriorTrainingConfig, processor: Any, conditional: bool):
     """The held-out images as the classifier saw them (the pixel cache `train-classifier --model_type pixel_vit` wrote,
     when it read the same data), in the order of the cached tokens."""
-    if not conditional:
-        args = argparse.Namespace(**{**vars(args), "label_column": None})
-    pixels = build_classifier_data(args, None, processor, encode=False, splits=("eval",)).eval
+    pixels = build_token_data(config, None, processor, encode=False, splits=("eval",), with_labels=conditional).eval
     if pixels is None:
         raise ValueError("the generation metrics compare samples with held-out images, and the data has no held-out split")
     return pixels
 
 
 @torch.no_grad()
-def _add_real(args, metrics: GenerationMetrics, data: ClassifierData, real_pixels, vqgan: nn.Module, count: int,
+def _add_real(config, metrics: GenerationMetrics, data: TokenData, real_pixels, vqgan: nn.Module, count: int,
               conditional: bool, device: torch.device) -> bool:
     """The first `count` held-out images (images, labels, tokens) as the reference set, and the tokenizer's
     reconstructions of the next `count` (of the same ones when the split is too small). Returns whether the
     reconstructed images were disjoint from the reference set."""
     disjoint = len(data.eval) >= 2 * count
-    for begin in range(0, count, args.eval_batch_size):
-        end = min(begin + args.eval_batch_size, count)
+    for begin in range(0, count, config.eval_batch_size):
+        end = min(begin + config.eval_batch_size, count)
         rows = data.eval[begin:end]
         tokens = rows["image_tokens"].long().to(device)
         labels = rows["labels"] if conditional else None
@@ -140,24 +151,22 @@ def _add_real(args, metrics: GenerationMetrics, data: ClassifierData, real_pixel
     return disjoint
 
 
-def evaluate_saved_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate_saved_pipeline(config: PriorTrainingConfig) -> dict[str, Any]:
     """Judge a saved prior pipeline again (e.g. at another --guidance_scale or --temperature) without training:
     `--pretrained_model_name_or_path` names the pipeline folder, the data and sampling flags are `train-prior`'s.
     Returns the generation metrics (also written to `<output_dir>/metrics.json`)."""
     from diffusers import DiffusionPipeline
 
-    from .classifier_loop import load_tokenizer
-    from .loop import write_metrics
-    from .prior_loop import build_prior_data, load_pretrained_prior
-
-    device = torch.device("cpu") if args.cpu or not torch.cuda.is_available() else torch.device("cuda")
-    tokenizer, processor = load_tokenizer(args.tokenizer_name_or_path, device, revision=args.revision)
-    load_pretrained_prior(args.pretrained_model_name_or_path, tokenizer)  # the same checks as training's
-    pipeline = DiffusionPipeline.from_pretrained(args.pretrained_model_name_or_path, trust_remote_code=True).to(device)
+    spec = get_prior_spec(config.prior_type)
+    device = torch.device("cpu") if config.cpu or not torch.cuda.is_available() else torch.device("cuda")
+    tokenizer, processor = load_tokenizer(config.tokenizer_name_or_path, device, revision=config.revision)
+    spec.load_model(config.pretrained_model_name_or_path, tokenizer)  # the same checks as training's
+    pipeline = DiffusionPipeline.from_pretrained(config.pretrained_model_name_or_path, trust_remote_code=True)
+    pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     conditional = pipeline.transformer.config.num_classes > 0
-    data = build_prior_data(args, tokenizer, processor, conditional, device)
-    metrics = evaluate_pipeline(args, pipeline, data, processor, conditional)
-    metrics |= {"pipeline": args.pretrained_model_name_or_path, "num_inference_steps": args.num_inference_steps,
-                "guidance_scale": args.guidance_scale, "temperature": args.temperature}
-    return write_metrics(Path(args.output_dir) / "metrics.json", metrics)
+    data = build_prior_data(config, tokenizer, processor, conditional, device)
+    metrics = evaluate_pipeline(config, spec, pipeline, data, processor, conditional)
+    metrics |= {"pipeline": config.pretrained_model_name_or_path, "num_inference_steps": config.num_inference_steps,
+                "guidance_scale": config.guidance_scale, "temperature": config.temperature}
+    return write_metrics(Path(config.output_dir) / METRICS_FILE, metrics)

@@ -11,7 +11,26 @@ import argparse
 import sys
 from typing import Any
 
-from .args import TOKENIZER_COMMAND, add_command_subparser, namespace_from_given, run_script
+from .args import (
+    TOKENIZER_COMMAND,
+    TokenizerTrainingConfig,
+    add_command_subparser,
+    parse_args,
+    resolve_args,
+    run_script,
+)
+
+__all__ = ["parse_tokenizer_args", "resolve_tokenizer_args", "train", "train_from_config"]
+
+
+def resolve_tokenizer_args(given: dict[str, Any]) -> TokenizerTrainingConfig:
+    """Built-in defaults, then the YAML file `given["config"]`, then the `given` flags; checked (`ConfigError`)."""
+    return resolve_args(TOKENIZER_COMMAND, given)
+
+
+def parse_tokenizer_args(argv: list[str] | None = None) -> TokenizerTrainingConfig:
+    """Command-line flags -> checked config; a flag given always beats the YAML file, even at its default."""
+    return parse_args(TOKENIZER_COMMAND, argv)
 
 
 def add_train_tokenizer_subcommand(subparsers: argparse._SubParsersAction) -> None:
@@ -30,13 +49,14 @@ def train_from_config(config: str, **flags: Any) -> dict[str, Any]:
         >>> result = train_from_config("configs/vqgan_fashion_mnist_cpu.yaml", max_train_steps=50)  # doctest: +SKIP
         >>> report(result)  # doctest: +SKIP
     """
-    return train(namespace_from_given({"config": config, **flags}))
+    return train(resolve_tokenizer_args({"config": config, **flags}))
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    from .trainer import train_tokenizer  # torch, accelerate and the model are imported only to train
+def train(config: TokenizerTrainingConfig) -> dict[str, Any]:
+    """Train a tokenizer (see `tokenizer_loop.train_tokenizer`)."""
+    from .tokenizer_loop import train_tokenizer  # torch, accelerate and the model are imported only to train
 
-    return train_tokenizer(args)
+    return train_tokenizer(config)
 
 
 def report(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Data of the token-ViT classifier: an HF image dataset, tokenized once by a trained tokenizer and cached.
+"""The token cache of the commands that train on a tokenizer's tokens (`train-classifier`, `train-prior`): an HF
+image dataset, tokenized once by a trained tokenizer and cached.
 
-Tokenizing is the expensive part of classifier training (one tokenizer forward per image), and it gives the same
-result every epoch: so `datasets.map` runs it once per split and writes an Arrow file whose name is a hash of
+Tokenizing is the expensive part of classifier and prior training (one tokenizer forward per image), and it gives
+the same result every epoch: so `datasets.map` runs it once per split and writes an Arrow file whose name is a hash of
 everything the result depends on (the source data's fingerprint, the tokenizer's weights, the image transform,
 the label column). A second run with the same inputs opens that file instead of tokenizing again. The pixel-ViT
 reference goes through the same code with `encoder=None` and caches preprocessed pixels instead of tokens.
@@ -11,7 +12,6 @@ Rows come out as `{"image_tokens" (or "pixel_values"): tensor, "labels": int64}`
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +19,13 @@ from typing import Any
 
 import datasets
 import torch
+from torch import nn
 
 from ..data import ImageTransform
-from ..models.vqgan.image_size import check_tokenizer_resolution
+from ..errors import HfVqUserError
+from ..models.vqgan import VQGANImageProcessor
+from ..models.vqgan.image_size import align_image_size_with_processor, check_tokenizer_resolution
+from .args import TokenTrainingConfig
 from .data import train_and_eval_datasets
 
 # Bump when the layout of the cached rows changes, so that old cache files are not read as new ones.
@@ -29,13 +33,18 @@ CACHE_FORMAT_VERSION = "1"
 CACHE_SUBDIR = "hf_vq_classifier"
 
 
+class MissingTokenizerError(HfVqUserError, OSError):
+    """The tokenizer named by --tokenizer_name_or_path cannot be loaded."""
+
+
 class MissingLabelsError(ValueError):
     """The dataset has no column of class labels under the name given."""
 
 
 @dataclass
-class ClassifierData:
-    """Encoded train and evaluation splits (torch-formatted `datasets.Dataset`s) and their labels."""
+class TokenData:
+    """Encoded train and evaluation splits (torch-formatted `datasets.Dataset`s) and their labels (`id2label` is
+    empty when the rows carry no labels)."""
 
     train: datasets.Dataset
     eval: datasets.Dataset | None
@@ -45,35 +54,62 @@ class ClassifierData:
     skipped_images: int
 
 
-def build_classifier_data(args: argparse.Namespace, tokenizer: torch.nn.Module | None, processor: Any, encode: bool,
-                          device: torch.device | str = "cpu", splits: tuple[str, ...] = ("train", "eval")) -> ClassifierData:
-    """Load the train / evaluation splits named by `args` and encode them: token grids when `encode` is True (the
-    token ViT), preprocessed pixels otherwise (the pixel-ViT reference). Only the `splits` named are encoded (the
-    others come back as None). Call on the main process first, so that only it writes the cache
-    (`accelerator.main_process_first()`)."""
-    side = args.resolution or processor.size["height"]
+def build_token_data(config: TokenTrainingConfig, tokenizer: torch.nn.Module | None, processor: Any, encode: bool,
+                     device: torch.device | str = "cpu", splits: tuple[str, ...] = ("train", "eval"),
+                     with_labels: bool = True) -> TokenData:
+    """Load the train / evaluation splits named by `config` and encode them: token grids when `encode` is True (the
+    token ViT, the prior), preprocessed pixels otherwise (the pixel-ViT reference). Only the `splits` named are
+    encoded (the others come back as None). The rows carry the class labels of `--label_column` unless
+    `with_labels` is False (an unconditional prior). Call on the main process first, so that only it writes the
+    cache (`accelerator.main_process_first()`)."""
+    side = config.resolution or processor.size["height"]
     if tokenizer is not None:  # tokens of the tokenizer's own size: the grid its config (and so the model) records
-        side = check_tokenizer_resolution(tokenizer.config, args.resolution)
-    source = dict(dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
-                  train_data_dir=args.train_data_dir, image_column=args.image_column, streaming=False,
-                  cache_dir=args.cache_dir)
-    train, evaluation = train_and_eval_datasets(args, source)
-    label_column = args.label_column
+        side = check_tokenizer_resolution(tokenizer.config, config.resolution)
+    label_column = config.label_column if with_labels else None
+    source = dict(dataset_name=config.dataset_name, dataset_config_name=config.dataset_config_name,
+                  train_data_dir=config.train_data_dir, image_column=config.image_column, streaming=False,
+                  cache_dir=config.cache_dir)
+    train, evaluation = train_and_eval_datasets(config, source)
     train, evaluation, id2label = _encode_labels(train, evaluation, label_column) if label_column else (train, evaluation, {})
     # Center crop, no flips: tokens are computed once, so every epoch sees the same view of an image.
     transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
-    encoder = ImageEncoder(transform, tokenizer if encode else None, args.image_column, label_column, device)
-    cache_dir = Path(args.cache_dir or datasets.config.HF_DATASETS_CACHE) / CACHE_SUBDIR
+    encoder = ImageEncoder(transform, tokenizer if encode else None, config.image_column, label_column, device)
+    cache_dir = Path(config.cache_dir or datasets.config.HF_DATASETS_CACHE) / CACHE_SUBDIR
     encoded, cache_files, skipped = [], [], 0
     for name, split in (("train", train), ("eval", evaluation)):
         if split is None or name not in splits:
             encoded.append(None)
             continue
-        dataset, cache_file = encode_split(split, encoder, cache_dir, args.tokenize_batch_size, name)
+        dataset, cache_file = encode_split(split, encoder, cache_dir, config.tokenize_batch_size, name)
         skipped += len(split) - len(dataset)
         encoded.append(dataset)
         cache_files.append(cache_file)
-    return ClassifierData(encoded[0], encoded[1], encoder.output_column, id2label, cache_files, skipped)
+    return TokenData(encoded[0], encoded[1], encoder.output_column, id2label, cache_files, skipped)
+
+
+def load_tokenizer(tokenizer_name_or_path: str, device: torch.device,
+                   revision: str | None = None) -> tuple[nn.Module, VQGANImageProcessor]:
+    """The frozen tokenizer and its image processor (the processor the classifier folder will carry)."""
+    from transformers import AutoModel
+
+    try:
+        tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path, revision=revision)
+        processor = VQGANImageProcessor.from_pretrained(tokenizer_name_or_path, revision=revision)
+    except OSError as error:  # transformers' "not a local folder nor a model on the Hub", offline, no such revision
+        raise MissingTokenizerError(
+            f"cannot load the tokenizer --tokenizer_name_or_path {tokenizer_name_or_path!r}"
+            f"{f' (revision {revision!r})' if revision else ''}: {' '.join(str(error).split())}"
+        ) from error
+    # A folder saved before issue 28's fix may name another size in its config than its processor makes: the
+    # processor's wins, so that the classifier or prior is built for the grid the tokens really have.
+    align_image_size_with_processor(tokenizer.config, processor)
+    return tokenizer.eval().requires_grad_(False).to(device), processor
+
+
+def tokenizer_reference(name_or_path: str) -> str:
+    """A local folder is recorded as an absolute path (the classifier folder may be opened from elsewhere)."""
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.is_dir() else name_or_path
 
 
 class ImageEncoder:
@@ -190,4 +226,7 @@ def _processor_bytes(transform: ImageTransform) -> bytes:
     return repr(processor.to_dict() if processor is not None else None).encode()
 
 
-__all__ = ["ClassifierData", "ImageEncoder", "MissingLabelsError", "build_classifier_data", "encode_split", "module_fingerprint"]
+__all__ = [
+    "ImageEncoder", "MissingLabelsError", "MissingTokenizerError", "TokenData", "build_token_data", "encode_split",
+    "load_tokenizer", "module_fingerprint", "tokenizer_reference",
+]
