@@ -1,13 +1,20 @@
 """The autoregressive prior's training pieces (hf_vq/training/prior_autoregressive.py)."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaForCausalLM
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from hf_vq import AutoregressivePipeline, VQGANModel
-from hf_vq.training.prior_autoregressive import (NextTokenLoss, build_autoregressive_prior,
+from hf_vq import AutoregressivePipeline, VQGANConfig, VQGANImageProcessor, VQGANModel
+from hf_vq.training.args import ConfigError
+from hf_vq.training.prior_command import resolve_prior_args, train_prior
+from hf_vq.training.priors.autoregressive import (NextTokenLoss, build_autoregressive_prior,
                                                  load_pretrained_autoregressive_prior, prior_sequences)
+
+from training_helpers import CLASSES, REPO, one_thread, reset_accelerate
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "intermediate_size": 64}
@@ -78,3 +85,75 @@ def test_pretrained_prior_is_checked_against_the_tokenizer(prior, tokenizer, tmp
     other = VQGANModel(type(tokenizer.config)(**{**tokenizer.config.to_dict(), "codebook_size": 64}))
     with pytest.raises(ValueError, match="codebook_size=64 but"):
         load_pretrained_autoregressive_prior(str(tmp_path / "pipe"), other)
+
+
+# ------------------------------------------------------------------------------------------------ hf-vq train-prior
+
+TINY_AUTOREGRESSIVE = str(REPO / "configs" / "autoregressive_tiny.yaml")
+
+
+def _flags(tokenizer_dir, image_dir, tmp_path, name="prior", **overrides):
+    return {"config": TINY_AUTOREGRESSIVE, "tokenizer_name_or_path": str(tokenizer_dir),
+            "train_data_dir": str(image_dir), "output_dir": str(tmp_path / name), "cache_dir": str(tmp_path / "cache"),
+            **overrides}
+
+
+def _train(flags):
+    reset_accelerate()
+    with one_thread():
+        return train_prior(flags)
+
+
+def test_train_prior_autoregressive_ends_in_a_pipeline_that_loads_and_generates(tokenizer_dir, labelled_image_dir,
+                                                                                 tmp_path):
+    result = _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, top_k=20))
+    output_dir = tmp_path / "prior"
+    index = json.loads((output_dir / "model_index.json").read_text())
+    assert index["transformer"] == ["transformers", "LlamaForCausalLM"] and "scheduler" not in index
+    metrics = result["metrics"]
+    assert metrics["global_step"] == 4 and metrics["num_classes"] == 3 and metrics["eval_images"] == 8
+    assert 0 < metrics["generated_usage"] <= 1 and metrics["val_loss"] > 0
+    assert metrics["diversity_ratio"] >= 0 and "val_next_token_accuracy" in metrics
+    prior = AutoModelForCausalLM.from_pretrained(output_dir / "transformer")  # no remote code at all
+    assert type(prior) is LlamaForCausalLM and prior.config.id2label == {0: CLASSES[0], 1: CLASSES[1], 2: CLASSES[2]}
+    pipe = AutoregressivePipeline.from_pretrained(output_dir)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(class_labels=pipe.get_label_ids([CLASSES[2]]), guidance_scale=2.0, output_type="pt",
+               generator=torch.Generator().manual_seed(0))
+    assert out.image_tokens.shape == (1, 8, 8) and int(out.image_tokens.max()) < 32
+
+
+def test_resumed_autoregressive_run_matches_an_uninterrupted_one(tokenizer_dir, labelled_image_dir, tmp_path):
+    flags = dict(use_ema=True, label_dropout=0.5, lr_scheduler="constant", num_eval_images=0, num_sample_images=0,
+                 max_train_steps=4)
+    _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, name="whole", **flags))
+    _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, name="resumed", **{**flags, "max_train_steps": 2}))
+    result = _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, name="resumed",
+                           resume_from_checkpoint="latest", **flags))
+    assert result["global_step"] == 4
+    whole = load_file(tmp_path / "whole" / "transformer" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "transformer" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"prior_type": "autoregresive"}, "did you mean 'autoregressive'"),
+    ({"prior_type": "maskgit", "config": str(REPO / "configs" / "maskgit_tiny.yaml"), "top_k": 5},
+     "--top_k and --top_p sample the autoregressive prior"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"top_k": 0}, "top_k"),
+])
+def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, labelled_image_dir, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        resolve_prior_args(_flags(tokenizer_dir, labelled_image_dir, tmp_path, **override))
+
+
+def test_grouped_tokenizers_are_not_supported_yet(labelled_image_dir, tmp_path):
+    config = VQGANConfig.from_yaml(REPO / "configs" / "vqgan_tiny.yaml")
+    grouped = VQGANModel(VQGANConfig(**{**config.to_dict(), "quantizer_type": "grouped", "num_groups": 2}))
+    grouped.save_pretrained(tmp_path / "grouped")
+    VQGANImageProcessor.from_model_config(grouped.config).save_pretrained(tmp_path / "grouped")
+    with pytest.raises(ValueError, match="does not support grouped tokenizers"):
+        _train(_flags(tmp_path / "grouped", labelled_image_dir, tmp_path))

@@ -121,6 +121,9 @@ class PriorArguments:
     guidance_scale: float = flag(2.0, "classifier-free guidance of the samples and the evaluation (1: none)",
                                  check=">= 0")
     temperature: float = flag(1.0, "sampling temperature of the samples and the evaluation", check=">= 0")
+    top_k: int | None = flag(None, "sample among the top_k most likely codes (autoregressive prior)", check=">= 1")
+    top_p: float | None = flag(None, "nucleus sampling: the most likely codes up to this probability mass "
+                                     "(autoregressive prior)", check="(0, 1]")
     num_sample_images: int = flag(8, "images per class in samples.png (one row per class)", check=">= 0")
     num_eval_images: int = flag(1000, "generated images judged at the end (as many per class), and as many real "
                                       "held-out images; 0: no generation metrics", check=">= 0")
@@ -637,6 +640,9 @@ def check_prior_args(config: PriorTrainingConfig) -> None:
     spec = get_prior_spec(config.prior_type)  # an unknown prior_type lists the valid ones
     if config.model_config and not config.pretrained_model_name_or_path:
         check_model_config(spec.config_class, config.model_config)
+    if config.prior_type != "autoregressive" and (config.top_k is not None or config.top_p is not None):
+        raise ConfigError(f"--top_k and --top_p sample the autoregressive prior; --prior_type {config.prior_type} "
+                          "does not take them")
     if config.model_config.get("num_classes") == 0 and config.guidance_scale > 1:
         raise ConfigError(f"--guidance_scale {config.guidance_scale} needs a class-conditional prior, but the "
                           "config's model: section sets num_classes: 0 (unconditional): use --guidance_scale 1")

@@ -104,10 +104,11 @@ def evaluate_pipeline(config: PriorTrainingConfig, spec: TokenPrior, pipeline, d
             )
     inception = InceptionFeatureExtractor(weights_path=config.inception_weights) if config.inception_weights else None
     device = next(vqgan.parameters()).device
-    metrics = GenerationMetrics(vqgan_config.codebook_size, judge, inception).to(device)
+    # Within-class diversity groups grids by the data's classes (one group for an unconditional prior).
+    num_classes = len(data.id2label) if conditional else 0
+    metrics = GenerationMetrics(vqgan_config.codebook_size, judge, inception, num_classes=num_classes or 1).to(device)
     real_pixels = _real_pixels(config, processor, conditional) if judge is not None or inception is not None else None
     disjoint = _add_real(config, metrics, data, real_pixels, vqgan, count, conditional, device)
-    num_classes = len(data.id2label) if conditional else 0
     labels = [index % num_classes for index in range(count)] if num_classes else None
     start = time.perf_counter()
     images, tokens = generate(config, spec, pipeline, labels, count, torch.Generator().manual_seed(config.seed + 1))

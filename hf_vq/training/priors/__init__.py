@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the flags (hf_vq.training.args) read the registry: keep thi
 # prior_type -> "module:Class" of its spec (imported when chosen, so that a spec's model code loads only when used).
 PRIOR_SPECS = {
     "maskgit": "hf_vq.training.priors.maskgit:MaskGITPrior",
+    "autoregressive": "hf_vq.training.priors.autoregressive:AutoregressivePrior",
 }
 DEFAULT_PRIOR_TYPE = "maskgit"
 PIPELINE_MODEL_SUBFOLDER = "transformer"  # where a prior pipeline folder keeps the prior (diffusers' component name)
