@@ -363,7 +363,7 @@ def _command_of(config: str):
         return TOKENIZER_COMMAND
     if config.startswith("token_vit"):
         return CLASSIFIER_COMMAND
-    if config.startswith("maskgit"):
+    if config.startswith(("maskgit", "autoregressive")):
         from hf_vq.training.prior_command import PRIOR_COMMAND
 
         return PRIOR_COMMAND
