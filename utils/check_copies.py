@@ -60,6 +60,11 @@ def block_end(lines: list[str], start: int) -> int:
     return end
 
 
+def shown(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (the messages name files as a reader finds them)."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def parse_renames(text: str | None, where: str) -> list[tuple[str, str]]:
     if not text:
         return []
@@ -79,7 +84,7 @@ def find_copies(path: Path) -> list[Copy]:
         match = MARKER.match(line)
         if match is None:
             continue
-        where = f"{path.relative_to(REPO_ROOT)}:{index + 1}"
+        where = f"{shown(path)}:{index + 1}"
         start = index + 1
         if start >= len(lines) or not re.match(r"\s*(@|def |class )", lines[start]):
             raise ValueError(f"{where}: a `# Copied from` marker must sit right above a def or class")
@@ -102,7 +107,7 @@ def original_source(target: str) -> list[str]:
         pattern = re.compile(rf"^{indent}(?:async\s+)?(?:def|class)\s+{name}\b")
         found = next((i for i in range(start, len(lines)) if pattern.match(lines[i])), None)
         if found is None:
-            raise ValueError(f"`# Copied from {target}`: {name} is not defined in {module_path.relative_to(REPO_ROOT)}")
+            raise ValueError(f"`# Copied from {target}`: {name} is not defined in {shown(module_path)}")
         while found > 0 and lines[found - 1].strip().startswith("@"):
             found -= 1
         start, indent = found, indent + "    "
@@ -128,7 +133,7 @@ def check_file(path: Path, overwrite: bool) -> list[str]:
         indent = lines[copy.start][: len(lines[copy.start]) - len(lines[copy.start].lstrip())]
         expected = expected_source(copy, indent)
         if lines[copy.start : copy.end] != expected:
-            stale.append(f"{path.relative_to(REPO_ROOT)}:{copy.start} differs from {copy.target}")
+            stale.append(f"{shown(path)}:{copy.start} differs from {copy.target}")
             lines[copy.start : copy.end] = expected
     if stale and overwrite:
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
