@@ -73,7 +73,7 @@ with unittest.mock.patch("transformers.utils.direct_transformers_import", lambda
     from tests.test_configuration_common import ConfigTester
 from tests.test_modeling_common import ModelTesterMixin, ids_tensor
 
-from hf_vq import TokenViTConfig, TokenViTForImageClassification
+from hf_vq import TokenViTConfig, TokenViTForImageClassification, VQGANConfig, VQGANModel
 
 
 class TokenViTModelTester:
@@ -159,3 +159,67 @@ class TokenViTModelTest(ModelTesterMixin, unittest.TestCase):
 
     def test_for_image_classification(self):
         self.model_tester.create_and_check_for_image_classification(*self.model_tester.prepare_config_and_inputs())
+
+
+class VQGANModelTester:
+    """The tokenizer of configs/vqgan_tiny.yaml, smaller: 16x16 RGB images -> an 8x8 grid of 32 codes."""
+
+    def __init__(self, parent, batch_size=4, image_size=16, num_channels=3, is_training=True):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.num_channels = num_channels
+        self.is_training = is_training
+        self.num_hidden_layers = 2  # block_out_channels has two stages
+
+    def get_config(self) -> VQGANConfig:
+        return VQGANConfig(
+            num_channels=self.num_channels, image_size=self.image_size, block_out_channels=[16, 32], layers_per_block=1,
+            norm_num_groups=8, latent_channels=8, embed_dim=4, codebook_size=32,
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        pixel_values = torch.rand(self.batch_size, self.num_channels, self.image_size, self.image_size) * 2 - 1
+        return self.get_config(), {"pixel_values": pixel_values}
+
+
+class VQGANModelTest(ModelTesterMixin, unittest.TestCase):
+    all_model_classes = (VQGANModel,)
+    has_attentions = False  # its attention blocks are single-head over a feature map; it returns no attentions
+    test_resize_embeddings = False  # a pixel model: no token embedding
+    test_can_init_all_missing_weights_before_2023 = True
+
+    def setUp(self):
+        self.model_tester = VQGANModelTester(self)
+        # A convolutional tokenizer has no hidden_size / num_attention_heads / num_hidden_layers, the properties
+        # the tester checks by default (transformers' own conv models pass their own list too).
+        self.config_tester = ConfigTester(self, config_class=VQGANConfig, has_text_modality=False,
+                                          common_properties=["codebook_size", "embed_dim", "image_size"])
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    # Known failures of the tokenizer (issue 27; hf_vq/models/vqgan/ is engineer q's area). Marked so that the
+    # module stays green and a fix shows up as an unexpected success, which fails until its marker is removed.
+
+    @unittest.expectedFailure
+    def test_hidden_states_output(self):
+        """`VQGANModelOutput` has `encoder_hidden_states` / `decoder_hidden_states` but no `hidden_states`."""
+        super().test_hidden_states_output()
+
+    @unittest.expectedFailure
+    def test_retain_grad_hidden_states_attentions(self):
+        """Reads `outputs.hidden_states`, as above."""
+        super().test_retain_grad_hidden_states_attentions()
+
+    @unittest.expectedFailure
+    def test_model_get_set_embeddings(self):
+        """`get_input_embeddings` raises; a pixel model returns its first layer (`conv_in`), as ViT returns its
+        patch embedding."""
+        super().test_model_get_set_embeddings()
+
+    @unittest.expectedFailure
+    def test_keep_in_fp32_modules_strict_also_hardcode_fp32(self):
+        """`quantize.embedding.weight` is in `_keep_in_fp32_modules_strict` but not created as float32 in `__init__`,
+        so building under a half-precision default dtype leaves it in half precision."""
+        super().test_keep_in_fp32_modules_strict_also_hardcode_fp32()
