@@ -113,6 +113,8 @@ def test_prior_token_embeddings():
     assert model.embeddings.token_embedding is replacement
     with pytest.raises(ValueError, match=r"codebook_size \+ 1 = 33 rows .* got 40; build a prior"):
         model.set_input_embeddings(torch.nn.Embedding(40, 32))
+    with pytest.raises(ValueError, match=r"codebook_size \+ 1 = 33 rows .* got 50"):  # its head covers the codes
+        model.resize_token_embeddings(50)
 
 
 REMOTE_SCRIPT = """
