@@ -122,6 +122,12 @@ def test_classifier_hidden_states_and_attentions(classifier_folder):
     assert all(h.shape == (2, 65, 32) for h in output.hidden_states)
     assert len(output.attentions) == 2 and output.attentions[0].shape == (2, 4, 65, 65)
     torch.testing.assert_close(output.attentions[0].sum(-1), torch.ones(2, 4, 65))
+    # With the default sdpa kernel the call that asks for attentions runs eager, as transformers' models do.
     sdpa = TokenViTForImageClassification.from_pretrained(classifier_folder).eval()
-    with pytest.raises(ValueError, match="attn_implementation='eager'"):
-        sdpa(image_tokens=tokens, output_attentions=True)
+    assert sdpa.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        sdpa_output = sdpa(image_tokens=tokens, output_attentions=True)
+    assert sdpa.config._attn_implementation == "sdpa"
+    for eager_weights, sdpa_weights in zip(output.attentions, sdpa_output.attentions, strict=True):
+        torch.testing.assert_close(sdpa_weights, eager_weights)
+    torch.testing.assert_close(sdpa_output.logits, output.logits)

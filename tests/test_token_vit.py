@@ -64,7 +64,8 @@ def test_saved_folder_loads_through_auto_classes_without_the_tokenizer_weights(c
         "AutoImageProcessor": "image_processing_vqgan.VQGANImageProcessor"}
     assert json.loads((classifier_dir / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "configuration_token_vit.TokenViTConfig",
-        "AutoModelForImageClassification": "modeling_token_vit.TokenViTForImageClassification"}
+        "AutoModelForImageClassification": "modeling_token_vit.TokenViTForImageClassification",
+        "AutoModel": "modeling_token_vit.TokenViTForImageClassification"}
     code = {path.name for path in classifier_dir.glob("*.py")}
     assert {"modeling_token_vit.py", "configuration_token_vit.py", "vqgan_token_vit.py", "modeling_vqgan.py",
             "configuration_vqgan.py", "image_processing_vqgan.py", "quantization_vqgan.py", "vector_quantizer.py"} <= code

@@ -59,6 +59,8 @@ class TokenViTConfig(PreTrainedConfig):
     """
 
     model_type = "token_vit"
+    # transformers' name for the number of input ids (read and written by `resize_token_embeddings`).
+    attribute_map = {"vocab_size": "codebook_size"}
 
     codebook_size: int = 1024
     tokens_per_position: int = 1

@@ -10,6 +10,7 @@ A saved folder carries this code, the tokenizer's code and the image processor's
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,8 @@ from .vqgan_token_vit import VQGANModel, copy_remote_code, eager_attention_forwa
 
 
 class TokenViTAttention(nn.Module):
-    """Multi-head self-attention; the kernel is the one `config._attn_implementation` names ("sdpa" or "eager")."""
+    """Multi-head self-attention through transformers' attention interface: the kernel `config._attn_implementation`
+    names ("sdpa" by default, or "eager"), or the eager one for a call that asks for the attention weights."""
 
     is_causal = False  # every position sees every other: read by transformers' sdpa kernel
 
@@ -44,12 +46,17 @@ class TokenViTAttention(nn.Module):
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_probs_dropout_prob
 
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attended states `(batch, length, hidden_size)` and the attention weights (eager kernel only)."""
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attended states `(batch, length, hidden_size)` and, with `output_attentions=True`, the attention weights
+        `(batch, heads, length, length)` (else whatever the kernel returns: `None` for sdpa)."""
         batch, length, width = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, width // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        # Fused kernels never form the weights: a call that wants them runs eager, as transformers' models do.
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attended, weights = attention(
             self, query, key, value, None, scaling=self.scaling, dropout=self.dropout if self.training else 0.0,
             is_causal=False,
@@ -72,8 +79,10 @@ class TokenViTLayer(GradientCheckpointingLayer):
         )
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(self.norm_before_attention(hidden_states))
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attention(self.norm_before_attention(hidden_states), output_attentions)
         hidden_states = hidden_states + self.dropout(attended)
         return hidden_states + self.dropout(self.mlp(self.norm_before_mlp(hidden_states))), weights
 
@@ -100,7 +109,8 @@ class TokenViTEmbeddings(nn.Module):
 class TokenViTPreTrainedModel(PreTrainedModel):
     config_class = TokenViTConfig
     base_model_prefix = "token_vit"
-    main_input_name = "pixel_values"
+    # Its input is a token grid; pixels are a convenience that goes through the tokenizer (see `forward`).
+    main_input_name = "image_tokens"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     # Attention goes through transformers' attention interface: "sdpa" (default) and "eager" both work.
@@ -191,6 +201,12 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         classifier builds its tokenizer from it when given pixels) and the tokenizer's image processor
         (`image_processor`) with its code, so that `AutoImageProcessor` and `pipeline("image-classification")` load
         the folder, with `trust_remote_code=True` where hf_vq is not installed."""
+        if self._auto_class is not None:
+            # `register_for_auto_class` names one auto class; the classifier is also what `AutoModel` loads (a token
+            # ViT has no headless model), so the folder's auto_map names it for both.
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = getattr(self.config, "auto_map", None) or {}
+            self.config.auto_map = {**auto_map, "AutoModel": f"{module}.{type(self).__name__}"}
         super().save_pretrained(save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return
@@ -247,12 +263,23 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
             )
         weight.copy_(codebook)
 
+    # --- token embeddings -----------------------------------------------------------------------------------
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding, one row per code of the tokenizer's codebook."""
+        return self.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the token embedding; `config.codebook_size` follows its number of rows (the ids it accepts)."""
+        self.embeddings.token_embedding = value
+        self.config.codebook_size = value.num_embeddings
+
     # --- forward --------------------------------------------------------------------------------------------
 
     def forward(
         self,
-        pixel_values: torch.Tensor | None = None,
         image_tokens: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
@@ -263,26 +290,27 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         Logits `(batch, num_labels)` for token grids `image_tokens` `(batch, height, width[, tokens_per_position])`,
         or for `pixel_values` tokenized with the classifier's tokenizer. `output_hidden_states=True` returns the
         embeddings and each layer's output `(batch, 1 + height * width, hidden_size)`; `output_attentions=True`
-        each layer's attention weights `(batch, heads, 1 + height * width, 1 + height * width)` (eager attention
-        only: load with `attn_implementation="eager"`).
+        each layer's attention weights `(batch, heads, 1 + height * width, 1 + height * width)` (computed by the
+        eager kernel for that call when the model uses sdpa).
+
+        Ids outside the codebook raise a `ValueError` when `image_tokens` are in host memory and the call is
+        eager; on an accelerator, or under `torch.compile` / `torch.export`, reading the ids would cost a
+        host-device sync or a data-dependent branch, so call `check_image_tokens` yourself where ids come from
+        elsewhere than this classifier's tokenizer.
         """
         if (pixel_values is None) == (image_tokens is None):
             raise ValueError("pass exactly one of image_tokens (token ids) or pixel_values (images to tokenize)")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        if output_attentions and self.config._attn_implementation != "eager":
-            raise ValueError(
-                f"output_attentions=True needs the eager attention kernel, but this model uses "
-                f"{self.config._attn_implementation!r}: load it with attn_implementation='eager' or call "
-                "model.set_attn_implementation('eager')"
-            )
         if image_tokens is None:
-            image_tokens = self.tokenize(pixel_values)
-        hidden_states = self.embeddings(self._check_tokens(image_tokens))
+            image_tokens = self.tokenize(pixel_values)  # its own tokenizer's ids: in range by construction
+        elif values_are_cheap_to_read(image_tokens):
+            self._check_token_values(image_tokens)
+        hidden_states = self.embeddings(self._flatten_tokens(image_tokens))
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states)
+            hidden_states, weights = layer(hidden_states, output_attentions)
             if all_hidden_states is not None:
                 all_hidden_states.append(hidden_states)
             if all_attentions is not None:
@@ -295,14 +323,29 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         )
         return output if return_dict is not False else output.to_tuple()
 
-    def _check_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        """(B, h, w[, t]) or (B, h*w[, t]) ids -> (B, h*w, t), with clear errors for what does not fit."""
+    def check_image_tokens(self, image_tokens: torch.Tensor) -> None:
+        """Raise a clear error unless `image_tokens` are integer ids of this classifier's grid, each in
+        `[0, codebook_size)`. Reads the ids (a host-device sync on an accelerator): for input from outside."""
+        self._flatten_tokens(image_tokens)
+        self._check_token_values(image_tokens)
+
+    def _check_token_values(self, image_tokens: torch.Tensor) -> None:
+        codebook_size = self.config.codebook_size
+        if image_tokens.numel() and (int(image_tokens.min()) < 0 or int(image_tokens.max()) >= codebook_size):
+            raise ValueError(
+                f"token ids must lie in [0, {codebook_size - 1}] (codebook_size={codebook_size}); got "
+                f"values from {int(image_tokens.min())} to {int(image_tokens.max())}. Were they made by another tokenizer?"
+            )
+
+    def _flatten_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, h, w[, t]) or (B, h*w[, t]) ids -> (B, h*w, t), with clear errors for a dtype or shape that does not
+        fit. Reads shapes only, never values: safe under torch.compile and torch.export."""
         config = self.config
         if image_tokens.is_floating_point() or image_tokens.is_complex():
             raise TypeError(f"image_tokens must be integer token ids, got {image_tokens.dtype}")
         per_position = config.tokens_per_position
         grid_dims = image_tokens.ndim - 1 - (1 if per_position > 1 else 0)
-        positions = int(torch.tensor(image_tokens.shape[1 : 1 + grid_dims]).prod()) if grid_dims > 0 else 0
+        positions = math.prod(image_tokens.shape[1 : 1 + grid_dims]) if grid_dims > 0 else 0
         if grid_dims not in (1, 2) or positions != config.num_positions or (per_position > 1 and image_tokens.shape[-1] != per_position):
             height, width = config.grid_size
             expected = f"(batch, {height}, {width}) or (batch, {height * width})"
@@ -312,12 +355,14 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
                 f"image_tokens of shape {tuple(image_tokens.shape)} do not fit this classifier, which expects "
                 f"{expected}: a {height}x{width} grid. Tokenize images of the size the tokenizer was trained on."
             )
-        if image_tokens.numel() and (int(image_tokens.min()) < 0 or int(image_tokens.max()) >= config.codebook_size):
-            raise ValueError(
-                f"token ids must lie in [0, {config.codebook_size - 1}] (codebook_size={config.codebook_size}); got "
-                f"values from {int(image_tokens.min())} to {int(image_tokens.max())}. Were they made by another tokenizer?"
-            )
         return image_tokens.reshape(image_tokens.shape[0], config.num_positions, per_position).long()
+
+
+def values_are_cheap_to_read(tensor: torch.Tensor) -> bool:
+    """Whether a forward may read `tensor`'s values to validate them: only in eager mode (under torch.compile or
+    torch.export a value read is a data-dependent branch: a graph break, or an export error) and only for a tensor
+    in host memory (on an accelerator it is a host-device sync that stalls the stream)."""
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def save_image_processor(image_processor: Any, save_directory: str | os.PathLike) -> Path:
@@ -328,4 +373,4 @@ def save_image_processor(image_processor: Any, save_directory: str | os.PathLike
     return Path(save_directory) / "preprocessor_config.json"
 
 
-__all__ = ["TokenViTForImageClassification", "TokenViTPreTrainedModel", "save_image_processor"]
+__all__ = ["TokenViTForImageClassification", "TokenViTPreTrainedModel", "save_image_processor", "values_are_cheap_to_read"]
