@@ -12,11 +12,14 @@ import yaml
 
 from hf_vq.data import build_image_dataset
 from hf_vq.data.photos import (
+    PHOTO_PACKAGES,
     PhotoDatasetError,
     SourceImage,
     build_photo_dataset,
     ensure_packages,
+    list_package_images,
     looks_like_photograph,
+    missing_packages,
     split_photos,
 )
 from hf_vq.errors import ConfigError
@@ -66,13 +69,16 @@ def generated_sources(tmp_path_factory) -> list[SourceImage]:
     return sources
 
 
+def build_generated(sources: list[SourceImage], output: Path):
+    scenes = {name: scene for name, (_, _, scene) in GENERATED.items() if scene}
+    return build_photo_dataset(sources, output, heldout_package="pkg-other", scales=SCALES, stride=32,
+                               test_fraction=0.34, seed=0, scenes=scenes, reviewed_not_photographs={})
+
+
 @pytest.fixture(scope="module")
 def built(generated_sources, tmp_path_factory):
     output = tmp_path_factory.mktemp("photos64")
-    scenes = {name: scene for name, (_, _, scene) in GENERATED.items() if scene}
-    summary = build_photo_dataset(generated_sources, output, heldout_package="pkg-other", scales=SCALES, stride=32,
-                                  test_fraction=0.34, seed=0, scenes=scenes, reviewed_not_photographs={})
-    return output, summary
+    return output, build_generated(generated_sources, output)
 
 
 def patch_sources(folder: Path) -> set[str]:
@@ -124,6 +130,14 @@ def test_patches_are_64_pixel_rgb_with_scene_labels(built):
     assert {record["name"] for record in manifest["sources"]} == set(GENERATED)
 
 
+def test_the_same_sources_give_the_same_files(built, generated_sources, tmp_path):
+    output, _ = built
+    build_generated(generated_sources, tmp_path)
+    files = sorted(path.relative_to(output) for path in output.rglob("*.png"))
+    assert files == sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*.png"))
+    assert all((output / name).read_bytes() == (tmp_path / name).read_bytes() for name in files[::7])
+
+
 def test_the_split_is_seeded_and_keeps_every_scene_in_train():
     scenes = {f"photo_{index}": ("sea", "hill", "town")[index % 3] for index in range(12)} | {"lonely": "desert"}
     first = split_photos(scenes, test_fraction=0.25, seed=3)
@@ -144,6 +158,27 @@ def test_the_photo_test_on_a_real_photograph_style_image_and_a_flat_one():
 def test_missing_packages_are_named_with_the_command_to_install_them():
     with pytest.raises(PhotoDatasetError, match=r"hf-vq-no-such-wallpapers.*apt-get install hf-vq-no-such-wallpapers"):
         ensure_packages(["hf-vq-no-such-wallpapers"], install=False)
+
+
+def test_the_script_names_missing_packages_and_fails(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_photo_dataset", REPO / "scripts" / "make_photo_dataset.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = ["--packages", "hf-vq-no-such-wallpapers", "--no_install", "--output_dir", str(tmp_path)]
+    assert script.main(argv) == 1
+    assert "hf-vq-no-such-wallpapers are not installed" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(bool(missing_packages(PHOTO_PACKAGES)), reason="the wallpaper packages are not installed")
+def test_installed_packages_give_one_file_per_picture():
+    plasma = {image.name: image.path for image in list_package_images("plasma-workspace-wallpapers")}
+    assert len(plasma) == 30 and plasma["Path"].name == "2560x1600.jpg"  # the largest of its 12 sizes
+    assert all("images_dark" not in str(path) and path.name != "screenshot.png" for path in plasma.values())
+    lomiri = {image.name for image in list_package_images("lomiri-wallpapers")}
+    assert {"Bridge_by_Sander_Klootwijk", "Kleiber_by_Lukas_Baubkus"} <= lomiri  # both parts of the metapackage
 
 
 def test_a_package_with_every_photograph_held_out_is_a_clear_error(generated_sources, tmp_path):

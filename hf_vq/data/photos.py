@@ -21,9 +21,9 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 import PIL.Image
