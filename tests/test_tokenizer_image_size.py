@@ -136,7 +136,7 @@ def test_a_processor_with_other_channels_than_the_weights_is_refused():
 
 
 def test_a_resolution_the_factor_does_not_divide_is_a_flag_error(tmp_path):
-    with pytest.raises(ConfigError, match="--resolution 33: image size 33 is not a positive multiple"):
+    with pytest.raises(ConfigError, match=r"--resolution 33.*multiple"):
         build_model_and_processor(training_args(tmp_path, train_data_dir=str(tmp_path), resolution=33))
 
 

@@ -561,6 +561,7 @@ def check_tokenizer_args(args: TrainingConfig) -> None:
         raise ConfigError("--lecam_weight regularises the discriminator, which is off: set --discriminator_weight > 0")
     if args.model_config and not args.pretrained_model_name_or_path:
         check_model_config(TOKENIZER_COMMAND.model_config_class, args.model_config)
+        _check_resolution(args.resolution, args.model_config)
     if args.discriminator_learning_rate is None:
         args.discriminator_learning_rate = args.learning_rate
 
@@ -586,6 +587,21 @@ def check_model_config(model_config_class: str, model_config: dict[str, Any]) ->
     except (TypeError, ValueError, StrictDataclassError) as error:
         cause = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
         raise ConfigError(f"model: section: {' '.join(str(cause).split())}") from error
+
+
+def _check_resolution(resolution: int | None, model_config: dict[str, Any]) -> None:
+    """The config checks its own image_size; a --resolution the downsampling factor does not divide would only
+    fail later, as a shape mismatch between the images and their reconstructions."""
+    if resolution is None:
+        return
+    config = _import(TOKENIZER_COMMAND.model_config_class)(**model_config)
+    factor = config.downsampling_factor
+    if resolution % factor != 0:
+        raise ConfigError(
+            f"--resolution {resolution} is not divisible by the tokenizer's downsampling factor {factor} (set by "
+            f"{len(config.block_out_channels)} levels of block_out_channels): use a multiple of {factor}, such as "
+            f"{max(factor, resolution // factor * factor)}"
+        )
 
 
 # The classifier caches each image's tokens once, so it has no augmentation flags, and its defaults differ: a ViT
