@@ -27,6 +27,7 @@ from ..models.vqgan import VQGANImageProcessor
 from .checkpointing import TrainingState
 from .classifier_data import ClassifierData, build_classifier_data
 from .divergence import ensure_finite_weights
+from .final_save import save_final_folder
 from .loop import (
     METRICS_FILE,
     SECRET_FLAGS,
@@ -217,16 +218,18 @@ def save_final_model(args, accelerator: Accelerator, model, processor, state: Tr
     (`TrainingDivergedError`) if a weight is not finite."""
     unwrapped = accelerator.unwrap_model(model)
     ensure_finite_weights([unwrapped], state.global_step, args.output_dir)
-    if accelerator.is_main_process:
+
+    def write(folder: Path) -> None:
         if isinstance(unwrapped, TokenViTForImageClassification):
-            unwrapped.save_pretrained(output_dir, image_processor=processor)
+            unwrapped.save_pretrained(folder, image_processor=processor)
         else:
             from ..models.token_vit import save_image_processor
 
-            unwrapped.save_pretrained(output_dir)
-            save_image_processor(processor, output_dir)
-        _write_json(output_dir / TRAINING_CONFIG_FILE, _plain_args(args))
-    accelerator.wait_for_everyone()
+            unwrapped.save_pretrained(folder)
+            save_image_processor(processor, folder)
+        _write_json(folder / TRAINING_CONFIG_FILE, _plain_args(args))
+
+    save_final_folder(accelerator, output_dir, write)  # atomically (final_save.py)
 
 
 def summary(args, accelerator: Accelerator, model, state: TrainingState, data: ClassifierData):

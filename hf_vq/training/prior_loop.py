@@ -27,6 +27,7 @@ from .checkpointing import TrainingState, resolve_resume_checkpoint
 from .classifier_data import ClassifierData, MissingLabelsError, build_classifier_data, module_fingerprint
 from .classifier_loop import _tokenizer_reference, build_optimization, load_tokenizer
 from .divergence import DivergenceGuard, ensure_finite_weights
+from .final_save import save_final_folder
 from .loop import (
     TrainingLoop,
     build_accelerator,
@@ -284,10 +285,12 @@ def finish(args, accelerator: Accelerator, model, ema, tokenizer, processor, dat
         prior.eval()
         ensure_finite_weights([prior], state.global_step, args.output_dir)
         pipeline = build_pipeline(tokenizer, prior)
-        if accelerator.is_main_process:
-            pipeline.save_pretrained(output_dir)
-            _write_json(output_dir / TRAINING_CONFIG_FILE, training_config(args))
-        accelerator.wait_for_everyone()
+
+        def write(folder: Path) -> None:
+            pipeline.save_pretrained(folder)
+            _write_json(folder / TRAINING_CONFIG_FILE, training_config(args))
+
+        save_final_folder(accelerator, output_dir, write)  # atomically (final_save.py)
         training = summary(args, accelerator, prior, state, data, conditional)
 
         def evaluate() -> dict[str, Any]:

@@ -37,6 +37,7 @@ from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
 from .discriminator import NLayerDiscriminator
 from .divergence import DivergenceGuard, ensure_finite_weights
+from .final_save import save_final_folder
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
 from .losses import (
     LeCamEMA,
@@ -399,10 +400,12 @@ def save_final_model(args, accelerator: Accelerator, networks: Networks, process
     refused (`TrainingDivergedError`) if a weight is not finite."""
     with ema_weights(accelerator, networks) as model:
         ensure_finite_weights([model], state.global_step, args.output_dir)
-        if accelerator.is_main_process:
-            model.save_pretrained(output_dir, image_processor=processor)
-            (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
-    accelerator.wait_for_everyone()
+
+        def write(folder: Path) -> None:
+            model.save_pretrained(folder, image_processor=processor)
+            (folder / TRAINING_CONFIG_FILE).write_text(json.dumps(training_config(args), indent=2, sort_keys=True))
+
+        save_final_folder(accelerator, output_dir, write)  # atomically (final_save.py)
 
 
 def shut_down(accelerator: Accelerator, networks: Networks) -> None:
