@@ -28,6 +28,7 @@ from .checkpointing import TrainingState
 from .classifier_data import ClassifierData, build_classifier_data
 from .divergence import ensure_finite_weights
 from .final_save import save_final_folder
+from .run_lock import release_run_lock
 from .loop import (
     METRICS_FILE,
     SECRET_FLAGS,
@@ -209,6 +210,7 @@ def finish(args, accelerator: Accelerator, model, processor, data: ClassifierDat
     metrics = publish_final_metrics(args, accelerator, output_dir, metrics, state.global_step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    release_run_lock(args.output_dir)  # the next run on this folder may start (run_lock.py)
     return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
             "global_step": state.global_step, "is_main_process": accelerator.is_main_process}
 

@@ -28,6 +28,7 @@ from .classifier_data import ClassifierData, MissingLabelsError, build_classifie
 from .classifier_loop import _tokenizer_reference, build_optimization, load_tokenizer
 from .divergence import DivergenceGuard, ensure_finite_weights
 from .final_save import save_final_folder
+from .run_lock import release_run_lock
 from .loop import (
     TrainingLoop,
     build_accelerator,
@@ -304,6 +305,7 @@ def finish(args, accelerator: Accelerator, model, ema, tokenizer, processor, dat
     metrics = publish_final_metrics(args, accelerator, output_dir, metrics, state.global_step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    release_run_lock(args.output_dir)  # the next run on this folder may start (run_lock.py)
     return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
             "sample_grid": str(grid_path) if grid_path.is_file() else None, "global_step": state.global_step,
             "is_main_process": accelerator.is_main_process}

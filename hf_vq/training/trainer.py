@@ -38,6 +38,7 @@ from .data import TrainingData, build_training_data
 from .discriminator import NLayerDiscriminator
 from .divergence import DivergenceGuard, ensure_finite_weights
 from .final_save import save_final_folder
+from .run_lock import release_run_lock
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
 from .losses import (
     LeCamEMA,
@@ -392,6 +393,7 @@ def finish(args, accelerator: Accelerator, networks: Networks, processor, data: 
         "discriminator": accelerator.unwrap_model(networks.discriminator) if networks.discriminator is not None else None,
     }
     shut_down(accelerator, networks)
+    release_run_lock(args.output_dir)  # the next run on this folder may start (run_lock.py)
     return result
 
 
