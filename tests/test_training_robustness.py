@@ -157,7 +157,7 @@ def test_a_kill_inside_the_final_save_never_leaves_a_mix_of_two_runs(image_folde
     else:  # the new model in place, whole, and no metrics of the previous run beside it
         assert _fingerprint(output_dir) == new and not (output_dir / "metrics.json").exists()
     recover_interrupted_final_save(output_dir)  # what the next save or run on the folder does first
-    assert _fingerprint(output_dir) == (previous if point == "staged" else new)
+    assert _fingerprint(output_dir) == new  # the new model was complete on disk: the swap is finished
     assert not (output_dir / STAGING_FOLDER).exists() and not (output_dir / OLD_FOLDER).exists()
     assert checkpoint_problem(output_dir / "checkpoint-4") is None
 
@@ -371,3 +371,29 @@ def test_a_second_signal_stops_at_once(image_folder, tmp_path):
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130 and "second SIGINT: stopping now, without a checkpoint" in output
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(image_folder, tmp_path):
+    output_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m"] + _command(
+        output_dir, image_folder, max_train_steps=10_000, checkpointing_steps=10_000, logging_steps=1)[2:]
+    environment = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = output_dir / "logs" / "train_log.jsonl"
+    _wait_for(lambda: log.is_file() and log.read_text().count("\n") >= 2, process, "training")
+    workers = _children(process.pid)
+    assert len(workers) == 2
+    os.kill(max(workers), signal.SIGTERM)  # one worker only (the later-started one: rank 1, as a rule)
+    output, _ = process.communicate(timeout=300)
+    steps = re.findall(r"interrupted at step (\d+); checkpoint-(\d+) saved", output)
+    assert len(steps) == 2 and len(set(steps)) == 1, output[-4000:]
+    checkpoint = output_dir / f"checkpoint-{steps[0][0]}"
+    assert checkpoint_problem(checkpoint) is None
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    assert "exitcode  : 143" in output or "exitcode: 143" in output.replace(" ", "") or process.returncode != 0
