@@ -24,7 +24,13 @@ from typing import Iterable
 import torch
 
 from .args import ON_DIVERGENCE
-from .checkpointing import TrainingState, checkpoint_step, complete_checkpoints, describe, last_good_checkpoint
+from .checkpointing import (
+    TrainingState,
+    checkpoint_step,
+    complete_checkpoints,
+    describe,
+    last_good_checkpoint,
+)
 from .errors import TrainingDivergedError
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,13 @@ from typing import Callable
 
 import torch
 
-from .checkpointing import CHECKPOINT_PATTERN, _fsync, _fsync_directory, describe, last_good_checkpoint
+from .checkpointing import (
+    CHECKPOINT_PATTERN,
+    _fsync,
+    _fsync_directory,
+    describe,
+    last_good_checkpoint,
+)
 from .errors import TrainingError
 from .run_lock import LOCK_FILE
 
