@@ -12,7 +12,16 @@ from typing import Any
 
 from .args import ConfigError, add_training_arguments, build_training_parser, namespace_from_given, parse_training_args
 from .discriminator import NLayerDiscriminator
-from .errors import CheckpointError, FinalEvaluationError, NoTrainingDataError, TrainingDivergedError, TrainingError
+from .errors import (
+    CheckpointError,
+    FinalEvaluationError,
+    FinalSaveError,
+    NoTrainingDataError,
+    RunLockedError,
+    TrainingDivergedError,
+    TrainingError,
+    TrainingInterrupted,
+)
 from .losses import (
     LeCamEMA,
     adaptive_generator_weight,
@@ -48,13 +57,16 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "FinalEvaluationError",
+    "FinalSaveError",
     "LPIPS",
     "LPIPSWeightsError",
     "LeCamEMA",
     "NLayerDiscriminator",
     "NoTrainingDataError",
+    "RunLockedError",
     "TrainingDivergedError",
     "TrainingError",
+    "TrainingInterrupted",
     "adaptive_generator_weight",
     "add_training_arguments",
     "adopt_weight",

@@ -35,7 +35,7 @@ from .checkpointing import (
     describe,
     last_good_checkpoint,
 )
-from .errors import TrainingError
+from .errors import FinalSaveError
 from .run_lock import LOCK_FILE
 
 logger = logging.getLogger(__name__)
@@ -56,10 +56,6 @@ ARTIFACT_SUFFIXES = (".json", ".safetensors", ".bin", ".py", ".png", ".md")
 PROGRESS_GRID_PATTERN = re.compile(r"samples-\d+\.png")
 PAUSE_IN_FINAL_SAVE_ENV = "HF_VQ_TEST_PAUSE_IN_FINAL_SAVE"
 PAUSE_POINTS = ("staged", "swapping", "swapped")
-
-
-class FinalSaveError(TrainingError):
-    """The final model could not be written (e.g. a full disk): the folder still holds what it held before."""
 
 
 def write_folder_atomically(target: str | Path, write: Callable[[Path], None]) -> Path:

@@ -19,17 +19,9 @@ from typing import Callable
 
 import torch
 
-from .errors import TrainingError
+from .errors import TrainingInterrupted
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainingInterrupted(TrainingError):
-    """The run stopped on SIGINT or SIGTERM after saving a checkpoint; the exit code is 128 + the signal number."""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.exit_code = 128 + signal_number
 
 
 class InterruptHandler:

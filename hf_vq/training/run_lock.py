@@ -18,15 +18,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .errors import TrainingError
+from .errors import RunLockedError
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = "hf_vq_run.lock"
-
-
-class RunLockedError(TrainingError):
-    """Another run (alive) holds the output directory's lock."""
 
 
 def _process_start_time(pid: int) -> str | None:
