@@ -49,8 +49,10 @@ def test_a_few_steps_end_with_a_loadable_checkpoint(image_folder, tmp_path):
 
 def _ema_weights_in_checkpoint(checkpoint, model) -> dict:
     """The EMA weights a checkpoint holds (diffusers' EMAModel state, `shadow_params` in parameter order), by name."""
-    for file in sorted(checkpoint.glob("custom_checkpoint_*.pkl")):
-        state = torch.load(file, map_location="cpu", weights_only=False)
+    from hf_vq.training.checkpoint_state import load_custom_state
+
+    for index in range(len(list(checkpoint.glob("custom_state_*.json")))):  # stored as JSON + safetensors
+        state = load_custom_state(checkpoint, index)
         if isinstance(state, dict) and "shadow_params" in state:
             names = [name for name, _ in model.named_parameters()]
             assert len(names) == len(state["shadow_params"])

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_vq.training.checkpoint_state import load_custom_state
 from hf_vq.training.checkpointing import (
     MANIFEST_FILE,
     PAUSE_IN_SAVE_ENV,
@@ -253,7 +254,7 @@ def test_train_time_and_throughput_add_up_across_a_resume(image_folder, tmp_path
     output_dir = tmp_path / "run"
     monkeypatch.setattr(loop, "time", clock(10.0))  # a slow first part...
     first = train(output_dir, train_data_dir=str(image_folder), **(FAST | {"max_train_steps": 2}))["metrics"]
-    state = torch.load(output_dir / "checkpoint-2" / "custom_checkpoint_0.pkl", weights_only=False)
+    state = load_custom_state(output_dir / "checkpoint-2", 0)  # the TrainingState, stored as JSON (no pickle)
     assert 20 <= state["train_seconds"] <= first["train_seconds"]
     monkeypatch.setattr(loop, "time", clock(0.001))  # ...and a fast resumed part: the total keeps the first
     resumed = train(output_dir, train_data_dir=str(image_folder), resume_from_checkpoint="latest", **FAST)["metrics"]

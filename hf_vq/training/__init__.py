@@ -11,7 +11,16 @@ the classifier and the prior read the token cache of `token_data.py`, and a prio
 
 from .args import ConfigError
 from .discriminator import NLayerDiscriminator
-from .errors import CheckpointError, FinalEvaluationError, NoTrainingDataError, TrainingDivergedError, TrainingError
+from .errors import (
+    CheckpointError,
+    FinalEvaluationError,
+    FinalSaveError,
+    NoTrainingDataError,
+    RunLockedError,
+    TrainingDivergedError,
+    TrainingError,
+    TrainingInterrupted,
+)
 from .losses import (
     LeCamEMA,
     adaptive_generator_weight,
@@ -26,13 +35,16 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "FinalEvaluationError",
+    "FinalSaveError",
     "LPIPS",
     "LPIPSWeightsError",
     "LeCamEMA",
     "NLayerDiscriminator",
     "NoTrainingDataError",
+    "RunLockedError",
     "TrainingDivergedError",
     "TrainingError",
+    "TrainingInterrupted",
     "adaptive_generator_weight",
     "adopt_weight",
     "hinge_discriminator_loss",

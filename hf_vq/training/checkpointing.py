@@ -3,14 +3,19 @@ so that a kill at any moment never leaves a folder that `--resume_from_checkpoin
 
 A save goes to `checkpoint-<step>.tmp` (every process writes its part: Accelerate's `save_state` stores one RNG
 file per process), then, once every process has finished, the main process writes a manifest
-(`hf_vq_checkpoint.json`: each file with its size), flushes everything to disk and renames the folder into
-place: a `checkpoint-<step>` folder with a manifest that matches its files is complete. Older checkpoints are
+(`hf_vq_checkpoint.json`: each file with its size and sha256), flushes everything to disk and renames the folder
+into place: a `checkpoint-<step>` folder with a manifest that matches its files is complete. Older checkpoints are
 pruned (`--checkpoints_total_limit`) only after that. Resuming from `latest` skips, with a warning naming them,
-folders without a manifest or whose files do not match it, and leftover `.tmp` folders of interrupted saves.
+folders without a manifest or whose files do not match its sizes, and leftover `.tmp` folders of interrupted saves.
+The checksums are verified when a checkpoint is loaded (`checksum_problem`): they catch what sizes cannot (a
+same-size corruption of, say, the RNG state, which Accelerate would only log at INFO and skip: a silently inexact
+resume), and `latest` then falls back to the next older checkpoint. Manifests of older hf_vq versions have sizes
+only and are checked on those.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,7 +44,7 @@ class TrainingState:
     """Counters that `accelerator.save_state` stores beside the weights (registered for checkpointing), so that a
     resumed run knows its step, where it was in its epoch, how many images were seen and skipped so far, how
     long it has trained (throughput over the whole run, not since the last resume), and the divergence guard's
-    running loss average."""
+    loss levels (the running average, the loss before the first update, the first step whose loss exploded)."""
 
     global_step: int = 0
     epoch: int = 0
@@ -51,6 +56,8 @@ class TrainingState:
     loss_observations: int = 0
     loss_at_start: float = 0.0
     skipped_steps: int = 0
+    initial_loss: float = 0.0
+    exploded_at_step: int = 0
 
     def state_dict(self) -> dict[str, int | float]:
         return asdict(self)
@@ -84,7 +91,8 @@ def leftover_folders(output_dir: str | Path) -> list[Path]:
 
 def checkpoint_problem(folder: str | Path) -> str | None:
     """Why `folder` cannot be resumed from (no manifest, unreadable manifest, a file missing or of the wrong
-    size), or None when it is complete."""
+    size), or None when it is complete. Checksums are verified when a checkpoint is loaded (`checksum_problem`):
+    reading every byte of every checkpoint each time the folder is listed would be slow."""
     folder = Path(folder)
     manifest = folder / MANIFEST_FILE
     if not manifest.is_file():
@@ -100,6 +108,28 @@ def checkpoint_problem(folder: str | Path) -> str | None:
         if path.stat().st_size != size:
             return f"{name} has {path.stat().st_size} bytes instead of {size}"
     return None
+
+
+def checksum_problem(folder: str | Path) -> str | None:
+    """The first file of `folder` whose sha256 differs from its manifest's (a same-size corruption), or None
+    (also for manifests of older hf_vq versions, which have sizes only)."""
+    folder = Path(folder)
+    try:
+        checksums = json.loads((folder / MANIFEST_FILE).read_text()).get("sha256", {})
+    except (OSError, ValueError, AttributeError):
+        return None  # no manifest, or an unreadable one: `checkpoint_problem` reports it
+    for name, checksum in checksums.items():
+        if not (folder / name).is_file() or file_sha256(folder / name) != checksum:
+            return f"{name} does not match its sha256 in {MANIFEST_FILE} (the file was changed or corrupted)"
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def complete_checkpoints(output_dir: str | Path, warn: bool = False) -> list[Path]:
@@ -170,14 +200,18 @@ def pause_if_asked(folder: Path, step: int) -> None:
         time.sleep(3600)
 
 
-def complete_checkpoint(output_dir: str | Path, step: int, num_processes: int) -> Path:
-    """Main process, after every process has written its part into the temporary folder: write the manifest,
-    flush to disk, rename the folder into place (replacing an older `checkpoint-<step>`)."""
+def complete_checkpoint(output_dir: str | Path, step: int, num_processes: int,
+                        extra: dict[str, Any] | None = None) -> Path:
+    """Main process, after every process has written its part into the temporary folder: write the manifest (with
+    `extra`, e.g. the divergence guard's loss levels), flush to disk, rename the folder into place (replacing an
+    older `checkpoint-<step>`)."""
     temporary, final = temporary_folder(output_dir, step), Path(output_dir) / f"checkpoint-{step}"
     files = {str(path.relative_to(temporary)): path.stat().st_size for path in sorted(temporary.rglob("*")) if path.is_file()}
     for name in files:
         _fsync(temporary / name)
-    manifest = {"format": 1, "step": step, "num_processes": num_processes, "files": files}
+    checksums = {name: file_sha256(temporary / name) for name in files}
+    manifest = {"format": 2, "step": step, "num_processes": num_processes, "files": files, "sha256": checksums,
+                **(extra or {})}
     _write_synced(temporary / MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True))
     replaced = None
     if final.exists():  # e.g. a run restarted in the same output_dir without resuming

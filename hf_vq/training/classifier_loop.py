@@ -141,7 +141,7 @@ def finish(config: ClassifierTrainingConfig, accelerator: Accelerator, model, pr
                       lambda folder: write_classifier_folder(accelerator.unwrap_model(model), processor, folder))
     result = finish_run(config, accelerator, state, summary(config, accelerator, model, state, data),
                         lambda: evaluate(accelerator, model, eval_loader) if eval_loader else {})
-    close_run(accelerator)
+    close_run(accelerator, config)
     return result
 
 

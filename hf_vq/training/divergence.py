@@ -1,6 +1,12 @@
-"""The divergence guard: a run whose loss or gradients become non-finite, or whose loss jumps far above its running
-average (more than `--divergence_factor` times it, and above the loss of the first steps), stops with a message naming the step and the last good checkpoint (`--on_divergence stop`, the default)
-or skips that optimizer step (`--on_divergence skip_step`), before the bad update reaches the weights.
+"""The divergence guard: a run whose loss or gradients become non-finite, or whose loss jumps far above its reference,
+stops with a message naming the step and the last good checkpoint (`--on_divergence stop`, the default) or skips
+that optimizer step (`--on_divergence skip_step`), before the bad update reaches the weights.
+
+The reference: during the first `WARMUP_STEPS` steps, the loss before the first update (the first step's loss,
+computed on the initial weights): a loss above `--divergence_factor` (10) times it is a jump, so that a loss of 1e9
+at step 2 stops the run there. After them, the running average of the accepted steps (a rejected loss never enters
+it): a jump is above `--divergence_factor` times that average and above the loss of the first steps. The last good
+checkpoint the messages name is the newest complete one written before the first step of the current divergence.
 
 The check runs between the backward pass and the optimizer step, at the end of each accumulation window. Every
 process takes the same decision: the monitored loss is averaged over processes (their losses differ) and a
@@ -12,12 +18,19 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Iterable
 
 import torch
 
 from .args import ON_DIVERGENCE
-from .checkpointing import TrainingState, describe, last_good_checkpoint
+from .checkpointing import (
+    TrainingState,
+    checkpoint_step,
+    complete_checkpoints,
+    describe,
+    last_good_checkpoint,
+)
 from .errors import TrainingDivergedError
 
 logger = logging.getLogger(__name__)
@@ -70,13 +83,17 @@ class DivergenceGuard:
         elif not gradients_finite:
             problem = f"the gradients of the {what} are not finite"
         elif track_average and self._jumped(tracked_value):
-            problem = (f"the {what} jumped to {tracked_value:.4g}, {tracked_value / self.state.loss_average:.0f} times "
-                       f"its running average {self.state.loss_average:.4g} (--divergence_factor {self.factor:g})")
+            reference, name = self._reference()
+            problem = (f"the {what} jumped to {tracked_value:.4g}, {tracked_value / reference:.0f} times {name} "
+                       f"{reference:.4g} (--divergence_factor {self.factor:g})")
         if problem is None:
             if track_average:
                 self._update_average(tracked_value)
             self.consecutive_skips = 0
+            self.state.exploded_at_step = 0  # recovered (or never diverged): later checkpoints are good again
             return True
+        if not self.state.exploded_at_step:
+            self.state.exploded_at_step = self.state.global_step + 1
         return self._diverged(problem)
 
     def _reduced(self, loss: torch.Tensor, tracked: torch.Tensor, parameters) -> tuple[float, float, bool]:
@@ -94,15 +111,32 @@ class DivergenceGuard:
         loss_value, tracked_value, flag = packed.tolist()
         return loss_value, tracked_value, math.isfinite(flag)
 
+    def _early(self) -> bool:
+        """Still in the first steps, judged against the loss before the first update (checkpoints of older hf_vq
+        versions lack it: those runs keep the running average alone)."""
+        return self.state.loss_observations < WARMUP_STEPS and self.state.initial_loss > 0
+
+    def _reference(self) -> tuple[float, str]:
+        if self._early():
+            return self.state.initial_loss, "the loss before the first update"
+        return self.state.loss_average, "its running average"
+
     def _jumped(self, value: float) -> bool:
-        """Far above the running average, and above the loss of the first steps too: a loss that has fallen
-        near zero (an overfit model) can spike tenfold in noise without the run diverging."""
+        """Early: far above the loss before the first update. Later: far above the running average, and above the
+        loss of the first steps too: a loss that has fallen near zero (an overfit model) can spike tenfold in noise
+        without the run diverging."""
         state = self.state
-        return (self.factor > 0 and state.loss_observations >= WARMUP_STEPS and state.loss_average > 0
+        if self.factor <= 0:
+            return False
+        if self._early():
+            return value > self.factor * state.initial_loss
+        return (state.loss_observations >= WARMUP_STEPS and state.loss_average > 0
                 and value > self.factor * state.loss_average and value > state.loss_at_start)
 
     def _update_average(self, value: float) -> None:
         state = self.state
+        if state.loss_observations == 0:
+            state.initial_loss = value
         state.loss_observations += 1
         state.loss_average += (value - state.loss_average) / min(state.loss_observations, AVERAGE_WINDOW)
         if state.loss_observations == WARMUP_STEPS:
@@ -119,9 +153,19 @@ class DivergenceGuard:
             problem += f", for {MAX_CONSECUTIVE_SKIPS} steps in a row"
         raise TrainingDivergedError(
             f"training diverged at step {step}: {problem}. Nothing from this state was saved; the last good "
-            f"checkpoint is {describe(last_good_checkpoint(self.output_dir))}. Resume from it with a lower "
+            f"checkpoint is {describe(last_checkpoint_before(self.output_dir, self.state.exploded_at_step))}. Resume "
+            "from it with a lower "
             "--learning_rate or --max_grad_norm, or pass --on_divergence skip_step to skip such steps"
         )
+
+
+def last_checkpoint_before(output_dir: str, step: int) -> Path | None:
+    """The newest complete checkpoint written before `step` (any step when 0): one written after the loss
+    exploded (possible with --on_divergence skip_step) is not a good one to resume from."""
+    for checkpoint in complete_checkpoints(output_dir):
+        if not step or checkpoint_step(checkpoint) < step:
+            return checkpoint
+    return None
 
 
 def ensure_finite_weights(models: Iterable[torch.nn.Module], step: int, output_dir: str) -> None:

@@ -2,20 +2,21 @@
 
 In this order, so that a failure late in the run never loses the trained model:
 1. `save_final_folder`: the final model folder (EMA weights when kept, see `ema_weights`), written by the command's
-   own `write_folder(output_dir)` (`save_pretrained` of a model and its processor, or of a pipeline), with
+   own `write_folder(folder)` (`save_pretrained` of a model and its processor, or of a pipeline), with
    `training_config.json` (the run's flags: what the model card shows). It is the one place a final folder is
-   written, and it refuses weights that are not finite;
+   written: it refuses weights that are not finite, and writes atomically (`final_save.py`: the folder holds
+   either the earlier run's model or this one's, never a mix);
 2. `finish_run`: the final evaluation (`final_evaluation`: a failure writes metrics.json with the training summary
    and the error, and names the saved folder), metrics.json, the numbers to the trackers, and the push to the Hub
    when `--push_to_hub` asks;
-3. `close_run`: the trackers ended and the process group released.
+3. `close_run`: the trackers ended, the process group and the run lock of `--output_dir` released.
 
 Example (how `train-classifier` ends)::
 
     output_dir = save_final_folder(config, accelerator, model, state.global_step,
                                    lambda folder: model.save_pretrained(folder, image_processor=processor))
     result = finish_run(config, accelerator, state, summary, evaluate=lambda: {"accuracy": accuracy(model)})
-    close_run(accelerator)
+    close_run(accelerator, config)
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from .args import EMAArguments, TrainingConfig, flag_values
 from .checkpointing import TrainingState
 from .divergence import ensure_finite_weights
 from .errors import FinalEvaluationError
+from .final_save import save_folder_atomically
+from .run_lock import release_run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +85,17 @@ def save_final_folder(config: TrainingConfig, accelerator: Accelerator, model: n
     """Write the run's final folder, `--output_dir`: the one place every command's final model is written.
 
     `model` (unwrapped, with the weights to save) is refused (`TrainingDivergedError`) if a weight is not finite;
-    then the main process calls `write_folder(output_dir)` (the model files) and writes training_config.json, and
-    every process waits for it. Returns the folder (absolute)."""
+    then the main process calls `write_folder(staging)` (the model files) and writes training_config.json into a
+    staging folder that replaces the earlier model atomically (`final_save.save_folder_atomically`), and every
+    process waits for it. Returns the folder (absolute)."""
     output_dir = Path(config.output_dir).resolve()
     ensure_finite_weights([model], step, config.output_dir)
-    if accelerator.is_main_process:
-        write_folder(output_dir)
-        write_json(output_dir / TRAINING_CONFIG_FILE, training_config(config))
-    accelerator.wait_for_everyone()
+
+    def write(folder: Path) -> None:
+        write_folder(folder)
+        write_json(folder / TRAINING_CONFIG_FILE, training_config(config))
+
+    save_folder_atomically(accelerator, output_dir, write)
     return output_dir
 
 
@@ -163,15 +169,16 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def close_run(accelerator: Accelerator) -> None:
+def close_run(accelerator: Accelerator, config: TrainingConfig) -> None:
     """Release the prepared (maybe DDP) models while the process group still exists, wait for every process, then
     let Accelerate end the trackers and destroy the group. (A DDP reducer outliving its gloo group, or one process
     tearing gloo down while another still talks to it, can hang or abort the process at exit.) The caller drops
-    its own references to the prepared models first."""
+    its own references to the prepared models first. Last, the next run on `--output_dir` may start (run_lock.py)."""
     accelerator.free_memory()
     gc.collect()
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    release_run_lock(config.output_dir)
 
 
 __all__ = [

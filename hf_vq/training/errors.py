@@ -23,6 +23,24 @@ class CheckpointError(TrainingError):
     asked for cannot be resumed from (incomplete or unreadable)."""
 
 
+class FinalSaveError(TrainingError):
+    """The final model could not be written (e.g. a full disk): the folder still holds what it held before, and
+    the checkpoints are intact."""
+
+
+class RunLockedError(TrainingError):
+    """Another live run holds the output directory's lock (`hf_vq_run.lock`)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """The run stopped on SIGINT or SIGTERM after saving a checkpoint; the exit code is 128 + the signal number
+    (130, 143), as a shell reports a process those signals ended."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
 class FinalEvaluationError(TrainingError):
     """The final evaluation failed after training; the final model was saved before it and is named here."""
 

@@ -59,8 +59,11 @@ from .checkpointing import (
     resume_candidates,
     temporary_folder,
 )
+from .checkpoint_state import load_training_state, save_training_state
 from .divergence import DivergenceGuard, ensure_finite_weights
 from .errors import CheckpointError, NoTrainingDataError, TrainingDivergedError
+from .interrupts import InterruptHandler, stop_if_interrupted
+from .run_lock import hold_run_lock
 from .tracking import JSONLTracker
 
 logger = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
     )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+    hold_run_lock(accelerator, output_dir)  # one run per --output_dir (run_lock.py)
     if config.allow_tf32:  # as diffusers' example scripts: faster matmuls and convolutions on Ampere and newer GPUs
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -128,7 +132,7 @@ def resume_if_asked(config: TrainingConfig, accelerator: Accelerator, state: Tra
         return None
     for index, checkpoint in enumerate(candidates):
         try:
-            accelerator.load_state(str(checkpoint))
+            load_training_state(accelerator, checkpoint)  # no pickle from the folder runs code (checkpoint_state.py)
         except Exception as error:  # unpicklable RNG file, truncated safetensors despite a matching size...
             if index + 1 == len(candidates):
                 raise CheckpointError(f"cannot resume from {checkpoint}: {type(error).__name__}: {error}") from error
@@ -153,7 +157,7 @@ def save_checkpoint(config: TrainingConfig, accelerator: Accelerator, step: int)
     if accelerator.is_main_process:
         prepare_temporary_folder(output_dir, step)
     accelerator.wait_for_everyone()
-    error = _attempt(lambda: accelerator.save_state(str(temporary)))
+    error = _attempt(lambda: save_training_state(accelerator, temporary))
     if accelerator.is_main_process and error is None:
         pause_if_asked(temporary, step)
     _raise_unless_everyone_succeeded(accelerator, error, output_dir, step)
@@ -234,7 +238,11 @@ class TrainingLoop:
 
     def run(self) -> float:
         """Train to `max_steps`; returns the seconds spent training in this call (evaluations and checkpoints
-        excluded), also added to `state.train_seconds`."""
+        excluded), also added to `state.train_seconds`. SIGINT/SIGTERM: see `interrupts.py`."""
+        with InterruptHandler() as self.interrupts:
+            return self._run()
+
+    def _run(self) -> float:
         state, accelerator = self.state, self.accelerator
         progress = tqdm(total=self.max_steps, initial=state.global_step, desc="steps",
                         disable=not (accelerator.is_local_main_process and self.config.progress_bar))
@@ -251,6 +259,7 @@ class TrainingLoop:
                     self._log(running, progress)
                 state.train_seconds += time.perf_counter() - start  # before the checkpoint, which stores it
                 self._periodic()
+                stop_if_interrupted(self.interrupts, accelerator, state.global_step, self._checkpoint_now)
                 start = time.perf_counter()
                 if state.global_step >= self.max_steps:
                     break
@@ -309,6 +318,13 @@ class TrainingLoop:
         self.accelerator.log(logs, step=self.state.global_step)
         loss = logs.get("loss", float("nan"))  # a string when not finite (RunningLosses.mean)
         progress.set_postfix(loss=f"{loss:.4f}" if isinstance(loss, float) else loss)
+
+    def _checkpoint_now(self) -> Path:
+        """`checkpoint-<step>` of the current step: the one `_periodic` just wrote, or a new one."""
+        step, config = self.state.global_step, self.config
+        if config.checkpointing_steps and step % config.checkpointing_steps == 0:
+            return Path(config.output_dir) / f"checkpoint-{step}"
+        return save_checkpoint(config, self.accelerator, step)
 
     def _periodic(self) -> None:
         step, config = self.state.global_step, self.config

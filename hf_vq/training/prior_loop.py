@@ -221,7 +221,7 @@ def finish(config: PriorTrainingConfig, spec: TokenPrior, accelerator: Accelerat
 
         result = finish_run(config, accelerator, state, summary(config, accelerator, prior, state, data, conditional),
                             evaluate)
-    close_run(accelerator)
+    close_run(accelerator, config)
     return result | {"sample_grid": str(grid_path) if grid_path.is_file() else None}
 
 

@@ -383,7 +383,7 @@ def finish(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: 
         "discriminator": accelerator.unwrap_model(networks.discriminator) if networks.discriminator is not None else None,
     }
     networks.generator = networks.discriminator = None  # no reference to a DDP wrapper outlives the process group
-    close_run(accelerator)
+    close_run(accelerator, config)
     return result
 
 
