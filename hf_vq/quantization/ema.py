@@ -36,8 +36,6 @@ class EMACodebookStatistics(nn.Module):
 
     def __init__(self, codebook_size: int, embed_dim: int, decay: float = 0.99, eps: float = 1e-5):
         super().__init__()
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {decay}: it is the weight of the old statistics")
         self.decay = decay
         self.eps = eps
         self.register_buffer("cluster_size", torch.ones(codebook_size))
@@ -61,6 +59,9 @@ class EMACodebookStatistics(nn.Module):
         self.cluster_size[code_indices] = 1.0
         self.cluster_sum[code_indices] = codes.to(self.cluster_sum.dtype)
 
-    def reset_parameters(self) -> None:
+    @torch.no_grad()
+    def reset_parameters(self, codes: torch.Tensor) -> None:
+        """Every code a cluster of size 1 at `codes` (K, D), the codebook's initial codes. No argument-free form:
+        the statistics are only meaningful with their codes, so the owning `Codebook` calls this."""
         nn.init.ones_(self.cluster_size)
-        nn.init.zeros_(self.cluster_sum)
+        self.cluster_sum.copy_(codes.to(self.cluster_sum.dtype))
