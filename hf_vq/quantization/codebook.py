@@ -63,7 +63,7 @@ class Codebook(nn.Module):
         that start as clusters of size 1 at those codes. The affine transform initialises itself."""
         nn.init.normal_(self.weight)
         if self.ema is not None:
-            self.ema.reset_parameters(self.weight.detach())
+            self.ema.reset_statistics(self.weight.detach())
 
     @torch.no_grad()
     def ema_update(self, vectors: torch.Tensor, indices: torch.Tensor) -> None:

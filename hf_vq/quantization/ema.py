@@ -60,8 +60,8 @@ class EMACodebookStatistics(nn.Module):
         self.cluster_sum[code_indices] = codes.to(self.cluster_sum.dtype)
 
     @torch.no_grad()
-    def reset_parameters(self, codes: torch.Tensor) -> None:
-        """Every code a cluster of size 1 at `codes` (K, D), the codebook's initial codes. No argument-free form:
-        the statistics are only meaningful with their codes, so the owning `Codebook` calls this."""
+    def reset_statistics(self, codes: torch.Tensor) -> None:
+        """Every code a cluster of size 1 at `codes` (K, D), the codebook's initial codes. Not `reset_parameters`:
+        the statistics are only meaningful with their codes, so the owning `Codebook` initialises them."""
         nn.init.ones_(self.cluster_size)
         self.cluster_sum.copy_(codes.to(self.cluster_sum.dtype))

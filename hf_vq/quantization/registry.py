@@ -38,7 +38,9 @@ def build_quantizer(config: QuantizerConfig | str = "vector", **kwargs: Any) -> 
         >>> build_quantizer(QuantizerConfig(quantizer_type="residual", embed_dim=4, codebook_size=8, num_quantizers=2)).num_quantizers
         2
     """
-    if isinstance(config, QuantizerConfig):
+    # Not isinstance(config, QuantizerConfig): a remote-code checkpoint may load its config and its model through two
+    # copies of this package's files, whose QuantizerConfig classes differ.
+    if not isinstance(config, str):
         if kwargs:
             raise TypeError(f"build_quantizer(config) takes no other arguments; put {sorted(kwargs)} into the config")
         return _registered(config.quantizer_type).from_config(config)
