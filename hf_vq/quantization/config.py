@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .search import check_search_backend
+from .search import DISTANCES, check_search_backend
 
 QUANTIZER_TYPES = ("vector", "grouped", "residual", "fsq")
-DISTANCES = ("euclidean", "cosine")
 GRADIENT_ESTIMATORS = ("ste", "rotation")
 ALTERNATING_MODES = ("mean", "sgd")
 AFFINE_MODES = (None, "learned", "running", "linear")
@@ -24,6 +23,9 @@ CODEBOOK_UPDATES = ("gradient", "ema")
 # Options that change how a quantizer runs, never what it computes: the input layout and the nearest-code search.
 # A model config does not store them.
 RUNTIME_FIELDS = ("channel_dim", "max_block_elements", "search_backend")
+# Keyword arguments of the quantizer classes whose config field has another name: FiniteScalarQuantizer(levels=...)
+# is QuantizerConfig(fsq_levels=...) (the field names the quantizer type it belongs to).
+ARGUMENT_ALIASES = {"levels": "fsq_levels"}
 _FLOAT_FIELDS = ("beta", "sync_nu", "affine_lr", "affine_momentum", "alternating_step_size", "alternating_lr", "ema_decay")
 
 
@@ -134,9 +136,16 @@ class QuantizerConfig:
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> "QuantizerConfig":
-        """A config from a mapping of options; an unknown name raises a `ValueError` naming the nearest valid one."""
+        """A config from a mapping of options (field names, or the quantizer classes' own argument names such as
+        FSQ's `levels`); an unknown name raises a `ValueError` naming the nearest valid one."""
+        options = cls.canonical_names(options)
         check_option_names(options, cls.field_names())
         return cls(**options)
+
+    @staticmethod
+    def canonical_names(options: Mapping[str, Any]) -> dict[str, Any]:
+        """`options` with the quantizer classes' argument names (`ARGUMENT_ALIASES`) renamed to config fields."""
+        return {ARGUMENT_ALIASES.get(name, name): value for name, value in options.items()}
 
     def to_dict(self, runtime: bool = True) -> dict[str, Any]:
         """The options as a dict (without `RUNTIME_FIELDS` when `runtime=False`)."""

@@ -29,6 +29,8 @@ import importlib.util
 import numpy as np
 import torch
 
+from .search_blocked import blocked_nearest_code_indices
+
 
 # Largest code dimension for which FAISS beats the blocked PyTorch search on the CPU (see the module docstring).
 FAISS_MAX_WINNING_DIM = 32
@@ -89,8 +91,6 @@ def faiss_nearest_code_indices(vectors: torch.Tensor, codebook: torch.Tensor, di
     indices = torch.from_numpy(np.ascontiguousarray(found[:, 0])).to(torch.long)
     missing = indices < 0
     if bool(missing.any()):
-        from .search import blocked_nearest_code_indices
-
         indices[missing] = blocked_nearest_code_indices(vectors[missing], codebook)
     return indices
 
