@@ -155,6 +155,10 @@ class VQGANModelOutput(ModelOutput):
             The encoder's feature maps, see [`VQGANEncoderOutput`].
         decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
             The decoder's feature maps, see [`VQGANDecoderOutput`].
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            Every feature map in the order the model computes them: `encoder_hidden_states` then
+            `decoder_hidden_states` (`2 * len(block_out_channels) + 4` maps); the field transformers code reads.
+            Last, so that the positions of the other fields in `to_tuple()` stay as they were.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -171,6 +175,7 @@ class VQGANModelOutput(ModelOutput):
     latents: torch.FloatTensor | None = None
     encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 class VQGANResnetBlock(GradientCheckpointingLayer):
@@ -401,6 +406,14 @@ class VQGANPreTrainedModel(PreTrainedModel):
     # upcasts its input under autocast.
     _keep_in_fp32_modules_strict = ["quantize"]
 
+    def post_init(self) -> None:
+        """transformers' `post_init`, plus: the `_keep_in_fp32_modules_strict` modules in float32 even when the model
+        is built under a half-precision default dtype (`from_config(config, dtype=torch.bfloat16)`), as
+        `from_pretrained(..., dtype=...)` keeps them when it loads."""
+        super().post_init()
+        for name in self._keep_in_fp32_modules_strict:
+            self.get_submodule(name).float()
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise every parameter and buffer (loading only initialises the tensors a checkpoint lacks)."""
@@ -562,6 +575,7 @@ class VQGANModel(VQGANPreTrainedModel):
             latents=encoded.latents,
             encoder_hidden_states=encoded.hidden_states,
             decoder_hidden_states=decoded.hidden_states,
+            hidden_states=None if encoded.hidden_states is None else encoded.hidden_states + decoded.hidden_states,
         )
         return output if self._return_dict(return_dict) else output.to_tuple()
 
