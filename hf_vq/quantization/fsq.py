@@ -19,6 +19,7 @@ import torch
 
 from .distributed import all_reduce_sum
 from .config import QuantizerConfig
+from .metrics import code_counts as count_codes
 from .metrics import perplexity_and_usage
 from .registry import register_quantizer
 from .vector_quantizer import QuantizerBase, _Match
@@ -91,7 +92,7 @@ class FiniteScalarQuantizer(QuantizerBase):
         bounded = self.bound(vectors) / half_width  # the differentiable input of the rounding, in [-1, 1]
         codes = torch.round(self.bound(vectors.detach())) / half_width
         indices = self._codes_to_indices(codes)
-        counts = torch.bincount(indices, minlength=self.codebook_size)
+        counts = count_codes(indices, self.codebook_size)
         if self.training:  # usage over all processes, as VectorQuantizer reports it
             counts = all_reduce_sum(counts)
         perplexity, usage = perplexity_and_usage(counts)

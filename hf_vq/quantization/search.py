@@ -63,6 +63,10 @@ def check_search_backend(backend: str) -> None:
 def resolve_search_backend(backend: str, device: torch.device, embed_dim: int) -> str:
     """The backend that `nearest_code_indices(..., backend=backend)` runs for `embed_dim`-dimensional tensors on
     `device`: "auto" is triton on CUDA, FAISS on the CPU where it is the faster one (D <= 32), else blocked."""
+    if backend == "auto" and torch.compiler.is_compiling():
+        # Under torch.compile / torch.export the search is traced into the graph (no graph break, exportable): only
+        # the pure PyTorch search can be. A forced "faiss" or "triton" still runs, eagerly, at a graph break.
+        return "blocked"
     check_search_backend(backend)
     if backend == "auto":
         if device.type == "cuda" and triton_available():
@@ -86,9 +90,6 @@ def _triton_interpreted(device: torch.device) -> bool:
     return device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-# Run eagerly under torch.compile: Dynamo cannot trace FAISS's C globals or the backend dispatch, and the search
-# (no gradient, integer output) gains nothing from being traced; the graph breaks around it instead.
-@torch.compiler.disable
 @torch.no_grad()
 def nearest_code_indices(
     vectors: torch.Tensor,

@@ -77,6 +77,10 @@ def _tile_min(
     block: torch.Tensor, codes: torch.Tensor, offsets: torch.Tensor, alpha: float, scratch: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Smallest score of each row against `codes` and the lowest index reaching it; overwrites `scratch`."""
+    if torch.compiler.is_compiling():
+        # Traced (torch.compile / torch.export): a functional graph has no `out=` buffers, and the CPU path's NaN
+        # fallback below needs a host sync; the plain row minimum, as on accelerators.
+        return torch.addmm(offsets, block, codes.t(), beta=1.0, alpha=alpha).min(dim=1)
     scores = scratch[: block.shape[0] * codes.shape[0]].view(block.shape[0], codes.shape[0])
     torch.addmm(offsets, block, codes.t(), beta=1.0, alpha=alpha, out=scores)
     if scores.device.type != "cpu":

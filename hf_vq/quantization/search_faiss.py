@@ -62,6 +62,9 @@ def _float32_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to(torch.float32).contiguous().numpy()
 
 
+# Run eagerly under torch.compile: Dynamo cannot trace the backend's foreign kernels; the graph breaks around it
+# (search.resolve_search_backend picks the traceable blocked search under "auto" instead).
+@torch.compiler.disable
 @torch.no_grad()
 def faiss_nearest_code_indices(vectors: torch.Tensor, codebook: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:
     """Index (int64) of the nearest code for each row of the CPU tensor `vectors` (N, D) in `codebook` (K, D).

@@ -30,6 +30,7 @@ from .codebook import Codebook
 from .commitment import beta_commitment_loss
 from .distributed import all_gather_cat, all_reduce_min_int, all_reduce_sum, broadcast_, rank
 from .kmeans import kmeans_plus_plus_init
+from .metrics import code_counts as count_codes
 from .metrics import perplexity_and_usage
 from .replacement import replace_dead_codes, update_dead_code_counters
 from .rotation_trick import rotation_trick
@@ -369,7 +370,7 @@ class VectorQuantizer(QuantizerBase):
             )
         elif self.training and self.alternating_mode == "sgd":
             sgd_codebook_step(self.embedding, vectors.detach(), indices, self.alternating_lr, normalize=self.distance == "cosine")
-        code_counts = torch.bincount(indices, minlength=self.codebook_size)
+        code_counts = count_codes(indices, self.codebook_size)
         if self.training:
             code_counts = all_reduce_sum(code_counts)
             if self.replace_freq > 0:
