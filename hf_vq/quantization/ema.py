@@ -45,6 +45,8 @@ class EMACodebookStatistics(nn.Module):
     def update(self, codes: torch.Tensor, vectors: torch.Tensor, indices: torch.Tensor) -> None:
         """Fold this step's assignments (from all processes) into the statistics and write the codes in place."""
         num_codes = self.cluster_size.shape[0]
+        # Statistics initialised without their codes (see reset_parameters) start here as clusters at the codes.
+        self.cluster_sum.copy_(torch.where(self.cluster_sum.isnan(), codes.to(self.cluster_sum.dtype), self.cluster_sum))
         counts = all_reduce_sum(torch.bincount(indices, minlength=num_codes).float())
         sums = all_reduce_sum(torch.zeros_like(self.cluster_sum).index_add_(0, indices, vectors.float()))
         self.cluster_size.lerp_(counts, 1.0 - self.decay)
@@ -61,7 +63,14 @@ class EMACodebookStatistics(nn.Module):
 
     @torch.no_grad()
     def reset_statistics(self, codes: torch.Tensor) -> None:
-        """Every code a cluster of size 1 at `codes` (K, D), the codebook's initial codes. Not `reset_parameters`:
-        the statistics are only meaningful with their codes, so the owning `Codebook` initialises them."""
+        """Every code a cluster of size 1 at `codes` (K, D), the codebook's initial codes (the owning `Codebook`
+        calls this when it initialises its codes)."""
         nn.init.ones_(self.cluster_size)
         self.cluster_sum.copy_(codes.to(self.cluster_sum.dtype))
+
+    def reset_parameters(self) -> None:
+        """Statistics without their codes, which this module does not hold: clusters of size 1 whose sums are NaN,
+        which the next `update` replaces by the codes it is given. A model loading a checkpoint that has the codes
+        but lacks these statistics calls this."""
+        nn.init.ones_(self.cluster_size)
+        nn.init.constant_(self.cluster_sum, float("nan"))
