@@ -215,7 +215,10 @@ def test_torch_export_of_encode_and_decode_gives_the_eager_outputs():
         exported_decode(torch.full_like(tokens, 16))
 
 
-@pytest.mark.parametrize("quantizer", [dict(), dict(quantizer_type="fsq", fsq_levels=[4, 2, 2], embed_dim=3, codebook_size=16, affine=None)])
+FSQ = dict(quantizer_type="fsq", fsq_levels=[4, 2, 2], embed_dim=3, codebook_size=16, affine=None)
+
+
+@pytest.mark.parametrize("quantizer", [dict(), FSQ])
 def test_eval_forward_compiles_without_a_graph_break(quantizer):
     model = _tiny_model(**quantizer)
     explanation = torch._dynamo.explain(model)(torch.rand(2, 3, 16, 16) * 2 - 1)

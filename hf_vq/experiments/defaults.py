@@ -13,6 +13,11 @@ from dataclasses import asdict, dataclass, field
 # to be defined.
 from .methods import VARIANT_METHODS, ablation_options, method_options
 
+__all__ = [
+    "ARCHITECTURES", "STUDY_ARCHITECTURES", "TASK_ARCHITECTURES", "VARIANT_METHODS", "ArchitectureDefaults",
+    "ablation_options",
+]
+
 @dataclass(frozen=True)
 class ArchitectureDefaults:
     """Quantizer and optimiser settings shared by every variant of one architecture.

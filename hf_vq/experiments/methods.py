@@ -29,7 +29,7 @@ VARIANT_METHODS: dict[str, tuple[str, ...]] = {
 }
 
 
-class ArchitectureDefaults(Protocol):
+class MethodDefaults(Protocol):
     """What a method reads of an architecture's defaults (`defaults.ArchitectureDefaults`, a frozen dataclass, which
     imports this module: so the type is named here by the fields it must have)."""
 
@@ -53,11 +53,11 @@ class Method:
     """One column of the study: quantizer options, and the defaults it changes (None: none)."""
 
     description: str
-    options: Callable[[ArchitectureDefaults], dict]
-    adjust: Callable[[ArchitectureDefaults], dict] | None = None
+    options: Callable[[MethodDefaults], dict]
+    adjust: Callable[[MethodDefaults], dict] | None = None
 
 
-def ablation_options(variant: str, defaults: ArchitectureDefaults) -> dict:
+def ablation_options(variant: str, defaults: MethodDefaults) -> dict:
     """Plain straight-through options plus the methods of `variant`, at this architecture's settings."""
     if variant not in VARIANT_METHODS:
         raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANT_METHODS)}")
@@ -74,17 +74,17 @@ def ablation_options(variant: str, defaults: ArchitectureDefaults) -> dict:
     return options
 
 
-def _paper(variant: str, **extra) -> Callable[[ArchitectureDefaults], dict]:
+def _paper(variant: str, **extra) -> Callable[[MethodDefaults], dict]:
     return lambda d: {**ablation_options(variant, d), **extra}
 
 
-def _fsq_levels(defaults: ArchitectureDefaults) -> list[int]:
+def _fsq_levels(defaults: MethodDefaults) -> list[int]:
     if defaults.codebook_size not in FSQ_LEVELS:
         raise ValueError(f"no FSQ levels for a codebook of {defaults.codebook_size} codes; choose one of {sorted(FSQ_LEVELS)}")
     return FSQ_LEVELS[defaults.codebook_size]
 
 
-def _fsq_adjust(defaults: ArchitectureDefaults) -> dict:
+def _fsq_adjust(defaults: MethodDefaults) -> dict:
     levels = _fsq_levels(defaults)
     return {"codebook_size": math.prod(levels), "code_dim": len(levels), "fsq_levels": tuple(levels)}
 
@@ -115,13 +115,13 @@ METHODS: dict[str, Method] = {
 }
 
 
-def method_defaults(method: str, defaults: ArchitectureDefaults) -> ArchitectureDefaults:
+def method_defaults(method: str, defaults: MethodDefaults) -> MethodDefaults:
     """The architecture's defaults with the changes `method` makes (FSQ's sizes, low-dimensional codes)."""
     spec = _method(method)
     return replace(defaults, **spec.adjust(defaults)) if spec.adjust else defaults
 
 
-def method_options(method: str, defaults: ArchitectureDefaults) -> dict:
+def method_options(method: str, defaults: MethodDefaults) -> dict:
     """Quantizer options of `method` at (already adjusted) `defaults`."""
     return _method(method).options(defaults)
 
@@ -162,9 +162,8 @@ def make_quantizer(embed_dim: int, codebook_size: int, channel_dim: int = 1, mod
     """The study's quantizer for `options` (`QuantizerConfig` fields, or FSQ's `levels`), built by `build_quantizer`;
     wrapped in projections when the model's width `model_dim` differs from the code dimension `embed_dim`."""
     projected = model_dim not in (None, embed_dim)
-    config = QuantizerConfig.from_dict(
-        {**options, "embed_dim": embed_dim, "codebook_size": codebook_size, "channel_dim": -1 if projected else channel_dim}
-    )
+    sizes = {"embed_dim": embed_dim, "codebook_size": codebook_size, "channel_dim": -1 if projected else channel_dim}
+    config = QuantizerConfig.from_dict({**options, **sizes})
     quantizer = build_quantizer(config)
     if not projected:
         return quantizer

@@ -7,8 +7,9 @@ downloaded here.
 
 Only the quantizer changes between methods, exactly as on the other backbones: the config's own quantizer recipe
 (Huh et al.'s four methods, k-means init, replacement every 100 steps) is dropped, the method's options
-(`methods.method_options`) are mapped onto `VQGANConfig` fields, and every field a method does not set keeps
-`VQGANConfig`'s default, which is `VectorQuantizer`'s default: what the other backbones' quantizers get.
+(`methods.method_options`, named as `QuantizerConfig`'s fields, which `VQGANConfig` stores) become the config's
+quantizer fields, and every field a method does not set keeps `QuantizerConfig`'s default: what the other backbones'
+quantizers get.
 
 The 28x28 Fashion-MNIST images are resized to the config's 32x32 by `hf_vq.data.ImageTransform`, the transform of
 the tokenizer's training data (`hf_vq/training/data.py`): bicubic resize of the shorter side, crop (a no-op for square
@@ -32,7 +33,9 @@ from .defaults import ArchitectureDefaults
 
 # The VQGANConfig fields of the quantizer besides its sizes (which come from ArchitectureDefaults): what a method may
 # set; the demo config's values for them are replaced by QuantizerConfig's defaults.
-QUANTIZER_FIELDS = tuple(name for name in QuantizerConfig.architecture_fields() if name not in ("embed_dim", "codebook_size"))
+QUANTIZER_FIELDS = tuple(
+    name for name in QuantizerConfig.architecture_fields() if name not in ("embed_dim", "codebook_size")
+)
 
 
 def demo_tokenizer_config() -> Path:

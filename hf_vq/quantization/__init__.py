@@ -1,11 +1,17 @@
-"""Vector quantization after Huh et al., ICML 2023 (pure PyTorch, no Hugging Face imports)."""
+"""Vector quantization after Huh et al., ICML 2023 (pure PyTorch, no Hugging Face imports).
+
+`QuantizerConfig` (config.py) holds, checks and documents every option; `build_quantizer(config)` (registry.py) builds
+the quantizer it names. A new quantizer method is one file here: a `QuantizerBase` subclass with `from_config` and
+`reset_parameters`, registered with `@register_quantizer("name")` (plus the name in `config.QUANTIZER_TYPES`, its
+options as `QuantizerConfig` fields, and an import below so that registering happens on `import hf_vq`).
+"""
 
 from .affine import LearnedAffine, RunningStatisticsAffine
 from .alternating import alternating_codebook_step
 from .alternating_sgd import sgd_codebook_step
 from .codebook import Codebook
-from .config import QuantizerConfig
 from .commitment import beta_commitment_loss, beta_from_vqvae_weight
+from .config import QuantizerConfig
 from .ema import EMACodebookStatistics
 from .fsq import FiniteScalarQuantizer
 from .grouped import GroupedVectorQuantizer
@@ -17,8 +23,7 @@ from .rotation_trick import rotation_trick
 from .search import nearest_code_indices
 from .simvq import LinearCodebookTransform
 from .synchronized_update import synchronized_straight_through
-from .vector_quantizer import NonFiniteInputError, QuantizerBase, check_finite, VectorQuantizer, VectorQuantizerOutput
-
+from .vector_quantizer import NonFiniteInputError, QuantizerBase, VectorQuantizer, VectorQuantizerOutput, check_finite
 
 __all__ = [
     "Codebook",

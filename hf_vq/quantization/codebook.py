@@ -34,6 +34,9 @@ class Codebook(nn.Module):
         frozen, one learned D x D matrix, simvq.py).
     codebook_update: "gradient" (the raw codes are a parameter trained by the optimizer) or "ema" (moving averages
         of the cluster means, ema.py; the raw codes then take no gradient).
+
+    The options are not checked here: the quantizers check them all through `QuantizerConfig` before they build their
+    codebook.
     """
 
     def __init__(

@@ -26,7 +26,9 @@ RUNTIME_FIELDS = ("channel_dim", "max_block_elements", "search_backend")
 # Keyword arguments of the quantizer classes whose config field has another name: FiniteScalarQuantizer(levels=...)
 # is QuantizerConfig(fsq_levels=...) (the field names the quantizer type it belongs to).
 ARGUMENT_ALIASES = {"levels": "fsq_levels"}
-_FLOAT_FIELDS = ("beta", "sync_nu", "affine_lr", "affine_momentum", "alternating_step_size", "alternating_lr", "ema_decay")
+_FLOAT_FIELDS = (
+    "beta", "sync_nu", "affine_lr", "affine_momentum", "alternating_step_size", "alternating_lr", "ema_decay"
+)
 
 
 @dataclass
@@ -189,9 +191,11 @@ class QuantizerConfig:
         for name in ("embed_dim", "codebook_size"):
             if getattr(self, name) is None:
                 raise ValueError(f"{name} is required for quantizer_type={self.quantizer_type!r}")
-        for name in ("embed_dim", "codebook_size", "num_groups", "num_quantizers", "affine_groups", "kmeans_max_samples"):
+        for name in ("embed_dim", "codebook_size", "num_groups", "num_quantizers", "affine_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.kmeans_max_samples < 1:
+            raise ValueError(f"kmeans_max_samples must be a positive integer, got {self.kmeans_max_samples}")
         if self.kmeans_iterations < 0:
             raise ValueError(f"kmeans_iterations must be >= 0, got {self.kmeans_iterations}")
         if self.replace_freq < 0:
@@ -229,17 +233,21 @@ class QuantizerConfig:
         if self.alternating_lr <= 0:
             raise ValueError(f"alternating_lr must be > 0, got {self.alternating_lr}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}: it is the weight of the old statistics")
+            raise ValueError(
+                f"ema_decay must lie in [0, 1), got {self.ema_decay}: it is the weight of the old statistics"
+            )
         if self.affine == "linear" and self.affine_groups != 1:
             raise ValueError(
                 "affine='linear' (SimVQ) has one matrix for the whole codebook; affine_groups must be 1: set "
                 f"affine_groups=1 (got {self.affine_groups})"
             )
         _check_choice("codebook_update", self.codebook_update, CODEBOOK_UPDATES)
-        if self.codebook_update == "ema" and (self.affine is not None or alternating_mode(self.alternating) or self.sync_nu > 0):
+        fights_ema = self.affine is not None or alternating_mode(self.alternating) or self.sync_nu > 0
+        if self.codebook_update == "ema" and fights_ema:
             raise ValueError(
                 "codebook_update='ema' moves the codes to their cluster means itself and gives them no gradient; set "
-                f"affine=None, alternating=False and sync_nu=0 (got {self.affine!r}, {self.alternating!r}, {self.sync_nu})"
+                f"affine=None, alternating=False and sync_nu=0 (got {self.affine!r}, {self.alternating!r}, "
+                f"{self.sync_nu})"
             )
 
     def _validate_structure(self) -> None:
@@ -255,10 +263,13 @@ class QuantizerConfig:
                 "represent; use distance='euclidean' (or quantizer_type='grouped' for cosine codes)"
             )
         if self.quantizer_type != "grouped" and self.num_groups != 1:
-            raise ValueError(f"num_groups={self.num_groups} only applies to quantizer_type='grouped' (got {self.quantizer_type!r})")
+            raise ValueError(
+                f"num_groups={self.num_groups} only applies to quantizer_type='grouped' (got {self.quantizer_type!r})"
+            )
         if self.quantizer_type != "residual" and self.num_quantizers != 1:
             raise ValueError(
-                f"num_quantizers={self.num_quantizers} only applies to quantizer_type='residual' (got {self.quantizer_type!r})"
+                f"num_quantizers={self.num_quantizers} only applies to quantizer_type='residual' "
+                f"(got {self.quantizer_type!r})"
             )
 
 

@@ -46,7 +46,8 @@ class EMACodebookStatistics(nn.Module):
         """Fold this step's assignments (from all processes) into the statistics and write the codes in place."""
         num_codes = self.cluster_size.shape[0]
         # Statistics initialised without their codes (see reset_parameters) start here as clusters at the codes.
-        self.cluster_sum.copy_(torch.where(self.cluster_sum.isnan(), codes.to(self.cluster_sum.dtype), self.cluster_sum))
+        absent = self.cluster_sum.isnan()
+        self.cluster_sum.copy_(torch.where(absent, codes.to(self.cluster_sum.dtype), self.cluster_sum))
         counts = all_reduce_sum(torch.bincount(indices, minlength=num_codes).float())
         sums = all_reduce_sum(torch.zeros_like(self.cluster_sum).index_add_(0, indices, vectors.float()))
         self.cluster_size.lerp_(counts, 1.0 - self.decay)

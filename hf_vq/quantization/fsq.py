@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from .distributed import all_reduce_sum
 from .config import QuantizerConfig
+from .distributed import all_reduce_sum
 from .metrics import code_counts as count_codes
 from .metrics import perplexity_and_usage
 from .registry import register_quantizer

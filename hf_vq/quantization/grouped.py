@@ -28,8 +28,8 @@ class GroupedVectorQuantizer(QuantizerBase):
     def __init__(self, embed_dim: int, codebook_size: int, num_groups: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, gradient_estimator: str = "ste", **kwargs):
         # The gradient estimator acts on the whole output vector (all groups / the sum of the stages).
         config = QuantizerConfig(
-            quantizer_type="grouped", embed_dim=embed_dim, codebook_size=codebook_size, num_groups=num_groups, beta=beta,
-            sync_nu=sync_nu, channel_dim=channel_dim, gradient_estimator=gradient_estimator, **kwargs,
+            quantizer_type="grouped", embed_dim=embed_dim, codebook_size=codebook_size, num_groups=num_groups,
+            beta=beta, sync_nu=sync_nu, channel_dim=channel_dim, gradient_estimator=gradient_estimator, **kwargs,
         )  # validates every option, each error naming the fix
         super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
         self.quantizer_config = config  # every option, validated

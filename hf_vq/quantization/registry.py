@@ -35,7 +35,8 @@ def build_quantizer(config: QuantizerConfig | str = "vector", **kwargs: Any) -> 
 
     Example:
         >>> from hf_vq.quantization import QuantizerConfig, build_quantizer
-        >>> build_quantizer(QuantizerConfig(quantizer_type="residual", embed_dim=4, codebook_size=8, num_quantizers=2)).num_quantizers
+        >>> config = QuantizerConfig(quantizer_type="residual", embed_dim=4, codebook_size=8, num_quantizers=2)
+        >>> build_quantizer(config).num_quantizers
         2
     """
     # Not isinstance(config, QuantizerConfig): a remote-code checkpoint may load its config and its model through two

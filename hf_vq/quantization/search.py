@@ -3,7 +3,8 @@
 - "blocked" (pure PyTorch, every device, the fallback): argmin_k ||z - c_k||^2 = argmin_k (||c_k||^2 - 2 z.c_k)
   (||z||^2 is the same for every code and is dropped), one fused `addmm` plus `argmin` per block of rows. At most
   `max_block_elements` distances exist at once (N = K = 65536 would otherwise need a 16 GiB matrix); when a single
-  row of distances is larger than that (huge codebooks), the codes are tiled too and a running minimum is kept.
+  row of distances is larger than that (huge codebooks), the codes are tiled too and a running minimum is kept
+  (search_blocked.py). It is also what "auto" runs under torch.compile / torch.export: the one traceable backend.
 - "faiss" (CPU, `faiss-cpu`): exact `faiss.knn` with k = 1 (IndexFlatL2 arithmetic), whose fused kernel reduces
   distances to the best code without storing them: 0.03-0.2x the blocked search's time for D <= 32 (search_faiss.py).
 - "triton" (CUDA): a fused kernel that keeps a running minimum per row and never writes the distance matrix
@@ -134,6 +135,10 @@ def _check_inputs(vectors: torch.Tensor, codebook: torch.Tensor, distance: str) 
 
 
 __all__ = [
+    "ACCELERATOR_MAX_BLOCK_ELEMENTS",
+    "CPU_MAX_BLOCK_ELEMENTS",
+    "MAX_EXACT_TILE_CODES",
+    "MIN_ROWS_PER_BLOCK",
     "SEARCH_BACKENDS",
     "SearchBackendUnavailableError",
     "blocked_nearest_code_indices",

@@ -31,7 +31,6 @@ import torch
 
 from .search_blocked import blocked_nearest_code_indices
 
-
 # Largest code dimension for which FAISS beats the blocked PyTorch search on the CPU (see the module docstring).
 FAISS_MAX_WINNING_DIM = 32
 # Smallest N * D for which FAISS's BLAS / fused path is used instead of its per-pair loop.

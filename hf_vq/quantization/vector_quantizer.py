@@ -28,19 +28,16 @@ from .alternating import alternating_codebook_step
 from .alternating_sgd import sgd_codebook_step
 from .codebook import Codebook
 from .commitment import beta_commitment_loss
+from .config import ALTERNATING_MODES, DISTANCES, GRADIENT_ESTIMATORS, QuantizerConfig, alternating_mode
 from .distributed import all_gather_cat, all_reduce_min_int, all_reduce_sum, broadcast_, rank
 from .kmeans import kmeans_plus_plus_init
 from .metrics import code_counts as count_codes
 from .metrics import perplexity_and_usage
+from .registry import register_quantizer
 from .replacement import replace_dead_codes, update_dead_code_counters
 from .rotation_trick import rotation_trick
-from .config import ALTERNATING_MODES, DISTANCES, GRADIENT_ESTIMATORS, QuantizerConfig, alternating_mode
-from .registry import register_quantizer
 from .search import nearest_code_indices
 from .synchronized_update import synchronized_straight_through
-
-# Re-exported: they used to be defined here and are imported from here.
-__all__ = ["ALTERNATING_MODES", "DISTANCES", "GRADIENT_ESTIMATORS", "alternating_mode"]
 
 
 def straight_through_output(vectors: torch.Tensor, codes: torch.Tensor, sync_nu: float, gradient_estimator: str) -> torch.Tensor:
@@ -424,3 +421,18 @@ def vector_options(config: QuantizerConfig) -> dict:
     for name in ("quantizer_type", "num_groups", "num_quantizers", "fsq_levels"):
         del options[name]
     return options
+
+
+__all__ = [
+    # Defined in config.py now; re-exported from here, where they used to live.
+    "ALTERNATING_MODES",
+    "DISTANCES",
+    "GRADIENT_ESTIMATORS",
+    "NonFiniteInputError",
+    "QuantizerBase",
+    "VectorQuantizer",
+    "VectorQuantizerOutput",
+    "alternating_mode",
+    "check_finite",
+    "vector_options",
+]

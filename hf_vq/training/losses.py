@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 # One pixel loss for the model and the training loops: the model layer's (it also takes the config's "mse" for "l2").
-from ..models.vqgan.modeling_vqgan import reconstruction_loss
+from ..models.vqgan.modeling_vqgan import reconstruction_loss  # noqa: F401 (re-exported for the training loops)
 
 # The names the training flag accepts.
 RECONSTRUCTION_LOSSES = ("l1", "l2")

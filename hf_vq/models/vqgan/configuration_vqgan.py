@@ -227,7 +227,8 @@ class VQGANConfig(PreTrainedConfig):
             try:
                 check_option_names({unknown[0]: None}, tuple(cls.__dataclass_fields__), owner="VQGANConfig field")
             except ValueError as error:
-                raise ValueError(f"{path}: unknown VQGANConfig fields {unknown} in the `model:` section; {error}") from None
+                message = f"{path}: unknown VQGANConfig fields {unknown} in the `model:` section; {error}"
+                raise ValueError(message) from None
         return cls(**fields)
 
 

@@ -31,7 +31,6 @@ from .image_processing_vqgan import VQGANImageProcessor
 from .quantization_vqgan import (
     FiniteScalarQuantizer,
     GroupedVectorQuantizer,
-    QuantizerConfig,
     ResidualVectorQuantizer,
     VectorQuantizer,
     build_quantizer,
@@ -721,4 +720,13 @@ def _copy_quantizer_code(save_directory: Path) -> None:
     (save_directory / "quantization_vqgan.py").write_text(remote_code_source(), encoding="utf-8")
 
 
-__all__ = ["VQGANModel", "VQGANPreTrainedModel", "copy_remote_code", "reconstruction_loss", "eager_attention_forward", "VQGANEncoderOutput", "VQGANDecoderOutput", "VQGANModelOutput"]
+__all__ = [
+    "VQGANDecoderOutput",
+    "VQGANEncoderOutput",
+    "VQGANModel",
+    "VQGANModelOutput",
+    "VQGANPreTrainedModel",
+    "copy_remote_code",
+    "eager_attention_forward",
+    "reconstruction_loss",
+]
