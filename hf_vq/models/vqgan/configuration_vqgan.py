@@ -16,6 +16,7 @@ QUANTIZER_FIELDS = QuantizerConfig.architecture_fields()
 # Options that only change a per-type shape or method, not passed to VectorQuantizer itself.
 _TYPE_FIELDS = ("quantizer_type", "num_groups", "num_quantizers", "fsq_levels")
 
+
 @strict
 class VQGANConfig(PreTrainedConfig):
     r"""
