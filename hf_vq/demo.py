@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 
+from .config_files import CONFIG_DIR, TOKENIZER_CONFIG
 from .data import load_fashion_mnist
 from .experiments import ARCHITECTURES, VARIANT_METHODS, ConvVQAutoencoder, images_to_tensor, train_autoencoder
 
 DEMO_VARIANTS = ("baseline", "all")
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-TOKENIZER_CONFIG = CONFIG_DIR / "vqgan_fashion_mnist_cpu.yaml"
 CLASSIFIER_CONFIG = CONFIG_DIR / "token_vit_fashion_mnist.yaml"
 PRIOR_CONFIG = CONFIG_DIR / "maskgit_fashion_mnist.yaml"
 STAGES = ("quantizer", "tokenizer", "classifier", "prior")

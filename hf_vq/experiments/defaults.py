@@ -2,23 +2,21 @@
 reason it was chosen.
 
 The ablation compares quantizer variants at a fixed budget, so everything here is shared by all six
-variants of an architecture; only the switches of `ablation_options` differ between them.
+variants of an architecture; only the switches of `methods.ablation_options` differ between them.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-# The methods each ablation variant switches on (Huh et al. 2023, Table 2 columns).
-VARIANT_METHODS: dict[str, tuple[str, ...]] = {
-    "baseline": (),
-    "affine": ("affine",),
-    "sync": ("sync",),
-    "alternating": ("alternating",),
-    "replace": ("replace",),
-    "all": ("affine", "sync", "alternating", "replace"),
-}
+# The ablation's variants and their options live beside the study's other methods; re-exported here, where they used
+# to be defined.
+from .methods import VARIANT_METHODS, ablation_options, method_options
 
+__all__ = [
+    "ARCHITECTURES", "STUDY_ARCHITECTURES", "TASK_ARCHITECTURES", "VARIANT_METHODS", "ArchitectureDefaults",
+    "ablation_options",
+]
 
 @dataclass(frozen=True)
 class ArchitectureDefaults:
@@ -46,29 +44,10 @@ class ArchitectureDefaults:
 
     def quantizer_options(self, variant: str) -> dict:
         """Quantizer keyword arguments (besides sizes) for ablation `variant` or a method of the comparison study."""
-        from .methods import method_options  # methods.py builds on this module
-
         return method_options(variant, self)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def ablation_options(variant: str, defaults: ArchitectureDefaults) -> dict:
-    """Plain straight-through options plus the methods of `variant`, at this architecture's settings."""
-    if variant not in VARIANT_METHODS:
-        raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANT_METHODS)}")
-    methods = VARIANT_METHODS[variant]
-    options: dict = {"beta": defaults.beta}
-    if "affine" in methods:
-        options.update(affine="learned", affine_lr=defaults.affine_lr)
-    if "sync" in methods:
-        options["sync_nu"] = defaults.sync_nu
-    if "alternating" in methods:
-        options["alternating"] = True
-    if "replace" in methods:
-        options["replace_freq"] = defaults.replace_freq
-    return options
 
 
 # Why these values (shared reasons first):

@@ -11,13 +11,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
-from ..quantization import FiniteScalarQuantizer, VectorQuantizer
-from .defaults import VARIANT_METHODS, ArchitectureDefaults, ablation_options
+from ..quantization import QuantizerConfig, build_quantizer
+
+# The methods each ablation variant switches on (Huh et al. 2023, Table 2 columns).
+VARIANT_METHODS: dict[str, tuple[str, ...]] = {
+    "baseline": (),
+    "affine": ("affine",),
+    "sync": ("sync",),
+    "alternating": ("alternating",),
+    "replace": ("replace",),
+    "all": ("affine", "sync", "alternating", "replace"),
+}
+
+
+class MethodDefaults(Protocol):
+    """What a method reads of an architecture's defaults (`defaults.ArchitectureDefaults`, a frozen dataclass, which
+    imports this module: so the type is named here by the fields it must have)."""
+
+    codebook_size: int
+    beta: float
+    sync_nu: float
+    affine_lr: float
+    replace_freq: int
+    fsq_levels: tuple[int, ...] | None
 
 # FSQ levels per nominal codebook size (Mentzer et al. 2023, Table 1, and 8^3 for 512): prod(levels) codes.
 FSQ_LEVELS: dict[int, list[int]] = {64: [4, 4, 4], 512: [8, 8, 8], 1024: [8, 5, 5, 5], 4096: [7, 5, 5, 5, 5], 16384: [8, 8, 8, 6, 5]}
@@ -32,21 +53,38 @@ class Method:
     """One column of the study: quantizer options, and the defaults it changes (None: none)."""
 
     description: str
-    options: Callable[[ArchitectureDefaults], dict]
-    adjust: Callable[[ArchitectureDefaults], dict] | None = None
+    options: Callable[[MethodDefaults], dict]
+    adjust: Callable[[MethodDefaults], dict] | None = None
 
 
-def _paper(variant: str, **extra) -> Callable[[ArchitectureDefaults], dict]:
+def ablation_options(variant: str, defaults: MethodDefaults) -> dict:
+    """Plain straight-through options plus the methods of `variant`, at this architecture's settings."""
+    if variant not in VARIANT_METHODS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANT_METHODS)}")
+    methods = VARIANT_METHODS[variant]
+    options: dict = {"beta": defaults.beta}
+    if "affine" in methods:
+        options.update(affine="learned", affine_lr=defaults.affine_lr)
+    if "sync" in methods:
+        options["sync_nu"] = defaults.sync_nu
+    if "alternating" in methods:
+        options["alternating"] = True
+    if "replace" in methods:
+        options["replace_freq"] = defaults.replace_freq
+    return options
+
+
+def _paper(variant: str, **extra) -> Callable[[MethodDefaults], dict]:
     return lambda d: {**ablation_options(variant, d), **extra}
 
 
-def _fsq_levels(defaults: ArchitectureDefaults) -> list[int]:
+def _fsq_levels(defaults: MethodDefaults) -> list[int]:
     if defaults.codebook_size not in FSQ_LEVELS:
         raise ValueError(f"no FSQ levels for a codebook of {defaults.codebook_size} codes; choose one of {sorted(FSQ_LEVELS)}")
     return FSQ_LEVELS[defaults.codebook_size]
 
 
-def _fsq_adjust(defaults: ArchitectureDefaults) -> dict:
+def _fsq_adjust(defaults: MethodDefaults) -> dict:
     levels = _fsq_levels(defaults)
     return {"codebook_size": math.prod(levels), "code_dim": len(levels), "fsq_levels": tuple(levels)}
 
@@ -77,13 +115,13 @@ METHODS: dict[str, Method] = {
 }
 
 
-def method_defaults(method: str, defaults: ArchitectureDefaults) -> ArchitectureDefaults:
+def method_defaults(method: str, defaults: MethodDefaults) -> MethodDefaults:
     """The architecture's defaults with the changes `method` makes (FSQ's sizes, low-dimensional codes)."""
     spec = _method(method)
     return replace(defaults, **spec.adjust(defaults)) if spec.adjust else defaults
 
 
-def method_options(method: str, defaults: ArchitectureDefaults) -> dict:
+def method_options(method: str, defaults: MethodDefaults) -> dict:
     """Quantizer options of `method` at (already adjusted) `defaults`."""
     return _method(method).options(defaults)
 
@@ -121,18 +159,12 @@ class ProjectedQuantizer(nn.Module):
 
 
 def make_quantizer(embed_dim: int, codebook_size: int, channel_dim: int = 1, model_dim: int | None = None, **options) -> nn.Module:
-    """The study's quantizer: a VectorQuantizer, or FSQ for options {"quantizer_type": "fsq", "levels": [...]};
+    """The study's quantizer for `options` (`QuantizerConfig` fields, or FSQ's `levels`), built by `build_quantizer`;
     wrapped in projections when the model's width `model_dim` differs from the code dimension `embed_dim`."""
-    options = dict(options)
     projected = model_dim not in (None, embed_dim)
-    inner_channel_dim = -1 if projected else channel_dim
-    if options.pop("quantizer_type", "vector") == "fsq":
-        levels = options.pop("levels")
-        if len(levels) != embed_dim or math.prod(levels) != codebook_size:
-            raise ValueError(f"FSQ levels {levels} give {len(levels)} channels and {math.prod(levels)} codes, not {embed_dim} and {codebook_size}")
-        quantizer = FiniteScalarQuantizer(levels, channel_dim=inner_channel_dim)
-    else:
-        quantizer = VectorQuantizer(embed_dim, codebook_size, channel_dim=inner_channel_dim, **options)
+    sizes = {"embed_dim": embed_dim, "codebook_size": codebook_size, "channel_dim": -1 if projected else channel_dim}
+    config = QuantizerConfig.from_dict({**options, **sizes})
+    quantizer = build_quantizer(config)
     if not projected:
         return quantizer
     return ProjectedQuantizer(model_dim, quantizer, channel_dim)

@@ -7,8 +7,9 @@ downloaded here.
 
 Only the quantizer changes between methods, exactly as on the other backbones: the config's own quantizer recipe
 (Huh et al.'s four methods, k-means init, replacement every 100 steps) is dropped, the method's options
-(`methods.method_options`) are mapped onto `VQGANConfig` fields, and every field a method does not set keeps
-`VQGANConfig`'s default, which is `VectorQuantizer`'s default: what the other backbones' quantizers get.
+(`methods.method_options`, named as `QuantizerConfig`'s fields, which `VQGANConfig` stores) become the config's
+quantizer fields, and every field a method does not set keeps `QuantizerConfig`'s default: what the other backbones'
+quantizers get.
 
 The 28x28 Fashion-MNIST images are resized to the config's 32x32 by `hf_vq.data.ImageTransform`, the transform of
 the tokenizer's training data (`hf_vq/training/data.py`): bicubic resize of the shorter side, crop (a no-op for square
@@ -23,26 +24,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config_files import TOKENIZER_CONFIG
 from ..data import ImageTransform
 from ..models.vqgan import VQGANConfig, VQGANModel
+from ..quantization import QuantizerConfig
 from .datasets import ClassificationData
 from .defaults import ArchitectureDefaults
 
-# The VQGANConfig fields of the quantizer. Besides embed_dim and codebook_size (from ArchitectureDefaults), these are
-# what a method may set; the demo config's values for them are replaced by VQGANConfig's defaults.
-QUANTIZER_FIELDS = (
-    "quantizer_type", "num_groups", "num_quantizers", "beta", "sync_nu", "affine", "affine_lr", "affine_groups",
-    "affine_momentum", "alternating", "alternating_step_size", "alternating_lr", "gradient_estimator", "codebook_update",
-    "ema_decay", "fsq_levels", "kmeans_init", "kmeans_iterations", "kmeans_max_samples", "replace_freq", "distance",
+# The VQGANConfig fields of the quantizer besides its sizes (which come from ArchitectureDefaults): what a method may
+# set; the demo config's values for them are replaced by QuantizerConfig's defaults.
+QUANTIZER_FIELDS = tuple(
+    name for name in QuantizerConfig.architecture_fields() if name not in ("embed_dim", "codebook_size")
 )
-# Study options whose VQGANConfig field has another name (`make_quantizer` takes FSQ's levels as `levels`).
-OPTION_FIELDS = {"levels": "fsq_levels"}
 
 
 def demo_tokenizer_config() -> Path:
     """configs/vqgan_fashion_mnist_cpu.yaml, the `make demo` tokenizer's config."""
-    from ..demo import TOKENIZER_CONFIG  # imported here: demo.py imports this package
-
     return TOKENIZER_CONFIG
 
 
@@ -54,16 +51,16 @@ def config_quantizer_fields(options: dict, embed_dim: int, codebook_size: int) -
         >>> fields["quantizer_type"], fields["fsq_levels"], fields["kmeans_init"]
         ('fsq', [8, 8, 8], False)
     """
-    fields = {name: VQGANConfig.__dataclass_fields__[name].default for name in QUANTIZER_FIELDS}
-    for option, value in options.items():
-        name = OPTION_FIELDS.get(option, option)
-        if name not in fields:
-            raise ValueError(
-                f"quantizer option {option}={value!r} has no VQGANConfig field, so the vqgan backbone cannot run this "
-                f"method; the config's quantizer fields are {sorted(fields)}"
-            )
-        fields[name] = value
-    return {**fields, "embed_dim": embed_dim, "codebook_size": codebook_size}
+    options = QuantizerConfig.canonical_names(options)
+    unknown = sorted(set(options) - set(QUANTIZER_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"quantizer option {unknown[0]}={options[unknown[0]]!r} has no VQGANConfig field, so the vqgan backbone "
+            f"cannot run this method; the config's quantizer fields are {sorted(QUANTIZER_FIELDS)}"
+        )
+    defaults = QuantizerConfig.__dataclass_fields__
+    fields = {name: defaults[name].default for name in QUANTIZER_FIELDS}
+    return {**fields, **options, "embed_dim": embed_dim, "codebook_size": codebook_size}
 
 
 def _backbone_options(defaults: ArchitectureDefaults) -> dict:

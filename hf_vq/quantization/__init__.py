@@ -1,36 +1,29 @@
-"""Vector quantization after Huh et al., ICML 2023 (pure PyTorch, no Hugging Face imports)."""
+"""Vector quantization after Huh et al., ICML 2023 (pure PyTorch, no Hugging Face imports).
+
+`QuantizerConfig` (config.py) holds, checks and documents every option; `build_quantizer(config)` (registry.py) builds
+the quantizer it names. A new quantizer method is one file here: a `QuantizerBase` subclass with `from_config` and
+`reset_parameters`, registered with `@register_quantizer("name")` (plus the name in `config.QUANTIZER_TYPES`, its
+options as `QuantizerConfig` fields, and an import below so that registering happens on `import hf_vq`).
+"""
 
 from .affine import LearnedAffine, RunningStatisticsAffine
 from .alternating import alternating_codebook_step
 from .alternating_sgd import sgd_codebook_step
 from .codebook import Codebook
 from .commitment import beta_commitment_loss, beta_from_vqvae_weight
+from .config import QuantizerConfig
 from .ema import EMACodebookStatistics
 from .fsq import FiniteScalarQuantizer
 from .grouped import GroupedVectorQuantizer
 from .kmeans import kmeans_plus_plus_init
+from .registry import QUANTIZERS, build_quantizer, register_quantizer
 from .replacement import replace_dead_codes
 from .residual import ResidualVectorQuantizer
 from .rotation_trick import rotation_trick
 from .search import nearest_code_indices
 from .simvq import LinearCodebookTransform
 from .synchronized_update import synchronized_straight_through
-from .vector_quantizer import NonFiniteInputError, QuantizerBase, VectorQuantizer, VectorQuantizerOutput
-
-
-def build_quantizer(quantizer_type: str = "vector", num_groups: int = 1, num_quantizers: int = 1, **kwargs) -> QuantizerBase:
-    """A quantizer by name: "vector", "grouped" (with num_groups), "residual" (with num_quantizers) or "fsq"
-    (with levels and channel_dim only)."""
-    if quantizer_type == "fsq":
-        return FiniteScalarQuantizer(**kwargs)
-    if quantizer_type == "vector":
-        return VectorQuantizer(**kwargs)
-    if quantizer_type == "grouped":
-        return GroupedVectorQuantizer(num_groups=num_groups, **kwargs)
-    if quantizer_type == "residual":
-        return ResidualVectorQuantizer(num_quantizers=num_quantizers, **kwargs)
-    raise ValueError(f"unknown quantizer_type {quantizer_type!r}; use 'vector', 'grouped', 'residual' or 'fsq'")
-
+from .vector_quantizer import NonFiniteInputError, QuantizerBase, VectorQuantizer, VectorQuantizerOutput, check_finite
 
 __all__ = [
     "Codebook",
@@ -40,7 +33,9 @@ __all__ = [
     "LearnedAffine",
     "LinearCodebookTransform",
     "NonFiniteInputError",
+    "QUANTIZERS",
     "QuantizerBase",
+    "QuantizerConfig",
     "ResidualVectorQuantizer",
     "RunningStatisticsAffine",
     "VectorQuantizer",
@@ -49,8 +44,10 @@ __all__ = [
     "beta_commitment_loss",
     "beta_from_vqvae_weight",
     "build_quantizer",
+    "check_finite",
     "kmeans_plus_plus_init",
     "nearest_code_indices",
+    "register_quantizer",
     "replace_dead_codes",
     "rotation_trick",
     "sgd_codebook_step",

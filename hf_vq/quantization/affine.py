@@ -91,7 +91,7 @@ class RunningStatisticsAffine(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.running_mean)
         nn.init.ones_(self.running_var)
-        self.num_updates.zero_()
+        nn.init.zeros_(self.num_updates)
 
 
 def build_affine(mode: str | None, embed_dim: int, num_groups: int, lr: float, momentum: float) -> nn.Module | None:

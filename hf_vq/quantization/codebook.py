@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from .affine import RunningStatisticsAffine, _grouped, build_affine
+from .config import AFFINE_MODES, CODEBOOK_UPDATES
 from .ema import EMACodebookStatistics
 from .simvq import LinearCodebookTransform
 
-AFFINE_MODES = (None, "learned", "running", "linear")
-CODEBOOK_UPDATES = ("gradient", "ema")
+__all__ = ["AFFINE_MODES", "CODEBOOK_UPDATES", "Codebook"]  # the constants are re-exported from config.py
 
 # Running-statistics codes depend on the statistics of all raw codes, so writing some codes shifts
 # the group's statistics; fixed-point rounds (each shrinks the error geometrically) make the written
@@ -34,6 +34,9 @@ class Codebook(nn.Module):
         frozen, one learned D x D matrix, simvq.py).
     codebook_update: "gradient" (the raw codes are a parameter trained by the optimizer) or "ema" (moving averages
         of the cluster means, ema.py; the raw codes then take no gradient).
+
+    The options are not checked here: the quantizers check them all through `QuantizerConfig` before they build their
+    codebook.
     """
 
     def __init__(
@@ -48,22 +51,7 @@ class Codebook(nn.Module):
         ema_decay: float = 0.99,
     ):
         super().__init__()
-        if affine not in AFFINE_MODES:
-            raise ValueError(f"unknown affine mode {affine!r}; use one of {AFFINE_MODES}")
-        if codebook_update not in CODEBOOK_UPDATES:
-            raise ValueError(f"unknown codebook_update {codebook_update!r}; use one of {CODEBOOK_UPDATES}")
-        if codebook_update == "ema" and affine is not None:
-            raise ValueError(
-                f"codebook_update='ema' writes the codes as cluster means and cannot be combined with affine={affine!r} "
-                "(the transform would be trained by gradients on top of codes that are not); use one of them"
-            )
-        if affine == "linear" and affine_groups != 1:
-            raise ValueError(f"affine='linear' (SimVQ) has one matrix for the whole codebook; affine_groups must be 1, got {affine_groups}")
-        if codebook_size % affine_groups != 0:
-            raise ValueError(
-                f"affine_groups={affine_groups} must divide codebook_size={codebook_size}: "
-                "each group of consecutive codes shares one scale and shift"
-            )
+        # The options are checked by QuantizerConfig (every quantizer builds one before its codebook).
         self.codebook_size = codebook_size
         self.embed_dim = embed_dim
         # SimVQ freezes the raw codes; EMA codes move by their statistics only. Both stay a Parameter (without
@@ -74,11 +62,11 @@ class Codebook(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Standard normal raw codes (k-means, affine codes and replacement move them from there), and EMA statistics
+        that start as clusters of size 1 at those codes. The affine transform initialises itself."""
         nn.init.normal_(self.weight)
-        if self.affine is not None:
-            self.affine.reset_parameters()
         if self.ema is not None:
-            self.ema.reset_codes(torch.arange(self.codebook_size, device=self.weight.device), self.weight.detach())
+            self.ema.reset_statistics(self.weight.detach())
 
     @torch.no_grad()
     def ema_update(self, vectors: torch.Tensor, indices: torch.Tensor) -> None:

@@ -36,8 +36,6 @@ class EMACodebookStatistics(nn.Module):
 
     def __init__(self, codebook_size: int, embed_dim: int, decay: float = 0.99, eps: float = 1e-5):
         super().__init__()
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {decay}: it is the weight of the old statistics")
         self.decay = decay
         self.eps = eps
         self.register_buffer("cluster_size", torch.ones(codebook_size))
@@ -47,6 +45,9 @@ class EMACodebookStatistics(nn.Module):
     def update(self, codes: torch.Tensor, vectors: torch.Tensor, indices: torch.Tensor) -> None:
         """Fold this step's assignments (from all processes) into the statistics and write the codes in place."""
         num_codes = self.cluster_size.shape[0]
+        # Statistics initialised without their codes (see reset_parameters) start here as clusters at the codes.
+        absent = self.cluster_sum.isnan()
+        self.cluster_sum.copy_(torch.where(absent, codes.to(self.cluster_sum.dtype), self.cluster_sum))
         counts = all_reduce_sum(torch.bincount(indices, minlength=num_codes).float())
         sums = all_reduce_sum(torch.zeros_like(self.cluster_sum).index_add_(0, indices, vectors.float()))
         self.cluster_size.lerp_(counts, 1.0 - self.decay)
@@ -61,6 +62,16 @@ class EMACodebookStatistics(nn.Module):
         self.cluster_size[code_indices] = 1.0
         self.cluster_sum[code_indices] = codes.to(self.cluster_sum.dtype)
 
-    def reset_parameters(self) -> None:
+    @torch.no_grad()
+    def reset_statistics(self, codes: torch.Tensor) -> None:
+        """Every code a cluster of size 1 at `codes` (K, D), the codebook's initial codes (the owning `Codebook`
+        calls this when it initialises its codes)."""
         nn.init.ones_(self.cluster_size)
-        nn.init.zeros_(self.cluster_sum)
+        self.cluster_sum.copy_(codes.to(self.cluster_sum.dtype))
+
+    def reset_parameters(self) -> None:
+        """Statistics without their codes, which this module does not hold: clusters of size 1 whose sums are NaN,
+        which the next `update` replaces by the codes it is given. A model loading a checkpoint that has the codes
+        but lacks these statistics calls this."""
+        nn.init.ones_(self.cluster_size)
+        nn.init.constant_(self.cluster_sum, float("nan"))

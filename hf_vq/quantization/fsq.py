@@ -17,13 +17,17 @@ import math
 
 import torch
 
+from .config import QuantizerConfig
 from .distributed import all_reduce_sum
+from .metrics import code_counts as count_codes
 from .metrics import perplexity_and_usage
+from .registry import register_quantizer
 from .vector_quantizer import QuantizerBase, _Match
 
 EPS = 1e-3
 
 
+@register_quantizer("fsq")
 class FiniteScalarQuantizer(QuantizerBase):
     """FSQ with `levels[i]` values on channel i; the same output fields as `VectorQuantizer`.
 
@@ -44,13 +48,17 @@ class FiniteScalarQuantizer(QuantizerBase):
 
     def __init__(self, levels: list[int] | tuple[int, ...], channel_dim: int = 1):
         levels = list(levels)
-        if not levels or any(not isinstance(level, int) or level < 2 for level in levels):
-            raise ValueError(f"levels must be a non-empty list of integers >= 2 (values per channel), got {levels}")
+        config = QuantizerConfig(quantizer_type="fsq", fsq_levels=levels, channel_dim=channel_dim)  # checks levels
         super().__init__(len(levels), beta=0.0, sync_nu=0.0, channel_dim=channel_dim)
+        self.quantizer_config = config  # every option, validated
         self.levels = levels
         self.codebook_size = math.prod(levels)
         # Constants built from the Python list on use, not buffers: a checkpoint then holds no FSQ entries, and
         # loading (which re-initialises buffers that a checkpoint lacks) cannot overwrite them.
+
+    @classmethod
+    def from_config(cls, config: QuantizerConfig) -> "FiniteScalarQuantizer":
+        return cls(config.fsq_levels, channel_dim=config.channel_dim)
 
     def _levels(self, device: torch.device) -> torch.Tensor:
         return torch.tensor(self.levels, dtype=torch.float32, device=device)
@@ -84,7 +92,7 @@ class FiniteScalarQuantizer(QuantizerBase):
         bounded = self.bound(vectors) / half_width  # the differentiable input of the rounding, in [-1, 1]
         codes = torch.round(self.bound(vectors.detach())) / half_width
         indices = self._codes_to_indices(codes)
-        counts = torch.bincount(indices, minlength=self.codebook_size)
+        counts = count_codes(indices, self.codebook_size)
         if self.training:  # usage over all processes, as VectorQuantizer reports it
             counts = all_reduce_sum(counts)
         perplexity, usage = perplexity_and_usage(counts)

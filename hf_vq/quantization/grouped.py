@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from .vector_quantizer import QuantizerBase, VectorQuantizer, _Match
+from .config import QuantizerConfig
+from .registry import register_quantizer
+from .vector_quantizer import QuantizerBase, VectorQuantizer, _Match, vector_options
 
 
+@register_quantizer("grouped")
 class GroupedVectorQuantizer(QuantizerBase):
     """`num_groups` independent `VectorQuantizer`s over equal slices of the channels.
 
@@ -24,14 +27,21 @@ class GroupedVectorQuantizer(QuantizerBase):
 
     def __init__(self, embed_dim: int, codebook_size: int, num_groups: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, gradient_estimator: str = "ste", **kwargs):
         # The gradient estimator acts on the whole output vector (all groups / the sum of the stages).
+        config = QuantizerConfig(
+            quantizer_type="grouped", embed_dim=embed_dim, codebook_size=codebook_size, num_groups=num_groups,
+            beta=beta, sync_nu=sync_nu, channel_dim=channel_dim, gradient_estimator=gradient_estimator, **kwargs,
+        )  # validates every option, each error naming the fix
         super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
-        if num_groups < 1 or embed_dim % num_groups != 0:
-            raise ValueError(f"num_groups={num_groups} must be a positive divisor of embed_dim={embed_dim}")
+        self.quantizer_config = config  # every option, validated
         self.codebook_size = codebook_size
         self.num_groups = num_groups
         self.groups = torch.nn.ModuleList(
             VectorQuantizer(embed_dim // num_groups, codebook_size, beta=beta, channel_dim=-1, **kwargs) for _ in range(num_groups)
         )
+
+    @classmethod
+    def from_config(cls, config: QuantizerConfig) -> "GroupedVectorQuantizer":
+        return cls(num_groups=config.num_groups, **vector_options(config))
 
     @property
     def codebook(self) -> torch.Tensor:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from .vector_quantizer import QuantizerBase, VectorQuantizer, _Match
+from .config import QuantizerConfig
+from .registry import register_quantizer
+from .vector_quantizer import QuantizerBase, VectorQuantizer, _Match, vector_options
 
 
+@register_quantizer("residual")
 class ResidualVectorQuantizer(QuantizerBase):
     """`num_quantizers` `VectorQuantizer` stages applied to successive residuals.
 
@@ -25,19 +28,21 @@ class ResidualVectorQuantizer(QuantizerBase):
 
     def __init__(self, embed_dim: int, codebook_size: int, num_quantizers: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, gradient_estimator: str = "ste", **kwargs):
         # The gradient estimator acts on the whole output vector (all groups / the sum of the stages).
+        config = QuantizerConfig(
+            quantizer_type="residual", embed_dim=embed_dim, codebook_size=codebook_size, num_quantizers=num_quantizers,
+            beta=beta, sync_nu=sync_nu, channel_dim=channel_dim, gradient_estimator=gradient_estimator, **kwargs,
+        )  # validates every option, each error naming the fix
         super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
-        if num_quantizers < 1:
-            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
-        if kwargs.get("distance", "euclidean") != "euclidean":
-            raise ValueError(
-                "residual quantization subtracts codes from its input, which unit-norm cosine codes cannot "
-                "represent; use distance='euclidean' (or a GroupedVectorQuantizer for cosine codes)"
-            )
+        self.quantizer_config = config  # every option, validated
         self.codebook_size = codebook_size
         self.num_quantizers = num_quantizers
         self.stages = torch.nn.ModuleList(
             VectorQuantizer(embed_dim, codebook_size, beta=beta, channel_dim=-1, **kwargs) for _ in range(num_quantizers)
         )
+
+    @classmethod
+    def from_config(cls, config: QuantizerConfig) -> "ResidualVectorQuantizer":
+        return cls(num_quantizers=config.num_quantizers, **vector_options(config))
 
     @property
     def codebook(self) -> torch.Tensor:

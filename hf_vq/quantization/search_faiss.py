@@ -29,6 +29,7 @@ import importlib.util
 import numpy as np
 import torch
 
+from .search_blocked import blocked_nearest_code_indices
 
 # Largest code dimension for which FAISS beats the blocked PyTorch search on the CPU (see the module docstring).
 FAISS_MAX_WINNING_DIM = 32
@@ -60,6 +61,9 @@ def _float32_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to(torch.float32).contiguous().numpy()
 
 
+# Run eagerly under torch.compile: Dynamo cannot trace the backend's foreign kernels; the graph breaks around it
+# (search.resolve_search_backend picks the traceable blocked search under "auto" instead).
+@torch.compiler.disable
 @torch.no_grad()
 def faiss_nearest_code_indices(vectors: torch.Tensor, codebook: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:
     """Index (int64) of the nearest code for each row of the CPU tensor `vectors` (N, D) in `codebook` (K, D).
@@ -89,8 +93,6 @@ def faiss_nearest_code_indices(vectors: torch.Tensor, codebook: torch.Tensor, di
     indices = torch.from_numpy(np.ascontiguousarray(found[:, 0])).to(torch.long)
     missing = indices < 0
     if bool(missing.any()):
-        from .search import blocked_nearest_code_indices
-
         indices[missing] = blocked_nearest_code_indices(vectors[missing], codebook)
     return indices
 

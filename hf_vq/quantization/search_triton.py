@@ -52,6 +52,9 @@ def _next_power_of_two(value: int) -> int:
     return 1 << max(0, value - 1).bit_length()
 
 
+# Run eagerly under torch.compile: Dynamo cannot trace the backend's foreign kernels; the graph breaks around it
+# (search.resolve_search_backend picks the traceable blocked search under "auto" instead).
+@torch.compiler.disable
 @torch.no_grad()
 def triton_nearest_code_indices(
     vectors: torch.Tensor,

@@ -46,5 +46,4 @@ class LinearCodebookTransform(nn.Module):
         return solution.to(targets.dtype)
 
     def reset_parameters(self) -> None:
-        with torch.no_grad():
-            self.weight.copy_(torch.eye(self.weight.shape[0]))
+        nn.init.eye_(self.weight)  # the identity: at step 0 the codebook is the raw one

@@ -26,30 +26,18 @@ from torch import nn
 
 from .alternating import alternating_codebook_step
 from .alternating_sgd import sgd_codebook_step
-from .codebook import AFFINE_MODES, CODEBOOK_UPDATES, Codebook
+from .codebook import Codebook
 from .commitment import beta_commitment_loss
+from .config import ALTERNATING_MODES, DISTANCES, GRADIENT_ESTIMATORS, QuantizerConfig, alternating_mode
 from .distributed import all_gather_cat, all_reduce_min_int, all_reduce_sum, broadcast_, rank
 from .kmeans import kmeans_plus_plus_init
+from .metrics import code_counts as count_codes
 from .metrics import perplexity_and_usage
+from .registry import register_quantizer
 from .replacement import replace_dead_codes, update_dead_code_counters
 from .rotation_trick import rotation_trick
-from .search import check_search_backend, nearest_code_indices
+from .search import nearest_code_indices
 from .synchronized_update import synchronized_straight_through
-
-DISTANCES = ("euclidean", "cosine")
-GRADIENT_ESTIMATORS = ("ste", "rotation")
-ALTERNATING_MODES = ("mean", "sgd")
-
-
-def alternating_mode(alternating: bool | str | None) -> str | None:
-    """None (off), "mean" (today's step towards the cluster means; `True`) or "sgd" (the authors' inner SGD step)."""
-    if alternating is True:
-        return "mean"
-    if alternating is False or alternating is None:
-        return None
-    if alternating not in ALTERNATING_MODES:
-        raise ValueError(f"unknown alternating mode {alternating!r}; use False, True (= 'mean'), 'mean' or 'sgd'")
-    return alternating
 
 
 def straight_through_output(vectors: torch.Tensor, codes: torch.Tensor, sync_nu: float, gradient_estimator: str) -> torch.Tensor:
@@ -118,27 +106,44 @@ class _Match:
         )
 
 
+def check_finite(z: torch.Tensor, owner: str = "quantizer") -> None:
+    """Raise `NonFiniteInputError` if `z` holds a NaN or an infinite value.
+
+    A host-device sync (the answer decides a Python branch): the quantizers call it in training mode only, where
+    the training loop turns the error into a divergence report; call it yourself to check inputs at inference.
+    """
+    # One reduction instead of an elementwise isfinite pass plus a temporary as large as the input
+    # (about 10x cheaper on CPU): the min and max are NaN or infinite iff some element is.
+    low, high = torch.aminmax(z.detach())
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
+        bad = int((~torch.isfinite(z)).sum())
+        raise NonFiniteInputError(
+            f"{owner} input contains {bad} NaN or Inf values: the encoder diverged or the "
+            "data is corrupt; lower the learning rate or check the inputs"
+        )
+
+
 class QuantizerBase(nn.Module):
-    """Input checks, layout handling, float32 under autocast, and the straight-through output."""
+    """Input checks, layout handling, float32 under autocast, and the straight-through output.
+
+    Subclasses validate their options through `QuantizerConfig`, build themselves from one in `from_config`, and
+    initialise every tensor they own in `reset_parameters` (which models call for tensors a checkpoint lacks).
+    """
 
     def __init__(self, embed_dim: int, beta: float, sync_nu: float, channel_dim: int, gradient_estimator: str = "ste"):
         super().__init__()
-        if gradient_estimator not in GRADIENT_ESTIMATORS:
-            raise ValueError(f"unknown gradient_estimator {gradient_estimator!r}; use one of {GRADIENT_ESTIMATORS}")
-        if embed_dim < 1:
-            raise ValueError(f"embed_dim must be a positive integer, got {embed_dim}")
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(
-                f"beta must lie in [0, 1], got {beta}: it weights the codebook part of the loss against the "
-                "commitment part. For a classic VQ-VAE commitment weight b use beta = 1 / (1 + b)."
-            )
-        if sync_nu < 0:
-            raise ValueError(f"sync_nu must be >= 0 (0 is plain straight-through), got {sync_nu}")
         self.embed_dim = embed_dim
         self.beta = beta
         self.sync_nu = sync_nu
         self.channel_dim = channel_dim
         self.gradient_estimator = gradient_estimator
+
+    @classmethod
+    def from_config(cls, config: QuantizerConfig) -> "QuantizerBase":
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """Initialise the tensors this module owns itself (not those of its submodules, which have their own)."""
 
     def forward(self, z: torch.Tensor) -> VectorQuantizerOutput:
         self._check_input(z)
@@ -192,22 +197,25 @@ class QuantizerBase(nn.Module):
             )
         if z.numel() == 0:
             raise ValueError(f"{type(self).__name__} got an empty input of shape {tuple(z.shape)}")
-        # One reduction instead of an elementwise isfinite pass plus a temporary as large as the input
-        # (about 10x cheaper on CPU): the min and max are NaN or infinite iff some element is.
-        low, high = torch.aminmax(z.detach())
-        if not bool(torch.isfinite(low) & torch.isfinite(high)):
-            bad = int((~torch.isfinite(z)).sum())
-            raise NonFiniteInputError(
-                f"{type(self).__name__} input contains {bad} NaN or Inf values: the encoder diverged or the "
-                "data is corrupt; lower the learning rate or check the inputs"
-            )
+        # Only in training: the check needs the data on the host, which would stall inference on an accelerator
+        # and stop torch.export / torch.compile(fullgraph=True) of an eval-mode model.
+        if self.training:
+            check_finite(z, type(self).__name__)
 
     def _check_indices(self, indices: torch.Tensor, codebook_size: int) -> None:
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= codebook_size):
-            raise ValueError(
+        if indices.numel() == 0:
+            return
+        # Plain ints in eager mode; under torch.export unbacked symbols, and the checks become runtime asserts.
+        low, high = indices.min().item(), indices.max().item()
+
+        def message() -> str:
+            return (
                 f"code indices must lie in [0, {codebook_size - 1}] for a codebook of {codebook_size} codes; "
-                f"got values from {int(indices.min())} to {int(indices.max())}"
+                f"got values from {low} to {high}"
             )
+
+        torch._check_with(ValueError, low >= 0, message)
+        torch._check_with(ValueError, high < codebook_size, message)
 
     def _match(self, vectors: torch.Tensor) -> _Match:
         raise NotImplementedError
@@ -216,6 +224,7 @@ class QuantizerBase(nn.Module):
         raise NotImplementedError
 
 
+@register_quantizer("vector")
 class VectorQuantizer(QuantizerBase):
     """Vector quantizer with the improvements of Huh et al. (ICML 2023).
 
@@ -284,30 +293,18 @@ class VectorQuantizer(QuantizerBase):
         max_block_elements: int | None = None,
         search_backend: str = "auto",
     ):
+        config = QuantizerConfig(
+            quantizer_type="vector", embed_dim=embed_dim, codebook_size=codebook_size, beta=beta, sync_nu=sync_nu,
+            affine=affine, affine_lr=affine_lr, affine_groups=affine_groups, affine_momentum=affine_momentum,
+            alternating=alternating, alternating_step_size=alternating_step_size, alternating_lr=alternating_lr,
+            gradient_estimator=gradient_estimator, codebook_update=codebook_update, ema_decay=ema_decay,
+            kmeans_init=kmeans_init, kmeans_iterations=kmeans_iterations, kmeans_max_samples=kmeans_max_samples,
+            replace_freq=replace_freq, distance=distance, channel_dim=channel_dim,
+            max_block_elements=max_block_elements, search_backend=search_backend,
+        )  # validates every option, each error naming the fix
         super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
-        check_search_backend(search_backend)
-        if codebook_size < 1:
-            raise ValueError(f"codebook_size must be a positive integer, got {codebook_size}")
-        if distance not in DISTANCES:
-            raise ValueError(f"unknown distance {distance!r}; use one of {DISTANCES}")
-        if affine not in AFFINE_MODES:
-            raise ValueError(f"unknown affine mode {affine!r}; use one of {AFFINE_MODES}")
-        if replace_freq < 0:
-            raise ValueError(f"replace_freq must be >= 0 (0 disables dead-code replacement), got {replace_freq}")
-        if not 0.0 < alternating_step_size <= 1.0:
-            raise ValueError(f"alternating_step_size must lie in (0, 1], got {alternating_step_size}")
-        if affine_lr <= 0:
-            raise ValueError(f"affine_lr must be > 0, got {affine_lr}")
-        if alternating_lr <= 0:
-            raise ValueError(f"alternating_lr must be > 0, got {alternating_lr}")
+        self.quantizer_config = config  # every option, validated
         self.alternating_mode = alternating_mode(alternating)
-        if codebook_update not in CODEBOOK_UPDATES:
-            raise ValueError(f"unknown codebook_update {codebook_update!r}; use one of {CODEBOOK_UPDATES}")
-        if codebook_update == "ema" and (self.alternating_mode is not None or sync_nu > 0):
-            raise ValueError(
-                "codebook_update='ema' moves the codes to their cluster means itself and gives them no gradient, so "
-                f"alternating={alternating!r} and sync_nu={sync_nu} would do nothing or fight it; turn them off"
-            )
         self.codebook_size = codebook_size
         self.distance = distance
         self.alternating = alternating
@@ -325,6 +322,10 @@ class VectorQuantizer(QuantizerBase):
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.long))
 
+    @classmethod
+    def from_config(cls, config: QuantizerConfig) -> "VectorQuantizer":
+        return cls(**vector_options(config))
+
     @property
     def _index_depth(self) -> int:
         return 0
@@ -336,10 +337,13 @@ class VectorQuantizer(QuantizerBase):
         with torch.no_grad():
             return self._effective_codebook().clone()
 
+    @torch.no_grad()
     def reset_parameters(self) -> None:
-        self.embedding.reset_parameters()
-        self.initialized.fill_(not self.kmeans_init)
-        self.steps_since_used.zero_()
+        """`initialized` False makes the first training batch run k-means++; no code has been unused yet. The
+        codebook (`self.embedding`) initialises itself."""
+        # nn.init functions: a model loading a checkpoint skips through them the tensors the checkpoint held.
+        nn.init.constant_(self.initialized, not self.kmeans_init)
+        nn.init.zeros_(self.steps_since_used)
 
     @torch.no_grad()
     def _search_codebook(self) -> torch.Tensor:
@@ -363,7 +367,7 @@ class VectorQuantizer(QuantizerBase):
             )
         elif self.training and self.alternating_mode == "sgd":
             sgd_codebook_step(self.embedding, vectors.detach(), indices, self.alternating_lr, normalize=self.distance == "cosine")
-        code_counts = torch.bincount(indices, minlength=self.codebook_size)
+        code_counts = count_codes(indices, self.codebook_size)
         if self.training:
             code_counts = all_reduce_sum(code_counts)
             if self.replace_freq > 0:
@@ -409,3 +413,26 @@ class VectorQuantizer(QuantizerBase):
     def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
         self._check_indices(indices, self.codebook_size)
         return self._effective_codebook().index_select(0, indices)
+
+
+def vector_options(config: QuantizerConfig) -> dict:
+    """`VectorQuantizer`'s keyword arguments from `config` (all options but the type and the other types' own)."""
+    options = config.to_dict()
+    for name in ("quantizer_type", "num_groups", "num_quantizers", "fsq_levels"):
+        del options[name]
+    return options
+
+
+__all__ = [
+    # Defined in config.py now; re-exported from here, where they used to live.
+    "ALTERNATING_MODES",
+    "DISTANCES",
+    "GRADIENT_ESTIMATORS",
+    "NonFiniteInputError",
+    "QuantizerBase",
+    "VectorQuantizer",
+    "VectorQuantizerOutput",
+    "alternating_mode",
+    "check_finite",
+    "vector_options",
+]

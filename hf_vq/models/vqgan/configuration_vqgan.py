@@ -1,12 +1,21 @@
 """VQGAN image tokenizer configuration."""
 
 
-import math
+import difflib
 import os
 from typing import Any, Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
+
+# Through the sibling module, so that the remote-code copy of this file finds the quantizer's config beside it.
+from .quantization_vqgan import QuantizerConfig, check_option_names
+
+# The quantizer options a VQGANConfig stores (all of QuantizerConfig's but the run-time ones: layout and search).
+QUANTIZER_FIELDS = QuantizerConfig.architecture_fields()
+# Options that only change a per-type shape or method, not passed to VectorQuantizer itself.
+_TYPE_FIELDS = ("quantizer_type", "num_groups", "num_quantizers", "fsq_levels")
+
 
 @strict
 class VQGANConfig(PreTrainedConfig):
@@ -49,55 +58,15 @@ class VQGANConfig(PreTrainedConfig):
             Dimension of the code space. `quant_conv` projects `latent_channels` down to it and `post_quant_conv` back.
         codebook_size (`int`, *optional*, defaults to 16384):
             Number of codes (per group or per residual stage).
-        quantizer_type (`str`, *optional*, defaults to `"vector"`):
-            "vector" (one codebook), "grouped" (product quantization over `num_groups` channel slices), "residual"
-            (`num_quantizers` stages quantizing successive residuals) or "fsq" (finite scalar quantization, no codebook:
-            set `fsq_levels`, `embed_dim = len(fsq_levels)` and `codebook_size = prod(fsq_levels)`).
-        num_groups (`int`, *optional*, defaults to 1):
-            Channel groups of a grouped quantizer; must divide `embed_dim`.
-        num_quantizers (`int`, *optional*, defaults to 1):
-            Stages of a residual quantizer.
-        beta (`float`, *optional*, defaults to 0.95):
-            Convex weight in [0, 1] of the codebook part of the quantizer loss; the commitment part gets `1 - beta`.
-            The classic VQ-VAE commitment weight `b` corresponds to `beta = 1 / (1 + b)` (b = 0.25: beta = 0.8).
-        sync_nu (`float`, *optional*, defaults to 0.0):
-            Strength of the synchronized update (0: plain straight-through estimator).
-        affine (`str`, *optional*):
-            Re-parameterisation of the codes: `None`, "learned" or "running" (per-dimension affine, Huh et al.) or
-            "linear" (SimVQ: frozen raw codes through one learned `embed_dim` x `embed_dim` matrix).
-        affine_lr (`float`, *optional*, defaults to 1.0):
-            Learning-rate multiplier of the learned affine scale and shift.
-        affine_groups (`int`, *optional*, defaults to 1):
-            Groups of consecutive codes with their own affine transform; must divide `codebook_size`.
-        affine_momentum (`float`, *optional*, defaults to 0.1):
-            Momentum of the running statistics of the encoder output ("running" affine).
-        alternating (`bool` or `str`, *optional*, defaults to `False`):
-            Alternating optimisation before the lookup: "mean" (or `True`: move the selected codes towards the means
-            of their assigned vectors) or "sgd" (the authors' form: one SGD step of the codebook loss).
-        alternating_step_size (`float`, *optional*, defaults to 0.5):
-            Fraction of the way the "mean" alternating step moves a code, in (0, 1].
-        alternating_lr (`float`, *optional*, defaults to 50.0):
-            Learning rate of the "sgd" alternating step (on the mean squared error, as vqtorch's example).
-        gradient_estimator (`str`, *optional*, defaults to `"ste"`):
-            "ste" (straight-through) or "rotation" (the rotation trick of Fifty et al. 2024).
-        codebook_update (`str`, *optional*, defaults to `"gradient"`):
-            "gradient" (the optimizer trains the codes) or "ema" (moving averages of the cluster means).
-        ema_decay (`float`, *optional*, defaults to 0.99):
-            Decay of the EMA codebook statistics.
-        fsq_levels (`list[int]`, *optional*):
-            Values per channel of the "fsq" quantizer, e.g. [8, 5, 5, 5] (1000 codes).
-        kmeans_init (`bool`, *optional*, defaults to `False`):
-            Initialise the codebook with k-means++ on the first training batch.
-        kmeans_iterations (`int`, *optional*, defaults to 10):
-            Lloyd iterations of the k-means initialisation.
-        kmeans_max_samples (`int`, *optional*, defaults to 16384):
-            Encoder vectors per process used by the k-means initialisation.
-        replace_freq (`int`, *optional*, defaults to 0):
-            Reset a code unused for this many training steps to an encoder vector (0: never).
-        distance (`str`, *optional*, defaults to `"euclidean"`):
-            "euclidean" or "cosine" (vectors and codes l2-normalised).
+        quantizer_type, num_groups, num_quantizers, fsq_levels, beta, sync_nu, affine, affine_lr, affine_groups,
+        affine_momentum, alternating, alternating_step_size, alternating_lr, gradient_estimator, codebook_update,
+        ema_decay, kmeans_init, kmeans_iterations, kmeans_max_samples, replace_freq, distance:
+            The quantizer's options, documented and checked once, by [`hf_vq.quantization.QuantizerConfig`] (its
+            defaults are these). `config.quantizer_config` gives them as one; they stay top-level fields so that
+            every `config.json` written by earlier versions loads unchanged.
         reconstruction_loss_type (`str`, *optional*, defaults to `"l1"`):
-            Pixel loss returned by `forward` as `reconstruction_loss`: "l1" (taming-transformers) or "mse".
+            Pixel loss returned by `forward` as `reconstruction_loss`: "l1" (taming-transformers) or "mse" ("l2" is
+            the same loss under the training flag's name).
         quantizer_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the quantizer loss in the total `loss` returned by `forward`.
 
@@ -128,7 +97,7 @@ class VQGANConfig(PreTrainedConfig):
     act_fn: Literal["silu", "swish", "gelu", "relu", "mish"] = "silu"
     dropout: float | int = 0.0
     latent_channels: int = 256
-    # Quantizer (every option of hf_vq.quantization)
+    # Quantizer: the fields of QuantizerConfig.architecture_fields(), with its defaults (a test checks both)
     embed_dim: int = 8
     codebook_size: int = 16384
     quantizer_type: Literal["vector", "grouped", "residual", "fsq"] = "vector"
@@ -153,7 +122,7 @@ class VQGANConfig(PreTrainedConfig):
     replace_freq: int = 0
     distance: Literal["euclidean", "cosine"] = "euclidean"
     # Losses returned by forward
-    reconstruction_loss_type: Literal["l1", "mse"] = "l1"
+    reconstruction_loss_type: Literal["l1", "mse", "l2"] = "l1"
     quantizer_loss_weight: float | int = 1.0
 
     def __post_init__(self, **kwargs):
@@ -162,6 +131,7 @@ class VQGANConfig(PreTrainedConfig):
         self.attention_resolutions = list(self.attention_resolutions)
         if self.fsq_levels is not None:
             self.fsq_levels = list(self.fsq_levels)
+        _reject_misspelled_quantizer_fields(kwargs)
         super().__post_init__(**kwargs)
 
     @property
@@ -189,35 +159,18 @@ class VQGANConfig(PreTrainedConfig):
     @property
     def tokens_per_position(self) -> int:
         """Ids per grid position: 1, `num_groups` (grouped) or `num_quantizers` (residual)."""
-        if self.quantizer_type == "grouped":
-            return self.num_groups
-        if self.quantizer_type == "residual":
-            return self.num_quantizers
-        return 1
+        return self.quantizer_config.tokens_per_position
+
+    @property
+    def quantizer_config(self) -> QuantizerConfig:
+        """The quantizer's options as a (validated) `QuantizerConfig`, over channel axis 1."""
+        return QuantizerConfig(**{name: getattr(self, name) for name in QUANTIZER_FIELDS})
 
     def quantizer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the quantizer classes of `hf_vq.quantization`, taken from this config."""
-        return {
-            "embed_dim": self.embed_dim,
-            "codebook_size": self.codebook_size,
-            "beta": float(self.beta),
-            "sync_nu": float(self.sync_nu),
-            "affine": self.affine,
-            "affine_lr": float(self.affine_lr),
-            "affine_groups": self.affine_groups,
-            "affine_momentum": float(self.affine_momentum),
-            "alternating": self.alternating,
-            "alternating_step_size": float(self.alternating_step_size),
-            "alternating_lr": float(self.alternating_lr),
-            "gradient_estimator": self.gradient_estimator,
-            "codebook_update": self.codebook_update,
-            "ema_decay": float(self.ema_decay),
-            "kmeans_init": self.kmeans_init,
-            "kmeans_iterations": self.kmeans_iterations,
-            "kmeans_max_samples": self.kmeans_max_samples,
-            "replace_freq": self.replace_freq,
-            "distance": self.distance,
-        }
+        """Keyword arguments of `VectorQuantizer` (and of the grouped and residual ones besides their sizes), taken
+        from this config."""
+        options = self.quantizer_config.to_dict(runtime=False)
+        return {name: value for name, value in options.items() if name not in _TYPE_FIELDS}
 
     def validate_architecture(self):
         """Part of `@strict`-powered validation: cross-field checks, each naming the fields to change."""
@@ -251,70 +204,8 @@ class VQGANConfig(PreTrainedConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
-    def _validate_successor_methods(self) -> None:
-        """SimVQ, EMA, the SGD alternating step and FSQ: the combinations the quantizer itself would reject."""
-        if self.alternating_lr <= 0 or not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"alternating_lr must be > 0 and ema_decay in [0, 1), got {self.alternating_lr} and {self.ema_decay}")
-        if self.affine == "linear" and self.affine_groups != 1:
-            raise ValueError(f"affine='linear' (SimVQ) has one matrix for the whole codebook; set affine_groups=1 (got {self.affine_groups})")
-        if self.codebook_update == "ema" and (self.affine is not None or self.alternating or self.sync_nu > 0):
-            raise ValueError(
-                "codebook_update='ema' moves the codes to their cluster means itself and gives them no gradient; set "
-                f"affine=None, alternating=False and sync_nu=0 (got {self.affine!r}, {self.alternating!r}, {self.sync_nu})"
-            )
-        if self.quantizer_type != "fsq":
-            if self.fsq_levels is not None:
-                raise ValueError(f"fsq_levels only applies to quantizer_type='fsq' (got {self.quantizer_type!r})")
-            return
-        levels = self.fsq_levels
-        if not levels or any(not isinstance(level, int) or level < 2 for level in levels):
-            raise ValueError(f"quantizer_type='fsq' needs fsq_levels, a list of integers >= 2 (values per channel), got {levels}")
-        if self.embed_dim != len(levels) or self.codebook_size != math.prod(levels):
-            raise ValueError(
-                f"quantizer_type='fsq' with fsq_levels={levels} quantizes {len(levels)} channels into {math.prod(levels)} codes: "
-                f"set embed_dim={len(levels)} and codebook_size={math.prod(levels)} (got {self.embed_dim} and {self.codebook_size})"
-            )
-
     def _validate_quantizer(self) -> None:
-        for name in ("embed_dim", "codebook_size", "num_groups", "num_quantizers", "affine_groups", "kmeans_max_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.kmeans_iterations < 0 or self.replace_freq < 0:
-            raise ValueError(
-                f"kmeans_iterations and replace_freq must be >= 0, got {self.kmeans_iterations} and {self.replace_freq}"
-            )
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(
-                f"beta must lie in [0, 1], got {self.beta}: it weights the codebook part of the quantizer loss against "
-                "the commitment part. For a classic VQ-VAE commitment weight b use beta = 1 / (1 + b)."
-            )
-        if self.sync_nu < 0:
-            raise ValueError(f"sync_nu must be >= 0 (0 is plain straight-through), got {self.sync_nu}")
-        if self.affine_lr <= 0 or not 0.0 < self.affine_momentum <= 1.0:
-            raise ValueError(
-                f"affine_lr must be > 0 and affine_momentum in (0, 1], got {self.affine_lr} and {self.affine_momentum}"
-            )
-        if not 0.0 < self.alternating_step_size <= 1.0:
-            raise ValueError(f"alternating_step_size must lie in (0, 1], got {self.alternating_step_size}")
-        if self.codebook_size % self.affine_groups != 0:
-            raise ValueError(
-                f"affine_groups={self.affine_groups} must divide codebook_size={self.codebook_size}: "
-                "each group of consecutive codes shares one scale and shift"
-            )
-        self._validate_successor_methods()
-        if self.quantizer_type == "grouped" and self.embed_dim % self.num_groups != 0:
-            raise ValueError(f"num_groups={self.num_groups} must divide embed_dim={self.embed_dim} for quantizer_type='grouped'")
-        if self.quantizer_type == "residual" and self.distance != "euclidean":
-            raise ValueError(
-                "quantizer_type='residual' subtracts codes from its input, which unit-norm cosine codes cannot "
-                "represent; use distance='euclidean' or quantizer_type='grouped'"
-            )
-        if self.quantizer_type != "grouped" and self.num_groups != 1:
-            raise ValueError(f"num_groups={self.num_groups} only applies to quantizer_type='grouped' (got {self.quantizer_type!r})")
-        if self.quantizer_type != "residual" and self.num_quantizers != 1:
-            raise ValueError(
-                f"num_quantizers={self.num_quantizers} only applies to quantizer_type='residual' (got {self.quantizer_type!r})"
-            )
+        self.quantizer_config  # building it runs every check of QuantizerConfig
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> "VQGANConfig":
@@ -342,8 +233,26 @@ class VQGANConfig(PreTrainedConfig):
         fields = {**document["model"], **overrides}
         unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"{path}: unknown VQGANConfig fields {unknown} in the `model:` section")
+            try:
+                check_option_names({unknown[0]: None}, tuple(cls.__dataclass_fields__), owner="VQGANConfig field")
+            except ValueError as error:
+                message = f"{path}: unknown VQGANConfig fields {unknown} in the `model:` section; {error}"
+                raise ValueError(message) from None
         return cls(**fields)
+
+
+def _reject_misspelled_quantizer_fields(extra_fields: dict[str, Any]) -> None:
+    """A `config.json` key that is not a field but is close to a quantizer option is a typo (or an option this
+    version does not have): loading it would silently train or run another quantizer, so it raises instead, naming
+    the nearest option. Other extra keys are kept as attributes, as transformers does."""
+    for name in extra_fields:
+        if name in QuantizerConfig.field_names() and name not in QUANTIZER_FIELDS:
+            raise ValueError(
+                f"{name!r} is a run-time option of the quantizer, not stored in a VQGANConfig; set it on the built "
+                f"model's quantizer (model.quantize.{name} = ...)"
+            )
+        if difflib.get_close_matches(name, QUANTIZER_FIELDS, n=1, cutoff=0.85):
+            check_option_names({name: None}, QUANTIZER_FIELDS, owner="quantizer field in VQGANConfig")
 
 
 __all__ = ["VQGANConfig"]

@@ -29,16 +29,11 @@ from .image_processing_vqgan import VQGANImageProcessor
 # The quantizer comes through a sibling module so that it travels with remote-code checkpoints: see the docstring of
 # quantization_vqgan.py for why, and `_copy_quantizer_code` below for how.
 from .quantization_vqgan import (
-    Codebook,
-    EMACodebookStatistics,
     FiniteScalarQuantizer,
     GroupedVectorQuantizer,
-    LearnedAffine,
-    LinearCodebookTransform,
-    QuantizerBase,
     ResidualVectorQuantizer,
-    RunningStatisticsAffine,
     VectorQuantizer,
+    build_quantizer,
     remote_code_source,
 )
 
@@ -46,6 +41,22 @@ from .quantization_vqgan import (
 ACTIVATIONS = {"silu": nn.SiLU, "swish": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "mish": nn.Mish}
 # taming-transformers and diffusers' Encoder/Decoder use this epsilon in every group norm.
 NORM_EPS = 1e-6
+# Pixel losses by name: "mse" is the config's name, "l2" the training flag's; both are one loss.
+RECONSTRUCTION_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"l1": F.l1_loss, "mse": F.mse_loss, "l2": F.mse_loss}
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Mean L1 ("l1") or squared ("mse", also spelled "l2") distance between images, in float32 (a bf16 mean over
+    a batch of images loses most of its precision). `VQGANModel.forward` and the training loops use it.
+
+    Example:
+        >>> import torch
+        >>> float(reconstruction_loss(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2) * 2, "mse"))
+        4.0
+    """
+    if kind not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"reconstruction loss must be one of {tuple(RECONSTRUCTION_LOSSES)}, got {kind!r}")
+    return RECONSTRUCTION_LOSSES[kind](reconstruction.float(), target.float())
 
 
 @dataclass
@@ -143,6 +154,10 @@ class VQGANModelOutput(ModelOutput):
             The encoder's feature maps, see [`VQGANEncoderOutput`].
         decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
             The decoder's feature maps, see [`VQGANDecoderOutput`].
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            Every feature map in the order the model computes them: `encoder_hidden_states` then
+            `decoder_hidden_states` (`2 * len(block_out_channels) + 4` maps); the field transformers code reads.
+            Last, so that the positions of the other fields in `to_tuple()` stay as they were.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -159,6 +174,7 @@ class VQGANModelOutput(ModelOutput):
     latents: torch.FloatTensor | None = None
     encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 class VQGANResnetBlock(GradientCheckpointingLayer):
@@ -370,16 +386,9 @@ class VQGANDecoder(nn.Module):
         return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states))), tuple(stages) if output_hidden_states else None
 
 
-def build_vqgan_quantizer(config: VQGANConfig) -> QuantizerBase:
+def build_vqgan_quantizer(config: VQGANConfig) -> nn.Module:
     """The quantizer a config asks for (`quantizer_type` vector, grouped, residual or fsq), over channel axis 1."""
-    if config.quantizer_type == "fsq":
-        return FiniteScalarQuantizer(levels=config.fsq_levels, channel_dim=1)
-    kwargs = config.quantizer_kwargs()
-    if config.quantizer_type == "grouped":
-        return GroupedVectorQuantizer(num_groups=config.num_groups, **kwargs)
-    if config.quantizer_type == "residual":
-        return ResidualVectorQuantizer(num_quantizers=config.num_quantizers, **kwargs)
-    return VectorQuantizer(**kwargs)
+    return build_quantizer(config.quantizer_config)
 
 
 class VQGANPreTrainedModel(PreTrainedModel):
@@ -396,6 +405,14 @@ class VQGANPreTrainedModel(PreTrainedModel):
     # upcasts its input under autocast.
     _keep_in_fp32_modules_strict = ["quantize"]
 
+    def post_init(self) -> None:
+        """transformers' `post_init`, plus: the `_keep_in_fp32_modules_strict` modules in float32 even when the model
+        is built under a half-precision default dtype (`from_config(config, dtype=torch.bfloat16)`), as
+        `from_pretrained(..., dtype=...)` keeps them when it loads."""
+        super().post_init()
+        for name in self._keep_in_fp32_modules_strict:
+            self.get_submodule(name).float()
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise every parameter and buffer (loading only initialises the tensors a checkpoint lacks)."""
@@ -408,27 +425,11 @@ class VQGANPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.GroupNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, Codebook):
-            # Standard normal, as the quantizer's own reset; k-means, affine codes and replacement move it from there.
-            init.normal_(module.weight, mean=0.0, std=1.0)
-            if module.ema is not None:  # EMA statistics start as clusters of size 1 at the initial codes
-                init.ones_(module.ema.cluster_size)
-                init.copy_(module.ema.cluster_sum, module.weight)
-        elif isinstance(module, LinearCodebookTransform):
-            # SimVQ's matrix starts as the identity: at step 0 the codebook is the raw one.
-            init.copy_(module.weight, torch.eye(module.weight.shape[0]))
-        elif isinstance(module, LearnedAffine):
-            # Zero scale and shift parameters are the identity transform.
-            init.zeros_(module.scale)
-            init.zeros_(module.shift)
-        elif isinstance(module, RunningStatisticsAffine):
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_updates)
-        elif isinstance(module, VectorQuantizer):
-            # `initialized` False makes the first training batch run k-means++ on the codebook.
-            init.copy_(module.initialized, torch.tensor(not module.kmeans_init))
-            init.zeros_(module.steps_since_used)
+        elif hasattr(module, "reset_parameters"):
+            # The quantizer's modules (codebook, affine transforms, the quantizer's own buffers) initialise the
+            # tensors they own themselves, with nn.init functions, which transformers guards while loading so that
+            # the tensors a checkpoint held are kept.
+            module.reset_parameters()
 
 
 class VQGANModel(VQGANPreTrainedModel):
@@ -573,14 +574,12 @@ class VQGANModel(VQGANPreTrainedModel):
             latents=encoded.latents,
             encoder_hidden_states=encoded.hidden_states,
             decoder_hidden_states=decoded.hidden_states,
+            hidden_states=None if encoded.hidden_states is None else encoded.hidden_states + decoded.hidden_states,
         )
         return output if self._return_dict(return_dict) else output.to_tuple()
 
     def _reconstruction_loss(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # In float32: a bf16 mean over a whole image batch loses most of its precision.
-        if self.config.reconstruction_loss_type == "mse":
-            return F.mse_loss(reconstruction.float(), target.float())
-        return F.l1_loss(reconstruction.float(), target.float())
+        return reconstruction_loss(reconstruction, target, self.config.reconstruction_loss_type)
 
     def _check_pixel_values(self, pixel_values: Any) -> None:
         factor, channels = self.config.downsampling_factor, self.config.num_channels
@@ -723,4 +722,13 @@ def _copy_quantizer_code(save_directory: Path) -> None:
     (save_directory / "quantization_vqgan.py").write_text(remote_code_source(), encoding="utf-8")
 
 
-__all__ = ["VQGANModel", "VQGANPreTrainedModel", "copy_remote_code", "eager_attention_forward", "VQGANEncoderOutput", "VQGANDecoderOutput", "VQGANModelOutput"]
+__all__ = [
+    "VQGANDecoderOutput",
+    "VQGANEncoderOutput",
+    "VQGANModel",
+    "VQGANModelOutput",
+    "VQGANPreTrainedModel",
+    "copy_remote_code",
+    "eager_attention_forward",
+    "reconstruction_loss",
+]

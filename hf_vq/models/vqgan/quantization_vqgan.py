@@ -17,9 +17,11 @@ So the modeling file imports the quantizer only through `from .quantization_vqga
 
 from hf_vq.quantization.affine import LearnedAffine, RunningStatisticsAffine
 from hf_vq.quantization.codebook import Codebook
+from hf_vq.quantization.config import QuantizerConfig, check_option_names
 from hf_vq.quantization.ema import EMACodebookStatistics
 from hf_vq.quantization.fsq import FiniteScalarQuantizer
 from hf_vq.quantization.grouped import GroupedVectorQuantizer
+from hf_vq.quantization.registry import build_quantizer
 from hf_vq.quantization.residual import ResidualVectorQuantizer
 from hf_vq.quantization.simvq import LinearCodebookTransform
 from hf_vq.quantization.vector_quantizer import QuantizerBase, VectorQuantizer, VectorQuantizerOutput
@@ -28,9 +30,11 @@ from hf_vq.quantization.vector_quantizer import QuantizerBase, VectorQuantizer, 
 _REMOTE_IMPORTS = {
     "affine": "LearnedAffine, RunningStatisticsAffine",
     "codebook": "Codebook",
+    "config": "QuantizerConfig, check_option_names",
     "ema": "EMACodebookStatistics",
     "fsq": "FiniteScalarQuantizer",
     "grouped": "GroupedVectorQuantizer",
+    "registry": "build_quantizer",
     "residual": "ResidualVectorQuantizer",
     "simvq": "LinearCodebookTransform",
     "vector_quantizer": "QuantizerBase, VectorQuantizer, VectorQuantizerOutput",
@@ -61,8 +65,11 @@ __all__ = [
     "LearnedAffine",
     "LinearCodebookTransform",
     "QuantizerBase",
+    "QuantizerConfig",
     "ResidualVectorQuantizer",
     "RunningStatisticsAffine",
     "VectorQuantizer",
     "VectorQuantizerOutput",
+    "build_quantizer",
+    "check_option_names",
 ]
