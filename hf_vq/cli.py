@@ -12,6 +12,7 @@ import sys
 
 from .errors import run_reporting_user_errors
 from .flags import OneLineErrorParser
+from .logs import quiet_third_party_logs
 
 # (module, function adding the subcommand). Imported lazily so that `hf-vq --help` stays fast and a
 # subcommand's heavy imports are paid only when it runs.
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = vars(args).pop("debug", False)
     if debug:  # what a command reads deeper down (tracebacks, third-party logs) through debug_requested()
         os.environ["HF_VQ_DEBUG"] = "1"
-    return run_reporting_user_errors(f"hf-vq {args.command}", lambda: args.handler(args), debug=debug)
+    with quiet_third_party_logs(debug):  # other libraries' INFO lines (HTTP requests, faiss' loader) unless --debug
+        return run_reporting_user_errors(f"hf-vq {args.command}", lambda: args.handler(args), debug=debug)
 
 
 if __name__ == "__main__":

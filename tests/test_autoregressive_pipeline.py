@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from hf_vq import AutoregressivePipeline, VQGANConfig, VQGANModel
-from hf_vq.pipelines.autoregressive import GuidedCodeSampler, autoregressive_prior_fields, label_ids
+from hf_vq.pipelines.autoregressive import GuidedCodeSampler, autoregressive_prior_fields
+from hf_vq.pipelines.pipeline_inputs import label_ids
 from hf_vq.pipelines.autoregressive.pipeline_autoregressive import prepare_class_labels
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,

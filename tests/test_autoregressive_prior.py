@@ -1,6 +1,7 @@
 """The autoregressive prior's training pieces (hf_vq/training/prior_autoregressive.py)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,13 @@ def test_grouped_tokenizers_are_not_supported_yet(labelled_image_dir, tmp_path):
     VQGANImageProcessor.from_model_config(grouped.config).save_pretrained(tmp_path / "grouped")
     with pytest.raises(ValueError, match="does not support grouped tokenizers"):
         _train(_flags(tmp_path / "grouped", labelled_image_dir, tmp_path))
+
+
+def test_prior_runs_log_sample_grids_to_the_trackers(tokenizer_dir, labelled_image_dir, tmp_path):
+    """As the tokenizer's runs do: a grid at each validation and the final samples.png (the JSON-lines tracker
+    records their paths; tensorboard and wandb get the images)."""
+    _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, validation_steps=2, num_eval_images=0))
+    log = [json.loads(line) for line in (tmp_path / "prior" / "logs" / "train_log.jsonl").read_text().splitlines()]
+    grids = {entry["step"]: entry["samples_image"] for entry in log if "samples_image" in entry}
+    assert set(grids) == {2, 4} and grids[2].endswith("samples-2.png") and grids[4].endswith("samples.png")
+    assert all(Path(path).is_file() for path in grids.values())

@@ -377,3 +377,24 @@ def test_every_shipped_config_is_valid(config, images):
     if command is not TOKENIZER_COMMAND:  # the commands that read a tokenizer's tokens
         given["tokenizer_name_or_path"] = "org/tokenizer"
     resolve_args(command, given)  # every key known, every value of the right type, the architecture consistent
+
+
+def test_commands_run_with_other_libraries_info_logs_quiet(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from hf_vq.training.args import run_script
+
+    monkeypatch.delenv("HF_VQ_DEBUG", raising=False)
+
+    def run(config):
+        logging.getLogger("httpx").info("HTTP Request: HEAD https://huggingface.co/...")
+        logging.getLogger("hf_vq.training").info("step 1")
+
+    argv = ["--config", str(REPO / "configs" / "vqgan_tiny.yaml"), "--train_data_dir", str(tmp_path)]
+    with caplog.at_level(logging.INFO):
+        assert run_script(TOKENIZER_COMMAND, run, argv) == 0
+    assert "step 1" in caplog.text and "HTTP Request" not in caplog.text
+    monkeypatch.setenv("HF_VQ_DEBUG", "1")
+    with caplog.at_level(logging.INFO):
+        run_script(TOKENIZER_COMMAND, run, argv)
+    assert "HTTP Request" in caplog.text

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from hf_vq.hub import IncompleteModelFolderError, listed_dependents, load_model_folder, push_to_hub, render_model_card
 from hf_vq.hub.errors import TokenizerMismatchError
 from hf_vq.hub.local_paths import is_local_path, without_local_paths
-from hf_vq.hub.logs import quiet_third_party_logs
+from hf_vq.logs import quiet_third_party_logs
 from hf_vq.hub.model_card import dependent_entries, list_dependent_in_card
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -222,3 +222,18 @@ def test_pipeline_pushed_to_the_hub_loads_where_hf_vq_cannot_be_imported(pipe, t
             assert torch.equal(torch.load(tmp_path / f"{mode}.pt"), expected), mode
     finally:
         server.stop()
+
+
+def test_class_names_map_to_ids(pipe):
+    names = {index: f"LABEL_{index}" for index in range(10)}
+    assert pipe.id2label == names  # a prior built without names gets placeholders
+    original = pipe.transformer.config.id2label
+    pipe.transformer.config.id2label = {**names, 4: "Coat", 7: "Sneaker"}
+    try:
+        assert pipe.get_label_ids(["Sneaker", "Coat"]) == [7, 4]
+        with pytest.raises(ValueError, match=r"unknown class name\(s\) \['Boot'\].*'Coat'"):
+            pipe.get_label_ids("Boot")
+        tokens = sample(pipe, class_labels=pipe.get_label_ids(["Coat"])).image_tokens
+        assert torch.equal(tokens, sample(pipe, class_labels=[4]).image_tokens)
+    finally:
+        pipe.transformer.config.id2label = original

@@ -131,3 +131,30 @@ def test_classifier_hidden_states_and_attentions(classifier_folder):
     for eager_weights, sdpa_weights in zip(output.attentions, sdpa_output.attentions, strict=True):
         torch.testing.assert_close(sdpa_weights, eager_weights)
     torch.testing.assert_close(sdpa_output.logits, output.logits)
+
+
+@pytest.mark.parametrize("config_class, fields, message", [
+    ("VQGANConfig", {"layers_per_block": 10**6, "block_out_channels": [128, 256, 256, 512, 512], "norm_num_groups": 32},
+     "layers_per_block and block_out_channels"),
+    ("TokenViTConfig", {"num_hidden_layers": 10**6, "hidden_size": 256, "num_attention_heads": 4},
+     "num_hidden_layers, hidden_size and intermediate_size"),
+    ("MaskGITConfig", {"num_hidden_layers": 10**6, "hidden_size": 256, "num_attention_heads": 4},
+     "num_hidden_layers, hidden_size and intermediate_size"),
+])
+def test_a_config_whose_model_no_machine_holds_is_refused_before_allocating(config_class, fields, message, tmp_path):
+    """A config.json with 10**6 layers loads in a second, with an error that says how big the model would be, instead
+    of growing memory until the process is killed."""
+    import json
+    import time
+
+    import hf_vq
+
+    cls = getattr(hf_vq, config_class)
+    small = cls().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**small, **fields}))
+    start = time.perf_counter()
+    with pytest.raises(Exception, match=rf"about \d\.\de\+\d+ parameters \([\d,]+ GiB in float32\).*{message}"):
+        cls.from_pretrained(tmp_path)
+    assert time.perf_counter() - start < 10
+    depth = "layers_per_block" if "layers_per_block" in fields else "num_hidden_layers"
+    cls(**{**small, **fields, depth: 2})  # the same widths at a sane depth are fine

@@ -140,8 +140,8 @@ def test_unlabeled_data_needs_an_unconditional_prior(tokenizer_dir, tmp_path):
     ({"num_inference_steps": 0}, "--num_inference_steps must be >= 1"),
     ({"random_flip": True}, "unknown flag --random_flip"),  # tokens are cached once: no augmentation flags
     ({"inception_weights": "/nonexistent/inception.pth"}, "is not a file"),
-    ({"prior_type": "autoregressive"}, r"prior_type 'autoregressive' is not a known prior; valid: maskgit"),
-    ({"prior_type": "maskgi"}, r"did you mean 'maskgit'\?\); valid: maskgit"),
+    ({"prior_type": "diffusion"}, r"prior_type 'diffusion' is not a known prior; valid: maskgit, autoregressive"),
+    ({"prior_type": "maskgi"}, r"did you mean 'maskgit'\?\); valid: maskgit, autoregressive"),
 ])
 def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, image_dir, tmp_path):
     with pytest.raises(ConfigError, match=message):

@@ -37,7 +37,7 @@ from .push import (
     upload_model_folder,
 )
 from .identity import check_same_tokenizer
-from .logs import quiet_third_party_logs
+from ..logs import quiet_third_party_logs
 
 FOLDER_KINDS = {"tokenizer": "--tokenizer_dir", "classifier": "--classifier_dirs", "prior": "--prior_dirs"}
 

@@ -39,7 +39,7 @@ from .errors import (
 )
 from .identity import check_same_tokenizer
 from .local_paths import check_no_local_paths, hub_ids_for, rewrite_json_without_local_paths, without_local_paths
-from .logs import quiet_third_party_logs
+from ..logs import quiet_third_party_logs
 from .model_card import dependent_entries, list_dependent_in_card, render_model_card
 from .model_folder import (
     CONFIG_NAME,

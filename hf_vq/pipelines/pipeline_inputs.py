@@ -56,3 +56,21 @@ def check_generator_devices(
 
 
 __all__ = ["check_call_number", "check_callback_tensor_inputs", "check_generator_devices"]
+
+
+def class_names(config: Any) -> dict[int, str]:
+    """Class id -> name of a prior with `config.num_classes` classes, as its training data named them
+    (`config.id2label`; transformers' placeholder `LABEL_<i>` where a name is missing)."""
+    names = {int(index): name for index, name in (getattr(config, "id2label", None) or {}).items()}
+    return {index: names.get(index, f"LABEL_{index}") for index in range(config.num_classes)}
+
+
+def label_ids(id2label: dict[int, str], label: str | list[str]) -> list[int]:
+    """Ids of class names (diffusers' DiT pipeline's `get_label_ids`); an unknown name is a `ValueError` listing the
+    valid ones."""
+    names = [label] if isinstance(label, str) else list(label)
+    by_name = {name: index for index, name in id2label.items()}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ValueError(f"unknown class name(s) {unknown}; this prior's classes are: {sorted(by_name)}")
+    return [by_name[name] for name in names]

@@ -449,8 +449,10 @@ def add_command_subparser(subparsers: argparse._SubParsersAction, command: Train
 def run_script(command: TrainingCommand, run: Callable[[TrainingConfig], Any], argv: list[str] | None = None) -> int:
     """`scripts/<command>.py`: the same flags and one-line errors as `hf-vq <command>`."""
     from ..errors import run_reporting_user_errors
+    from ..logs import quiet_third_party_logs
 
-    return run_reporting_user_errors(command.name, lambda: run(parse_args(command, argv)))
+    with quiet_third_party_logs():  # other libraries' INFO lines unless HF_VQ_DEBUG=1
+        return run_reporting_user_errors(command.name, lambda: run(parse_args(command, argv)))
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:

@@ -63,6 +63,7 @@ from .checkpoint_state import load_training_state, save_training_state
 from .divergence import DivergenceGuard, ensure_finite_weights
 from .errors import CheckpointError, NoTrainingDataError, TrainingDivergedError
 from .interrupts import InterruptHandler, stop_if_interrupted
+from .final_save import recover_interrupted_final_save
 from .run_lock import hold_run_lock
 from .tracking import JSONLTracker
 
@@ -98,7 +99,8 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
     )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    hold_run_lock(accelerator, output_dir)  # one run per --output_dir (run_lock.py)
+    # One run per --output_dir (run_lock.py); its holder first finishes a final save a kill interrupted.
+    hold_run_lock(accelerator, output_dir, on_acquired=recover_interrupted_final_save)
     if config.allow_tf32:  # as diffusers' example scripts: faster matmuls and convolutions on Ampere and newer GPUs
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -31,6 +31,7 @@ from .prior_evaluation import build_pipeline, build_prior_data, evaluate_pipelin
 from .priors import TokenPrior, get_prior_spec
 from .run_summary import run_summary
 from .token_data import TokenData, load_tokenizer, module_fingerprint, tokenizer_reference
+from .tracking import log_image_grid
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,11 @@ def run_prior_training(config: PriorTrainingConfig) -> dict[str, Any]:
                            accelerator, model, ema)
 
     def validation(step: int) -> dict[str, float]:
-        return validation_loss(spec, accelerator, model, ema, eval_loader, config.seed)
+        metrics = validation_loss(spec, accelerator, model, ema, eval_loader, config.seed)
+        grid = Path(config.output_dir) / f"samples-{step}.png"
+        log_class_samples(config, spec, accelerator, model, ema, tokenizer, data.id2label if conditional else {}, grid,
+                          step)
+        return metrics
 
     TrainingLoop(config, accelerator, state, train_loader, max_steps, train_batch,
                  evaluate=validation if eval_loader is not None else None, scheduler=scheduler).run()
@@ -197,6 +202,21 @@ def validation_loss(spec: TokenPrior, accelerator: Accelerator, model: nn.Module
     return {f"val_{name}": total / max(count, 1) for name, total in sums.items()}
 
 
+def log_class_samples(config: PriorTrainingConfig, spec: TokenPrior, accelerator: Accelerator, model: nn.Module, ema,
+                      tokenizer: nn.Module, id2label: dict[int, str], path: Path, step: int) -> None:
+    """A sample grid of the prior as it is at `step` (EMA weights when kept; one row per class), written to `path`
+    and logged to the trackers, as the tokenizer's runs log theirs. Main process only; none with
+    `--num_sample_images 0`."""
+    if config.num_sample_images == 0 or not accelerator.is_main_process:
+        return
+    with ema_weights(accelerator, model, ema) as prior:
+        was_training = prior.training
+        prior.eval()
+        save_class_samples(config, spec, build_pipeline(tokenizer, prior, spec), id2label, path)
+        prior.train(was_training)
+    log_image_grid(accelerator, path, step)
+
+
 # ------------------------------------------------------------------------------------------------ the end
 
 
@@ -216,6 +236,7 @@ def finish(config: PriorTrainingConfig, spec: TokenPrior, accelerator: Accelerat
             metrics = validation_loss(spec, accelerator, model, None, eval_loader, config.seed) if eval_loader else {}
             if accelerator.is_main_process:  # generation is not split over processes: the others wait
                 save_class_samples(config, spec, pipeline, data.id2label if conditional else {}, grid_path)
+                log_image_grid(accelerator, grid_path, state.global_step)
                 metrics |= evaluate_pipeline(config, spec, pipeline, data, processor, conditional)
             return metrics
 

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import RunLockedError
 
@@ -97,18 +97,17 @@ def release_run_lock(output_dir: str | Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def hold_run_lock(accelerator, output_dir: str | Path) -> None:
-    """The main process takes the lock (and, as the folder's only writer now, finishes a final save a kill
-    interrupted); every process raises `RunLockedError` if it could not."""
+def hold_run_lock(accelerator, output_dir: str | Path, on_acquired: Callable[[Path], None] | None = None) -> None:
+    """The main process takes the lock and then, as the folder's only writer now, calls `on_acquired(output_dir)`
+    (the loop finishes a final save a kill interrupted); every process raises `RunLockedError` if it could not."""
     import torch
-
-    from .final_save import recover_interrupted_final_save
 
     error: RunLockedError | None = None
     if accelerator.is_main_process:
         try:
             acquire_run_lock(output_dir)
-            recover_interrupted_final_save(output_dir)
+            if on_acquired is not None:
+                on_acquired(Path(output_dir))
         except RunLockedError as refused:
             error = refused
     refused = torch.tensor([0.0 if error is None else 1.0], device=accelerator.device)

@@ -143,6 +143,8 @@ class MaskGITConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 for an unconditional prior), got {self.num_classes}")
+        check_model_size(self.num_hidden_layers * (4 * self.hidden_size**2 + 2 * self.hidden_size * self.intermediate_size),
+                         "num_hidden_layers, hidden_size and intermediate_size")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
@@ -160,6 +162,18 @@ def check_single_codebook(tokenizer_config: Any) -> None:
             f"the tokenizer has quantizer_type={getattr(tokenizer_config, 'quantizer_type', '?')!r} with {per_position} "
             "ids per grid position; the MaskGIT prior is not supported yet for grouped or residual tokenizers "
             "(it predicts one code per position). Train it on a tokenizer with quantizer_type='vector'."
+        )
+
+
+# Copied from hf_vq.models.token_vit.configuration_token_vit.check_model_size
+def check_model_size(num_parameters: int, fields: str) -> None:
+    """Refuse, before anything is allocated, a config whose model no machine holds (a `num_hidden_layers` of 10**6
+    in a config.json would otherwise grow memory until the process is killed)."""
+    limit = 20_000_000_000  # far beyond any model these configs are for
+    if num_parameters > limit:
+        raise ValueError(
+            f"this config makes a model of about {num_parameters:.1e} parameters ({num_parameters * 4 / 2**30:,.0f} GiB "
+            f"in float32), more than the {limit:.0e} any hf_vq model is built for: check {fields}"
         )
 
 

@@ -132,6 +132,8 @@ class TokenViTConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if len(self.grid_size) != 2 or min(self.grid_size) < 1:
             raise ValueError(f"grid_size must be [height, width] of positive integers, got {self.grid_size}")
+        check_model_size(self.num_hidden_layers * (4 * self.hidden_size**2 + 2 * self.hidden_size * self.intermediate_size),
+                         "num_hidden_layers, hidden_size and intermediate_size")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"
@@ -141,6 +143,17 @@ class TokenViTConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+
+
+def check_model_size(num_parameters: int, fields: str) -> None:
+    """Refuse, before anything is allocated, a config whose model no machine holds (a `num_hidden_layers` of 10**6
+    in a config.json would otherwise grow memory until the process is killed)."""
+    limit = 20_000_000_000  # far beyond any model these configs are for
+    if num_parameters > limit:
+        raise ValueError(
+            f"this config makes a model of about {num_parameters:.1e} parameters ({num_parameters * 4 / 2**30:,.0f} GiB "
+            f"in float32), more than the {limit:.0e} any hf_vq model is built for: check {fields}"
+        )
 
 
 __all__ = ["TokenViTConfig"]

@@ -184,6 +184,9 @@ class VQGANConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if len(self.block_out_channels) == 0 or min(self.block_out_channels) < 1:
             raise ValueError(f"block_out_channels must be a non-empty list of positive integers, got {self.block_out_channels}")
+        # 3x3 convolutions of two per residual block: layers_per_block blocks per encoder level, one more per decoder one.
+        check_model_size(sum(18 * channels**2 * (2 * self.layers_per_block + 1) for channels in self.block_out_channels),
+                         "layers_per_block and block_out_channels")
         bad_channels = [c for c in self.block_out_channels if c % self.norm_num_groups != 0]
         if bad_channels:
             raise ValueError(
@@ -253,6 +256,18 @@ def _reject_misspelled_quantizer_fields(extra_fields: dict[str, Any]) -> None:
             )
         if difflib.get_close_matches(name, QUANTIZER_FIELDS, n=1, cutoff=0.85):
             check_option_names({name: None}, QUANTIZER_FIELDS, owner="quantizer field in VQGANConfig")
+
+
+# Copied from hf_vq.models.token_vit.configuration_token_vit.check_model_size
+def check_model_size(num_parameters: int, fields: str) -> None:
+    """Refuse, before anything is allocated, a config whose model no machine holds (a `num_hidden_layers` of 10**6
+    in a config.json would otherwise grow memory until the process is killed)."""
+    limit = 20_000_000_000  # far beyond any model these configs are for
+    if num_parameters > limit:
+        raise ValueError(
+            f"this config makes a model of about {num_parameters:.1e} parameters ({num_parameters * 4 / 2**30:,.0f} GiB "
+            f"in float32), more than the {limit:.0e} any hf_vq model is built for: check {fields}"
+        )
 
 
 __all__ = ["VQGANConfig"]

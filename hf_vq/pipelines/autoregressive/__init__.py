@@ -4,7 +4,7 @@ imported on first use)."""
 from typing import Any
 
 NAMES = ("AutoregressivePipeline", "AutoregressivePipelineOutput", "GuidedCodeSampler", "autoregressive_prior_fields",
-         "check_tokenizer", "label_ids")
+         "check_tokenizer")
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,8 @@ from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 try:
     # In a saved pipeline folder, hf_vq's helpers for pipelines are this file's neighbours (see pipeline_maskgit.py).
-    from .pipeline_inputs import check_call_number, check_callback_tensor_inputs, check_generator_devices
+    from .pipeline_inputs import (check_call_number, check_callback_tensor_inputs, check_generator_devices,
+                                  class_names, label_ids)
     from .remote_code import from_pretrained_with_installed_components, save_pretrained_with_code
 except ImportError:
     _inputs = importlib.import_module("hf_vq.pipelines.pipeline_inputs")
@@ -45,6 +46,7 @@ except ImportError:
     check_call_number = _inputs.check_call_number
     check_callback_tensor_inputs = _inputs.check_callback_tensor_inputs
     check_generator_devices = _inputs.check_generator_devices
+    class_names, label_ids = _inputs.class_names, _inputs.label_ids
     from_pretrained_with_installed_components = _remote_code.from_pretrained_with_installed_components
     save_pretrained_with_code = _remote_code.save_pretrained_with_code
 
@@ -115,7 +117,7 @@ def autoregressive_prior_fields(tokenizer_config: Any, num_classes: int, tokeniz
         "grid_size": [height, width],
         "tokenizer_name_or_path": tokenizer_name_or_path,
         "tokenizer_revision": tokenizer_revision,
-        "id2label": {index: f"class_{index}" for index in range(num_classes)},
+        "id2label": {index: f"LABEL_{index}" for index in range(num_classes)},
     }
 
 
@@ -261,9 +263,7 @@ class AutoregressivePipeline(DiffusionPipeline):
     @property
     def id2label(self) -> dict[int, str]:
         """Class id -> class name, as the prior's training data named its classes."""
-        config = self.transformer.config
-        names = {int(index): name for index, name in (config.id2label or {}).items()}
-        return {index: names.get(index, f"class_{index}") for index in range(config.num_classes)}
+        return class_names(self.transformer.config)
 
     def get_label_ids(self, label: str | list[str]) -> list[int]:
         """Class ids of class names (diffusers' DiT pipeline has the same method).
@@ -387,16 +387,6 @@ class AutoregressivePipeline(DiffusionPipeline):
         return from_pretrained_with_installed_components(cls, load, pretrained_model_name_or_path, **kwargs)
 
 
-def label_ids(id2label: dict[int, str], label: str | list[str]) -> list[int]:
-    """Ids of class names; an unknown name is a `ValueError` listing the valid ones."""
-    names = [label] if isinstance(label, str) else list(label)
-    by_name = {name: index for index, name in id2label.items()}
-    unknown = [name for name in names if name not in by_name]
-    if unknown:
-        raise ValueError(f"unknown class name(s) {unknown}; this prior's classes are: {sorted(by_name)}")
-    return [by_name[name] for name in names]
-
-
 def prepare_class_labels(class_labels: Any, num_classes: int, num_images_per_prompt: int,
                          batch_size: int | None) -> torch.Tensor:
     """Class ids, one per image to generate (the null id, `num_classes`, for unconditional samples)."""
@@ -443,4 +433,4 @@ def check_sampling_arguments(num_classes: int, class_labels: Any, guidance_scale
 
 
 __all__ = ["AutoregressivePipeline", "AutoregressivePipelineOutput", "GuidedCodeSampler", "autoregressive_prior_fields",
-           "check_tokenizer", "label_ids"]
+           "check_tokenizer"]

@@ -27,7 +27,8 @@ from transformers import PreTrainedModel
 try:
     # In a saved pipeline folder, hf_vq's helpers for pipelines are this file's neighbours: diffusers copies the files
     # of `from .x import` lines along. Importing remote_code also makes a missing component folder a clear error.
-    from .pipeline_inputs import check_call_number, check_callback_tensor_inputs, check_generator_devices
+    from .pipeline_inputs import (check_call_number, check_callback_tensor_inputs, check_generator_devices,
+                                  class_names, label_ids)
     from .remote_code import from_pretrained_with_installed_components, save_pretrained_with_code
 except ImportError:
     # Inside hf_vq they live in hf_vq.pipelines; imported by name, so that diffusers' import check of this file's copy
@@ -37,6 +38,7 @@ except ImportError:
     check_call_number = _inputs.check_call_number
     check_callback_tensor_inputs = _inputs.check_callback_tensor_inputs
     check_generator_devices = _inputs.check_generator_devices
+    class_names, label_ids = _inputs.class_names, _inputs.label_ids
     from_pretrained_with_installed_components = _remote_code.from_pretrained_with_installed_components
     save_pretrained_with_code = _remote_code.save_pretrained_with_code
 
@@ -86,6 +88,18 @@ class MaskGITPipeline(DiffusionPipeline):
     # What `callback_on_step_end` may ask for: the grid after this step (it may return a changed one) and this step's
     # (guided) logits.
     _callback_tensor_inputs = ["image_tokens", "logits"]
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class id -> class name, as the prior's training data named its classes."""
+        return class_names(self.transformer.config)
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Class ids of class names (diffusers' DiT pipeline has the same method).
+
+        Example: `pipe.get_label_ids(["Sneaker", "Bag"])` -> `[7, 8]`.
+        """
+        return label_ids(self.id2label, label)
 
     def __init__(self, vqgan: PreTrainedModel, transformer: PreTrainedModel, scheduler: SchedulerMixin):
         """

@@ -1,11 +1,12 @@
-"""Keeping other libraries' INFO logs out of a push's output.
+"""Keeping other libraries' INFO logs out of hf_vq's output: every `hf-vq` command and training script runs inside
+`quiet_third_party_logs` (hf_vq/cli.py, `training.args.run_script`).
 
 A training run configures the root logger at INFO, so a push after training (and `hf-vq push` where anything did
 the same) printed a line per HTTP request (httpx, urllib3), faiss' loader messages and huggingface_hub's progress
 notes between hf_vq's own lines. `quiet_third_party_logs` raises those loggers to WARNING for the duration of a
 push: warnings and errors still show, and `--debug` / `HF_VQ_DEBUG=1` keeps everything.
 
-The same context manager can wrap a training run (`with quiet_third_party_logs(debug=args.debug): ...`).
+A training run's own lines (and Accelerate's) stay at INFO; only the loggers of `NOISY_LOGGERS` are raised.
 
 Example:
     >>> import logging
@@ -20,7 +21,7 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..errors import debug_requested
+from .errors import debug_requested
 
 # Loggers of the libraries a push (or a run) goes through that log at INFO on every request or import.
 NOISY_LOGGERS = (
