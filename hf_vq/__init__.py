@@ -18,7 +18,13 @@ from .models import (
     VQGANImageProcessor,
     VQGANModel,
 )
-from .quantization import FiniteScalarQuantizer, GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer, VectorQuantizerOutput
+from .quantization import (
+    FiniteScalarQuantizer,
+    GroupedVectorQuantizer,
+    ResidualVectorQuantizer,
+    VectorQuantizer,
+    VectorQuantizerOutput,
+)
 
 __version__ = "0.1.0"
 

@@ -49,8 +49,11 @@ def commands_with_flag(flag: str) -> list[str]:
     """The `hf-vq` subcommands that take `flag` ("name" or "--name")."""
     option = flag if flag.startswith("-") else f"--{flag}"
     # argparse has no public listing of a parser's options; `_option_string_actions` is what it parses with.
-    return [name for name, subparser in subcommand_parsers(build_parser()).items()
-            if option in subparser._option_string_actions]
+    return [
+        name
+        for name, subparser in subcommand_parsers(build_parser()).items()
+        if option in subparser._option_string_actions
+    ]
 
 
 def unrecognized_flags_message(command: str, unknown: list[str]) -> str:

@@ -29,22 +29,46 @@ CLASSIFIER_CONFIG = CONFIG_DIR / "token_vit_fashion_mnist.yaml"
 PRIOR_CONFIG = CONFIG_DIR / "maskgit_fashion_mnist.yaml"
 STAGES = ("quantizer", "tokenizer", "classifier", "prior")
 # --quick: a smoke run of every stage (used by the tests), not a useful model.
-QUICK = {"autoencoder_steps": 5, "tokenizer_steps": 4, "classifier_steps": 4, "classifier_train_samples": 256, "eval_samples": 256,
-         "prior_steps": 4, "judge_steps": 4, "prior_eval_images": 20}
+QUICK = {
+    "autoencoder_steps": 5,
+    "tokenizer_steps": 4,
+    "classifier_steps": 4,
+    "classifier_train_samples": 256,
+    "eval_samples": 256,
+    "prior_steps": 4,
+    "judge_steps": 4,
+    "prior_eval_images": 20,
+}
 
 
 def add_demo_subcommand(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="the main job: quantizer comparison, tokenizer training, token classifier, token prior")
+    parser = subparsers.add_parser(
+        "demo", help="the main job: quantizer comparison, tokenizer training, token classifier, token prior"
+    )
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="which stages to run")
     parser.add_argument("--autoencoder_steps", type=int, default=1000, help="training steps per quantizer variant")
-    parser.add_argument("--tokenizer_steps", type=int, default=None, help="default: the tokenizer config's max_train_steps")
-    parser.add_argument("--classifier_steps", type=int, default=None, help="default: the classifier config's max_train_steps")
-    parser.add_argument("--classifier_train_samples", type=int, default=10000,
-                        help="training images tokenized for the classifier and the prior (and the pixel ViT judging it)")
+    parser.add_argument(
+        "--tokenizer_steps", type=int, default=None, help="default: the tokenizer config's max_train_steps"
+    )
+    parser.add_argument(
+        "--classifier_steps", type=int, default=None, help="default: the classifier config's max_train_steps"
+    )
+    parser.add_argument(
+        "--classifier_train_samples",
+        type=int,
+        default=10000,
+        help="training images tokenized for the classifier and the prior (and the pixel ViT judging it)",
+    )
     parser.add_argument("--prior_steps", type=int, default=None, help="default: the prior config's max_train_steps")
-    parser.add_argument("--judge_steps", type=int, default=500, help="training steps of the pixel ViT judging the prior")
-    parser.add_argument("--prior_eval_images", type=int, default=None, help="default: the prior config's num_eval_images")
-    parser.add_argument("--eval_samples", type=int, default=None, help="limit the evaluation images (default: configs' values)")
+    parser.add_argument(
+        "--judge_steps", type=int, default=500, help="training steps of the pixel ViT judging the prior"
+    )
+    parser.add_argument(
+        "--prior_eval_images", type=int, default=None, help="default: the prior config's num_eval_images"
+    )
+    parser.add_argument(
+        "--eval_samples", type=int, default=None, help="limit the evaluation images (default: configs' values)"
+    )
     parser.add_argument("--codebook_size", type=int, default=512, help="codebook of the demo autoencoder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few steps of every stage (a smoke test)")
@@ -68,7 +92,9 @@ def run_demo(args: argparse.Namespace) -> dict:
     tokenizer_dir = output_dir / "tokenizer"
     for stage in ("classifier", "prior"):
         if stage in args.stages and not (tokenizer_dir / "config.json").is_file():
-            raise SystemExit(f"the {stage} stage needs the demo tokenizer in {tokenizer_dir}: run the tokenizer stage first")
+            raise SystemExit(
+                f"the {stage} stage needs the demo tokenizer in {tokenizer_dir}: run the tokenizer stage first"
+            )
     if "classifier" in args.stages:
         results["classifier"] = train_demo_classifier(args, tokenizer_dir, output_dir / "token_vit")
     if "prior" in args.stages:
@@ -104,7 +130,9 @@ def format_comparison(results: dict[str, dict], codebook_size: int) -> str:
     header = f"| variant | test MSE | PSNR (dB) | perplexity (of {codebook_size}) | codebook usage | train s |"
     rows = [header, "|" + "---|" * 6]
     for name, r in results.items():
-        rows.append(f"| {name} | {r['mse']:.4f} | {r['psnr']:.2f} | {r['perplexity']:.1f} | {r['usage']:.1%} | {r['train_seconds']:.0f} |")
+        rows.append(
+            f"| {name} | {r['mse']:.4f} | {r['psnr']:.2f} | {r['perplexity']:.1f} | {r['usage']:.1%} | {r['train_seconds']:.0f} |"
+        )
     return "\n".join(rows)
 
 
@@ -139,7 +167,9 @@ def train_demo_classifier(args: argparse.Namespace, tokenizer_dir: Path, output_
         "seed": args.seed,
     }
     if args.classifier_steps is not None:
-        flags.update(max_train_steps=args.classifier_steps, checkpointing_steps=args.classifier_steps, lr_warmup_steps=0)
+        flags.update(
+            max_train_steps=args.classifier_steps, checkpointing_steps=args.classifier_steps, lr_warmup_steps=0
+        )
     if args.eval_samples is not None:
         flags["max_eval_samples"] = args.eval_samples
     result = train_classifier(flags)
@@ -162,13 +192,25 @@ def train_demo_prior(args: argparse.Namespace, tokenizer_dir: Path, output_dir: 
         data["max_eval_samples"] = args.eval_samples
     if not (judge_dir / "config.json").is_file():
         print("training the pixel ViT that judges the samples", flush=True)
-        train_classifier({
-            "config": str(CLASSIFIER_CONFIG), "tokenizer_name_or_path": str(tokenizer_dir), "model_type": "pixel_vit",
-            "output_dir": str(judge_dir), "max_train_steps": args.judge_steps, "checkpointing_steps": args.judge_steps,
-            "lr_warmup_steps": min(50, args.judge_steps // 10), **data,
-        })
-    flags = {"config": str(PRIOR_CONFIG), "tokenizer_name_or_path": str(tokenizer_dir), "output_dir": str(output_dir / "prior"),
-             "eval_classifier_name_or_path": str(judge_dir), **data}
+        train_classifier(
+            {
+                "config": str(CLASSIFIER_CONFIG),
+                "tokenizer_name_or_path": str(tokenizer_dir),
+                "model_type": "pixel_vit",
+                "output_dir": str(judge_dir),
+                "max_train_steps": args.judge_steps,
+                "checkpointing_steps": args.judge_steps,
+                "lr_warmup_steps": min(50, args.judge_steps // 10),
+                **data,
+            }
+        )
+    flags = {
+        "config": str(PRIOR_CONFIG),
+        "tokenizer_name_or_path": str(tokenizer_dir),
+        "output_dir": str(output_dir / "prior"),
+        "eval_classifier_name_or_path": str(judge_dir),
+        **data,
+    }
     if args.prior_steps is not None:
         flags.update(max_train_steps=args.prior_steps, checkpointing_steps=args.prior_steps, lr_warmup_steps=0)
     if args.prior_eval_images is not None:
@@ -183,7 +225,9 @@ def print_summary(results: dict, output_dir: Path) -> None:
         print(f"quantizer comparison:  {output_dir / 'quantizer_comparison.json'}")
     if "tokenizer" in results:
         tokenizer, metrics = results["tokenizer"], results["tokenizer"]["metrics"]
-        shown = ", ".join(f"{key} {metrics[key]:.4g}" for key in ("psnr", "ssim", "codebook_usage", "perplexity") if key in metrics)
+        shown = ", ".join(
+            f"{key} {metrics[key]:.4g}" for key in ("psnr", "ssim", "codebook_usage", "perplexity") if key in metrics
+        )
         print(f"tokenizer (from_pretrained folder): {tokenizer['output_dir']}")
         print(f"  metrics: {tokenizer['metrics_path']}  ({shown})")
         if tokenizer.get("sample_grid"):

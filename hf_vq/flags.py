@@ -69,17 +69,28 @@ def flag_specs(groups: Iterable[type]) -> dict[str, FlagSpec]:
         hints = typing.get_type_hints(group)
         for item in dataclasses.fields(group):
             if item.name in specs:
-                raise TypeError(f"flag --{item.name} is defined by both {specs[item.name].title!r} and {group.__name__}")
+                raise TypeError(
+                    f"flag --{item.name} is defined by both {specs[item.name].title!r} and {group.__name__}"
+                )
             specs[item.name] = FlagSpec(
-                name=item.name, type=hints[item.name], default=item.default, help=item.metadata.get("help", ""),
-                check=item.metadata.get("check"), aliases=item.metadata.get("aliases", ()),
-                section=getattr(group, "SECTION", "training"), title=getattr(group, "TITLE", group.__name__),
+                name=item.name,
+                type=hints[item.name],
+                default=item.default,
+                help=item.metadata.get("help", ""),
+                check=item.metadata.get("check"),
+                aliases=item.metadata.get("aliases", ()),
+                section=getattr(group, "SECTION", "training"),
+                title=getattr(group, "TITLE", group.__name__),
             )
     return specs
 
 
-def add_flags(parser: argparse.ArgumentParser, groups: Iterable[type], defaults: dict[str, Any] | None = None,
-              suppress_defaults: bool = False) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser,
+    groups: Iterable[type],
+    defaults: dict[str, Any] | None = None,
+    suppress_defaults: bool = False,
+) -> None:
     """Add the flags of `groups` to `parser`, one argparse group each. `defaults` override the fields' defaults;
     with `suppress_defaults` the parser returns only the flags actually given (their defaults are shown in --help)."""
     defaults = defaults or {}
@@ -203,8 +214,10 @@ def _convert_choice(value: Any, choices: tuple, name: str) -> Any:
         return "no"  # YAML 1.1 reads an unquoted `no` (mixed_precision: no) as false
     if value in choices and not isinstance(value, bool):
         return value
-    raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}"
-                      f"{did_you_mean(str(value), [str(choice) for choice in choices])}")
+    raise ConfigError(
+        f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}"
+        f"{did_you_mean(str(value), [str(choice) for choice in choices])}"
+    )
 
 
 def _convert_list(value: Any, annotation: Any, name: str) -> list:
@@ -225,11 +238,14 @@ def describe(annotation: Any) -> str:
     if typing.get_origin(annotation) in (list, tuple):
         return "a list"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        annotation, getattr(annotation, "__name__", str(annotation)))
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
 
 
-_CHECK = re.compile(r"^\s*(?:(?P<op>>=|>|<=|<)\s*(?P<bound>[-\d.e]+)|(?P<open>[\[(])\s*(?P<low>[-\d.e]+)\s*,"
-                    r"\s*(?P<high>[-\d.e]+)\s*(?P<close>[\])]))\s*$")
+_CHECK = re.compile(
+    r"^\s*(?:(?P<op>>=|>|<=|<)\s*(?P<bound>[-\d.e]+)|(?P<open>[\[(])\s*(?P<low>[-\d.e]+)\s*,"
+    r"\s*(?P<high>[-\d.e]+)\s*(?P<close>[\])]))\s*$"
+)
 
 
 def check_bound(value: Any, check: str | None, name: str) -> None:

@@ -25,7 +25,15 @@ from .errors import debug_requested
 
 # Loggers of the libraries a push (or a run) goes through that log at INFO on every request or import.
 NOISY_LOGGERS = (
-    "httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "requests", "faiss", "faiss.loader", "huggingface_hub",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "urllib3",
+    "requests",
+    "faiss",
+    "faiss.loader",
+    "huggingface_hub",
     "filelock",
 )
 

@@ -47,15 +47,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_pipeline(tokenizer: VQGANModel, hidden_size: int, num_hidden_layers: int) -> AutoregressivePipeline:
     fields = autoregressive_prior_fields(tokenizer.config, num_classes=10)
-    config = LlamaConfig(hidden_size=hidden_size, num_hidden_layers=num_hidden_layers, num_attention_heads=4,
-                         num_key_value_heads=4, intermediate_size=int(2.6875 * hidden_size), **fields)
+    config = LlamaConfig(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=int(2.6875 * hidden_size),
+        **fields,
+    )
     pipe = AutoregressivePipeline(vqgan=tokenizer, transformer=LlamaForCausalLM(config).eval())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def batched(pipe: AutoregressivePipeline, labels: torch.Tensor, scale: float) -> torch.Tensor:
-    sampler = GuidedCodeSampler(pipe.transformer.config.codebook_size, scale, generator=torch.Generator().manual_seed(0))
+    sampler = GuidedCodeSampler(
+        pipe.transformer.config.codebook_size, scale, generator=torch.Generator().manual_seed(0)
+    )
     return pipe.generate_tokens(labels, sampler)
 
 
@@ -66,9 +74,18 @@ def transformers_builtin(pipe: AutoregressivePipeline, labels: torch.Tensor, sca
     length = config.grid_size[0] * config.grid_size[1]
     torch.manual_seed(0)
     sequences = pipe.transformer.generate(
-        prompts, attention_mask=torch.ones_like(prompts), do_sample=True, top_k=0, max_new_tokens=length,
-        min_new_tokens=length, guidance_scale=scale, negative_prompt_ids=null, pad_token_id=config.pad_token_id,
-        eos_token_id=None, suppress_tokens=list(range(config.codebook_size, config.vocab_size)))
+        prompts,
+        attention_mask=torch.ones_like(prompts),
+        do_sample=True,
+        top_k=0,
+        max_new_tokens=length,
+        min_new_tokens=length,
+        guidance_scale=scale,
+        negative_prompt_ids=null,
+        pad_token_id=config.pad_token_id,
+        eos_token_id=None,
+        suppress_tokens=list(range(config.codebook_size, config.vocab_size)),
+    )
     return sequences[:, 1:]
 
 
@@ -102,14 +119,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         median = {key: statistics.median(t[key] for t in timings) for key in timings[0]}
         parameters = sum(p.numel() for p in pipes[hidden].transformer.parameters())
         results.append({"hidden_size": hidden, "prior_parameters": parameters, "way": way, **median})
-    print(f"threads={args.threads}, {args.num_images} images of 8x8 tokens, guidance {args.guidance_scale:g}, "
-          f"{args.rounds} rounds (median), torch {torch.__version__}, {platform.processor() or platform.machine()}\n")
+    print(
+        f"threads={args.threads}, {args.num_images} images of 8x8 tokens, guidance {args.guidance_scale:g}, "
+        f"{args.rounds} rounds (median), torch {torch.__version__}, {platform.processor() or platform.machine()}\n"
+    )
     print("| prior width (params) | guidance | wall s | cpu s | cpu s per image | cpu ratio to batched |")
     print("|---|---|---|---|---|---|")
     for r in results:
         base = next(b for b in results if b["hidden_size"] == r["hidden_size"] and b["way"] == "batched")
-        print(f"| {r['hidden_size']} ({r['prior_parameters'] / 1e6:.2f}M) | {r['way']} | {r['wall_s']:.2f} | "
-              f"{r['cpu_s']:.2f} | {r['cpu_s'] / args.num_images:.3f} | {r['cpu_s'] / base['cpu_s']:.2f} |")
+        print(
+            f"| {r['hidden_size']} ({r['prior_parameters'] / 1e6:.2f}M) | {r['way']} | {r['wall_s']:.2f} | "
+            f"{r['cpu_s']:.2f} | {r['cpu_s'] / args.num_images:.3f} | {r['cpu_s'] / base['cpu_s']:.2f} |"
+        )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")

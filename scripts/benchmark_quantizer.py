@@ -133,7 +133,9 @@ def load_baseline(ref: str, directory: Path):
     other relatively only), from copies written under `directory`."""
     listing = subprocess.run(
         ["git", "-C", str(REPO), "ls-tree", "--name-only", f"{ref}:hf_vq/quantization"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     package = directory / "hf_vq_baseline_quantization"
     package.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,9 @@ def load_baseline(ref: str, directory: Path):
         if name.endswith(".py"):
             source = subprocess.run(
                 ["git", "-C", str(REPO), "show", f"{ref}:hf_vq/quantization/{name}"],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             (package / name).write_text(source)
     sys.path.insert(0, str(directory))
@@ -309,8 +313,18 @@ CASES = (
         at_memory_shape=False,
     ),
     Case("main_plain", "main: plain (defaults)", BaselineQuantizer),
-    Case("main_all_learned", "main: all methods, affine=learned", BaselineQuantizer, (("affine", "learned"), *ALL_METHODS)),
-    Case("main_all_running", "main: all methods, affine=running", BaselineQuantizer, (("affine", "running"), *ALL_METHODS)),
+    Case(
+        "main_all_learned",
+        "main: all methods, affine=learned",
+        BaselineQuantizer,
+        (("affine", "learned"), *ALL_METHODS),
+    ),
+    Case(
+        "main_all_running",
+        "main: all methods, affine=running",
+        BaselineQuantizer,
+        (("affine", "running"), *ALL_METHODS),
+    ),
     Case("ours_plain", "ours: plain (defaults)", OurQuantizer),
     Case("ours_all_learned", "ours: all methods, affine=learned", OurQuantizer, (("affine", "learned"), *ALL_METHODS)),
     Case("ours_all_running", "ours: all methods, affine=running", OurQuantizer, (("affine", "running"), *ALL_METHODS)),
@@ -579,7 +593,10 @@ def format_scaling(records: list[dict]) -> list[str]:
     if not records:
         return []
     lines = ["", "Time vs codebook size (D = 8; ms per step, median; in brackets: ns per step per code):", ""]
-    lines += ["| K | " + " | ".join(r["label"] for r in records[0]["cases"]) + " |", "|---|" + "---|" * len(records[0]["cases"])]
+    lines += [
+        "| K | " + " | ".join(r["label"] for r in records[0]["cases"]) + " |",
+        "|---|" + "---|" * len(records[0]["cases"]),
+    ]
     for record in records:
         cells = []
         for case in record["cases"]:
@@ -596,7 +613,9 @@ def format_kmeans(records: list[dict]) -> list[str]:
     if not records:
         return []
     lines = ["", "k-means++ initialisation (seconds; cost = mean squared distance to the nearest centre):", ""]
-    lines += ["| N | D | K | Lloyd iterations | baseline s | ours s | ours / baseline | baseline cost | ours cost | ours distinct codes |"]
+    lines += [
+        "| N | D | K | Lloyd iterations | baseline s | ours s | ours / baseline | baseline cost | ours cost | ours distinct codes |"
+    ]
     lines += ["|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         base, base_cost = r.get("baseline_s"), r.get("baseline_cost")
@@ -635,19 +654,21 @@ def time_scaling(repeats: int, num_vectors: int, codebook_sizes: tuple[int, ...]
                 if call >= 2:
                     samples[key].append(seconds)
         all_keys = ["ours_plain", "ours_all_learned", "ours_blocked_all_learned"]
-        records.append({
-            "num_vectors": num_vectors,
-            "codebook_size": codebook_size,
-            "cases": [
-                {
-                    "case": key,
-                    "label": CASES_BY_KEY[key].label.removeprefix("ours: "),
-                    "median_ms": 1e3 * statistics.median(samples[key]) if key in samples else None,
-                    "samples_ms": [1e3 * value for value in samples.get(key, [])],
-                }
-                for key in all_keys
-            ],
-        })
+        records.append(
+            {
+                "num_vectors": num_vectors,
+                "codebook_size": codebook_size,
+                "cases": [
+                    {
+                        "case": key,
+                        "label": CASES_BY_KEY[key].label.removeprefix("ours: "),
+                        "median_ms": 1e3 * statistics.median(samples[key]) if key in samples else None,
+                        "samples_ms": [1e3 * value for value in samples.get(key, [])],
+                    }
+                    for key in all_keys
+                ],
+            }
+        )
         _progress(f"scaling: K={codebook_size} done")
     return records
 
@@ -665,7 +686,12 @@ def time_kmeans(cases: tuple) -> list[dict]:
         means = torch.randn(4096, embed_dim, generator=generator) * 3
         vectors = means[torch.randint(4096, (num_vectors,), generator=generator)]
         vectors = vectors + 0.5 * torch.randn(num_vectors, embed_dim, generator=generator)
-        record = {"num_vectors": num_vectors, "embed_dim": embed_dim, "codebook_size": codebook_size, "iterations": iterations}
+        record = {
+            "num_vectors": num_vectors,
+            "embed_dim": embed_dim,
+            "codebook_size": codebook_size,
+            "iterations": iterations,
+        }
         started = time.perf_counter()
         ours = kmeans_plus_plus_init(vectors, codebook_size, iterations, generator=torch.Generator().manual_seed(1))
         record["ours_s"] = time.perf_counter() - started
@@ -673,7 +699,9 @@ def time_kmeans(cases: tuple) -> list[dict]:
         record["ours_distinct"] = int(torch.unique(ours, dim=0).shape[0])
         if with_baseline and BASELINE is not None:
             started = time.perf_counter()
-            theirs = BASELINE.kmeans_plus_plus_init(vectors, codebook_size, iterations, generator=torch.Generator().manual_seed(1))
+            theirs = BASELINE.kmeans_plus_plus_init(
+                vectors, codebook_size, iterations, generator=torch.Generator().manual_seed(1)
+            )
             record["baseline_s"] = time.perf_counter() - started
             record["baseline_cost"] = _kmeans_cost(vectors, theirs)
         records.append(record)
@@ -699,7 +727,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline", default="main", help="git ref whose hf_vq/quantization is compared ('none': no)")
     parser.add_argument("--scaling", action="store_true", help="also time our quantizer for K up to 262144")
     parser.add_argument("--kmeans", action="store_true", help="also time k-means++ initialisation")
-    parser.add_argument("--no-memory-at-time-shapes", action="store_true", help="measure memory at --memory-shape only")
+    parser.add_argument(
+        "--no-memory-at-time-shapes", action="store_true", help="measure memory at --memory-shape only"
+    )
     parser.add_argument("--memory-shape", type=Shape.parse, action="append", help="N,D,K (repeatable)")
     parser.add_argument("--time-shape", type=Shape.parse, action="append", help="N,D,K (repeatable)")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)  # internal: case key of a memory subprocess
@@ -754,7 +784,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 
 def measure_all_memory(
-    cases: list[Case], time_shapes: tuple[Shape, ...], memory_shapes: tuple[Shape, ...], args: argparse.Namespace, state_dir: Path
+    cases: list[Case],
+    time_shapes: tuple[Shape, ...],
+    memory_shapes: tuple[Shape, ...],
+    args: argparse.Namespace,
+    state_dir: Path,
 ) -> list[dict]:
     """Fresh subprocesses, a few at once: peak RSS belongs to each process, so running them side by side
     changes nothing but the wall time. --quick, a smoke test that must stay fast, measures only its

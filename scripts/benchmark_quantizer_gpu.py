@@ -104,7 +104,9 @@ def check_correctness(device: torch.device, embed_dim: int, codebook_sizes: list
                     record["identical_share"] = float((fused == blocked).float().mean())
                     record["duplicates_lowest_index"] = bool((fused[:64] == codebook_size // 3).all())
                     # Exact distances of the first 256 rows, in float64 on the device (all rows x 2^18 codes: 4 GiB).
-                    record["max_relative_excess"] = excess_distance(fused[:256], vectors[:256], codebook, distance == "cosine")
+                    record["max_relative_excess"] = excess_distance(
+                        fused[:256], vectors[:256], codebook, distance == "cosine"
+                    )
                 except Exception as error:  # noqa: BLE001 - recorded, the run goes on
                     record["error"] = f"{type(error).__name__}: {error}"[:300]
                 records.append(record)
@@ -115,7 +117,9 @@ def check_correctness(device: torch.device, embed_dim: int, codebook_sizes: list
 # --- timing helpers ----------------------------------------------------------------------------------------
 
 
-def time_round_robin(steps: dict[str, Callable[[], None]], device: torch.device, repeats: int, warmup: int) -> dict[str, dict]:
+def time_round_robin(
+    steps: dict[str, Callable[[], None]], device: torch.device, repeats: int, warmup: int
+) -> dict[str, dict]:
     """Median seconds per call of every step, round-robin; peak memory of one call above the memory before it."""
     results: dict[str, dict] = {name: {"samples_ms": []} for name in steps}
     for name, step in list(steps.items()):
@@ -158,8 +162,8 @@ def search_steps(vectors: torch.Tensor, codebook: torch.Tensor, sweep: bool) -> 
         steps["fused search"] = lambda: triton_nearest_code_indices(vectors, codebook)
         if sweep:
             for block_n, block_k, warps in TILE_SWEEP:
-                steps[f"fused search {block_n}x{block_k}, {warps} warps"] = (
-                    lambda n=block_n, k=block_k, w=warps: triton_nearest_code_indices(vectors, codebook, "euclidean", n, k, w)
+                steps[f"fused search {block_n}x{block_k}, {warps} warps"] = lambda n=block_n, k=block_k, w=warps: (
+                    triton_nearest_code_indices(vectors, codebook, "euclidean", n, k, w)
                 )
     return steps
 
@@ -170,10 +174,14 @@ def training_steps(inputs: torch.Tensor, codebook_size: int) -> dict[str, Callab
     steps = {}
     for backend in backends:
         torch.manual_seed(0)
-        quantizer = VectorQuantizer(
-            embed_dim, codebook_size, channel_dim=-1, search_backend=backend, **ALL_METHODS
-        ).to(device).train()
-        steps[f"ours, all methods, {'fused' if backend == 'triton' else 'blocked'} search"] = _our_step(quantizer, inputs)
+        quantizer = (
+            VectorQuantizer(embed_dim, codebook_size, channel_dim=-1, search_backend=backend, **ALL_METHODS)
+            .to(device)
+            .train()
+        )
+        steps[f"ours, all methods, {'fused' if backend == 'triton' else 'blocked'} search"] = _our_step(
+            quantizer, inputs
+        )
     if importlib.util.find_spec("vector_quantize_pytorch") is not None:
         from vector_quantize_pytorch import VectorQuantize
 
@@ -218,8 +226,12 @@ def run(args: argparse.Namespace) -> dict:
         vectors = torch.randn(args.num_vectors, args.embed_dim, generator=generator).to(device)
         codebook = torch.randn(codebook_size, args.embed_dim, generator=generator).to(device)
         sweep = codebook_size == max(args.codebook_sizes)
-        results["search"][codebook_size] = time_round_robin(search_steps(vectors, codebook, sweep), device, args.repeats, args.warmup)
-        results["training_step"][codebook_size] = time_round_robin(training_steps(vectors, codebook_size), device, args.repeats, args.warmup)
+        results["search"][codebook_size] = time_round_robin(
+            search_steps(vectors, codebook, sweep), device, args.repeats, args.warmup
+        )
+        results["training_step"][codebook_size] = time_round_robin(
+            training_steps(vectors, codebook_size), device, args.repeats, args.warmup
+        )
         print(f"K={codebook_size} done", flush=True)
     return results
 
@@ -228,8 +240,14 @@ def format_tables(results: dict) -> str:
     lines = [f"device: {results['device']}, torch {results['torch']}", ""]
     for section in ("search", "training_step"):
         lines += [f"{section} (ms, median; peak MiB above the memory before the call):", ""]
-        lines += ["| case | " + " | ".join(f"K={k}" for k in results[section]) + " |", "|---|" + "---|" * len(results[section])]
-        names = sorted({name for per_k in results[section].values() for name in per_k}, key=lambda n: (not n.startswith("fused"), n))
+        lines += [
+            "| case | " + " | ".join(f"K={k}" for k in results[section]) + " |",
+            "|---|" + "---|" * len(results[section]),
+        ]
+        names = sorted(
+            {name for per_k in results[section].values() for name in per_k},
+            key=lambda n: (not n.startswith("fused"), n),
+        )
         for name in names:
             cells = []
             for per_k in results[section].values():

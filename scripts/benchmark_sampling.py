@@ -60,27 +60,48 @@ class Stopwatch:
 
 def build_pipeline(tokenizer: VQGANModel, hidden_size: int, num_hidden_layers: int) -> MaskGITPipeline:
     config = MaskGITConfig.from_tokenizer_config(
-        tokenizer.config, num_classes=10, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
-        num_attention_heads=4, intermediate_size=4 * hidden_size)
+        tokenizer.config,
+        num_classes=10,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=4,
+        intermediate_size=4 * hidden_size,
+    )
     prior = MaskGITModel(config).eval()
-    pipe = MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=MaskGITScheduler(mask_token_id=config.mask_token_id))
+    pipe = MaskGITPipeline(
+        vqgan=tokenizer, transformer=prior, scheduler=MaskGITScheduler(mask_token_id=config.mask_token_id)
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def time_sampling(pipe: MaskGITPipeline, args: argparse.Namespace, guidance_scale: float) -> dict[str, float]:
     """One timed call of the pipeline, with its parts."""
-    prior, step, decode = Stopwatch(pipe.transformer.forward), Stopwatch(pipe.scheduler.step), Stopwatch(pipe.vqgan.decode)
+    prior, step, decode = (
+        Stopwatch(pipe.transformer.forward),
+        Stopwatch(pipe.scheduler.step),
+        Stopwatch(pipe.vqgan.decode),
+    )
     pipe.transformer.forward, pipe.scheduler.step, pipe.vqgan.decode = prior, step, decode
     labels = [index % 10 for index in range(args.num_images)]
     start, start_cpu = time.perf_counter(), time.process_time()
     try:
-        pipe(class_labels=labels, num_inference_steps=args.num_inference_steps, guidance_scale=guidance_scale,
-             generator=torch.Generator().manual_seed(0), output_type="np")
+        pipe(
+            class_labels=labels,
+            num_inference_steps=args.num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
     finally:
         del pipe.transformer.forward, pipe.scheduler.step, pipe.vqgan.decode  # back to the class methods
-    return {"total_s": time.perf_counter() - start, "total_cpu_s": time.process_time() - start_cpu, "prior_s": prior.seconds, "scheduler_s": step.seconds,
-            "decode_s": decode.seconds}
+    return {
+        "total_s": time.perf_counter() - start,
+        "total_cpu_s": time.process_time() - start_cpu,
+        "prior_s": prior.seconds,
+        "scheduler_s": step.seconds,
+        "decode_s": decode.seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -101,16 +122,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for (hidden, scale), timings in runs.items():
         prior_parameters = sum(p.numel() for p in pipes[hidden].transformer.parameters())
         median = {key: statistics.median(t[key] for t in timings) for key in timings[0]}
-        results.append({"hidden_size": hidden, "prior_parameters": prior_parameters, "guidance_scale": scale,
-                        "num_images": args.num_images, "num_inference_steps": args.num_inference_steps,
-                        "images_per_s": args.num_images / median["total_s"], **median})
-    print(f"threads={args.threads}, {args.num_images} images, {args.num_inference_steps} steps, "
-          f"{args.rounds} rounds (median), torch {torch.__version__}, {platform.processor() or platform.machine()}\n")
-    print("| prior width (params) | guidance | total s (wall) | total s (cpu) | prior s | scheduler s | decode s | images/s (wall) |")
+        results.append(
+            {
+                "hidden_size": hidden,
+                "prior_parameters": prior_parameters,
+                "guidance_scale": scale,
+                "num_images": args.num_images,
+                "num_inference_steps": args.num_inference_steps,
+                "images_per_s": args.num_images / median["total_s"],
+                **median,
+            }
+        )
+    print(
+        f"threads={args.threads}, {args.num_images} images, {args.num_inference_steps} steps, "
+        f"{args.rounds} rounds (median), torch {torch.__version__}, {platform.processor() or platform.machine()}\n"
+    )
+    print(
+        "| prior width (params) | guidance | total s (wall) | total s (cpu) | prior s | scheduler s | decode s | images/s (wall) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['hidden_size']} ({r['prior_parameters'] / 1e6:.2f}M) | {r['guidance_scale']:g} | {r['total_s']:.2f} | {r['total_cpu_s']:.2f} | "
-              f"{r['prior_s']:.2f} | {r['scheduler_s']:.2f} | {r['decode_s']:.2f} | {r['images_per_s']:.1f} |")
+        print(
+            f"| {r['hidden_size']} ({r['prior_parameters'] / 1e6:.2f}M) | {r['guidance_scale']:g} | {r['total_s']:.2f} | {r['total_cpu_s']:.2f} | "
+            f"{r['prior_s']:.2f} | {r['scheduler_s']:.2f} | {r['decode_s']:.2f} | {r['images_per_s']:.1f} |"
+        )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")

@@ -57,18 +57,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dry_run", action="store_true", help="tiny config, one step per round, one round")
     args = parser.parse_args(argv)
     if args.dry_run:
-        args.config, args.batch_size, args.steps, args.warmup_steps, args.rounds = "configs/vqgan_tiny.yaml", 2, 1, 1, 1
+        args.config, args.batch_size, args.steps, args.warmup_steps, args.rounds = (
+            "configs/vqgan_tiny.yaml",
+            2,
+            1,
+            1,
+            1,
+        )
     args.variants = [parse_variant(text) for text in args.variants.split(",")]
     return args
 
 
 def parse_variant(text: str) -> dict:
-    """"bf16+compile+channels_last" -> {"name": ..., "bf16": True, "compile": True, "channels_last": True}."""
+    """ "bf16+compile+channels_last" -> {"name": ..., "bf16": True, "compile": True, "channels_last": True}."""
     parts = text.strip().split("+")
     unknown = [p for p in parts[1:] if p not in ("compile", "channels_last")]
     if parts[0] not in ("fp32", "bf16") or unknown:
-        raise SystemExit(f"bad variant {text!r}: use fp32 or bf16, optionally followed by +compile and/or +channels_last")
-    return {"name": text.strip(), "bf16": parts[0] == "bf16", "compile": "compile" in parts, "channels_last": "channels_last" in parts}
+        raise SystemExit(
+            f"bad variant {text!r}: use fp32 or bf16, optionally followed by +compile and/or +channels_last"
+        )
+    return {
+        "name": text.strip(),
+        "bf16": parts[0] == "bf16",
+        "compile": "compile" in parts,
+        "channels_last": "channels_last" in parts,
+    }
 
 
 def build_models(config_path: str) -> tuple[torch.nn.Module, torch.nn.Module, VQGANConfig]:
@@ -194,11 +207,15 @@ def benchmark(args: argparse.Namespace, variant: dict | None = None) -> dict:
 def format_table(result: dict) -> str:
     rows = ["| model | parameters | training images/s | images per CPU second |", "|---|---|---|---|"]
     for name, entry in result["models"].items():
-        rows.append(f"| {name} | {entry['parameters']:,} | {entry['images_per_second']:.1f} | "
-                    f"{entry['images_per_cpu_second']:.1f} |")
-    rows.append(f"\nspeed ratio (ours / diffusers, median of {result['rounds']} rounds): "
-                f"{result['speed_ratio_ours_over_diffusers']:.3f} wall-clock, "
-                f"{result['cpu_time_ratio_ours_over_diffusers']:.3f} CPU time")
+        rows.append(
+            f"| {name} | {entry['parameters']:,} | {entry['images_per_second']:.1f} | "
+            f"{entry['images_per_cpu_second']:.1f} |"
+        )
+    rows.append(
+        f"\nspeed ratio (ours / diffusers, median of {result['rounds']} rounds): "
+        f"{result['speed_ratio_ours_over_diffusers']:.3f} wall-clock, "
+        f"{result['cpu_time_ratio_ours_over_diffusers']:.3f} CPU time"
+    )
     return "\n".join(rows)
 
 

@@ -43,15 +43,23 @@ def main(argv: list[str] | None = None) -> int:
         ensure_packages(args.packages, install=not args.no_install)
         sources = [image for package in args.packages for image in list_package_images(package)]
         summary = build_photo_dataset(
-            sources, args.output_dir, heldout_package=args.heldout_package, patch_size=args.patch_size,
-            scales=args.scales, stride=args.stride, test_fraction=args.test_fraction, seed=args.seed,
+            sources,
+            args.output_dir,
+            heldout_package=args.heldout_package,
+            patch_size=args.patch_size,
+            scales=args.scales,
+            stride=args.stride,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
         )
     except PhotoDatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for record in summary.sources:
-        print(f"{'kept' if record.kept else 'skip'}  {record.package:28s} {record.name:38s} {record.reason}"
-              + (f" -> {record.split}/{record.scene} ({record.patches} patches)" if record.kept else ""))
+        print(
+            f"{'kept' if record.kept else 'skip'}  {record.package:28s} {record.name:38s} {record.reason}"
+            + (f" -> {record.split}/{record.scene} ({record.patches} patches)" if record.kept else "")
+        )
     print(f"photographs {summary.photo_counts}, patches {summary.patch_counts}")
     print(f"wrote {args.output_dir}/photos (train, test), {args.output_dir}/heldout (test), manifest.json")
     return 0

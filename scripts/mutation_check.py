@@ -65,8 +65,10 @@ def load_mutants(path: Path) -> list[Mutant]:
         unknown = set(entry) - set(Mutant.__dataclass_fields__)
         missing = {"name", "file", "original", "mutated", "tests"} - set(entry)
         if unknown or missing:
-            raise SystemExit(f"{path}: mutant #{number} ({entry.get('name', '?')}): unknown keys {sorted(unknown)}, "
-                             f"missing keys {sorted(missing)}")
+            raise SystemExit(
+                f"{path}: mutant #{number} ({entry.get('name', '?')}): unknown keys {sorted(unknown)}, "
+                f"missing keys {sorted(missing)}"
+            )
         mutants.append(Mutant(**entry))
     return mutants
 
@@ -91,12 +93,19 @@ def child_environment(copy: Path, threads: int) -> dict[str, str]:
 
 
 def check_imports_from_copy(copy: Path, env: dict[str, str]) -> None:
-    result = subprocess.run([sys.executable, "-c", "import hf_vq; print(hf_vq.__file__)"], cwd=copy, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", "import hf_vq; print(hf_vq.__file__)"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     location = Path(result.stdout.strip() or "?").resolve()
     if result.returncode != 0 or copy.resolve() not in location.parents:
-        raise SystemExit(f"the test processes would import hf_vq from {location}, not from the copy {copy}: "
-                         f"{result.stderr[-2000:]}")
+        raise SystemExit(
+            f"the test processes would import hf_vq from {location}, not from the copy {copy}: {result.stderr[-2000:]}"
+        )
 
 
 def run_tests(copy: Path, env: dict[str, str], args: list[str], timeout: float) -> tuple[str, float, str]:
@@ -123,7 +132,9 @@ def baseline_selections(mutants: list[Mutant]) -> list[list[str]]:
             keywords[files] = None
         else:
             keywords.setdefault(files, set()).add(f"({mutant.keyword})")
-    return [[*files, *(["-k", " or ".join(sorted(words))] if words else [])] for files, words in sorted(keywords.items())]
+    return [
+        [*files, *(["-k", " or ".join(sorted(words))] if words else [])] for files, words in sorted(keywords.items())
+    ]
 
 
 def apply(copy: Path, mutant: Mutant) -> str | None:
@@ -151,8 +162,14 @@ def check(mutants: list[Mutant], timeout: float, threads: int) -> list[Outcome]:
         for mutant in mutants:
             original = apply(copy, mutant)
             if original is None:
-                outcome = Outcome(mutant.name, mutant.file, "stale", 0.0, "the original snippet does not occur exactly "
-                                  "once: update scripts/mutants.toml", mutant.tests)
+                outcome = Outcome(
+                    mutant.name,
+                    mutant.file,
+                    "stale",
+                    0.0,
+                    "the original snippet does not occur exactly once: update scripts/mutants.toml",
+                    mutant.tests,
+                )
             else:
                 try:
                     status, seconds, tail = run_tests(copy, env, mutant.pytest_args(), timeout)

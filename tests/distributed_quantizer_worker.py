@@ -16,7 +16,15 @@ from hf_vq import FiniteScalarQuantizer, GroupedVectorQuantizer, ResidualVectorQ
 
 OPTIONS = dict(affine="running", sync_nu=0.5, alternating=True, kmeans_init=True, replace_freq=1)
 # The successor methods: SimVQ with the authors' SGD alternating step and the rotation trick; EMA with restarts.
-SIMVQ_SGD_ROTATION = dict(affine="linear", alternating="sgd", alternating_lr=20.0, gradient_estimator="rotation", sync_nu=0.5, kmeans_init=True, replace_freq=1)
+SIMVQ_SGD_ROTATION = dict(
+    affine="linear",
+    alternating="sgd",
+    alternating_lr=20.0,
+    gradient_estimator="rotation",
+    sync_nu=0.5,
+    kmeans_init=True,
+    replace_freq=1,
+)
 EMA = dict(codebook_update="ema", ema_decay=0.9, kmeans_init=True, replace_freq=1)
 QUANTIZERS = {
     "vector": lambda: VectorQuantizer(8, 32, **OPTIONS),
@@ -26,7 +34,9 @@ QUANTIZERS = {
     "residual_simvq_sgd_rotation": lambda: ResidualVectorQuantizer(8, 16, num_quantizers=2, **SIMVQ_SGD_ROTATION),
     "vector_ema": lambda: VectorQuantizer(8, 32, **EMA),
     "grouped_ema": lambda: GroupedVectorQuantizer(8, 16, num_groups=2, **EMA),
-    "grouped_sgd_learned": lambda: GroupedVectorQuantizer(8, 16, num_groups=2, affine="learned", alternating="sgd", kmeans_init=True, replace_freq=1),
+    "grouped_sgd_learned": lambda: GroupedVectorQuantizer(
+        8, 16, num_groups=2, affine="learned", alternating="sgd", kmeans_init=True, replace_freq=1
+    ),
     "fsq": lambda: FiniteScalarQuantizer([3, 3, 3, 3, 2, 2, 2, 2]),
 }
 
@@ -58,7 +68,10 @@ def main(kind: str, output_dir: str) -> None:
         loss.backward()
         optimizer.step()
     # Parameters and buffers, plus the encoder: a quantizer whose gradient or state diverged would also show there.
-    state = {**model.module.quantizer.state_dict(), **{f"encoder.{k}": v for k, v in model.module.encoder.state_dict().items()}}
+    state = {
+        **model.module.quantizer.state_dict(),
+        **{f"encoder.{k}": v for k, v in model.module.encoder.state_dict().items()},
+    }
     torch.save(state, os.path.join(output_dir, f"rank{rank}.pt"))
     # Both ranks reach this point before either tears gloo down; tearing down while the other rank
     # still has the connection open aborts the process ("terminate called without an active exception").

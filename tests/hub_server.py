@@ -89,7 +89,9 @@ class RepoStore:
         (repo / "meta.json").write_text(json.dumps({"private": private, "created_at": _now()}))
         # The Hub starts every repo with an "initial commit" holding a .gitattributes file.
         gitattributes = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-        self.write_commit(repo_id, DEFAULT_BRANCH, None, "initial commit", {".gitattributes": self.put_blob(repo_id, gitattributes)})
+        self.write_commit(
+            repo_id, DEFAULT_BRANCH, None, "initial commit", {".gitattributes": self.put_blob(repo_id, gitattributes)}
+        )
 
     def put_blob(self, repo_id: str, content: bytes) -> str:
         sha256 = hashlib.sha256(content).hexdigest()
@@ -142,8 +144,13 @@ class HubServer:
     `requests` records (method, path) of every request, `unhandled` those that matched no route.
     """
 
-    def __init__(self, root: str | Path, tokens: dict[str, str], orgs: dict[str, list[str]] | None = None,
-                 collections: bool = True):
+    def __init__(
+        self,
+        root: str | Path,
+        tokens: dict[str, str],
+        orgs: dict[str, list[str]] | None = None,
+        collections: bool = True,
+    ):
         self.store = RepoStore(Path(root))
         self.tokens = dict(tokens)
         self.orgs = dict(orgs or {})
@@ -197,7 +204,7 @@ class HubServer:
         user = self.require_user(authorization)
         namespace = repo_id.split("/")[0]
         if namespace != user and namespace not in self.orgs.get(user, []):
-            raise HubError(403, f"You don't have the rights to create a model under the namespace \"{namespace}\"")
+            raise HubError(403, f'You don\'t have the rights to create a model under the namespace "{namespace}"')
         return user
 
     def collection_file(self, slug: str) -> Path:
@@ -302,8 +309,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def handle_whoami(self, body: bytes) -> None:
         user = self.hub.require_user(self.authorization)
         orgs = [{"name": org, "type": "org"} for org in self.hub.orgs.get(user, [])]
-        self._send_json({"type": "user", "name": user, "fullname": user, "orgs": orgs,
-                         "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}})
+        self._send_json(
+            {
+                "type": "user",
+                "name": user,
+                "fullname": user,
+                "orgs": orgs,
+                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
+            }
+        )
 
     def handle_agent_harnesses(self, body: bytes) -> None:
         """The registry the client reads to tag its user agent; the test Hub knows no agents."""
@@ -324,7 +338,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if self.hub.store.exists(repo_id):
                 self._send_json({"error": "You already created this model repo", "url": url}, status=409)
                 return
-            self.hub.store.create(repo_id, private=payload.get("visibility") == "private" or bool(payload.get("private")))
+            self.hub.store.create(
+                repo_id, private=payload.get("visibility") == "private" or bool(payload.get("private"))
+            )
         self._send_json({"url": url, "name": repo_id, "id": hashlib.sha1(repo_id.encode()).hexdigest()[:24]})
 
     def handle_validate_yaml(self, body: bytes) -> None:
@@ -371,8 +387,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 self._apply_operation(repo, files, key, value)
             message = header.get("summary") or "Update"
             commit_id = store.write_commit(repo, rev, head, message, files)
-        self._send_json({"success": True, "commitOid": commit_id, "commitUrl": f"{self.hub.url}/{repo}/commit/{commit_id}",
-                         "pullRequestUrl": None})
+        self._send_json(
+            {
+                "success": True,
+                "commitOid": commit_id,
+                "commitUrl": f"{self.hub.url}/{repo}/commit/{commit_id}",
+                "pullRequestUrl": None,
+            }
+        )
 
     def _apply_operation(self, repo: str, files: dict[str, str], key: str, value: dict) -> None:
         if key == "file":
@@ -407,10 +429,19 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         commit_id = store.resolve(repo, rev)
         files = store.commit(repo, commit_id)["files"]
         info = {
-            "id": repo, "_id": hashlib.sha1(repo.encode()).hexdigest()[:24], "modelId": repo,
-            "author": repo.split("/")[0], "sha": commit_id, "private": store.meta(repo)["private"],
-            "createdAt": store.meta(repo)["created_at"], "lastModified": store.commit(repo, commit_id)["date"],
-            "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
+            "id": repo,
+            "_id": hashlib.sha1(repo.encode()).hexdigest()[:24],
+            "modelId": repo,
+            "author": repo.split("/")[0],
+            "sha": commit_id,
+            "private": store.meta(repo)["private"],
+            "createdAt": store.meta(repo)["created_at"],
+            "lastModified": store.commit(repo, commit_id)["date"],
+            "gated": False,
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
             "siblings": [{"rfilename": path} for path in files],
         }
         info.update(self._card_fields(repo, files))
@@ -446,15 +477,26 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         namespace = namespace or user
         if namespace != user and namespace not in self.hub.orgs.get(user, []):
             raise HubError(403, f"You cannot create a collection in {namespace}")
-        existing = [json.loads(p.read_text()) for p in (self.hub.store.root / "collections" / namespace).glob("*.json")]
+        existing = [
+            json.loads(p.read_text()) for p in (self.hub.store.root / "collections" / namespace).glob("*.json")
+        ]
         for collection in existing:
             if collection["title"] == title:
                 self._send_json({"error": "Collection already exists", "slug": collection["slug"]}, status=409)
                 return
         slug = f"{namespace}/{re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-') or 'collection'}-{hashlib.sha1(title.encode()).hexdigest()[:12]}"
-        collection = {"slug": slug, "title": title, "description": payload.get("description"), "owner": {"name": namespace},
-                      "items": [], "lastUpdated": _now(), "position": 0, "private": bool(payload.get("private")),
-                      "theme": "indigo", "upvotes": 0}
+        collection = {
+            "slug": slug,
+            "title": title,
+            "description": payload.get("description"),
+            "owner": {"name": namespace},
+            "items": [],
+            "lastUpdated": _now(),
+            "position": 0,
+            "private": bool(payload.get("private")),
+            "theme": "indigo",
+            "upvotes": 0,
+        }
         self.hub.collection_file(slug).parent.mkdir(parents=True, exist_ok=True)
         self.hub.collection_file(slug).write_text(json.dumps(collection))
         self._send_json(collection)
@@ -473,8 +515,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             raise HubError(404, f"Model {item.get('id')!r} not found")
         if any(entry["id"] == item["id"] for entry in collection["items"]):
             raise HubError(409, f"{item['id']} is already in the collection")
-        collection["items"].append({"_id": hashlib.sha1(item["id"].encode()).hexdigest()[:24], "id": item["id"],
-                                    "type": "model", "position": len(collection["items"])})
+        collection["items"].append(
+            {
+                "_id": hashlib.sha1(item["id"].encode()).hexdigest()[:24],
+                "id": item["id"],
+                "type": "model",
+                "position": len(collection["items"]),
+            }
+        )
         collection["lastUpdated"] = _now()
         self.hub.collection_file(slug).write_text(json.dumps(collection))
         self._send_json(collection)
@@ -490,7 +538,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         for name, blob_sha in sorted(files.items()):
             if not name.startswith(prefix):
                 continue
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             if not recursive and "/" in rest:
                 folders.add(prefix + rest.split("/", 1)[0])
                 continue

@@ -15,8 +15,13 @@ from hf_vq.pipelines.autoregressive import GuidedCodeSampler, autoregressive_pri
 from hf_vq.pipelines.pipeline_inputs import label_ids
 from hf_vq.pipelines.autoregressive.pipeline_autoregressive import prepare_class_labels
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
-        "intermediate_size": 64}
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+}
 CODES, CLASSES = 32, 3  # configs/vqgan_tiny.yaml's codebook; three classes
 
 
@@ -115,7 +120,8 @@ def test_guidance_combines_logits_as_documented():
     torch.testing.assert_close(guided, unconditional[:, :3] + 2.5 * (conditional[:, :3] - unconditional[:, :3]))
     # Both rows of a pair are forced to the same drawn code.
     forced = GuidedCodeSampler(codebook_size=3, guidance_scale=2.5, temperature=0.0)(
-        torch.zeros(2, 1, dtype=torch.long), torch.cat([conditional, unconditional]))
+        torch.zeros(2, 1, dtype=torch.long), torch.cat([conditional, unconditional])
+    )
     assert forced.argmax(dim=-1).tolist() == [1, 1] and torch.isinf(forced).sum() == 6
 
 
@@ -133,8 +139,9 @@ def test_class_labels_expand_per_image_in_order(pipe):
 
 def test_generator_list_gives_each_image_its_own_stream(pipe):
     def with_generators(seeds):
-        return pipe(class_labels=[0, 1], output_type="pt",
-                    generator=[torch.Generator().manual_seed(seed) for seed in seeds]).image_tokens
+        return pipe(
+            class_labels=[0, 1], output_type="pt", generator=[torch.Generator().manual_seed(seed) for seed in seeds]
+        ).image_tokens
 
     first, again, changed = with_generators([5, 6]), with_generators([5, 6]), with_generators([5, 9])
     assert torch.equal(first, again)
@@ -167,20 +174,23 @@ def test_class_names(pipe):
     assert label_ids({0: "a"}, []) == []
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"class_labels": [0, 3]}, r"class labels must lie in \[0, 2\].*got \[3\]"),
-    ({"class_labels": [-1]}, r"class labels must lie in \[0, 2\]"),
-    ({"top_k": 0}, "top_k must be an integer >= 1"),
-    ({"top_p": 0.0}, r"top_p must lie in \(0, 1\]"),
-    ({"top_p": 1.5}, r"top_p must lie in \(0, 1\]"),
-    ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
-    ({"guidance_scale": "2"}, "guidance_scale must be a number"),
-    ({"temperature": float("inf")}, "temperature must be a finite number"),
-    ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
-    ({"class_labels": None, "guidance_scale": 2.0}, "guidance_scale=2.0 steers samples towards class labels"),
-    ({"num_images_per_prompt": 0}, "num_images_per_prompt must be an integer >= 1"),
-    ({"output_type": "latent"}, "output_type must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"class_labels": [0, 3]}, r"class labels must lie in \[0, 2\].*got \[3\]"),
+        ({"class_labels": [-1]}, r"class labels must lie in \[0, 2\]"),
+        ({"top_k": 0}, "top_k must be an integer >= 1"),
+        ({"top_p": 0.0}, r"top_p must lie in \(0, 1\]"),
+        ({"top_p": 1.5}, r"top_p must lie in \(0, 1\]"),
+        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
+        ({"guidance_scale": "2"}, "guidance_scale must be a number"),
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
+        ({"class_labels": None, "guidance_scale": 2.0}, "guidance_scale=2.0 steers samples towards class labels"),
+        ({"num_images_per_prompt": 0}, "num_images_per_prompt must be an integer >= 1"),
+        ({"output_type": "latent"}, "output_type must be"),
+    ],
+)
 def test_bad_sampling_arguments(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipe(**{"class_labels": [0], **kwargs})
@@ -244,8 +254,14 @@ def test_saved_folder_loads_where_hf_vq_cannot_be_imported(pipe, tmp_path):
     assert torch.equal(sample(loaded, guidance_scale=2.0).image_tokens, sample(pipe, guidance_scale=2.0).image_tokens)
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "pipe"), str(tmp_path / "o.pt")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "pipe"), str(tmp_path / "o.pt")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "o.pt")
     assert remote["classes"] == ["AutoregressivePipeline", "VQGANModel", "LlamaForCausalLM"]

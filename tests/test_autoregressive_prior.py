@@ -12,13 +12,22 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from hf_vq import AutoregressivePipeline, VQGANConfig, VQGANImageProcessor, VQGANModel
 from hf_vq.training.args import ConfigError
 from hf_vq.training.prior_command import resolve_prior_args, train_prior
-from hf_vq.training.priors.autoregressive import (NextTokenLoss, build_autoregressive_prior,
-                                                 load_pretrained_autoregressive_prior, prior_sequences)
+from hf_vq.training.priors.autoregressive import (
+    NextTokenLoss,
+    build_autoregressive_prior,
+    load_pretrained_autoregressive_prior,
+    prior_sequences,
+)
 
 from training_helpers import CLASSES, REPO, one_thread, reset_accelerate
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
-        "intermediate_size": 64}
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +77,9 @@ def test_label_dropout_rate_and_unconditional_sequences(prior):
         return prior(input_ids=input_ids, labels=labels)
 
     generator = torch.Generator().manual_seed(0)
-    NextTokenLoss(prior.config, label_dropout=0.25)(recording_model, {"image_tokens": tokens,
-                                                                      "labels": torch.ones(4000, dtype=torch.long)},
-                                                    generator=generator)
+    NextTokenLoss(prior.config, label_dropout=0.25)(
+        recording_model, {"image_tokens": tokens, "labels": torch.ones(4000, dtype=torch.long)}, generator=generator
+    )
     null_share = float((seen[-1] == 32 + 3).float().mean())
     assert abs(null_share - 0.25) < 0.03 and set(seen[-1].tolist()) == {33, 35}
     unconditional = NextTokenLoss(prior.config, label_dropout=None)
@@ -94,9 +103,14 @@ TINY_AUTOREGRESSIVE = str(REPO / "configs" / "autoregressive_tiny.yaml")
 
 
 def _flags(tokenizer_dir, image_dir, tmp_path, name="prior", **overrides):
-    return {"config": TINY_AUTOREGRESSIVE, "tokenizer_name_or_path": str(tokenizer_dir),
-            "train_data_dir": str(image_dir), "output_dir": str(tmp_path / name), "cache_dir": str(tmp_path / "cache"),
-            **overrides}
+    return {
+        "config": TINY_AUTOREGRESSIVE,
+        "tokenizer_name_or_path": str(tokenizer_dir),
+        "train_data_dir": str(image_dir),
+        "output_dir": str(tmp_path / name),
+        "cache_dir": str(tmp_path / "cache"),
+        **overrides,
+    }
 
 
 def _train(flags):
@@ -105,8 +119,9 @@ def _train(flags):
         return train_prior(flags)
 
 
-def test_train_prior_autoregressive_ends_in_a_pipeline_that_loads_and_generates(tokenizer_dir, labelled_image_dir,
-                                                                                 tmp_path):
+def test_train_prior_autoregressive_ends_in_a_pipeline_that_loads_and_generates(
+    tokenizer_dir, labelled_image_dir, tmp_path
+):
     result = _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, top_k=20))
     output_dir = tmp_path / "prior"
     index = json.loads((output_dir / "model_index.json").read_text())
@@ -119,18 +134,29 @@ def test_train_prior_autoregressive_ends_in_a_pipeline_that_loads_and_generates(
     assert type(prior) is LlamaForCausalLM and prior.config.id2label == {0: CLASSES[0], 1: CLASSES[1], 2: CLASSES[2]}
     pipe = AutoregressivePipeline.from_pretrained(output_dir)
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(class_labels=pipe.get_label_ids([CLASSES[2]]), guidance_scale=2.0, output_type="pt",
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        class_labels=pipe.get_label_ids([CLASSES[2]]),
+        guidance_scale=2.0,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.image_tokens.shape == (1, 8, 8) and int(out.image_tokens.max()) < 32
 
 
 def test_resumed_autoregressive_run_matches_an_uninterrupted_one(tokenizer_dir, labelled_image_dir, tmp_path):
-    flags = dict(use_ema=True, label_dropout=0.5, lr_scheduler="constant", num_eval_images=0, num_sample_images=0,
-                 max_train_steps=4)
+    flags = dict(
+        use_ema=True,
+        label_dropout=0.5,
+        lr_scheduler="constant",
+        num_eval_images=0,
+        num_sample_images=0,
+        max_train_steps=4,
+    )
     _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, name="whole", **flags))
     _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, name="resumed", **{**flags, "max_train_steps": 2}))
-    result = _train(_flags(tokenizer_dir, labelled_image_dir, tmp_path, name="resumed",
-                           resume_from_checkpoint="latest", **flags))
+    result = _train(
+        _flags(tokenizer_dir, labelled_image_dir, tmp_path, name="resumed", resume_from_checkpoint="latest", **flags)
+    )
     assert result["global_step"] == 4
     whole = load_file(tmp_path / "whole" / "transformer" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "transformer" / "model.safetensors")
@@ -139,13 +165,18 @@ def test_resumed_autoregressive_run_matches_an_uninterrupted_one(tokenizer_dir, 
         torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"prior_type": "autoregresive"}, "did you mean 'autoregressive'"),
-    ({"prior_type": "maskgit", "config": str(REPO / "configs" / "maskgit_tiny.yaml"), "top_k": 5},
-     "--top_k and --top_p sample the autoregressive prior"),
-    ({"top_p": 1.5}, "top_p"),
-    ({"top_k": 0}, "top_k"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"prior_type": "autoregresive"}, "did you mean 'autoregressive'"),
+        (
+            {"prior_type": "maskgit", "config": str(REPO / "configs" / "maskgit_tiny.yaml"), "top_k": 5},
+            "--top_k and --top_p sample the autoregressive prior",
+        ),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": 0}, "top_k"),
+    ],
+)
 def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, labelled_image_dir, tmp_path):
     with pytest.raises(ConfigError, match=message):
         resolve_prior_args(_flags(tokenizer_dir, labelled_image_dir, tmp_path, **override))

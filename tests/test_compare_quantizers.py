@@ -17,10 +17,24 @@ from hf_vq.experiments import ARCHITECTURES, images_to_tensor
 from hf_vq.experiments import compare
 from hf_vq.experiments.compare import build_jobs, main, parse_args, run_name
 from hf_vq.experiments.datasets import ClassificationData
-from hf_vq.experiments.methods import FSQ_LEVELS, METHODS, ProjectedQuantizer, make_quantizer, method_defaults, method_options
+from hf_vq.experiments.methods import (
+    FSQ_LEVELS,
+    METHODS,
+    ProjectedQuantizer,
+    make_quantizer,
+    method_defaults,
+    method_options,
+)
 from hf_vq.experiments.runner import build_model, task_loss
-from hf_vq.experiments.study_plan import CORE_METHODS, STUDY_PLANS, StudyPart, StudyPlan
-from hf_vq.experiments.vqgan_backbone import QUANTIZER_FIELDS, VQGANBackbone, config_quantizer_fields, demo_tokenizer_config, vqgan_config, vqgan_data
+from hf_vq.experiments.study_plan import CORE_METHODS, StudyPart, StudyPlan
+from hf_vq.experiments.vqgan_backbone import (
+    QUANTIZER_FIELDS,
+    VQGANBackbone,
+    config_quantizer_fields,
+    demo_tokenizer_config,
+    vqgan_config,
+    vqgan_data,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -49,7 +63,9 @@ def test_quick_study_runs_every_method_and_resumes(tmp_path):
     assert result["plots"] == [tmp_path / "compare_fashion_mnist_steps4_autoencoder_K64.png"]
     assert_png(result["plots"][0])
     # --resume: nothing left to run, the report is rebuilt from the files.
-    again = main(["--quick", "--arch", "autoencoder", "--output_dir", str(tmp_path), "--resume", "--methods", "baseline,fsq"])
+    again = main(
+        ["--quick", "--arch", "autoencoder", "--output_dir", str(tmp_path), "--resume", "--methods", "baseline,fsq"]
+    )
     assert len(again["runs"]) == len(METHODS)
 
 
@@ -60,10 +76,23 @@ def test_cpu_plan_is_the_documented_study_each_run_once():
     assert len(names) == len(set(names)) == 211  # the parts name 211 distinct runs and none twice
     assert (args.eval_size, args.curve_size) == (3000, 500)
     blocks = {(job["architecture"], job["nominal_codebook_size"], job["steps"]) for job in jobs}
-    assert blocks == {("autoencoder", 512, 400), ("autoencoder", 4096, 400), ("autoencoder", 16384, 400), ("autoencoder", 512, 1000),
-                      ("vqgan", 512, 400), ("vqgan", 512, 1000), ("alexnet", 1024, 400), ("vit", 1024, 400), ("resnet18", 1024, 400)}
+    assert blocks == {
+        ("autoencoder", 512, 400),
+        ("autoencoder", 4096, 400),
+        ("autoencoder", 16384, 400),
+        ("autoencoder", 512, 1000),
+        ("vqgan", 512, 400),
+        ("vqgan", 512, 1000),
+        ("alexnet", 1024, 400),
+        ("vit", 1024, 400),
+        ("resnet18", 1024, 400),
+    }
     for arch, size in (("vqgan", 512), ("alexnet", 1024), ("vit", 1024), ("resnet18", 1024)):
-        seeds = {(job["variant"], job["seed"]) for job in jobs if (job["architecture"], job["nominal_codebook_size"], job["steps"]) == (arch, size, 400)}
+        seeds = {
+            (job["variant"], job["seed"])
+            for job in jobs
+            if (job["architecture"], job["nominal_codebook_size"], job["steps"]) == (arch, size, 400)
+        }
         assert {(method, seed) for method in CORE_METHODS for seed in (0, 1, 2)} <= seeds, arch
     # The slowest runs first, so that the workers finish together.
     costs = [compare.RELATIVE_COST[job["architecture"]] * job["steps"] for job in jobs]
@@ -83,18 +112,34 @@ def test_plan_refuses_the_flags_it_sets_and_parts_check_their_names():
 
 
 def test_plan_runs_its_parts_and_writes_a_report_per_budget(tmp_path, monkeypatch, capsys):
-    tiny = StudyPlan("two budgets", (StudyPart(("autoencoder",), (64,), ("baseline", "fsq"), seeds=(0,), steps=2, curve_points=1),
-                                     StudyPart(("autoencoder",), (64,), ("baseline",), seeds=(0, 1), steps=3, curve_points=1),
-                                     StudyPart(("autoencoder",), (64,), ("baseline",), seeds=(0,), steps=2, curve_points=1)),
-                     eval_size=128, curve_size=64)
+    tiny = StudyPlan(
+        "two budgets",
+        (
+            StudyPart(("autoencoder",), (64,), ("baseline", "fsq"), seeds=(0,), steps=2, curve_points=1),
+            StudyPart(("autoencoder",), (64,), ("baseline",), seeds=(0, 1), steps=3, curve_points=1),
+            StudyPart(("autoencoder",), (64,), ("baseline",), seeds=(0,), steps=2, curve_points=1),
+        ),
+        eval_size=128,
+        curve_size=64,
+    )
     monkeypatch.setitem(compare.STUDY_PLANS, "tiny", tiny)
     result = main(["--plan", "tiny", "--quick", "--output_dir", str(tmp_path)])
-    assert sorted((run["variant"], run["seed"], run["steps"]) for run in result["runs"]) == [("baseline", 0, 2), ("baseline", 0, 3), ("fsq", 0, 2)]
+    assert sorted((run["variant"], run["seed"], run["steps"]) for run in result["runs"]) == [
+        ("baseline", 0, 2),
+        ("baseline", 0, 3),
+        ("fsq", 0, 2),
+    ]
     # --quick keeps each part's first seed; the third part repeats a run of the first: it runs once.
     assert "3 runs (2, 3 steps)" in capsys.readouterr().out
     for steps in (2, 3):
-        assert "### autoencoder, 64 codes, " + f"{steps} steps" in (tmp_path / f"compare_fashion_mnist_steps{steps}.md").read_text()
-    assert [plot.name for plot in result["plots"]] == ["compare_fashion_mnist_steps2_autoencoder_K64.png", "compare_fashion_mnist_steps3_autoencoder_K64.png"]
+        assert (
+            "### autoencoder, 64 codes, " + f"{steps} steps"
+            in (tmp_path / f"compare_fashion_mnist_steps{steps}.md").read_text()
+        )
+    assert [plot.name for plot in result["plots"]] == [
+        "compare_fashion_mnist_steps2_autoencoder_K64.png",
+        "compare_fashion_mnist_steps3_autoencoder_K64.png",
+    ]
     again = main(["--plan", "tiny", "--quick", "--output_dir", str(tmp_path), "--resume"])
     assert "0 runs" in capsys.readouterr().out and len(again["runs"]) == 3
 
@@ -104,7 +149,9 @@ def test_methods_build_the_quantizer_they_name():
     built = {}
     for name in ("simvq", "rotation", "ema", "alternating_sgd", "l2_lowdim", "fsq", "sync_nu2"):
         adjusted = method_defaults(name, defaults)
-        built[name] = make_quantizer(adjusted.code_dim or adjusted.embed_dim, adjusted.codebook_size, **method_options(name, adjusted))
+        built[name] = make_quantizer(
+            adjusted.code_dim or adjusted.embed_dim, adjusted.codebook_size, **method_options(name, adjusted)
+        )
     assert built["simvq"].embedding.affine is not None and not built["simvq"].embedding.weight.requires_grad
     assert built["rotation"].gradient_estimator == "rotation"
     assert built["ema"].codebook_update == "ema" and built["ema"].replace_freq == defaults.replace_freq
@@ -115,7 +162,9 @@ def test_methods_build_the_quantizer_they_name():
     with pytest.raises(ValueError, match="unknown method"):
         method_options("vqgan", defaults)
     with pytest.raises(ValueError, match="no FSQ levels"):
-        method_defaults("fsq", ARCHITECTURES["alexnet"].__class__(**{**ARCHITECTURES["alexnet"].to_dict(), "codebook_size": 1000}))
+        method_defaults(
+            "fsq", ARCHITECTURES["alexnet"].__class__(**{**ARCHITECTURES["alexnet"].to_dict(), "codebook_size": 1000})
+        )
 
 
 def test_projected_quantizer_keeps_the_model_width():
@@ -154,22 +203,51 @@ def test_vqgan_backbone_is_the_demo_tokenizer_with_only_the_quantizer_changed():
     demo = VQGANConfig.from_yaml(demo_tokenizer_config())
     configs = {name: vqgan_config(method_defaults(name, defaults), name, num_channels=1) for name in METHODS}
     baseline = configs["baseline"]
-    backbone = ("image_size", "block_out_channels", "layers_per_block", "attention_resolutions", "mid_block_add_attention",
-                "norm_num_groups", "latent_channels", "embed_dim", "codebook_size", "reconstruction_loss_type")
+    backbone = (
+        "image_size",
+        "block_out_channels",
+        "layers_per_block",
+        "attention_resolutions",
+        "mid_block_add_attention",
+        "norm_num_groups",
+        "latent_channels",
+        "embed_dim",
+        "codebook_size",
+        "reconstruction_loss_type",
+    )
     assert {f: getattr(baseline, f) for f in backbone} == {f: getattr(demo, f) for f in backbone}
     assert 0.98e6 < sum(p.numel() for p in VQGANBackbone(baseline).parameters()) < 1.0e6  # the demo's 0.99M
     # Plain straight-through: none of the demo config's recipe (affine, sync, alternating, k-means, replacement).
-    assert (baseline.affine, baseline.sync_nu, baseline.alternating, baseline.kmeans_init, baseline.replace_freq) == (None, 0.0, False, False, 0)
+    assert (baseline.affine, baseline.sync_nu, baseline.alternating, baseline.kmeans_init, baseline.replace_freq) == (
+        None,
+        0.0,
+        False,
+        False,
+        0,
+    )
     every = configs["all"]
-    assert (every.affine, every.affine_lr, every.sync_nu, every.alternating, every.replace_freq, every.kmeans_init) == ("learned", 2.0, 0.2, True, 20, False)
-    assert (configs["fsq"].quantizer_type, configs["fsq"].fsq_levels, configs["fsq"].embed_dim) == ("fsq", FSQ_LEVELS[512], 3)
+    assert (
+        every.affine,
+        every.affine_lr,
+        every.sync_nu,
+        every.alternating,
+        every.replace_freq,
+        every.kmeans_init,
+    ) == ("learned", 2.0, 0.2, True, 20, False)
+    assert (configs["fsq"].quantizer_type, configs["fsq"].fsq_levels, configs["fsq"].embed_dim) == (
+        "fsq",
+        FSQ_LEVELS[512],
+        3,
+    )
     assert (configs["l2_lowdim"].distance, configs["l2_lowdim"].embed_dim) == ("cosine", 8)
     assert (configs["ema"].codebook_update, configs["ema"].replace_freq) == ("ema", 20)
     assert configs["simvq"].affine == "linear" and configs["rotation"].gradient_estimator == "rotation"
     assert configs["alternating_sgd"].alternating == "sgd" and configs["sync_nu2"].sync_nu == 2.0
     # A field a method does not set is VectorQuantizer's default, as on the other backbones.
     signature = inspect.signature(VectorQuantizer).parameters
-    assert {f: getattr(baseline, f) for f in QUANTIZER_FIELDS if f in signature} == {f: signature[f].default for f in QUANTIZER_FIELDS if f in signature}
+    assert {f: getattr(baseline, f) for f in QUANTIZER_FIELDS if f in signature} == {
+        f: signature[f].default for f in QUANTIZER_FIELDS if f in signature
+    }
     with pytest.raises(ValueError, match="no VQGANConfig field"):
         config_quantizer_fields({"beta": 0.9, "search_backend": "faiss"}, 8, 512)
     with pytest.raises(ValueError, match=r"model_options \['replace_freq'\] are quantizer settings"):
@@ -177,11 +255,19 @@ def test_vqgan_backbone_is_the_demo_tokenizer_with_only_the_quantizer_changed():
 
 
 def test_vqgan_backbone_trains_on_the_configs_l1_loss():
-    defaults = replace(ARCHITECTURES["vqgan"], codebook_size=16, model_options={"block_out_channels": [8, 16, 16], "norm_num_groups": 8})
+    defaults = replace(
+        ARCHITECTURES["vqgan"],
+        codebook_size=16,
+        model_options={"block_out_channels": [8, 16, 16], "norm_num_groups": 8},
+    )
     images = torch.rand(2, 1, 32, 32) * 2 - 1
     data = ClassificationData(images, torch.zeros(2, dtype=torch.long), images, torch.zeros(2, dtype=torch.long))
     model = build_model("vqgan", defaults, "baseline", data)
-    assert isinstance(model, VQGANBackbone) and isinstance(model.quantizer, VectorQuantizer) and model.quantizer.codebook_size == 16
+    assert (
+        isinstance(model, VQGANBackbone)
+        and isinstance(model.quantizer, VectorQuantizer)
+        and model.quantizer.codebook_size == 16
+    )
     out = model(images)
     loss = task_loss("reconstruction", out, images, data.train_labels)
     assert torch.allclose(loss, F.l1_loss(out["reconstruction"], images) + out["vq_loss"])

@@ -46,7 +46,9 @@ def test_bad_markers_get_clear_errors(tmp_path):
     module.write_text("# Copied from hf_vq.models.token_vit.modeling_token_vit.TokenViTLayer\nx = 1\n")
     with pytest.raises(ValueError, match="must sit right above a def or class"):
         checker.check_file(module, overwrite=False)
-    module.write_text("# Copied from hf_vq.models.token_vit.modeling_token_vit.TokenViTLayer with TokenViT=>X\nclass A:\n    pass\n")
+    module.write_text(
+        "# Copied from hf_vq.models.token_vit.modeling_token_vit.TokenViTLayer with TokenViT=>X\nclass A:\n    pass\n"
+    )
     with pytest.raises(ValueError, match=r"cannot read the rename 'TokenViT=>X'; write `with Old->New"):
         checker.check_file(module, overwrite=False)
     module.write_text("# Copied from hf_vq.models.token_vit.modeling_token_vit.NoSuchLayer\nclass A:\n    pass\n")

@@ -78,7 +78,9 @@ def test_imagefolder_skips_and_counts_unreadable_images(image_folder, tmp_path):
 
 def test_skips_are_counted_through_dataloader_workers(image_folder, tmp_path):
     dataset = build_image_dataset(
-        train_data_dir=image_folder, cache_dir=tmp_path / "cache", transform=ImageTransform(resolution=8, num_channels=1)
+        train_data_dir=image_folder,
+        cache_dir=tmp_path / "cache",
+        transform=ImageTransform(resolution=8, num_channels=1),
     )
     pixel_values, counter = load_all(dataset, batch_size=1, num_workers=2)
     assert pixel_values.shape == (3, 1, 8, 8)
@@ -121,7 +123,9 @@ def write_idx(directory, split: str, images: np.ndarray, labels: np.ndarray) -> 
     header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", *images.shape)
     (directory / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.tobytes()))
     header = struct.pack(">HBB", 0, 0x08, 1) + struct.pack(">I", len(labels))
-    (directory / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + labels.astype(np.uint8).tobytes()))
+    (directory / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(header + labels.astype(np.uint8).tobytes())
+    )
 
 
 @pytest.fixture
@@ -148,13 +152,17 @@ def test_idx_folder_reads_exact_pixels_and_labels(idx_dir):
 
 @pytest.mark.skipif(find_idx_dir() is None, reason="Fashion-MNIST IDX files are not installed")
 def test_installed_fashion_mnist():
-    dataset = build_image_dataset("fashion_mnist", split="test", transform=ImageTransform(resolution=32, num_channels=1))
+    dataset = build_image_dataset(
+        "fashion_mnist", split="test", transform=ImageTransform(resolution=32, num_channels=1)
+    )
     assert len(dataset) == 10_000
     expected = torch.from_numpy(load_fashion_mnist("test").images[:4].astype(np.float32))
     pixel_values = collate_images([dataset[i] for i in range(4)])["pixel_values"]
     assert pixel_values.shape == (4, 1, 32, 32)
     # Bicubic upsampling keeps each image's mean brightness close to the original's.
-    torch.testing.assert_close(pixel_values.mean(dim=(1, 2, 3)), (expected / 127.5 - 1).mean(dim=(1, 2)), atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        pixel_values.mean(dim=(1, 2, 3)), (expected / 127.5 - 1).mean(dim=(1, 2)), atol=0.02, rtol=0
+    )
 
 
 def test_streaming_split_across_processes_is_disjoint_and_complete(idx_dir):
@@ -180,7 +188,8 @@ def test_streaming_imagefolder_counts_skips(image_folder):
 def test_hub_dataset_id_goes_to_load_dataset(monkeypatch, tmp_path):
     calls = []
     table = datasets.Dataset.from_dict(
-        {"img": [{"bytes": png_bytes(gradient_image(8, 8)), "path": None}]}, features=datasets.Features({"img": datasets.Image()})
+        {"img": [{"bytes": png_bytes(gradient_image(8, 8)), "path": None}]},
+        features=datasets.Features({"img": datasets.Image()}),
     )
 
     def fake_load_dataset(path, name=None, **kwargs):
@@ -191,7 +200,9 @@ def test_hub_dataset_id_goes_to_load_dataset(monkeypatch, tmp_path):
     dataset = build_image_dataset(
         "someone/pictures", "small", image_column="img", split="validation", cache_dir=tmp_path, max_samples=1
     )
-    assert calls == [("someone/pictures", "small", {"split": "validation", "streaming": False, "cache_dir": str(tmp_path)})]
+    assert calls == [
+        ("someone/pictures", "small", {"split": "validation", "streaming": False, "cache_dir": str(tmp_path)})
+    ]
     assert dataset.features["img"] == datasets.Image(decode=False)
 
 
@@ -221,10 +232,13 @@ def idx_dir_with_labels(tmp_path):
     return directory
 
 
-@pytest.mark.parametrize("contents, message", [
-    ("nothing", r"empty is empty: it holds no image files"),
-    ("text_only", r"empty gives no 'train' split with images"),
-])
+@pytest.mark.parametrize(
+    "contents, message",
+    [
+        ("nothing", r"empty is empty: it holds no image files"),
+        ("text_only", r"empty gives no 'train' split with images"),
+    ],
+)
 def test_empty_folder_is_an_error(tmp_path, contents, message):
     folder = tmp_path / "empty"
     folder.mkdir()
@@ -303,7 +317,8 @@ def test_random_flip_mirrors_about_half_of_the_images():
     images = images_for_randomness(64)
     flipped = sum(not torch.equal(plain(image), flipping(image)) for image in images)
     assert all(
-        torch.equal(flipping(image), plain(image)) or torch.equal(flipping(image), plain(image).flip(-1)) for image in images
+        torch.equal(flipping(image), plain(image)) or torch.equal(flipping(image), plain(image).flip(-1))
+        for image in images
     )
     assert 16 <= flipped <= 48
 
@@ -332,7 +347,9 @@ def test_transform_pickles_for_spawned_workers():
 
 
 def test_collate_drops_none_and_handles_all_skipped_batches():
-    batch = collate_images([{"pixel_values": torch.ones(1, 2, 2)}, {"pixel_values": None}, {"pixel_values": torch.zeros(1, 2, 2)}])
+    batch = collate_images(
+        [{"pixel_values": torch.ones(1, 2, 2)}, {"pixel_values": None}, {"pixel_values": torch.zeros(1, 2, 2)}]
+    )
     assert batch["pixel_values"].shape == (2, 1, 2, 2) and batch["num_skipped"].tolist() == [1]
     empty = collate_images([{"pixel_values": None}] * 3)
     assert empty["pixel_values"].numel() == 0 and empty["num_skipped"].tolist() == [3]

@@ -33,7 +33,9 @@ def test_quick_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys):
     assert (tmp_path / "pixel_vit" / "config.json").is_file() and (tmp_path / "prior" / "model_index.json").is_file()
     assert (tmp_path / "prior" / "samples.png").is_file() and "conditional accuracy" in printed
     prior_metrics = json.loads((tmp_path / "prior" / "metrics.json").read_text())
-    assert {"conditional_accuracy", "real_accuracy", "classifier_fid", "reconstruction_classifier_fid"} <= set(prior_metrics)
+    assert {"conditional_accuracy", "real_accuracy", "classifier_fid", "reconstruction_classifier_fid"} <= set(
+        prior_metrics
+    )
 
 
 def test_demo_paper_methods_beat_plain_straight_through_on_perplexity():
@@ -49,7 +51,9 @@ def test_demo_paper_methods_beat_plain_straight_through_on_perplexity():
     train_images = images_to_tensor(load_fashion_mnist("train").images[:4096])
     test_images = images_to_tensor(load_fashion_mnist("test").images[:256])
     perplexity, threads = {}, torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops on a busy shared machine: one thread is many times faster (see training_helpers)
+    torch.set_num_threads(
+        1
+    )  # small ops on a busy shared machine: one thread is many times faster (see training_helpers)
     try:
         for variant in DEMO_VARIANTS:
             torch.manual_seed(0)

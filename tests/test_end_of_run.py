@@ -26,8 +26,15 @@ def accelerator():
 @pytest.fixture
 def config(tmp_path):
     images = write_images(tmp_path / "images", 2)
-    return resolve_args(TOKENIZER_COMMAND, {"config": TINY_CONFIG, "train_data_dir": str(images),
-                                            "output_dir": str(tmp_path / "run"), "hub_token": "hf_secret"})
+    return resolve_args(
+        TOKENIZER_COMMAND,
+        {
+            "config": TINY_CONFIG,
+            "train_data_dir": str(images),
+            "output_dir": str(tmp_path / "run"),
+            "hub_token": "hf_secret",
+        },
+    )
 
 
 def test_ema_weights_are_held_inside_the_block_and_the_live_ones_come_back(accelerator):

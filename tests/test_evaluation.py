@@ -184,7 +184,9 @@ def test_missing_inception_weights_name_what_is_missing(tmp_path, monkeypatch):
         assert "pip install torch-fidelity" in str(error.value)
     # Without a path it looks where torch-fidelity downloads to: torch hub's checkpoint folder.
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(InceptionWeightsNotFoundError, match=str(tmp_path / "hub" / "checkpoints" / INCEPTION_WEIGHTS_FILE)):
+    with pytest.raises(
+        InceptionWeightsNotFoundError, match=str(tmp_path / "hub" / "checkpoints" / INCEPTION_WEIGHTS_FILE)
+    ):
         InceptionFeatureExtractor()
 
 
@@ -199,13 +201,16 @@ def test_present_weights_without_torch_fidelity_name_only_the_package(tmp_path):
 
 # --- several processes -------------------------------------------------------------------------------------------
 
+
 def distributed_case():
     """Eight image pairs and their codes: ranks 0 and 1 each get four (codes 0-3 on rank 0, 4-7 on rank 1)."""
     generator = torch.Generator().manual_seed(0)
     originals = torch.rand(8, 1, 16, 16, generator=generator) * 2 - 1
     reconstructions = (originals + 0.1 * torch.randn(8, 1, 16, 16, generator=generator)).clamp(-1, 1)
     tokens = torch.arange(8).view(8, 1, 1)
-    metrics = ReconstructionMetrics(8, CallableFeatureExtractor(lambda images: images.mean(dim=(2, 3)), num_features=1))
+    metrics = ReconstructionMetrics(
+        8, CallableFeatureExtractor(lambda images: images.mean(dim=(2, 3)), num_features=1)
+    )
     return originals, reconstructions, tokens, metrics
 
 
@@ -235,7 +240,16 @@ def test_two_processes_measure_the_whole_set(tmp_path):
     script.write_text(WORKER.format(case=inspect.getsource(distributed_case)))
     output = tmp_path / "result.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script), str(output)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(script),
+        str(output),
+    ]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     shared = json.loads(output.read_text())

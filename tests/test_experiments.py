@@ -39,7 +39,9 @@ def test_resnet18_shapes(size, channels, grid):
 
 @pytest.mark.parametrize("size, channels, tokens", [(28, 1, 49), (32, 3, 64)])
 def test_vit_shapes(size, channels, tokens):
-    model = ViTVQ(in_channels=channels, num_classes=10, image_size=size, dim=16, depth=2, num_heads=2, codebook_size=32)
+    model = ViTVQ(
+        in_channels=channels, num_classes=10, image_size=size, dim=16, depth=2, num_heads=2, codebook_size=32
+    )
     out = model(torch.randn(3, channels, size, size))
     assert out["logits"].shape == (3, 10)
     assert out["indices"].shape == (3, tokens)
@@ -60,7 +62,14 @@ def test_ablation_variants_switch_on_one_method_each():
     assert ablation_options("sync", defaults)["sync_nu"] == defaults.sync_nu
     assert ablation_options("alternating", defaults)["alternating"] is True
     assert ablation_options("replace", defaults)["replace_freq"] == defaults.replace_freq
-    assert set(ablation_options("all", defaults)) == {"beta", "affine", "affine_lr", "sync_nu", "alternating", "replace_freq"}
+    assert set(ablation_options("all", defaults)) == {
+        "beta",
+        "affine",
+        "affine_lr",
+        "sync_nu",
+        "alternating",
+        "replace_freq",
+    }
     with pytest.raises(ValueError, match="unknown variant"):
         ablation_options("everything", defaults)
 
@@ -82,7 +91,9 @@ def test_quick_run_trains_every_variant_and_writes_the_report(tmp_path):
     for run in runs:
         assert run["steps"] == 6 and len(run["curve"]) == 2
         assert all(math.isfinite(point["train_loss"]) for point in run["curve"])
-        assert run["metrics"]["codebook_shift"] > 0, f"{run['architecture']}/{run['variant']}: the codebook never moved"
+        assert run["metrics"]["codebook_shift"] > 0, (
+            f"{run['architecture']}/{run['variant']}: the codebook never moved"
+        )
     report = (tmp_path / "results_fashion_mnist.md").read_text()
     for name in [*REPRODUCED, *VARIANT_METHODS]:
         assert name in report

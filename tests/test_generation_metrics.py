@@ -8,12 +8,26 @@ import pytest
 import torch
 from transformers import ViTConfig, ViTForImageClassification
 
-from hf_vq.evaluation import CallableFeatureExtractor, ClassifierJudge, GenerationMetrics, load_classifier_judge, save_image_grid
+from hf_vq.evaluation import (
+    CallableFeatureExtractor,
+    ClassifierJudge,
+    GenerationMetrics,
+    load_classifier_judge,
+    save_image_grid,
+)
 
 
 def _vit(num_labels=3, image_size=8, num_channels=1):
-    config = ViTConfig(image_size=image_size, patch_size=4, num_channels=num_channels, hidden_size=16, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=32, num_labels=num_labels)
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=4,
+        num_channels=num_channels,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=num_labels,
+    )
     return ViTForImageClassification(config).eval()
 
 
@@ -79,7 +93,9 @@ def test_frechet_distance_is_zero_for_identical_sets_and_the_squared_shift_for_s
     floor.update_generated(real, None, tokens)
     result = floor.compute()
     assert result["reconstruction_inception_fid"] == pytest.approx(0.25, rel=1e-4)
-    assert result["inception_fid"] == pytest.approx(0.0, abs=1e-6) and result["inception_fid_ratio"] == pytest.approx(0.0, abs=1e-4)
+    assert result["inception_fid"] == pytest.approx(0.0, abs=1e-6) and result["inception_fid_ratio"] == pytest.approx(
+        0.0, abs=1e-4
+    )
 
 
 def test_token_statistics_of_generated_and_real_tokens():

@@ -19,7 +19,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.utils import disable_progress_bars
 
@@ -44,10 +43,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer  # noqa: E402
 
 TOKEN, USER, ORG = "hf_test_alice", "alice", "org"
-TOKENIZER_REPO, CLASSIFIER_REPO, LINKED_CLASSIFIER_REPO = f"{ORG}/tiny-codebook", f"{ORG}/tiny-vit", f"{ORG}/tiny-vit-on-tokens"
+TOKENIZER_REPO, CLASSIFIER_REPO, LINKED_CLASSIFIER_REPO = (
+    f"{ORG}/tiny-codebook",
+    f"{ORG}/tiny-vit",
+    f"{ORG}/tiny-vit-on-tokens",
+)
 
 # A model shared as remote code: config and model in one file, as `register_for_auto_class` copies it.
-REMOTE_CODE_MODULE = '''
+REMOTE_CODE_MODULE = """
 from types import SimpleNamespace
 
 import torch
@@ -84,11 +87,28 @@ class TinyCodebookModel(PreTrainedModel):
 
     def forward(self, pixel_values):
         return self.encode(pixel_values)
-'''
-TOKENIZER_METRICS = {"psnr": 24.5, "ssim": 0.81, "rfid": None, "codebook_usage": 0.75, "perplexity": 5.9,
-                     "dataset": "zalando-datasets/fashion_mnist", "split": "test", "train_steps": 50, "hardware": "CPU"}
-TOKENIZER_TRAINING = {"learning_rate": 0.0002, "max_train_steps": 50, "sync_nu": 0.2, "affine": "learned",
-                      "alternating": True, "replace_freq": 20, "beta": 0.95, "hub_token": "never-shown"}
+"""
+TOKENIZER_METRICS = {
+    "psnr": 24.5,
+    "ssim": 0.81,
+    "rfid": None,
+    "codebook_usage": 0.75,
+    "perplexity": 5.9,
+    "dataset": "zalando-datasets/fashion_mnist",
+    "split": "test",
+    "train_steps": 50,
+    "hardware": "CPU",
+}
+TOKENIZER_TRAINING = {
+    "learning_rate": 0.0002,
+    "max_train_steps": 50,
+    "sync_nu": 0.2,
+    "affine": "learned",
+    "alternating": True,
+    "replace_freq": 20,
+    "beta": 0.95,
+    "hub_token": "never-shown",
+}
 CLASSIFIER_METRICS = {"accuracy": 0.8125, "dataset": "zalando-datasets/fashion_mnist", "split": "test"}
 
 
@@ -106,8 +126,11 @@ def hub(tmp_path_factory):
 def folders(tmp_path_factory) -> dict[str, Path]:
     """Model folders as training runs leave them: a remote-code tokenizer, a ViT classifier, and a ViT on tokens."""
     root = tmp_path_factory.mktemp("models")
-    return {"tokenizer": _tokenizer_folder(root), "classifier": _vit_folder(root / "vit"),
-            "linked": _vit_folder(root / "vit_on_tokens", tokenizer_name_or_path=str(root / "tokenizer"))}
+    return {
+        "tokenizer": _tokenizer_folder(root),
+        "classifier": _vit_folder(root / "vit"),
+        "linked": _vit_folder(root / "vit_on_tokens", tokenizer_name_or_path=str(root / "tokenizer")),
+    }
 
 
 @pytest.fixture
@@ -165,9 +188,17 @@ def _vit_folder(folder: Path, **config_extra) -> Path:
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
     labels = ["T-shirt/top", "Trouser", "Pullover"]
-    config = ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-                       **config_extra)
+    config = ViTConfig(
+        image_size=16,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+        **config_extra,
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(folder)
     _write_run_files(folder, CLASSIFIER_METRICS, {"learning_rate": 0.001, "train_batch_size": 8})
@@ -200,10 +231,22 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 def test_push_makes_one_commit_with_model_card_code_and_samples(hub, pushed, folders):
     history = hub.store.commits_on(TOKENIZER_REPO)
     # initial commit, the push, then the card update that lists the classifier trained on it
-    assert [c["message"] for c in history] == [f"List {LINKED_CLASSIFIER_REPO} on the card", "Add tokenizer", "initial commit"]
+    assert [c["message"] for c in history] == [
+        f"List {LINKED_CLASSIFIER_REPO} on the card",
+        "Add tokenizer",
+        "initial commit",
+    ]
     pushed_files = set(history[1]["files"])
-    assert pushed_files == {".gitattributes", "README.md", "config.json", "model.safetensors", "modeling_tiny_codebook.py",
-                            "metrics.json", "training_config.json", "samples.png"}
+    assert pushed_files == {
+        ".gitattributes",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "modeling_tiny_codebook.py",
+        "metrics.json",
+        "training_config.json",
+        "samples.png",
+    }
     assert pushed["tokenizer"] == f"{hub.url}/{TOKENIZER_REPO}/commit/{history[1]['id']}"
     assert not (folders["tokenizer"] / "README.md").exists(), "the user's folder is left as it was"
     assert hub.unhandled == []
@@ -225,7 +268,7 @@ def test_round_trip_from_pretrained_through_hf_endpoint(hub, pushed, folders, tm
 
         report = {{}}
         hub_vit = AutoModelForImageClassification.from_pretrained("{CLASSIFIER_REPO}")
-        local_vit = AutoModelForImageClassification.from_pretrained(r"{folders['classifier']}")
+        local_vit = AutoModelForImageClassification.from_pretrained(r"{folders["classifier"]}")
         report["vit_equal"] = all(torch.equal(a, b) for a, b in zip(hub_vit.state_dict().values(), local_vit.state_dict().values()))
         report["processor"] = type(AutoImageProcessor.from_pretrained("{CLASSIFIER_REPO}")).__name__
         hub_codebook = AutoModel.from_pretrained("{TOKENIZER_REPO}", trust_remote_code=True)
@@ -238,9 +281,16 @@ def test_round_trip_from_pretrained_through_hf_endpoint(hub, pushed, folders, tm
             exec(snippet, {{}})  # the usage snippet runs as written
         print("REPORT" + json.dumps(report))
     """)
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
-           "TRANSFORMERS_OFFLINE": "0", "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "home"),
+        "HF_HUB_OFFLINE": "0",
+        "TRANSFORMERS_OFFLINE": "0",
+        "HF_TOKEN": TOKEN,
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.split("REPORT", 1)[1])
@@ -249,7 +299,9 @@ def test_round_trip_from_pretrained_through_hf_endpoint(hub, pushed, folders, tm
     assert report["remote_class"] == "TinyCodebookModel" and report["codebook_size"] == 8
     assert report[CLASSIFIER_REPO] == [["accuracy", 0.8125]]
     assert report[TOKENIZER_REPO] == [["psnr", 24.5], ["ssim", 0.81], ["codebook_usage", 0.75], ["perplexity", 5.9]]
-    downloads = [path for method, path in hub.requests if method == "GET" and path.startswith(f"/{CLASSIFIER_REPO}/resolve/")]
+    downloads = [
+        path for method, path in hub.requests if method == "GET" and path.startswith(f"/{CLASSIFIER_REPO}/resolve/")
+    ]
     assert any(path.endswith("/model.safetensors") for path in downloads), "weights came from the test Hub"
 
 
@@ -284,7 +336,9 @@ def test_classifier_card_links_tokenizer_and_tokenizer_card_lists_it(online, pus
 
 
 def test_push_to_a_new_branch_of_a_private_repo(online, folders):
-    url = push_to_hub(folders["classifier"], f"{USER}/private-vit", private=True, revision="v1", commit_message="v1 weights")
+    url = push_to_hub(
+        folders["classifier"], f"{USER}/private-vit", private=True, revision="v1", commit_message="v1 weights"
+    )
     store = online.store
     assert store.meta(f"{USER}/private-vit")["private"] is True
     assert [c["message"] for c in store.commits_on(f"{USER}/private-vit", "v1")] == ["v1 weights", "initial commit"]
@@ -381,7 +435,9 @@ def test_invalid_card_metadata_fails_before_any_request(online, folders):
 
 
 def test_metrics_not_measured_are_not_shown(folders, tmp_path):
-    assert [m["key"] for m in measured_metrics({"psnr": None, "ssim": float("nan"), "rfid": True, "accuracy": 0.5})] == ["accuracy"]
+    assert [
+        m["key"] for m in measured_metrics({"psnr": None, "ssim": float("nan"), "rfid": True, "accuracy": 0.5})
+    ] == ["accuracy"]
     bare = _copy(folders["classifier"], tmp_path / "bare")
     for name in ("metrics.json", "training_config.json", "samples.png"):
         (bare / name).unlink()
@@ -402,7 +458,11 @@ def _evaluation_table(card_text: str) -> list[tuple[str, str]]:
 def test_card_evaluation_table_shows_every_measured_metric(folders):
     tokenizer_card = render_model_card(load_model_folder(folders["tokenizer"]), TOKENIZER_REPO)
     assert _evaluation_table(tokenizer_card.text) == [
-        ("PSNR (dB)", "24.5"), ("SSIM", "0.81"), ("Codebook usage", "75.00%"), ("Codebook perplexity", "5.9")]
+        ("PSNR (dB)", "24.5"),
+        ("SSIM", "0.81"),
+        ("Codebook usage", "75.00%"),
+        ("Codebook perplexity", "5.9"),
+    ]
     classifier_card = render_model_card(load_model_folder(folders["classifier"]), CLASSIFIER_REPO)
     assert _evaluation_table(classifier_card.text) == [("Accuracy", "81.25%")]
 
@@ -423,8 +483,17 @@ def test_cli_push_subcommand(online, folders, capsys):
 
     parser = argparse.ArgumentParser(prog="hf-vq")
     add_push_subcommand(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["push", "--model_dir", str(folders["classifier"]), "--hub_model_id", f"{ORG}/from-cli",
-                              "--commit_message", "from the CLI"])
+    args = parser.parse_args(
+        [
+            "push",
+            "--model_dir",
+            str(folders["classifier"]),
+            "--hub_model_id",
+            f"{ORG}/from-cli",
+            "--commit_message",
+            "from the CLI",
+        ]
+    )
     url = args.handler(args)
     assert f"{ORG}/from-cli" in capsys.readouterr().out
     assert online.store.commits_on(f"{ORG}/from-cli")[0]["message"] == "from the CLI" and url
@@ -459,9 +528,21 @@ def test_hf_vq_cli_has_the_push_command():
 @pytest.fixture(scope="module")
 def vqgan_folder(tmp_path_factory) -> Path:
     from hf_vq.models import vqgan
-    config = vqgan.VQGANConfig(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, latent_channels=8,
-                               image_size=8, attention_resolutions=[], codebook_size=16, embed_dim=4, num_channels=1,
-                               sync_nu=0.2, affine="learned", alternating=True)
+
+    config = vqgan.VQGANConfig(
+        block_out_channels=[8, 16],
+        layers_per_block=1,
+        norm_num_groups=4,
+        latent_channels=8,
+        image_size=8,
+        attention_resolutions=[],
+        codebook_size=16,
+        embed_dim=4,
+        num_channels=1,
+        sync_nu=0.2,
+        affine="learned",
+        alternating=True,
+    )
     folder = tmp_path_factory.mktemp("vqgan") / "vqgan"
     vqgan.VQGANModel(config).save_pretrained(folder)
     vqgan.VQGANImageProcessor.from_model_config(config).save_pretrained(folder)
@@ -476,7 +557,9 @@ def test_vqgan_round_trip_with_remote_code(online, vqgan_folder, tmp_path):
     assert {"modeling_vqgan.py", "configuration_vqgan.py", "preprocessor_config.json", "README.md"} <= pushed_files
     card = ModelCard.load(f"{ORG}/vqgan")
     assert [r.metric_type for r in card.data.eval_results] == ["psnr", "ssim", "rfid", "codebook_usage", "perplexity"]
-    assert "Synchronized update (nu = 0.2)" in card.text and "Affine re-parameterised codes (mode: learned)" in card.text
+    assert (
+        "Synchronized update (nu = 0.2)" in card.text and "Affine re-parameterised codes (mode: learned)" in card.text
+    )
     script = textwrap.dedent(f"""
         import sys
 
@@ -496,8 +579,17 @@ def test_vqgan_round_trip_with_remote_code(online, vqgan_folder, tmp_path):
         exec(re.search(r"```python\\n(.*?)```", ModelCard.load("{ORG}/vqgan").text, re.S).group(1), {{}})
         print("ROUND TRIP OK")
     """)
-    env = {**os.environ, "HF_ENDPOINT": online.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
-           "TRANSFORMERS_OFFLINE": "0", "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": online.url,
+        "HF_HOME": str(tmp_path / "home"),
+        "HF_HUB_OFFLINE": "0",
+        "TRANSFORMERS_OFFLINE": "0",
+        "HF_TOKEN": TOKEN,
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ROUND TRIP OK" in result.stdout

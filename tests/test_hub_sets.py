@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -29,14 +28,30 @@ from hub_server import HubServer  # noqa: E402
 from test_hub import ORG, TOKEN, USER, _act_as_online_user  # noqa: E402
 
 LABELS = {0: "T-shirt/top", 1: "Trouser", 2: "Pullover"}
-TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO = f"{ORG}/fmnist-vqgan", f"{ORG}/fmnist-token-vit", f"{ORG}/fmnist-pixel-vit"
+TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO = (
+    f"{ORG}/fmnist-vqgan",
+    f"{ORG}/fmnist-token-vit",
+    f"{ORG}/fmnist-pixel-vit",
+)
 PRIOR_REPO = f"{ORG}/fmnist-prior"
 ALL_REPOS = (TOKENIZER_REPO, TOKEN_VIT_REPO, PIXEL_VIT_REPO, PRIOR_REPO)
 COLLECTION = "Fashion-MNIST tokenizer and the models built on it"
-PRIOR_METRICS = {"conditional_accuracy": 0.5, "real_accuracy": 0.8, "relative_conditional_accuracy": 0.625, "classifier_fid": 12.0,
-                 "reconstruction_classifier_fid": 3.0, "classifier_fid_ratio": 4.0, "generated_usage": 0.4,
-                 "generated_perplexity": 9.5, "real_usage": 0.9, "real_perplexity": 20.1, "eval_images": 48,
-                 "num_classes": 3, "dataset": "fashion_mnist", "split": "test"}
+PRIOR_METRICS = {
+    "conditional_accuracy": 0.5,
+    "real_accuracy": 0.8,
+    "relative_conditional_accuracy": 0.625,
+    "classifier_fid": 12.0,
+    "reconstruction_classifier_fid": 3.0,
+    "classifier_fid_ratio": 4.0,
+    "generated_usage": 0.4,
+    "generated_perplexity": 9.5,
+    "real_usage": 0.9,
+    "real_perplexity": 20.1,
+    "eval_images": 48,
+    "num_classes": 3,
+    "dataset": "fashion_mnist",
+    "split": "test",
+}
 
 
 # ------------------------------------------------------------------------------------------- folders
@@ -54,51 +69,125 @@ def folders(workdir) -> dict[str, Path]:
     torch.manual_seed(0)
     data_dir = workdir / "datasets" / "fashion-mnist"
     data_dir.mkdir(parents=True)
-    config = VQGANConfig(num_channels=1, image_size=16, block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8,
-                         latent_channels=8, embed_dim=4, codebook_size=32, attention_resolutions=[8], sync_nu=0.2,
-                         affine="learned", alternating=True)
+    config = VQGANConfig(
+        num_channels=1,
+        image_size=16,
+        block_out_channels=[16, 32],
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=8,
+        embed_dim=4,
+        codebook_size=32,
+        attention_resolutions=[8],
+        sync_nu=0.2,
+        affine="learned",
+        alternating=True,
+    )
     tokenizer_dir = workdir / "outputs" / "fmnist-vqgan"
     tokenizer = VQGANModel(config).eval()
     processor = VQGANImageProcessor.from_model_config(config)
     tokenizer.save_pretrained(tokenizer_dir, image_processor=processor)
-    _run_files(tokenizer_dir, {"psnr": 21.5, "ssim": 0.7, "codebook_usage": 0.9, "perplexity": 25.0, "dataset": "fashion-mnist",
-                               "split": "test", "train_steps": 10, "hardware": "CPU"},
-               {"train_data_dir": str(data_dir), "output_dir": str(tokenizer_dir), "max_train_steps": 10})
+    _run_files(
+        tokenizer_dir,
+        {
+            "psnr": 21.5,
+            "ssim": 0.7,
+            "codebook_usage": 0.9,
+            "perplexity": 25.0,
+            "dataset": "fashion-mnist",
+            "split": "test",
+            "train_steps": 10,
+            "hardware": "CPU",
+        },
+        {"train_data_dir": str(data_dir), "output_dir": str(tokenizer_dir), "max_train_steps": 10},
+    )
 
     token_vit_dir = workdir / "outputs" / "fmnist-token-vit"
     model = TokenViTForImageClassification.from_tokenizer(
-        str(tokenizer_dir), tokenizer=tokenizer, init_from_codebook=True, num_labels=3, id2label=LABELS,
-        label2id={name: index for index, name in LABELS.items()}, hidden_size=16, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=32,
+        str(tokenizer_dir),
+        tokenizer=tokenizer,
+        init_from_codebook=True,
+        num_labels=3,
+        id2label=LABELS,
+        label2id={name: index for index, name in LABELS.items()},
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
     )
     model.save_pretrained(token_vit_dir, image_processor=processor)
-    classifier_metrics = {"accuracy": 0.625, "top5_accuracy": 1.0, "dataset": "fashion_mnist", "split": "test",
-                          "eval_examples": 64, "tokenizer": str(tokenizer_dir)}
-    _run_files(token_vit_dir, classifier_metrics, {"tokenizer_name_or_path": str(tokenizer_dir), "output_dir": str(token_vit_dir),
-                                                   "dataset_name": "fashion_mnist", "learning_rate": 0.001})
+    classifier_metrics = {
+        "accuracy": 0.625,
+        "top5_accuracy": 1.0,
+        "dataset": "fashion_mnist",
+        "split": "test",
+        "eval_examples": 64,
+        "tokenizer": str(tokenizer_dir),
+    }
+    _run_files(
+        token_vit_dir,
+        classifier_metrics,
+        {
+            "tokenizer_name_or_path": str(tokenizer_dir),
+            "output_dir": str(token_vit_dir),
+            "dataset_name": "fashion_mnist",
+            "learning_rate": 0.001,
+        },
+    )
 
     from transformers import ViTConfig, ViTForImageClassification
 
     pixel_vit_dir = workdir / "outputs" / "fmnist-pixel-vit"
-    vit_config = ViTConfig(image_size=16, patch_size=2, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=32, id2label=LABELS, label2id={name: index for index, name in LABELS.items()})
+    vit_config = ViTConfig(
+        image_size=16,
+        patch_size=2,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        id2label=LABELS,
+        label2id={name: index for index, name in LABELS.items()},
+    )
     ViTForImageClassification(vit_config).save_pretrained(pixel_vit_dir)
     save_image_processor(processor, pixel_vit_dir)
-    _run_files(pixel_vit_dir, classifier_metrics | {"accuracy": 0.5}, {"tokenizer_name_or_path": str(tokenizer_dir),
-                                                                       "output_dir": str(pixel_vit_dir), "model_type": "pixel_vit"})
+    _run_files(
+        pixel_vit_dir,
+        classifier_metrics | {"accuracy": 0.5},
+        {"tokenizer_name_or_path": str(tokenizer_dir), "output_dir": str(pixel_vit_dir), "model_type": "pixel_vit"},
+    )
 
     from hf_vq import MaskGITModel
     from hf_vq.training.prior_evaluation import build_pipeline
 
     prior_dir = workdir / "outputs" / "fmnist-prior"
-    prior = MaskGITModel.from_tokenizer(str(tokenizer_dir), tokenizer=tokenizer, num_classes=3, id2label=LABELS, hidden_size=16,
-                                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).eval()
+    prior = MaskGITModel.from_tokenizer(
+        str(tokenizer_dir),
+        tokenizer=tokenizer,
+        num_classes=3,
+        id2label=LABELS,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    ).eval()
     build_pipeline(tokenizer, prior).save_pretrained(prior_dir)
     (prior_dir / "checkpoints" / "checkpoint_0").mkdir(parents=True)  # training state stays local
-    (prior_dir / "checkpoints" / "checkpoint_0" / "prior_tokenizer.json").write_text(json.dumps({"tokenizer": str(tokenizer_dir)}))
-    _run_files(prior_dir, PRIOR_METRICS | {"tokenizer": str(tokenizer_dir)},
-               {"tokenizer_name_or_path": str(tokenizer_dir), "output_dir": str(prior_dir), "dataset_name": "fashion_mnist"})
-    return {"tokenizer": tokenizer_dir, "token_vit": token_vit_dir, "pixel_vit": pixel_vit_dir, "prior": prior_dir, "data": data_dir}
+    (prior_dir / "checkpoints" / "checkpoint_0" / "prior_tokenizer.json").write_text(
+        json.dumps({"tokenizer": str(tokenizer_dir)})
+    )
+    _run_files(
+        prior_dir,
+        PRIOR_METRICS | {"tokenizer": str(tokenizer_dir)},
+        {"tokenizer_name_or_path": str(tokenizer_dir), "output_dir": str(prior_dir), "dataset_name": "fashion_mnist"},
+    )
+    return {
+        "tokenizer": tokenizer_dir,
+        "token_vit": token_vit_dir,
+        "pixel_vit": pixel_vit_dir,
+        "prior": prior_dir,
+        "data": data_dir,
+    }
 
 
 def _run_files(folder: Path, metrics: dict, training_config: dict) -> None:
@@ -126,8 +215,13 @@ def pushed(hub, folders, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     _act_as_online_user(patch, hub.url, tmp_path_factory.mktemp("push-user"))
     try:
-        return push_model_set(str(folders["tokenizer"]), [str(folders["token_vit"]), str(folders["pixel_vit"])],
-                              [str(folders["prior"])], hub_namespace=ORG, collection_title=COLLECTION)
+        return push_model_set(
+            str(folders["tokenizer"]),
+            [str(folders["token_vit"]), str(folders["pixel_vit"])],
+            [str(folders["prior"])],
+            hub_namespace=ORG,
+            collection_title=COLLECTION,
+        )
     finally:
         patch.undo()
 
@@ -145,30 +239,54 @@ def test_set_is_pushed_tokenizer_first_and_dependents_pin_its_commit(hub, pushed
     assert pushed.tokenizer_repo == TOKENIZER_REPO and pushed.tokenizer_revision == tokenizer_commit["id"]
     assert len(hub.store.commits_on(TOKENIZER_REPO)) == 2, "the tokenizer card lists its dependents in the first push"
     config = _pushed_json(hub, TOKEN_VIT_REPO, "config.json")
-    assert config["tokenizer_name_or_path"] == TOKENIZER_REPO and config["tokenizer_revision"] == tokenizer_commit["id"]
+    assert (
+        config["tokenizer_name_or_path"] == TOKENIZER_REPO and config["tokenizer_revision"] == tokenizer_commit["id"]
+    )
     prior_config = _pushed_json(hub, PRIOR_REPO, "transformer/config.json")
-    assert prior_config["tokenizer_name_or_path"] == TOKENIZER_REPO and prior_config["tokenizer_revision"] == tokenizer_commit["id"]
+    assert (
+        prior_config["tokenizer_name_or_path"] == TOKENIZER_REPO
+        and prior_config["tokenizer_revision"] == tokenizer_commit["id"]
+    )
     assert set(pushed.commits) == set(ALL_REPOS)
     files = set(hub.store.commits_on(TOKEN_VIT_REPO)[0]["files"])
-    assert {"modeling_token_vit.py", "vqgan_token_vit.py", "modeling_vqgan.py", "image_processing_vqgan.py",
-            "vector_quantizer.py", "preprocessor_config.json"} <= files
+    assert {
+        "modeling_token_vit.py",
+        "vqgan_token_vit.py",
+        "modeling_vqgan.py",
+        "image_processing_vqgan.py",
+        "vector_quantizer.py",
+        "preprocessor_config.json",
+    } <= files
     prior_files = set(hub.store.commits_on(PRIOR_REPO)[0]["files"])
-    assert {"model_index.json", "pipeline_maskgit.py", "transformer/config.json", "vqgan/model.safetensors",
-            "scheduler/scheduler_config.json", "metrics.json", "samples.png", "README.md"} <= prior_files
+    assert {
+        "model_index.json",
+        "pipeline_maskgit.py",
+        "transformer/config.json",
+        "vqgan/model.safetensors",
+        "scheduler/scheduler_config.json",
+        "metrics.json",
+        "samples.png",
+        "README.md",
+    } <= prior_files
     assert not any(path.startswith("checkpoints/") for path in prior_files)
     assert hub.unhandled == []
 
 
 def test_cards_link_both_ways_and_the_collection_groups_the_set(online, pushed):
     tokenizer_card = ModelCard.load(TOKENIZER_REPO)
-    assert listed_dependents(tokenizer_card.text) == [PRIOR_REPO, TOKEN_VIT_REPO], "the pixel ViT does not read the tokenizer"
+    assert listed_dependents(tokenizer_card.text) == [PRIOR_REPO, TOKEN_VIT_REPO], (
+        "the pixel ViT does not read the tokenizer"
+    )
     assert f"[{PRIOR_REPO}]({online.url}/{PRIOR_REPO}): class-conditional image generation" in tokenizer_card.text
     prior_card = ModelCard.load(PRIOR_REPO)
     assert prior_card.data.base_model == TOKENIZER_REPO and prior_card.data.library_name == "diffusers"
     # class-conditional: no Hub task fits, and "unconditional-image-generation" would be wrong (issue 24)
     assert prior_card.data.pipeline_tag is None and "class-conditional-image-generation" in prior_card.data.tags
-    assert [r.metric_type for r in prior_card.data.eval_results][:3] == ["conditional_accuracy", "real_accuracy",
-                                                                          "relative_conditional_accuracy"]
+    assert [r.metric_type for r in prior_card.data.eval_results][:3] == [
+        "conditional_accuracy",
+        "real_accuracy",
+        "relative_conditional_accuracy",
+    ]
     assert "Classes (the `class_labels` it takes, in order): T-shirt/top, Trouser, Pullover." in prior_card.text
     assert "48 images" in prior_card.text
     token_vit_card = ModelCard.load(TOKEN_VIT_REPO)
@@ -195,11 +313,15 @@ def test_no_uploaded_file_carries_a_local_path(hub, pushed, folders, workdir):
                 content = hub.store.blob(repo, blob)
                 assert str(workdir).encode() not in content, f"{repo}/{path} names the training machine's folder"
     training_config = _pushed_json(hub, TOKEN_VIT_REPO, "training_config.json")
-    assert training_config["tokenizer_name_or_path"] == TOKENIZER_REPO and training_config["output_dir"] == TOKEN_VIT_REPO
+    assert (
+        training_config["tokenizer_name_or_path"] == TOKENIZER_REPO and training_config["output_dir"] == TOKEN_VIT_REPO
+    )
     assert _pushed_json(hub, TOKENIZER_REPO, "training_config.json")["train_data_dir"] == "fashion-mnist"
     assert _pushed_json(hub, PIXEL_VIT_REPO, "metrics.json")["tokenizer"] == TOKENIZER_REPO
     assert _pushed_json(hub, PRIOR_REPO, "training_config.json")["tokenizer_name_or_path"] == TOKENIZER_REPO
-    assert str(folders["tokenizer"]) in (folders["token_vit"] / "config.json").read_text(), "the user's folder is untouched"
+    assert str(folders["tokenizer"]) in (folders["token_vit"] / "config.json").read_text(), (
+        "the user's folder is untouched"
+    )
 
 
 # ------------------------------------------------------------------------------------------- a Hub user without hf_vq
@@ -253,14 +375,30 @@ USER_SCRIPT = textwrap.dedent(
 
 def test_a_hub_user_without_hf_vq_gets_the_same_outputs(hub, pushed, folders, tmp_path):
     (tmp_path / "user.py").write_text(USER_SCRIPT)
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
-           "TRANSFORMERS_OFFLINE": "0", "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": ""}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "home"),
+        "HF_HUB_OFFLINE": "0",
+        "TRANSFORMERS_OFFLINE": "0",
+        "HF_TOKEN": TOKEN,
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "PYTHONPATH": "",
+    }
     before = len(hub.requests)
-    result = subprocess.run([sys.executable, "user.py", *ALL_REPOS, "out.pt"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "user.py", *ALL_REPOS, "out.pt"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     modules = json.loads(result.stdout.split("MODULES", 1)[1])
-    assert all(modules[name].startswith("transformers_modules") for name in ("tokenizer", "token_vit", "token_vit_tokenizer"))
+    assert all(
+        modules[name].startswith("transformers_modules") for name in ("tokenizer", "token_vit", "token_vit_tokenizer")
+    )
     assert modules["pixel_vit"].startswith("transformers.models.vit")
     assert modules["prior"].startswith("hf_vq_components.") and modules["prior_vqgan"].startswith("hf_vq_components.")
     # The classifier fetched its tokenizer's weights at the pinned commit.
@@ -283,7 +421,9 @@ def test_a_hub_user_without_hf_vq_gets_the_same_outputs(hub, pushed, folders, tm
             logits = model(pixel_values=pixel_values).logits
             torch.testing.assert_close(remote[name + "_logits"], logits)
             probabilities = logits.softmax(-1)[0]
-            assert remote[name + "_scores"] == pytest.approx({LABELS[i]: float(probabilities[i]) for i in range(3)}, abs=1e-5)
+            assert remote[name + "_scores"] == pytest.approx(
+                {LABELS[i]: float(probabilities[i]) for i in range(3)}, abs=1e-5
+            )
     from diffusers import DiffusionPipeline
 
     local_pipe = DiffusionPipeline.from_pretrained(folders["prior"], trust_remote_code=True)
@@ -320,17 +460,23 @@ def test_dependents_pushed_later_against_a_hub_tokenizer_are_pinned_and_listed(o
     for file in folders["token_vit"].iterdir():
         (later / file.name).write_bytes(file.read_bytes())
     head = online.store.commits_on(TOKENIZER_REPO)[0]["id"]
-    result = push_model_set(tokenizer_hub_id=TOKENIZER_REPO, classifier_dirs=[f"{later}=token-vit-v2"], hub_namespace=ORG)
+    result = push_model_set(
+        tokenizer_hub_id=TOKENIZER_REPO, classifier_dirs=[f"{later}=token-vit-v2"], hub_namespace=ORG
+    )
     assert result.tokenizer_revision == head, "pinned to the tokenizer's commit at push time"
     assert online.store.commits_on(TOKENIZER_REPO)[0]["message"] == f"List {ORG}/token-vit-v2 on the card"
-    assert _pushed_json(online, f"{ORG}/token-vit-v2", "config.json")["tokenizer_revision"] == result.tokenizer_revision
+    assert (
+        _pushed_json(online, f"{ORG}/token-vit-v2", "config.json")["tokenizer_revision"] == result.tokenizer_revision
+    )
     assert f"{ORG}/token-vit-v2" in listed_dependents(ModelCard.load(TOKENIZER_REPO).text)
 
 
 def test_a_hub_without_collections_still_gets_the_set(folders, tmp_path, monkeypatch, capsys):
     with HubServer(tmp_path / "hub", tokens={TOKEN: USER}, orgs={USER: [ORG]}, collections=False) as server:
         _act_as_online_user(monkeypatch, server.url, tmp_path)
-        result = push_model_set(str(folders["tokenizer"]), [str(folders["token_vit"])], hub_namespace=ORG, collection_title="x")
+        result = push_model_set(
+            str(folders["tokenizer"]), [str(folders["token_vit"])], hub_namespace=ORG, collection_title="x"
+        )
         assert result.collection_url is None and server.store.exists(TOKEN_VIT_REPO)
     assert "the models are pushed, but the collection 'x' could not be made" in capsys.readouterr().out
 
@@ -340,8 +486,17 @@ def test_push_set_command(online, folders, capsys):
 
     parser = argparse.ArgumentParser(prog="hf-vq")
     add_push_set_subcommand(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["push-set", "--tokenizer_dir", f"{folders['tokenizer']}=cli-vqgan", "--classifier_dirs",
-                              f"{folders['token_vit']}=cli-token-vit", "--hub_namespace", ORG])
+    args = parser.parse_args(
+        [
+            "push-set",
+            "--tokenizer_dir",
+            f"{folders['tokenizer']}=cli-vqgan",
+            "--classifier_dirs",
+            f"{folders['token_vit']}=cli-token-vit",
+            "--hub_namespace",
+            ORG,
+        ]
+    )
     args.handler(args)
     out = capsys.readouterr().out
     assert f"pushed {ORG}/cli-vqgan" in out and f"pushed {ORG}/cli-token-vit" in out
@@ -351,7 +506,10 @@ def test_push_set_command(online, folders, capsys):
         missing.handler(missing)
     from hf_vq.cli import build_parser
 
-    assert build_parser().parse_args(["push-set", "--tokenizer_dir", "t", "--hub_namespace", "o"]).handler.__name__ == "run_push_set"
+    assert (
+        build_parser().parse_args(["push-set", "--tokenizer_dir", "t", "--hub_namespace", "o"]).handler.__name__
+        == "run_push_set"
+    )
 
 
 def _pushed_json(hub: HubServer, repo: str, path: str) -> dict:
@@ -380,7 +538,9 @@ def test_a_classifier_trained_at_a_tokenizer_revision_keeps_it_when_pushed(onlin
         (trained / file.name).write_bytes(file.read_bytes())
     older = online.store.commits_on(TOKENIZER_REPO)[-1]["id"]
     config = json.loads((trained / "config.json").read_text())
-    (trained / "config.json").write_text(json.dumps(config | {"tokenizer_name_or_path": TOKENIZER_REPO, "tokenizer_revision": older}))
+    (trained / "config.json").write_text(
+        json.dumps(config | {"tokenizer_name_or_path": TOKENIZER_REPO, "tokenizer_revision": older})
+    )
     push_to_hub(trained, f"{ORG}/vit-at-revision")
     assert older != online.store.commits_on(TOKENIZER_REPO)[0]["id"]
     assert _pushed_json(online, f"{ORG}/vit-at-revision", "config.json")["tokenizer_revision"] == older
@@ -405,13 +565,25 @@ OFFLINE_SCRIPT = textwrap.dedent(
 def test_the_prior_card_snippet_runs_offline_from_a_warm_cache(hub, pushed, tmp_path):
     """diffusers asks the Hub for model info even offline; the card resolves a snapshot first, so it works."""
     (tmp_path / "offline.py").write_text(OFFLINE_SCRIPT)
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "TRANSFORMERS_OFFLINE": "0",
-           "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": ""}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "home"),
+        "TRANSFORMERS_OFFLINE": "0",
+        "HF_TOKEN": TOKEN,
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "PYTHONPATH": "",
+    }
     for offline in ("0", "1"):  # once online to fill the cache, then offline
         before = len(hub.requests)
         result = subprocess.run(
-            [sys.executable, "offline.py", PRIOR_REPO, "card.md"], cwd=tmp_path, capture_output=True, text=True,
-            env=env | {"HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline}, timeout=300)
+            [sys.executable, "offline.py", PRIOR_REPO, "card.md"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env | {"HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline},
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-4000:]
         assert "SNIPPET OK" in result.stdout
     assert hub.requests[before:] == [], "the offline run made no request"

@@ -71,11 +71,15 @@ def _pipeline_folder(folder: Path, num_classes: int = 3) -> Path:
     (folder / "transformer").mkdir(parents=True)
     (folder / "scheduler").mkdir()
     labels = {str(i): f"class {i}" for i in range(num_classes)}
-    index = {"_class_name": "TinyPipeline", "transformer": ["tiny", "TinyModel"],
-             "scheduler": ["diffusers", "DDPMScheduler"]}
+    index = {
+        "_class_name": "TinyPipeline",
+        "transformer": ["tiny", "TinyModel"],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+    }
     (folder / "model_index.json").write_text(json.dumps(index))
-    (folder / "transformer" / "config.json").write_text(json.dumps(
-        {"model_type": "tiny", "num_classes": num_classes, "id2label": labels, "hidden_size": 4}))
+    (folder / "transformer" / "config.json").write_text(
+        json.dumps({"model_type": "tiny", "num_classes": num_classes, "id2label": labels, "hidden_size": 4})
+    )
     save_file({"weight": torch.zeros(2, 2)}, folder / "transformer" / "model.safetensors")
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMScheduler"}))
     (folder / "metrics.json").write_text(json.dumps({"conditional_accuracy": 0.5, "top5_accuracy": 1.0}))
@@ -103,15 +107,29 @@ def test_push_uploads_the_allow_list_only_and_prints_it(online, models, tmp_path
 
     push_to_hub(folder, f"{ORG}/allow-list")
     assert _files_of(online, f"{ORG}/allow-list") == {
-        ".gitattributes", "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "metrics.json",
-        "training_config.json", "samples.png"}
+        ".gitattributes",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "metrics.json",
+        "training_config.json",
+        "samples.png",
+    }
     for blob in online.store.commits_on(f"{ORG}/allow-list")[0]["files"].values():
         assert b"private key" not in online.store.blob(f"{ORG}/allow-list", blob)
     out = capsys.readouterr().out
     assert f"{ORG}/allow-list: uploaded 7 files: README.md, config.json, metrics.json, model.safetensors" in out
     left_out = out.split("not uploaded")[1]
-    for name in (".env", ".ipynb_checkpoints/", "checkpoints/", "credentials.yaml", "linked.safetensors", "linked_dir",
-                 "notes.txt"):
+    for name in (
+        ".env",
+        ".ipynb_checkpoints/",
+        "checkpoints/",
+        "credentials.yaml",
+        "linked.safetensors",
+        "linked_dir",
+        "notes.txt",
+    ):
         assert name in left_out
 
 
@@ -129,8 +147,15 @@ def test_hidden_folders_and_stray_files_inside_pipeline_components_stay_local(on
     (folder / "transformer" / "link.py").unlink()
     push_to_hub(folder, f"{ORG}/pipeline")
     assert _files_of(online, f"{ORG}/pipeline") == {
-        ".gitattributes", "README.md", "model_index.json", "pipeline_tiny.py", "metrics.json",
-        "transformer/config.json", "transformer/model.safetensors", "scheduler/scheduler_config.json"}
+        ".gitattributes",
+        "README.md",
+        "model_index.json",
+        "pipeline_tiny.py",
+        "metrics.json",
+        "transformer/config.json",
+        "transformer/model.safetensors",
+        "scheduler/scheduler_config.json",
+    }
 
 
 def test_a_needed_file_that_is_a_link_is_refused_before_any_request(online, models, tmp_path):
@@ -171,20 +196,23 @@ def test_a_classifier_whose_tokenizer_folder_is_gone_cannot_be_checked(online, m
 # ------------------------------------------------------------------------------------------- local paths
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("tokenizer", "out/tok", "org/tok"),  # relative, exists here: the Hub id it was pushed as
-    ("tokenizer_name_or_path", "./out/tok", "org/tok"),
-    ("train_data_dir", "data/fashion-mnist", "fashion-mnist"),  # a path-only field: reduced, existing or not
-    ("output_dir", "runs", "runs"),
-    ("cache_dir", "C:\\Users\\me\\cache", "cache"),
-    ("logging_dir", "~/logs/run1", "run1"),
-    ("anything", "../elsewhere/data", "data"),
-    ("anything", "a/b/c", "c"),
-    ("tokenizer_name_or_path", "org/some-tokenizer", "org/some-tokenizer"),  # a Hub id: kept
-    ("affine", "learned", "learned"),
-    ("resume_from_checkpoint", "latest", "latest"),
-    ("url", "https://example.org/a/b", "https://example.org/a/b"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("tokenizer", "out/tok", "org/tok"),  # relative, exists here: the Hub id it was pushed as
+        ("tokenizer_name_or_path", "./out/tok", "org/tok"),
+        ("train_data_dir", "data/fashion-mnist", "fashion-mnist"),  # a path-only field: reduced, existing or not
+        ("output_dir", "runs", "runs"),
+        ("cache_dir", "C:\\Users\\me\\cache", "cache"),
+        ("logging_dir", "~/logs/run1", "run1"),
+        ("anything", "../elsewhere/data", "data"),
+        ("anything", "a/b/c", "c"),
+        ("tokenizer_name_or_path", "org/some-tokenizer", "org/some-tokenizer"),  # a Hub id: kept
+        ("affine", "learned", "learned"),
+        ("resume_from_checkpoint", "latest", "latest"),
+        ("url", "https://example.org/a/b", "https://example.org/a/b"),
+    ],
+)
 def test_local_paths_of_every_form_are_mapped_or_reduced(tmp_path, monkeypatch, key, value, expected):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out" / "tok").mkdir(parents=True)
@@ -198,15 +226,22 @@ def test_local_paths_of_every_form_are_mapped_or_reduced(tmp_path, monkeypatch, 
 def test_relative_paths_in_uploaded_records_are_mapped_or_dropped(online, models, tmp_path, monkeypatch):
     folder = _copy(models["classifier"], tmp_path / "relative")
     monkeypatch.chdir(models["root"])
-    records = {"tokenizer_name_or_path": "tokenizer", "train_data_dir": "data/fmnist", "logging_dir": "logs",
-               "sources": [{"cache_dir": "C:\\Users\\me\\hf"}, "../training-machine/runs/a"]}
+    records = {
+        "tokenizer_name_or_path": "tokenizer",
+        "train_data_dir": "data/fmnist",
+        "logging_dir": "logs",
+        "sources": [{"cache_dir": "C:\\Users\\me\\hf"}, "../training-machine/runs/a"],
+    }
     (folder / "training_config.json").write_text(json.dumps(records))
     (folder / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "tokenizer": "./tokenizer"}))
     push_to_hub(models["tokenizer"], f"{ORG}/relative-tokenizer")
     push_to_hub(folder, f"{ORG}/relative-vit", tokenizer_hub_id=f"{ORG}/relative-tokenizer")
     assert _pushed_json(online, f"{ORG}/relative-vit", "training_config.json") == {
-        "tokenizer_name_or_path": f"{ORG}/relative-tokenizer", "train_data_dir": "fmnist", "logging_dir": "logs",
-        "sources": [{"cache_dir": "hf"}, "a"]}
+        "tokenizer_name_or_path": f"{ORG}/relative-tokenizer",
+        "train_data_dir": "fmnist",
+        "logging_dir": "logs",
+        "sources": [{"cache_dir": "hf"}, "a"],
+    }
     assert _pushed_json(online, f"{ORG}/relative-vit", "metrics.json")["tokenizer"] == f"{ORG}/relative-tokenizer"
 
 
@@ -236,7 +271,8 @@ def test_entries_written_with_the_tokenizer_name_its_revision_once_it_moves(mode
     card = render_model_card(folder, "org/t", dependents=[("org/vit", "classifier")]).content
     assert "- [org/vit](https://huggingface.co/org/vit): image classifier, trained on this revision" in card
     assert dependent_entries(card, current_revision="abc123") == [
-        "- [org/vit](https://huggingface.co/org/vit): image classifier, trained on revision `abc123`"]
+        "- [org/vit](https://huggingface.co/org/vit): image classifier, trained on revision `abc123`"
+    ]
     relisted = list_dependent_in_card(card, "org/vit", revision="def456")
     assert listed_dependents(relisted) == ["org/vit"] and "trained on revision `def456`" in relisted
 
@@ -248,8 +284,20 @@ def test_push_command_takes_hub_token_and_reports_errors_in_the_readme_form(onli
     from hf_vq.cli import main
 
     monkeypatch.delenv("HF_TOKEN")
-    assert main(["push", "--model_dir", str(models["tokenizer"]), "--hub_model_id", f"{ORG}/with-token",
-                 "--hub_token", TOKEN]) == 0
+    assert (
+        main(
+            [
+                "push",
+                "--model_dir",
+                str(models["tokenizer"]),
+                "--hub_model_id",
+                f"{ORG}/with-token",
+                "--hub_token",
+                TOKEN,
+            ]
+        )
+        == 0
+    )
     assert online.store.exists(f"{ORG}/with-token")
     with pytest.raises(SystemExit, match="^hf-vq push: error: The Hub at .* rejected the token"):
         main(["push", "--model_dir", str(models["tokenizer"]), "--hub_model_id", f"{ORG}/x", "--hub_token", "hf_bad"])

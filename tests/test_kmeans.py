@@ -84,7 +84,10 @@ def test_batched_seeding_costs_no_more_than_one_at_a_time_seeding():
     means = torch.randn(100, 4, generator=generator) * 4
     vectors = means[torch.randint(100, (4000,), generator=generator)] + torch.randn(4000, 4, generator=generator)
     seeds = range(3)
-    ours = [_cost(vectors, kmeans_plus_plus_init(vectors, 400, 0, generator=torch.Generator().manual_seed(s))) for s in seeds]
+    ours = [
+        _cost(vectors, kmeans_plus_plus_init(vectors, 400, 0, generator=torch.Generator().manual_seed(s)))
+        for s in seeds
+    ]
     exact = [_cost(vectors, _exact_kmeans_plus_plus(vectors, 400, torch.Generator().manual_seed(s))) for s in seeds]
     assert sum(ours) <= 1.1 * sum(exact), (ours, exact)
 
@@ -109,7 +112,16 @@ def test_rejects_bad_inputs():
 def test_two_processes_initialise_identical_codebooks(tmp_path):
     worker = Path(__file__).with_name("distributed_kmeans_worker.py")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(worker), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(worker),
+        str(tmp_path),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))

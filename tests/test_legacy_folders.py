@@ -58,11 +58,18 @@ def test_classifier_gives_the_same_logits(saved):
 def test_maskgit_pipeline_samples_the_same_tokens(saved):
     folder = saved / "maskgit_pipeline"
     expected = load_file(folder / "expected.safetensors")
-    pipe = MaskGITPipeline(vqgan=load_without_missing_tensors(VQGANModel, folder / "vqgan"),
-                           transformer=load_without_missing_tensors(MaskGITModel, folder / "transformer"),
-                           scheduler=MaskGITScheduler.from_pretrained(folder / "scheduler"))
+    pipe = MaskGITPipeline(
+        vqgan=load_without_missing_tensors(VQGANModel, folder / "vqgan"),
+        transformer=load_without_missing_tensors(MaskGITModel, folder / "transformer"),
+        scheduler=MaskGITScheduler.from_pretrained(folder / "scheduler"),
+    )
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(class_labels=[0, 2], num_inference_steps=3, guidance_scale=1.5, output_type="pt",
-               generator=torch.Generator().manual_seed(3))
+    out = pipe(
+        class_labels=[0, 2],
+        num_inference_steps=3,
+        guidance_scale=1.5,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(3),
+    )
     assert torch.equal(out.image_tokens, expected["image_tokens"])
     torch.testing.assert_close(out.images, expected["images"], **TOLERANCE)

@@ -15,7 +15,9 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "in
 
 
 def tiny_prior(**overrides) -> MaskGITModel:
-    config = MaskGITConfig(**{"codebook_size": 32, "grid_height": 8, "grid_width": 8, "num_classes": 10, **TINY, **overrides})
+    config = MaskGITConfig(
+        **{"codebook_size": 32, "grid_height": 8, "grid_width": 8, "num_classes": 10, **TINY, **overrides}
+    )
     return MaskGITModel(config).eval()
 
 
@@ -95,7 +97,8 @@ def test_save_load_round_trip_and_init_of_missing_tensors(tmp_path):
     assert (tmp_path / "prior" / "modeling_maskgit.py").is_file()  # remote code travels
     loaded = MaskGITModel.from_pretrained(tmp_path / "prior")
     assert {k: v for k, v in loaded.config.to_dict().items() if k != "_name_or_path"} == {
-        k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
+        k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"
+    }
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 

@@ -27,8 +27,9 @@ def tokenizer(tokenizer_dir):
 def pipe(tokenizer, tokenizer_dir):
     torch.manual_seed(0)
     # A wide initialisation gives an untrained prior confident, label-dependent predictions, as a trained one has.
-    prior = MaskGITModel.from_tokenizer(str(tokenizer_dir), tokenizer=tokenizer, num_classes=10, initializer_range=0.5,
-                                        **TINY).eval()
+    prior = MaskGITModel.from_tokenizer(
+        str(tokenizer_dir), tokenizer=tokenizer, num_classes=10, initializer_range=0.5, **TINY
+    ).eval()
     pipeline = MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=MaskGITScheduler(mask_token_id=32))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
@@ -89,8 +90,10 @@ def test_bad_inputs_get_clear_errors(pipe, tokenizer):
     with pytest.raises(ValueError, match="output_type"):
         pipe(class_labels=[1], output_type="latent")
     unconditional = MaskGITPipeline(
-        vqgan=tokenizer, transformer=MaskGITModel.from_tokenizer("t", tokenizer=tokenizer, **TINY).eval(),
-        scheduler=MaskGITScheduler(mask_token_id=32))
+        vqgan=tokenizer,
+        transformer=MaskGITModel.from_tokenizer("t", tokenizer=tokenizer, **TINY).eval(),
+        scheduler=MaskGITScheduler(mask_token_id=32),
+    )
     with pytest.raises(ValueError, match="needs a class-conditional prior"):
         unconditional(guidance_scale=2.0)
     with pytest.raises(ValueError, match="prior is unconditional"):
@@ -136,16 +139,24 @@ def test_saved_folders_load_where_hf_vq_cannot_be_imported(pipe, tokenizer, tmp_
     index = json.loads((tmp_path / "maskgit" / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_maskgit", "MaskGITPipeline"]
     assert {name: index[name] for name in ("vqgan", "transformer", "scheduler")} == {
-        "vqgan": ["hf_vq_component", "VQGANModel"], "transformer": ["hf_vq_component", "MaskGITModel"],
-        "scheduler": ["hf_vq_component", "MaskGITScheduler"]}
+        "vqgan": ["hf_vq_component", "VQGANModel"],
+        "transformer": ["hf_vq_component", "MaskGITModel"],
+        "scheduler": ["hf_vq_component", "MaskGITScheduler"],
+    }
     processor = VQGANImageProcessor.from_model_config(tokenizer.config)
     VQGANPipeline(vqgan=tokenizer, image_processor=processor).save_pretrained(tmp_path / "vqgan")
 
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     folders = [str(tmp_path / name) for name in ("maskgit", "vqgan", "resaved", "out.pt")]
-    result = subprocess.run([sys.executable, str(tmp_path / "remote.py"), *folders], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), *folders],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "out.pt")
     assert remote["classes"] == ["MaskGITPipeline", "VQGANModel", "MaskGITModel", "MaskGITScheduler"]
@@ -154,7 +165,9 @@ def test_saved_folders_load_where_hf_vq_cannot_be_imported(pipe, tokenizer, tmp_
     assert remote["vqgan_classes"] == ["VQGANPipeline", "VQGANModel", "VQGANImageProcessor"]
     image = PIL.Image.fromarray(np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3))
     with torch.no_grad():
-        assert torch.equal(remote["vqgan_tokens"], tokenizer.encode(processor(image, return_tensors="pt").pixel_values).image_tokens)
+        assert torch.equal(
+            remote["vqgan_tokens"], tokenizer.encode(processor(image, return_tensors="pt").pixel_values).image_tokens
+        )
 
 
 def test_folder_errors(pipe, tmp_path):
@@ -164,7 +177,10 @@ def test_folder_errors(pipe, tmp_path):
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         DiffusionPipeline.from_pretrained(tmp_path / "pipe")
     loaded = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.transformer.state_dict().values(), pipe.transformer.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.transformer.state_dict().values(), pipe.transformer.state_dict().values())
+    )
     # A component passed in replaces the folder's (here, the tokenizer as hf_vq's own class).
     replaced = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True, vqgan=pipe.vqgan)
     assert replaced.vqgan is pipe.vqgan
@@ -212,12 +228,30 @@ def test_pipeline_pushed_to_the_hub_loads_where_hf_vq_cannot_be_imported(pipe, t
     expected = sample(pipe, guidance_scale=2.0).image_tokens
     server = HubServer(tmp_path / "hub", tokens={"hf_test": "alice"}, orgs={"alice": ["org"]}).start()
     try:
-        env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "home"), "HF_TOKEN": "hf_test",
-               "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": ""}
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": server.url,
+            "HF_HOME": str(tmp_path / "home"),
+            "HF_TOKEN": "hf_test",
+            "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "PYTHONPATH": "",
+        }
         for mode, offline in (("push", "0"), ("offline", "1")):
             result = subprocess.run(
-                [sys.executable, str(tmp_path / "hub.py"), str(tmp_path / "maskgit"), mode, str(tmp_path / f"{mode}.pt")],
-                cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": offline}, capture_output=True, text=True, timeout=300)
+                [
+                    sys.executable,
+                    str(tmp_path / "hub.py"),
+                    str(tmp_path / "maskgit"),
+                    mode,
+                    str(tmp_path / f"{mode}.pt"),
+                ],
+                cwd=tmp_path,
+                env={**env, "HF_HUB_OFFLINE": offline},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert result.returncode == 0, result.stderr[-3000:]
             assert torch.equal(torch.load(tmp_path / f"{mode}.pt"), expected), mode
     finally:

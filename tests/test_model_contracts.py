@@ -12,8 +12,15 @@ import transformers
 from hf_vq import TokenViTConfig, TokenViTForImageClassification, VQGANConfig, VQGANModel
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY_VIT = dict(codebook_size=32, grid_size=[8, 8], hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=64, num_labels=3)
+TINY_VIT = dict(
+    codebook_size=32,
+    grid_size=[8, 8],
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    num_labels=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +40,10 @@ def classifier_folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("loader", [lambda f, **k: VQGANModel.from_pretrained(f, **k),
-                                    lambda f, **k: transformers.AutoModel.from_pretrained(f, **k)])
+@pytest.mark.parametrize(
+    "loader",
+    [lambda f, **k: VQGANModel.from_pretrained(f, **k), lambda f, **k: transformers.AutoModel.from_pretrained(f, **k)],
+)
 def test_tokenizer_sdpa_and_eager_are_both_accepted_truthful_and_equal(tokenizer_folder, loader):
     pixel_values = torch.rand(2, 3, 16, 16) * 2 - 1
     outputs = {}
@@ -54,7 +63,9 @@ def test_tokenizer_eager_kernel_is_really_used(tokenizer_folder, monkeypatch):
 
     calls = []
     original = modeling_vqgan.eager_attention_forward
-    monkeypatch.setattr(modeling_vqgan, "eager_attention_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        modeling_vqgan, "eager_attention_forward", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     model = VQGANModel.from_pretrained(tokenizer_folder).eval()
     model(torch.zeros(1, 3, 16, 16))
     assert calls == []
@@ -71,8 +82,18 @@ def test_tokenizer_hidden_states_of_encoder_and_decoder_stages(tokenizer_folder)
         output = model(pixel_values, output_hidden_states=True)
         plain = model(pixel_values)
     # conv_in, each of the 2 levels, the mid block: channels [16, 32], downsampled once.
-    assert [tuple(h.shape) for h in output.encoder_hidden_states] == [(2, 16, 16, 16), (2, 16, 8, 8), (2, 32, 8, 8), (2, 32, 8, 8)]
-    assert [tuple(h.shape) for h in output.decoder_hidden_states] == [(2, 32, 8, 8), (2, 32, 8, 8), (2, 32, 16, 16), (2, 16, 16, 16)]
+    assert [tuple(h.shape) for h in output.encoder_hidden_states] == [
+        (2, 16, 16, 16),
+        (2, 16, 8, 8),
+        (2, 32, 8, 8),
+        (2, 32, 8, 8),
+    ]
+    assert [tuple(h.shape) for h in output.decoder_hidden_states] == [
+        (2, 32, 8, 8),
+        (2, 32, 8, 8),
+        (2, 32, 16, 16),
+        (2, 16, 16, 16),
+    ]
     assert plain.encoder_hidden_states is None and plain.decoder_hidden_states is None
     assert torch.equal(output.reconstruction, plain.reconstruction)
     assert isinstance(output.encoder_hidden_states, tuple)
@@ -106,7 +127,9 @@ def test_classifier_sdpa_and_eager_are_both_accepted_truthful_and_equal(classifi
     tokens = torch.randint(0, 32, (3, 8, 8))
     logits = {}
     for implementation in ("sdpa", "eager"):
-        model = transformers.AutoModelForImageClassification.from_pretrained(classifier_folder, attn_implementation=implementation).eval()
+        model = transformers.AutoModelForImageClassification.from_pretrained(
+            classifier_folder, attn_implementation=implementation
+        ).eval()
         assert model.config._attn_implementation == implementation
         with torch.no_grad():
             logits[implementation] = model(image_tokens=tokens).logits
@@ -133,14 +156,26 @@ def test_classifier_hidden_states_and_attentions(classifier_folder):
     torch.testing.assert_close(sdpa_output.logits, output.logits)
 
 
-@pytest.mark.parametrize("config_class, fields, message", [
-    ("VQGANConfig", {"layers_per_block": 10**6, "block_out_channels": [128, 256, 256, 512, 512], "norm_num_groups": 32},
-     "layers_per_block and block_out_channels"),
-    ("TokenViTConfig", {"num_hidden_layers": 10**6, "hidden_size": 256, "num_attention_heads": 4},
-     "num_hidden_layers, hidden_size and intermediate_size"),
-    ("MaskGITConfig", {"num_hidden_layers": 10**6, "hidden_size": 256, "num_attention_heads": 4},
-     "num_hidden_layers, hidden_size and intermediate_size"),
-])
+@pytest.mark.parametrize(
+    "config_class, fields, message",
+    [
+        (
+            "VQGANConfig",
+            {"layers_per_block": 10**6, "block_out_channels": [128, 256, 256, 512, 512], "norm_num_groups": 32},
+            "layers_per_block and block_out_channels",
+        ),
+        (
+            "TokenViTConfig",
+            {"num_hidden_layers": 10**6, "hidden_size": 256, "num_attention_heads": 4},
+            "num_hidden_layers, hidden_size and intermediate_size",
+        ),
+        (
+            "MaskGITConfig",
+            {"num_hidden_layers": 10**6, "hidden_size": 256, "num_attention_heads": 4},
+            "num_hidden_layers, hidden_size and intermediate_size",
+        ),
+    ],
+)
 def test_a_config_whose_model_no_machine_holds_is_refused_before_allocating(config_class, fields, message, tmp_path):
     """A config.json with 10**6 layers loads in a second, with an error that says how big the model would be, instead
     of growing memory until the process is killed."""

@@ -22,7 +22,9 @@ def tiny_classifier(**overrides) -> TokenViTForImageClassification:
 
 
 def tiny_prior(**overrides) -> MaskGITModel:
-    config = MaskGITConfig(**{"codebook_size": 32, "grid_height": 4, "grid_width": 4, "num_classes": 5, **TINY, **overrides})
+    config = MaskGITConfig(
+        **{"codebook_size": 32, "grid_height": 4, "grid_width": 4, "num_classes": 5, **TINY, **overrides}
+    )
     return MaskGITModel(config).eval()
 
 
@@ -46,7 +48,9 @@ def test_prior_exports_and_compiles_without_a_graph_break():
     with torch.no_grad():
         expected = model(tokens, class_labels=class_labels, labels=labels)
         exported = torch.export.export(model, (tokens,), {"class_labels": class_labels, "labels": labels})
-        torch.testing.assert_close(exported.module()(tokens, class_labels=class_labels, labels=labels).loss, expected.loss)
+        torch.testing.assert_close(
+            exported.module()(tokens, class_labels=class_labels, labels=labels).loss, expected.loss
+        )
         torch._dynamo.reset()
         compiled = torch.compile(model, backend="eager", fullgraph=True)
         torch.testing.assert_close(compiled(tokens, class_labels=class_labels, labels=labels).logits, expected.logits)
@@ -88,7 +92,9 @@ def test_value_checks_run_where_they_cost_no_sync_and_on_request():
         prior.check_inputs(torch.zeros(1, 16, dtype=torch.long), class_labels=torch.tensor([7]))
     with pytest.raises(ValueError, match="labels must be code ids"):
         prior.check_inputs(torch.zeros(1, 16, dtype=torch.long), labels=torch.full((1, 16), 32))
-    prior.check_inputs(torch.zeros(1, 16, dtype=torch.long), class_labels=torch.tensor([5]), labels=torch.full((1, 16), -100))
+    prior.check_inputs(
+        torch.zeros(1, 16, dtype=torch.long), class_labels=torch.tensor([5]), labels=torch.full((1, 16), -100)
+    )
 
 
 def test_classifier_token_embeddings_resize_and_main_input_name():
@@ -139,7 +145,14 @@ def test_classifier_loads_through_auto_model_with_and_without_hf_vq(tmp_path):
         torch.testing.assert_close(loaded(image_tokens=torch.arange(16).reshape(1, 4, 4)).logits, expected)
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "remote.py", str(tmp_path / "classifier"), "out.pt"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "remote.py", str(tmp_path / "classifier"), "out.pt"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected)

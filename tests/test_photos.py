@@ -30,10 +30,14 @@ PHOTO_CONFIG = REPO / "configs" / "vqgan_photos64_cpu.yaml"
 PHOTO_CONFIG_16 = REPO / "configs" / "vqgan_photos64_16x16_cpu.yaml"
 # Generated sources: name -> (package, kind, scene). "texture" stands in for a photograph (grain everywhere).
 GENERATED = {
-    "rocks_a": ("pkg-main", "texture", "rough"), "rocks_b": ("pkg-main", "texture", "rough"),
-    "rocks_c": ("pkg-main", "texture", "rough"), "leaves_a": ("pkg-main", "texture", "leafy"),
-    "leaves_b": ("pkg-main", "texture", "leafy"), "logo": ("pkg-main", "drawing", None),
-    "sunset_ramp": ("pkg-main", "gradient", None), "other_rocks": ("pkg-other", "texture", "rough"),
+    "rocks_a": ("pkg-main", "texture", "rough"),
+    "rocks_b": ("pkg-main", "texture", "rough"),
+    "rocks_c": ("pkg-main", "texture", "rough"),
+    "leaves_a": ("pkg-main", "texture", "leafy"),
+    "leaves_b": ("pkg-main", "texture", "leafy"),
+    "logo": ("pkg-main", "drawing", None),
+    "sunset_ramp": ("pkg-main", "gradient", None),
+    "other_rocks": ("pkg-other", "texture", "rough"),
     "other_ramp": ("pkg-other", "gradient", None),
 }
 SCALES = (64, 96)
@@ -71,8 +75,17 @@ def generated_sources(tmp_path_factory) -> list[SourceImage]:
 
 def build_generated(sources: list[SourceImage], output: Path):
     scenes = {name: scene for name, (_, _, scene) in GENERATED.items() if scene}
-    return build_photo_dataset(sources, output, heldout_package="pkg-other", scales=SCALES, stride=32,
-                               test_fraction=0.34, seed=0, scenes=scenes, reviewed_not_photographs={})
+    return build_photo_dataset(
+        sources,
+        output,
+        heldout_package="pkg-other",
+        scales=SCALES,
+        stride=32,
+        test_fraction=0.34,
+        seed=0,
+        scenes=scenes,
+        reviewed_not_photographs={},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +108,15 @@ def test_the_heuristic_keeps_textures_and_skips_drawings_and_gradients(built):
 
 
 def test_a_reviewed_file_is_skipped_even_when_it_passes_the_test(generated_sources, tmp_path):
-    summary = build_photo_dataset(generated_sources[:3], tmp_path, heldout_package="none", scales=(64,), stride=64,
-                                  scenes={}, reviewed_not_photographs={"rocks_a": "a render"})
+    summary = build_photo_dataset(
+        generated_sources[:3],
+        tmp_path,
+        heldout_package="none",
+        scales=(64,),
+        stride=64,
+        scenes={},
+        reviewed_not_photographs={"rocks_a": "a render"},
+    )
     reasons = {record.name: record.reason for record in summary.sources}
     assert reasons == {"rocks_a": "reviewed by eye: a render", "rocks_b": "photograph", "rocks_c": "photograph"}
     assert patch_sources(tmp_path / "photos") == {"rocks_b", "rocks_c"}
@@ -111,9 +131,14 @@ def test_no_photograph_has_patches_in_two_splits(built):
     assert not train & test and not (train | test) & heldout
     assert heldout == {"other_rocks"}  # the held-out package, and only it
     assert train | test == {"rocks_a", "rocks_b", "rocks_c", "leaves_a", "leaves_b"}
-    assert summary.patch_counts == {split: len(list(folder.rglob("*.png"))) for split, folder in (
-        ("train", output / "photos" / "train"), ("test", output / "photos" / "test"),
-        ("heldout", output / "heldout" / "test"))}
+    assert summary.patch_counts == {
+        split: len(list(folder.rglob("*.png")))
+        for split, folder in (
+            ("train", output / "photos" / "train"),
+            ("test", output / "photos" / "test"),
+            ("heldout", output / "heldout" / "test"),
+        )
+    }
 
 
 def test_patches_are_64_pixel_rgb_with_scene_labels(built):
@@ -211,12 +236,25 @@ def test_the_photo_config_trains_on_the_patches_and_saves_a_loadable_tokenizer(b
 
     output, _ = built
     tiny = yaml.safe_load(PHOTO_CONFIG.read_text())["model"] | {
-        "block_out_channels": [8, 8, 16, 16], "norm_num_groups": 8, "latent_channels": 8, "codebook_size": 16,
+        "block_out_channels": [8, 8, 16, 16],
+        "norm_num_groups": 8,
+        "latent_channels": 8,
+        "codebook_size": 16,
     }
-    result = train(tmp_path / "run", config=str(PHOTO_CONFIG), model_config=tiny,
-                   train_data_dir=str(output / "photos"), max_train_steps=2, train_batch_size=4, eval_batch_size=8,
-                   max_eval_samples=8, num_sample_images=4, checkpointing_steps=100, lr_warmup_steps=0,
-                   logging_steps=1)
+    result = train(
+        tmp_path / "run",
+        config=str(PHOTO_CONFIG),
+        model_config=tiny,
+        train_data_dir=str(output / "photos"),
+        max_train_steps=2,
+        train_batch_size=4,
+        eval_batch_size=8,
+        max_eval_samples=8,
+        num_sample_images=4,
+        checkpointing_steps=100,
+        lr_warmup_steps=0,
+        logging_steps=1,
+    )
     assert result["global_step"] == 2
     model = VQGANModel.from_pretrained(tmp_path / "run").eval()
     processor = VQGANImageProcessor.from_pretrained(tmp_path / "run")

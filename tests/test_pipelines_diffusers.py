@@ -29,8 +29,9 @@ def tokenizer(tokenizer_dir):
 @pytest.fixture(scope="module")
 def pipe(tokenizer, tokenizer_dir):
     torch.manual_seed(0)
-    prior = MaskGITModel.from_tokenizer(str(tokenizer_dir), tokenizer=tokenizer, num_classes=10, initializer_range=0.5,
-                                        **TINY).eval()
+    prior = MaskGITModel.from_tokenizer(
+        str(tokenizer_dir), tokenizer=tokenizer, num_classes=10, initializer_range=0.5, **TINY
+    ).eval()
     pipeline = MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=MaskGITScheduler(mask_token_id=32))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
@@ -68,8 +69,12 @@ def test_training_and_sampling_share_the_cosine_schedule():
     scheduler.set_timesteps(5)
     for step in range(4):
         assert scheduler.mask_ratio(step) == cosine_mask_ratio((step + 1) / 5)
-    torch.testing.assert_close(cosine_mask_ratio(torch.tensor([0.0, 0.5, 1.0])),
-                               torch.tensor([1.0, math.cos(math.pi / 4), 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        cosine_mask_ratio(torch.tensor([0.0, 0.5, 1.0])),
+        torch.tensor([1.0, math.cos(math.pi / 4), 0.0]),
+        atol=1e-6,
+        rtol=0,
+    )
     # Training's masking draws its ratio from the same function: u = 1 - U[0, 1) with the generator's first number.
     tokens = torch.randint(0, 32, (1, 64), generator=torch.Generator().manual_seed(3))
     inputs, _ = mask_tokens(tokens, 32, generator=torch.Generator().manual_seed(7))
@@ -123,13 +128,24 @@ def test_pipeline_class_loads_a_hub_repo_online_and_offline_without_remote_code(
     (tmp_path / "hub.py").write_text(HUB_SCRIPT)
     server = HubServer(tmp_path / "hub", tokens={"hf_test": "alice"}, orgs={"alice": ["org"]}).start()
     try:
-        env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "home"), "HF_TOKEN": "hf_test",
-               "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": server.url,
+            "HF_HOME": str(tmp_path / "home"),
+            "HF_TOKEN": "hf_test",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "PYTHONPATH": os.path.dirname(os.path.dirname(__file__)),
+        }
         for mode, offline in (("push", "0"), ("offline", "1")):
             arguments = [str(tmp_path / "hub.py"), str(tmp_path / "prior"), mode, str(tmp_path / f"{mode}.pt")]
             result = subprocess.run(
                 [sys.executable, *arguments],
-                cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": offline}, capture_output=True, text=True, timeout=300)
+                cwd=tmp_path,
+                env={**env, "HF_HUB_OFFLINE": offline},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert result.returncode == 0, result.stderr[-3000:]
             assert torch.equal(torch.load(tmp_path / f"{mode}.pt"), sample(pipe).image_tokens), mode
     finally:
@@ -169,8 +185,11 @@ def test_step_callbacks(pipe):
 
     plain = sample(pipe)
     out = sample(pipe, callback_on_step_end=record, callback_on_step_end_tensor_inputs=["image_tokens", "logits"])
-    assert seen == [(0, 2, ["image_tokens", "logits"]), (1, 1, ["image_tokens", "logits"]),
-                    (2, 0, ["image_tokens", "logits"])]
+    assert seen == [
+        (0, 2, ["image_tokens", "logits"]),
+        (1, 1, ["image_tokens", "logits"]),
+        (2, 0, ["image_tokens", "logits"]),
+    ]
     assert torch.equal(out.image_tokens, plain.image_tokens) and pipe.num_timesteps == 3
 
     def overwrite(pipeline, step_index, timestep, callback_kwargs):
@@ -225,7 +244,10 @@ def test_components_are_typed():
         annotations = [p.annotation for name, p in parameters.items() if name != "self"]
         assert all(a not in (inspect.Parameter.empty, "Any") for a in annotations), pipeline_class
     assert MaskGITPipeline._get_signature_types() == {
-        "vqgan": (PreTrainedModel,), "transformer": (PreTrainedModel,), "scheduler": (SchedulerMixin,)}
+        "vqgan": (PreTrainedModel,),
+        "transformer": (PreTrainedModel,),
+        "scheduler": (SchedulerMixin,),
+    }
 
 
 def test_the_folder_stand_in_accepts_classes_not_instances(pipe):

@@ -32,15 +32,29 @@ def image_dir(labelled_image_dir):
 def judge_dir(tmp_path_factory):
     """A pixel classifier of the tokenizer's images (untrained: the plumbing is under test, not its accuracy)."""
     folder = tmp_path_factory.mktemp("judge")
-    config = ViTConfig(image_size=16, patch_size=2, num_channels=3, hidden_size=16, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=32, num_labels=len(CLASSES))
+    config = ViTConfig(
+        image_size=16,
+        patch_size=2,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=len(CLASSES),
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     return folder
 
 
 def _flags(tokenizer_dir, image_dir, tmp_path, name="prior", **overrides):
-    return {"config": TINY_PRIOR, "tokenizer_name_or_path": str(tokenizer_dir), "train_data_dir": str(image_dir),
-            "output_dir": str(tmp_path / name), "cache_dir": str(tmp_path / "cache"), **overrides}
+    return {
+        "config": TINY_PRIOR,
+        "tokenizer_name_or_path": str(tokenizer_dir),
+        "train_data_dir": str(image_dir),
+        "output_dir": str(tmp_path / name),
+        "cache_dir": str(tmp_path / "cache"),
+        **overrides,
+    }
 
 
 def _train(flags):
@@ -51,19 +65,30 @@ def _train(flags):
 
 
 def test_tiny_run_ends_in_a_pipeline_that_loads_and_generates_and_reuses_the_token_cache(
-        tokenizer_dir, image_dir, judge_dir, tmp_path, monkeypatch):
+    tokenizer_dir, image_dir, judge_dir, tmp_path, monkeypatch
+):
     from diffusers import DiffusionPipeline
 
     # 4 judged samples: the 9 test images hold 4 references and 4 others whose reconstructions give the floor.
-    result = _train(_flags(tokenizer_dir, image_dir, tmp_path, eval_classifier_name_or_path=str(judge_dir), num_eval_images=4))
+    result = _train(
+        _flags(tokenizer_dir, image_dir, tmp_path, eval_classifier_name_or_path=str(judge_dir), num_eval_images=4)
+    )
     output_dir = tmp_path / "prior"
     index = json.loads((output_dir / "model_index.json").read_text())
     assert {"vqgan", "transformer", "scheduler"} <= set(index)
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics == result["metrics"] and metrics["global_step"] == 4 and metrics["num_classes"] == 3
     assert metrics["eval_images"] == 4 and metrics["reconstructions_disjoint"] is True
-    for name in ("conditional_accuracy", "real_accuracy", "classifier_fid", "reconstruction_classifier_fid",
-                 "generated_perplexity", "real_perplexity", "generated_usage", "val_loss"):
+    for name in (
+        "conditional_accuracy",
+        "real_accuracy",
+        "classifier_fid",
+        "reconstruction_classifier_fid",
+        "generated_perplexity",
+        "real_perplexity",
+        "generated_usage",
+        "val_loss",
+    ):
         assert metrics[name] is not None and metrics[name] >= 0, name
     assert 0 <= metrics["conditional_accuracy"] <= 1 and 0 < metrics["generated_usage"] <= 1
     assert (output_dir / "training_config.json").is_file()
@@ -73,26 +98,47 @@ def test_tiny_run_ends_in_a_pipeline_that_loads_and_generates_and_reuses_the_tok
     pipe = DiffusionPipeline.from_pretrained(output_dir, trust_remote_code=True)
     config = pipe.transformer.config
     assert (config.codebook_size, config.grid_height, config.num_classes) == (32, 8, 3)
-    out = pipe(class_labels=[0, 2], num_inference_steps=4, guidance_scale=2.0,
-               generator=torch.Generator().manual_seed(0), output_type="pil")
+    out = pipe(
+        class_labels=[0, 2],
+        num_inference_steps=4,
+        guidance_scale=2.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pil",
+    )
     assert len(out.images) == 2 and out.images[0].size == (16, 16) and out.image_tokens.shape == (2, 8, 8)
 
     # A second run must not tokenize anything (nor preprocess the real images again).
     cache_files = sorted((tmp_path / "cache").rglob("*.arrow"))
     monkeypatch.setattr(ImageEncoder, "__call__", lambda self, batch: pytest.fail("encoded again despite the cache"))
-    again = _train(_flags(tokenizer_dir, image_dir, tmp_path, name="again", eval_classifier_name_or_path=str(judge_dir),
-                          num_eval_images=4))
+    again = _train(
+        _flags(
+            tokenizer_dir,
+            image_dir,
+            tmp_path,
+            name="again",
+            eval_classifier_name_or_path=str(judge_dir),
+            num_eval_images=4,
+        )
+    )
     assert again["metrics"]["val_loss"] == metrics["val_loss"]  # same seed, same tokens, same prior
     assert sorted((tmp_path / "cache").rglob("*.arrow")) == cache_files
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tokenizer_dir, image_dir, tmp_path):
     # EMA, label dropout and a resume in the middle of an epoch (24 images, batches of 8: 3 per epoch; resume at 2).
-    flags = dict(use_ema=True, label_dropout=0.5, lr_scheduler="constant", num_eval_images=0, num_sample_images=0,
-                 max_train_steps=4)
+    flags = dict(
+        use_ema=True,
+        label_dropout=0.5,
+        lr_scheduler="constant",
+        num_eval_images=0,
+        num_sample_images=0,
+        max_train_steps=4,
+    )
     _train(_flags(tokenizer_dir, image_dir, tmp_path, name="whole", **flags))
     _train(_flags(tokenizer_dir, image_dir, tmp_path, name="resumed", **{**flags, "max_train_steps": 2}))
-    result = _train(_flags(tokenizer_dir, image_dir, tmp_path, name="resumed", resume_from_checkpoint="latest", **flags))
+    result = _train(
+        _flags(tokenizer_dir, image_dir, tmp_path, name="resumed", resume_from_checkpoint="latest", **flags)
+    )
     assert result["global_step"] == 4
     whole = load_file(tmp_path / "whole" / "transformer" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "transformer" / "model.safetensors")
@@ -113,8 +159,18 @@ def test_resuming_with_another_tokenizer_is_refused(tokenizer_dir, image_dir, tm
 def test_pretrained_prior_of_another_tokenizer_is_refused(tokenizer_dir, image_dir, tmp_path):
     from hf_vq.models.maskgit import MaskGITConfig, MaskGITModel
 
-    prior = MaskGITModel(MaskGITConfig(codebook_size=16, grid_height=8, grid_width=8, num_classes=3, hidden_size=16,
-                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    prior = MaskGITModel(
+        MaskGITConfig(
+            codebook_size=16,
+            grid_height=8,
+            grid_width=8,
+            num_classes=3,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    )
     prior.save_pretrained(tmp_path / "small_prior")
     with pytest.raises(ValueError, match="codebook_size=32 but this prior"):
         _train(_flags(tokenizer_dir, image_dir, tmp_path, pretrained_model_name_or_path=str(tmp_path / "small_prior")))
@@ -126,7 +182,9 @@ def test_unlabeled_data_needs_an_unconditional_prior(tokenizer_dir, tmp_path):
     with pytest.raises(MissingLabelsError, match="num_classes: 0"):
         _train(flags)
     config = tmp_path / "unconditional.yaml"
-    config.write_text((REPO / "configs" / "maskgit_tiny.yaml").read_text().replace("model:\n", "model:\n  num_classes: 0\n"))
+    config.write_text(
+        (REPO / "configs" / "maskgit_tiny.yaml").read_text().replace("model:\n", "model:\n  num_classes: 0\n")
+    )
     result = _train({**flags, "config": str(config), "guidance_scale": 1.0})
     assert result["metrics"]["num_classes"] == 0 and "conditional_accuracy" not in result["metrics"]
     assert result["metrics"]["generated_perplexity"] > 0
@@ -134,15 +192,18 @@ def test_unlabeled_data_needs_an_unconditional_prior(tokenizer_dir, tmp_path):
         resolve_prior_args({**flags, "config": str(config), "guidance_scale": 2.0})
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"tokenizer_name_or_path": None}, "no tokenizer"),
-    ({"label_dropout": 1.0}, r"--label_dropout must lie in \[0, 1\)"),
-    ({"num_inference_steps": 0}, "--num_inference_steps must be >= 1"),
-    ({"random_flip": True}, "unknown flag --random_flip"),  # tokens are cached once: no augmentation flags
-    ({"inception_weights": "/nonexistent/inception.pth"}, "is not a file"),
-    ({"prior_type": "diffusion"}, r"prior_type 'diffusion' is not a known prior; valid: maskgit, autoregressive"),
-    ({"prior_type": "maskgi"}, r"did you mean 'maskgit'\?\); valid: maskgit, autoregressive"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"tokenizer_name_or_path": None}, "no tokenizer"),
+        ({"label_dropout": 1.0}, r"--label_dropout must lie in \[0, 1\)"),
+        ({"num_inference_steps": 0}, "--num_inference_steps must be >= 1"),
+        ({"random_flip": True}, "unknown flag --random_flip"),  # tokens are cached once: no augmentation flags
+        ({"inception_weights": "/nonexistent/inception.pth"}, "is not a file"),
+        ({"prior_type": "diffusion"}, r"prior_type 'diffusion' is not a known prior; valid: maskgit, autoregressive"),
+        ({"prior_type": "maskgi"}, r"did you mean 'maskgit'\?\); valid: maskgit, autoregressive"),
+    ],
+)
 def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, image_dir, tmp_path):
     with pytest.raises(ConfigError, match=message):
         resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, **override))
@@ -150,8 +211,19 @@ def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, im
 
 def test_cli_has_the_command_and_a_flag_beats_the_file(tokenizer_dir, image_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        cli_main(["train-prior", "--config", TINY_PRIOR, "--tokenizer_name_or_path", str(tokenizer_dir),
-                  "--train_data_dir", str(image_dir), "--label_dropout", "2"])
+        cli_main(
+            [
+                "train-prior",
+                "--config",
+                TINY_PRIOR,
+                "--tokenizer_name_or_path",
+                str(tokenizer_dir),
+                "--train_data_dir",
+                str(image_dir),
+                "--label_dropout",
+                "2",
+            ]
+        )
     assert "train-prior: error: --label_dropout must lie in [0, 1)" in capsys.readouterr().err
     args = resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, max_train_steps=7))
     assert (args.max_train_steps, args.model_config["hidden_size"], args.label_dropout) == (7, 32, 0.1)
@@ -161,12 +233,23 @@ def test_a_saved_pipeline_is_judged_again_without_training(tokenizer_dir, image_
     from hf_vq.training.prior_evaluation import evaluate_saved_pipeline
 
     _train(_flags(tokenizer_dir, image_dir, tmp_path, max_train_steps=2, num_eval_images=0, num_sample_images=0))
-    args = resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, name="judged", num_eval_images=4,
-                                     pretrained_model_name_or_path=str(tmp_path / "prior"), guidance_scale=1.0,
-                                     eval_classifier_name_or_path=str(judge_dir)))
+    args = resolve_prior_args(
+        _flags(
+            tokenizer_dir,
+            image_dir,
+            tmp_path,
+            name="judged",
+            num_eval_images=4,
+            pretrained_model_name_or_path=str(tmp_path / "prior"),
+            guidance_scale=1.0,
+            eval_classifier_name_or_path=str(judge_dir),
+        )
+    )
     metrics = evaluate_saved_pipeline(args)
     assert json.loads((tmp_path / "judged" / "metrics.json").read_text()) == metrics
-    assert metrics["guidance_scale"] == 1.0 and metrics["eval_images"] == 4 and 0 <= metrics["conditional_accuracy"] <= 1
+    assert (
+        metrics["guidance_scale"] == 1.0 and metrics["eval_images"] == 4 and 0 <= metrics["conditional_accuracy"] <= 1
+    )
 
 
 class CountingPrior(MaskGITPrior):
@@ -194,8 +277,18 @@ class CountingPrior(MaskGITPrior):
 def test_prior_type_picks_the_spec_the_whole_run_goes_through(tokenizer_dir, image_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(PRIOR_SPECS, "counting", f"{__name__}:CountingPrior")
     CountingPrior.calls.clear()
-    result = _train(_flags(tokenizer_dir, image_dir, tmp_path, prior_type="counting", max_train_steps=2,
-                           validation_steps=1, num_eval_images=0, num_sample_images=1))
+    result = _train(
+        _flags(
+            tokenizer_dir,
+            image_dir,
+            tmp_path,
+            prior_type="counting",
+            max_train_steps=2,
+            validation_steps=1,
+            num_eval_images=0,
+            num_sample_images=1,
+        )
+    )
     # The model, the step's loss (training, then each validation), the saved pipeline: all from the spec chosen.
     assert CountingPrior.calls == {"build_model": 1, "training_loss": 3, "build_pipeline": 1}
     assert json.loads((Path(result["output_dir"]) / "training_config.json").read_text())["prior_type"] == "counting"

@@ -5,7 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from hf_vq import GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer
-from hf_vq.quantization import NonFiniteInputError, beta_commitment_loss, beta_from_vqvae_weight, kmeans_plus_plus_init, nearest_code_indices, replace_dead_codes
+from hf_vq.quantization import (
+    NonFiniteInputError,
+    beta_commitment_loss,
+    beta_from_vqvae_weight,
+    kmeans_plus_plus_init,
+    nearest_code_indices,
+    replace_dead_codes,
+)
 
 
 def channels_last(tensor):
@@ -161,7 +168,9 @@ STEP_SIZES = [1.0, 0.3]
 @pytest.mark.parametrize("step_size", STEP_SIZES)
 @pytest.mark.parametrize("affine", [None, "learned"])
 def test_alternating_step_moves_selected_codes_towards_their_assignment_means(affine, step_size):
-    vq = VectorQuantizer(embed_dim=4, codebook_size=16, alternating=True, alternating_step_size=step_size, affine=affine)
+    vq = VectorQuantizer(
+        embed_dim=4, codebook_size=16, alternating=True, alternating_step_size=step_size, affine=affine
+    )
     if affine == "learned":
         with torch.no_grad():
             vq.embedding.affine.scale.uniform_(-0.5, 0.5)
@@ -191,17 +200,23 @@ def test_alternating_step_with_running_statistics_moves_codes_towards_their_mean
 
 @pytest.mark.parametrize("step_size", STEP_SIZES)
 def test_alternating_step_works_per_group_of_a_grouped_quantizer(step_size):
-    vq = GroupedVectorQuantizer(8, 16, num_groups=2, affine="learned", alternating=True, alternating_step_size=step_size)
+    vq = GroupedVectorQuantizer(
+        8, 16, num_groups=2, affine="learned", alternating=True, alternating_step_size=step_size
+    )
     z = torch.randn(64, 8)
     before = [group.codebook for group in vq.groups]
     out = vq(z)
     for g, group in enumerate(vq.groups):
-        _assert_codes_moved_towards_assignment_means(group, before[g], z[:, 4 * g : 4 * g + 4], out.indices[:, g], step_size)
+        _assert_codes_moved_towards_assignment_means(
+            group, before[g], z[:, 4 * g : 4 * g + 4], out.indices[:, g], step_size
+        )
 
 
 @pytest.mark.parametrize("step_size", STEP_SIZES)
 def test_alternating_step_works_per_stage_of_a_residual_quantizer(step_size):
-    vq = ResidualVectorQuantizer(4, 16, num_quantizers=2, affine="learned", alternating=True, alternating_step_size=step_size)
+    vq = ResidualVectorQuantizer(
+        4, 16, num_quantizers=2, affine="learned", alternating=True, alternating_step_size=step_size
+    )
     z = torch.randn(64, 4)
     first, second = vq.stages
     before = [first.codebook, second.codebook]
@@ -334,8 +349,12 @@ def test_layouts(channel_dim, shape):
 @pytest.mark.parametrize(
     "quantizer",
     [
-        lambda: GroupedVectorQuantizer(8, 16, num_groups=4, kmeans_init=True, replace_freq=1, sync_nu=0.5, affine="running"),
-        lambda: ResidualVectorQuantizer(8, 16, num_quantizers=3, kmeans_init=True, replace_freq=1, sync_nu=0.5, affine="learned"),
+        lambda: GroupedVectorQuantizer(
+            8, 16, num_groups=4, kmeans_init=True, replace_freq=1, sync_nu=0.5, affine="running"
+        ),
+        lambda: ResidualVectorQuantizer(
+            8, 16, num_quantizers=3, kmeans_init=True, replace_freq=1, sync_nu=0.5, affine="learned"
+        ),
     ],
 )
 def test_grouped_and_residual_variants_train(quantizer):
@@ -377,7 +396,9 @@ def test_state_dict_round_trips_including_running_statistics():
     for _ in range(5):
         trained(torch.randn(64, 4) * 3 + 1)
     state = trained.state_dict()
-    assert {"initialized", "steps_since_used", "embedding.affine.running_mean", "embedding.affine.running_var"} <= set(state)
+    assert {"initialized", "steps_since_used", "embedding.affine.running_mean", "embedding.affine.running_var"} <= set(
+        state
+    )
     fresh = VectorQuantizer(**options)
     fresh.load_state_dict(state)
     for key, value in fresh.state_dict().items():

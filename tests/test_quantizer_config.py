@@ -32,8 +32,16 @@ from hf_vq.training import losses
 
 # Folders saved by the code before QuantizerConfig (tests/test_legacy_folders.py checks their outputs).
 LEGACY = Path(__file__).parent / "legacy" / "2026-12-03"
-TINY = dict(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, latent_channels=8, image_size=16,
-            attention_resolutions=[8], embed_dim=4, codebook_size=16)
+TINY = dict(
+    block_out_channels=[8, 16],
+    layers_per_block=1,
+    norm_num_groups=4,
+    latent_channels=8,
+    image_size=16,
+    attention_resolutions=[8],
+    embed_dim=4,
+    codebook_size=16,
+)
 
 
 # --------------------------------------------------------------------------------------------- QuantizerConfig
@@ -157,7 +165,9 @@ def test_quantizer_tensors_missing_from_a_checkpoint_are_initialised_by_the_quan
             assert torch.equal(embedding.affine.running_var, torch.ones(4))
             assert int(embedding.affine.num_updates) == 0 and bool(quantize.initialized)
             assert torch.equal(quantize.steps_since_used, torch.zeros(32, dtype=torch.long))
-        elif name == "vector_ema_rotation":  # clusters of size 1 whose sums the next update takes from the loaded codes
+        elif (
+            name == "vector_ema_rotation"
+        ):  # clusters of size 1 whose sums the next update takes from the loaded codes
             assert torch.equal(embedding.ema.cluster_size, torch.ones(32)) and embedding.ema.cluster_sum.isnan().all()
             reference = VQGANModel.from_pretrained(LEGACY / name).quantize
             reference.embedding.ema.reset_statistics(reference.embedding.weight.detach())

@@ -17,17 +17,39 @@ RUNNING_AFFINE_KINDS = ("vector", "grouped", "residual")
 def run_two_ranks(kind: str, output_dir: Path) -> tuple[list[dict], dict]:
     """The two ranks' final quantizer states, and rank 0's initial one."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(WORKER), kind, str(output_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(WORKER),
+        kind,
+        str(output_dir),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return [torch.load(output_dir / f"rank{rank}.pt") for rank in range(2)], torch.load(output_dir / "initial_rank0.pt")
+    return [torch.load(output_dir / f"rank{rank}.pt") for rank in range(2)], torch.load(
+        output_dir / "initial_rank0.pt"
+    )
 
 
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "kind",
-    ["vector", "grouped", "residual", "vector_simvq_sgd_rotation", "residual_simvq_sgd_rotation", "vector_ema", "grouped_ema", "grouped_sgd_learned", "fsq"],
+    [
+        "vector",
+        "grouped",
+        "residual",
+        "vector_simvq_sgd_rotation",
+        "residual_simvq_sgd_rotation",
+        "vector_ema",
+        "grouped_ema",
+        "grouped_sgd_learned",
+        "fsq",
+    ],
 )
 def test_two_processes_keep_identical_codebooks(kind, tmp_path):
     (first, second), initial = run_two_ranks(kind, tmp_path)

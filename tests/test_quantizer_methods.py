@@ -12,7 +12,14 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 
-from hf_vq import FiniteScalarQuantizer, GroupedVectorQuantizer, ResidualVectorQuantizer, VectorQuantizer, VQGANConfig, VQGANModel
+from hf_vq import (
+    FiniteScalarQuantizer,
+    GroupedVectorQuantizer,
+    ResidualVectorQuantizer,
+    VectorQuantizer,
+    VQGANConfig,
+    VQGANModel,
+)
 from hf_vq.quantization import build_quantizer, rotation_trick
 
 
@@ -204,7 +211,9 @@ def test_sgd_alternating_is_one_sgd_step_of_the_codebook_loss():
 
 
 def test_sgd_alternating_trains_the_simvq_matrix_not_the_frozen_codes():
-    vq = VectorQuantizer(embed_dim=3, codebook_size=5, affine="linear", alternating="sgd", alternating_lr=1.0, channel_dim=-1).train()
+    vq = VectorQuantizer(
+        embed_dim=3, codebook_size=5, affine="linear", alternating="sgd", alternating_lr=1.0, channel_dim=-1
+    ).train()
     raw = vq.embedding.weight.detach().clone()
     vectors = torch.randn(20, 3)
     indices = nearest(vectors, vq.codebook)
@@ -218,7 +227,15 @@ def test_sgd_alternating_trains_the_simvq_matrix_not_the_frozen_codes():
 
 def test_sgd_alternating_steps_the_raw_codes_through_the_affine_transform_and_leaves_scale_and_shift():
     lr = 3.0
-    vq = VectorQuantizer(embed_dim=3, codebook_size=5, affine="learned", affine_lr=1.0, alternating="sgd", alternating_lr=lr, channel_dim=-1).train()
+    vq = VectorQuantizer(
+        embed_dim=3,
+        codebook_size=5,
+        affine="learned",
+        affine_lr=1.0,
+        alternating="sgd",
+        alternating_lr=lr,
+        channel_dim=-1,
+    ).train()
     with torch.no_grad():
         vq.embedding.affine.scale.fill_(0.5)  # effective codes = 1.5 * raw + shift
         vq.embedding.affine.shift.fill_(0.2)
@@ -345,9 +362,13 @@ def test_options_train_in_every_quantizer_type(kind, options):
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TOKENIZER_OPTIONS = {
-    "simvq-rotation-sgd": dict(affine="linear", affine_lr=1.0, gradient_estimator="rotation", alternating="sgd", alternating_lr=20.0),
+    "simvq-rotation-sgd": dict(
+        affine="linear", affine_lr=1.0, gradient_estimator="rotation", alternating="sgd", alternating_lr=20.0
+    ),
     "ema": dict(affine=None, sync_nu=0.0, alternating=False, codebook_update="ema", ema_decay=0.9),
-    "fsq": dict(quantizer_type="fsq", fsq_levels=[5, 4, 3, 2], embed_dim=4, codebook_size=120, affine=None, alternating=False),
+    "fsq": dict(
+        quantizer_type="fsq", fsq_levels=[5, 4, 3, 2], embed_dim=4, codebook_size=120, affine=None, alternating=False
+    ),
 }
 
 
@@ -369,7 +390,12 @@ def test_tokenizer_config_builds_each_method():
     assert not torch.allclose(simvq.embedding.affine.weight, torch.eye(4))  # W was trained
     ema = tokenizer("ema").quantize
     assert ema.codebook_update == "ema" and not ema.embedding.weight.requires_grad
-    torch.testing.assert_close(VQGANModel(VQGANConfig.from_yaml(CONFIGS / "vqgan_tiny.yaml", affine="linear")).quantize.embedding.affine.weight, torch.eye(4))
+    torch.testing.assert_close(
+        VQGANModel(
+            VQGANConfig.from_yaml(CONFIGS / "vqgan_tiny.yaml", affine="linear")
+        ).quantize.embedding.affine.weight,
+        torch.eye(4),
+    )
 
 
 @pytest.mark.parametrize(
@@ -399,7 +425,9 @@ def test_to_diffusers_exports_the_effective_codebook(name):
         quantized, _, (_, _, ids) = vq_model.quantize(vq_model.encode(pixel_values).latents)
         assert torch.equal(ids.reshape(ours.image_tokens.shape), ours.image_tokens)
         torch.testing.assert_close(quantized, ours.quantized, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(vq_model(pixel_values).sample, model(pixel_values).reconstruction, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            vq_model(pixel_values).sample, model(pixel_values).reconstruction, rtol=1e-4, atol=1e-4
+        )
 
 
 def test_to_diffusers_refuses_fsq():
@@ -433,8 +461,18 @@ def test_remote_code_checkpoint_of_each_method_loads_without_hf_vq(tmp_path, nam
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     result = subprocess.run(
-        [sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "checkpoint"), str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(tmp_path / "remote.py"),
+            str(tmp_path / "checkpoint"),
+            str(tmp_path / "in.pt"),
+            str(tmp_path / "out.pt"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "out.pt")

@@ -51,10 +51,22 @@ def _search(backend, vectors, codebook, distance="euclidean"):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not triton_available() or INTERPRETING, reason="triton is not installed, or this is the subprocess")
+@pytest.mark.skipif(
+    not triton_available() or INTERPRETING, reason="triton is not installed, or this is the subprocess"
+)
 def test_triton_cases_under_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).parents[1]))
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "triton and not interpreter"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        __file__,
+        "-k",
+        "triton and not interpreter",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
@@ -88,7 +100,10 @@ def _normalized(*tensors):
 @pytest.mark.parametrize("embed_dim", [3, 8, 40, 130])
 def test_backends_agree_with_blocked_search_on_random_inputs(backend, distance, embed_dim):
     generator = torch.Generator().manual_seed(embed_dim)
-    vectors, codebook = torch.randn(150, embed_dim, generator=generator), torch.randn(300, embed_dim, generator=generator)
+    vectors, codebook = (
+        torch.randn(150, embed_dim, generator=generator),
+        torch.randn(300, embed_dim, generator=generator),
+    )
     if distance == "cosine":
         vectors, codebook = _normalized(vectors, codebook)
     expected = blocked_nearest_code_indices(vectors, codebook, distance)

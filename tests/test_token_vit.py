@@ -22,8 +22,12 @@ def classifier_dir(tokenizer_dir, tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("classifier")
     model = TokenViTForImageClassification.from_tokenizer(
-        tokenizer_dir, init_from_codebook=True, num_labels=3, id2label=LABELS,
-        label2id={name: index for index, name in LABELS.items()}, **TINY,
+        tokenizer_dir,
+        init_from_codebook=True,
+        num_labels=3,
+        id2label=LABELS,
+        label2id={name: index for index, name in LABELS.items()},
+        **TINY,
     )
     model.save_pretrained(folder, image_processor=VQGANImageProcessor.from_pretrained(tokenizer_dir))
     return folder
@@ -42,12 +46,18 @@ def test_pipeline_classifies_pil_images_end_to_end(classifier_dir, tokenizer_dir
     assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-5)
     # The same scores by hand: processor -> tokenizer -> token ids -> classifier.
     processor = VQGANImageProcessor.from_pretrained(tokenizer_dir)
-    tokens = VQGANModel.from_pretrained(tokenizer_dir).eval().encode(processor(image, return_tensors="pt")["pixel_values"]).image_tokens
+    tokens = (
+        VQGANModel.from_pretrained(tokenizer_dir)
+        .eval()
+        .encode(processor(image, return_tensors="pt")["pixel_values"])
+        .image_tokens
+    )
     model = TokenViTForImageClassification.from_pretrained(classifier_dir).eval()
     with torch.no_grad():
         probabilities = model(image_tokens=tokens).logits.softmax(-1)[0]
     assert {p["label"]: p["score"] for p in predictions} == pytest.approx(
-        {LABELS[i]: float(probabilities[i]) for i in range(3)}, abs=1e-5)
+        {LABELS[i]: float(probabilities[i]) for i in range(3)}, abs=1e-5
+    )
 
 
 def test_saved_folder_loads_through_auto_classes_without_the_tokenizer_weights(classifier_dir, tokenizer_dir):
@@ -55,22 +65,40 @@ def test_saved_folder_loads_through_auto_classes_without_the_tokenizer_weights(c
     assert isinstance(config, TokenViTConfig)
     assert config.tokenizer_name_or_path == str(tokenizer_dir)
     assert (config.codebook_size, config.grid_size, config.token_embedding_dim) == (32, [8, 8], 4)
-    assert isinstance(transformers.AutoModelForImageClassification.from_pretrained(classifier_dir), TokenViTForImageClassification)
+    assert isinstance(
+        transformers.AutoModelForImageClassification.from_pretrained(classifier_dir), TokenViTForImageClassification
+    )
     assert isinstance(transformers.AutoImageProcessor.from_pretrained(classifier_dir), VQGANImageProcessor)
     # The tokenizer is a tool, not part of the classifier's weights; but its code (and the processor's) travels with
     # the classifier, for trust_remote_code=True.
-    assert not [key for key in load_file(classifier_dir / "model.safetensors") if "encoder" in key or "quantize" in key]
+    assert not [
+        key for key in load_file(classifier_dir / "model.safetensors") if "encoder" in key or "quantize" in key
+    ]
     assert json.loads((classifier_dir / "preprocessor_config.json").read_text())["auto_map"] == {
-        "AutoImageProcessor": "image_processing_vqgan.VQGANImageProcessor"}
+        "AutoImageProcessor": "image_processing_vqgan.VQGANImageProcessor"
+    }
     assert json.loads((classifier_dir / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "configuration_token_vit.TokenViTConfig",
         "AutoModelForImageClassification": "modeling_token_vit.TokenViTForImageClassification",
-        "AutoModel": "modeling_token_vit.TokenViTForImageClassification"}
+        "AutoModel": "modeling_token_vit.TokenViTForImageClassification",
+    }
     code = {path.name for path in classifier_dir.glob("*.py")}
-    assert {"modeling_token_vit.py", "configuration_token_vit.py", "vqgan_token_vit.py", "modeling_vqgan.py",
-            "configuration_vqgan.py", "image_processing_vqgan.py", "quantization_vqgan.py", "vector_quantizer.py"} <= code
-    imports = [line for name in code for line in (classifier_dir / name).read_text().splitlines()
-               if re.match(r"\s*(from|import)\s+hf_vq\b", line)]
+    assert {
+        "modeling_token_vit.py",
+        "configuration_token_vit.py",
+        "vqgan_token_vit.py",
+        "modeling_vqgan.py",
+        "configuration_vqgan.py",
+        "image_processing_vqgan.py",
+        "quantization_vqgan.py",
+        "vector_quantizer.py",
+    } <= code
+    imports = [
+        line
+        for name in code
+        for line in (classifier_dir / name).read_text().splitlines()
+        if re.match(r"\s*(from|import)\s+hf_vq\b", line)
+    ]
     assert imports == [], "the copied code must not import hf_vq"
 
 
@@ -79,8 +107,9 @@ def test_token_embedding_starts_at_the_effective_codebook(classifier_dir, tokeni
     model = TokenViTForImageClassification.from_pretrained(classifier_dir)
     torch.testing.assert_close(model.embeddings.token_embedding.weight, tokenizer.quantize.codebook.detach())
     with pytest.raises(ValueError, match="token_embedding_dim"):
-        TokenViTForImageClassification(TokenViTConfig(codebook_size=32, grid_size=[8, 8], **TINY)).init_token_embedding_from_codebook(
-            tokenizer.quantize.codebook)
+        TokenViTForImageClassification(
+            TokenViTConfig(codebook_size=32, grid_size=[8, 8], **TINY)
+        ).init_token_embedding_from_codebook(tokenizer.quantize.codebook)
 
 
 def test_bad_token_inputs_raise_clear_errors(classifier_dir):
@@ -138,8 +167,14 @@ def test_saved_folder_loads_without_hf_vq(classifier_dir, tmp_path):
 
     (tmp_path / "blocked.py").write_text(BLOCKED_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "blocked.py", str(classifier_dir), "out.pt"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "blocked.py", str(classifier_dir), "out.pt"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "out.pt")
     model = TokenViTForImageClassification.from_pretrained(classifier_dir).eval()

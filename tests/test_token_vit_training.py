@@ -5,7 +5,6 @@ import json
 
 import datasets
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 import transformers
@@ -28,11 +27,19 @@ def image_dir(labelled_image_dir):
 
 
 def _flags(tokenizer_dir, image_dir, tmp_path, **overrides):
-    return {"config": TINY_CONFIG, "tokenizer_name_or_path": str(tokenizer_dir), "train_data_dir": str(image_dir),
-            "output_dir": str(tmp_path / "classifier"), "cache_dir": str(tmp_path / "cache"), **overrides}
+    return {
+        "config": TINY_CONFIG,
+        "tokenizer_name_or_path": str(tokenizer_dir),
+        "train_data_dir": str(image_dir),
+        "output_dir": str(tmp_path / "classifier"),
+        "cache_dir": str(tmp_path / "cache"),
+        **overrides,
+    }
 
 
-def test_training_saves_a_pipeline_ready_folder_and_reuses_the_cached_tokens(tokenizer_dir, image_dir, tmp_path, monkeypatch):
+def test_training_saves_a_pipeline_ready_folder_and_reuses_the_cached_tokens(
+    tokenizer_dir, image_dir, tmp_path, monkeypatch
+):
     result = train_classifier(_flags(tokenizer_dir, image_dir, tmp_path, hub_token="hf_never_written"))
     output_dir = tmp_path / "classifier"
     for written in [output_dir / "training_config.json", *(output_dir / "logs").iterdir()]:
@@ -42,12 +49,15 @@ def test_training_saves_a_pipeline_ready_folder_and_reuses_the_cached_tokens(tok
     assert 0.0 <= metrics["accuracy"] <= metrics["top5_accuracy"] == 1.0  # 3 classes: the top 5 hold them all
     assert (metrics["eval_examples"], metrics["global_step"], metrics["model_type"]) == (9, 4, "token_vit")
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "training_config.json"} <= {
-        path.name for path in output_dir.iterdir()}
+        path.name for path in output_dir.iterdir()
+    }
     assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     config = json.loads((output_dir / "config.json").read_text())
     assert set(config["id2label"].values()) == set(CLASSES)
     assert config["tokenizer_name_or_path"] == str(tokenizer_dir.resolve())
-    predictions = transformers.pipeline("image-classification", model=str(output_dir))(str(image_dir / "test/red/0.png"))
+    predictions = transformers.pipeline("image-classification", model=str(output_dir))(
+        str(image_dir / "test/red/0.png")
+    )
     assert {p["label"] for p in predictions} == set(CLASSES)
 
     # A second run must not tokenize anything: the encoder fails if it is called at all.
@@ -97,11 +107,14 @@ def test_cli_trains_the_pixel_reference_and_resumes(tokenizer_dir, image_dir, tm
     assert json.loads((tmp_path / "pixel/metrics.json").read_text())["global_step"] == 4
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"tokenizer_name_or_path": None}, "no tokenizer"),
-    ({"streaming": True}, "unknown flag --streaming"),  # the images are tokenized once: no streaming flag at all
-    ({"train_batch_size": 0}, "train_batch_size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"tokenizer_name_or_path": None}, "no tokenizer"),
+        ({"streaming": True}, "unknown flag --streaming"),  # the images are tokenized once: no streaming flag at all
+        ({"train_batch_size": 0}, "train_batch_size must be >= 1"),
+    ],
+)
 def test_flags_that_cannot_work_are_refused(override, message, tokenizer_dir, image_dir, tmp_path):
     with pytest.raises(ConfigError, match=message):
         resolve_classifier_args(_flags(tokenizer_dir, image_dir, tmp_path, **override))

@@ -26,9 +26,15 @@ TINY_PRIOR = str(REPO / "configs" / "maskgit_tiny.yaml")
 
 
 def _consumer_flags(config, tokenizer_dir, image_dir, output_dir, **overrides):
-    return {"config": config, "tokenizer_name_or_path": str(tokenizer_dir), "train_data_dir": str(image_dir),
-            "output_dir": str(output_dir), "cache_dir": str(output_dir.parent / "cache"), "max_train_steps": 2,
-            **overrides}
+    return {
+        "config": config,
+        "tokenizer_name_or_path": str(tokenizer_dir),
+        "train_data_dir": str(image_dir),
+        "output_dir": str(output_dir),
+        "cache_dir": str(output_dir.parent / "cache"),
+        "max_train_steps": 2,
+        **overrides,
+    }
 
 
 def _train_consumer(command, flags):
@@ -40,9 +46,17 @@ def _train_consumer(command, flags):
 def test_tokenizer_trained_at_another_resolution_feeds_a_classifier_and_a_prior(labelled_image_dir, tmp_path):
     tokenizer_dir = tmp_path / "tokenizer"
     # The loss flags override the config too, and are recorded like the resolution (the same class of bug).
-    train(tokenizer_dir, train_data_dir=str(labelled_image_dir), resolution=32, max_train_steps=2,
-          discriminator_weight=0.0, max_eval_samples=4, num_sample_images=2, reconstruction_loss="l2",
-          quantizer_loss_weight=0.5)
+    train(
+        tokenizer_dir,
+        train_data_dir=str(labelled_image_dir),
+        resolution=32,
+        max_train_steps=2,
+        discriminator_weight=0.0,
+        max_eval_samples=4,
+        num_sample_images=2,
+        reconstruction_loss="l2",
+        quantizer_loss_weight=0.5,
+    )
     config = json.loads((tokenizer_dir / "config.json").read_text())
     processor = json.loads((tokenizer_dir / "preprocessor_config.json").read_text())
     assert config["image_size"] == 32 and processor["size"] == {"height": 32, "width": 32}
@@ -50,13 +64,16 @@ def test_tokenizer_trained_at_another_resolution_feeds_a_classifier_and_a_prior(
     assert config["attention_resolutions"] == [16]
     assert (config["reconstruction_loss_type"], config["quantizer_loss_weight"]) == ("mse", 0.5)
 
-    classifier = _train_consumer(train_classifier, _consumer_flags(TINY_CLASSIFIER, tokenizer_dir, labelled_image_dir,
-                                                                  tmp_path / "classifier"))
+    classifier = _train_consumer(
+        train_classifier, _consumer_flags(TINY_CLASSIFIER, tokenizer_dir, labelled_image_dir, tmp_path / "classifier")
+    )
     assert classifier["metrics"]["global_step"] == 2
     assert json.loads((tmp_path / "classifier" / "config.json").read_text())["grid_size"] == [16, 16]
 
-    _train_consumer(train_prior, _consumer_flags(TINY_PRIOR, tokenizer_dir, labelled_image_dir, tmp_path / "prior",
-                                                 num_eval_images=0))
+    _train_consumer(
+        train_prior,
+        _consumer_flags(TINY_PRIOR, tokenizer_dir, labelled_image_dir, tmp_path / "prior", num_eval_images=0),
+    )
     prior_config = json.loads((tmp_path / "prior" / "transformer" / "config.json").read_text())
     assert (prior_config["grid_height"], prior_config["grid_width"]) == (16, 16)
 
@@ -74,21 +91,29 @@ def disagreeing_tokenizer_dir(tmp_path_factory):
 
 
 def test_a_classifier_trains_on_a_folder_whose_config_and_processor_disagree(
-        disagreeing_tokenizer_dir, labelled_image_dir, tmp_path, caplog):
+    disagreeing_tokenizer_dir, labelled_image_dir, tmp_path, caplog
+):
     with caplog.at_level(logging.WARNING):
-        _train_consumer(train_classifier, _consumer_flags(TINY_CLASSIFIER, disagreeing_tokenizer_dir,
-                                                          labelled_image_dir, tmp_path / "classifier"))
+        _train_consumer(
+            train_classifier,
+            _consumer_flags(TINY_CLASSIFIER, disagreeing_tokenizer_dir, labelled_image_dir, tmp_path / "classifier"),
+        )
     assert json.loads((tmp_path / "classifier" / "config.json").read_text())["grid_size"] == [16, 16]
     assert "image_size=16" in caplog.text and "32x32" in caplog.text
 
 
 def test_a_prior_trains_on_a_folder_whose_config_and_processor_disagree(
-        disagreeing_tokenizer_dir, labelled_image_dir, tmp_path, caplog):
+    disagreeing_tokenizer_dir, labelled_image_dir, tmp_path, caplog
+):
     from diffusers import DiffusionPipeline
 
     with caplog.at_level(logging.WARNING):
-        _train_consumer(train_prior, _consumer_flags(TINY_PRIOR, disagreeing_tokenizer_dir, labelled_image_dir,
-                                                     tmp_path / "prior", num_eval_images=0))
+        _train_consumer(
+            train_prior,
+            _consumer_flags(
+                TINY_PRIOR, disagreeing_tokenizer_dir, labelled_image_dir, tmp_path / "prior", num_eval_images=0
+            ),
+        )
     assert "image_size=16" in caplog.text
     # The pipeline's tokenizer component is saved with the size it works at; the pipeline loads and generates.
     assert json.loads((tmp_path / "prior" / "vqgan" / "config.json").read_text())["image_size"] == 32
@@ -140,20 +165,29 @@ def test_a_resolution_the_factor_does_not_divide_is_a_flag_error(tmp_path):
         build_model_and_processor(training_args(tmp_path, train_data_dir=str(tmp_path), resolution=33))
 
 
-def test_fine_tuning_an_old_folder_goes_on_at_its_processors_size(disagreeing_tokenizer_dir, labelled_image_dir,
-                                                                  tmp_path, caplog):
+def test_fine_tuning_an_old_folder_goes_on_at_its_processors_size(
+    disagreeing_tokenizer_dir, labelled_image_dir, tmp_path, caplog
+):
     with caplog.at_level(logging.WARNING):
         model, processor = build_model_and_processor(
-            training_args(tmp_path, train_data_dir=str(labelled_image_dir),
-                          pretrained_model_name_or_path=str(disagreeing_tokenizer_dir)))
+            training_args(
+                tmp_path,
+                train_data_dir=str(labelled_image_dir),
+                pretrained_model_name_or_path=str(disagreeing_tokenizer_dir),
+            )
+        )
     assert "image_size=16" in caplog.text
     assert model.config.image_size == 32 and processor.size["height"] == 32
 
 
 def test_a_classifier_resolution_other_than_the_tokenizers_is_refused(tokenizer_dir, labelled_image_dir, tmp_path):
     with pytest.raises(ConfigError, match="--resolution 32 differs from the tokenizer's image size 16"):
-        _train_consumer(train_classifier, _consumer_flags(TINY_CLASSIFIER, tokenizer_dir, labelled_image_dir,
-                                                          tmp_path / "classifier", resolution=32))
+        _train_consumer(
+            train_classifier,
+            _consumer_flags(
+                TINY_CLASSIFIER, tokenizer_dir, labelled_image_dir, tmp_path / "classifier", resolution=32
+            ),
+        )
 
 
 @pytest.mark.parametrize("overrides", [{"grid_size": [8, 8]}, {"codebook_size": 64}])
@@ -187,5 +221,6 @@ def test_a_saved_tokenizer_without_a_processor_keeps_its_configs_size(tokenizer_
         if path.name != "preprocessor_config.json":
             (folder / path.name).write_bytes(path.read_bytes())
     model, processor = build_model_and_processor(
-        training_args(tmp_path, train_data_dir=str(tmp_path), pretrained_model_name_or_path=str(folder)))
+        training_args(tmp_path, train_data_dir=str(tmp_path), pretrained_model_name_or_path=str(folder))
+    )
     assert model.config.image_size == 16 and processor.size["height"] == 16

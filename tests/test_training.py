@@ -20,8 +20,16 @@ def image_folder(tmp_path_factory):
 
 def test_a_few_steps_end_with_a_loadable_checkpoint(image_folder, tmp_path):
     output_dir = tmp_path / "run"
-    result = train(output_dir, train_data_dir=str(image_folder), max_train_steps=6, checkpointing_steps=2,
-                   checkpoints_total_limit=2, discriminator_start=3, eval_steps=3, use_ema=True)
+    result = train(
+        output_dir,
+        train_data_dir=str(image_folder),
+        max_train_steps=6,
+        checkpointing_steps=2,
+        checkpoints_total_limit=2,
+        discriminator_start=3,
+        eval_steps=3,
+        use_ema=True,
+    )
     assert result["global_step"] == 6
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
     metrics = json.loads((output_dir / "metrics.json").read_text())
@@ -35,7 +43,9 @@ def test_a_few_steps_end_with_a_loadable_checkpoint(image_folder, tmp_path):
 
     model = VQGANModel.from_pretrained(output_dir).eval()
     processor = VQGANImageProcessor.from_pretrained(output_dir)
-    pixel_values = processor(torch.randint(0, 255, (20, 20, 3), dtype=torch.uint8).numpy(), return_tensors="pt").pixel_values
+    pixel_values = processor(
+        torch.randint(0, 255, (20, 20, 3), dtype=torch.uint8).numpy(), return_tensors="pt"
+    ).pixel_values
     assert model.encode(pixel_values).image_tokens.shape == (1, 8, 8)
     # With --use_ema the folder holds the EMA weights (compared by name: every parameter), and the live buffers.
     live = result["model"].state_dict()
@@ -65,8 +75,13 @@ def test_resume_mid_epoch_continues_with_the_next_batch(image_folder, tmp_path):
     step-2 checkpoint ends with the same weights as the run that went on, so it trained on the same third batch."""
     import shutil
 
-    flags = dict(train_data_dir=str(image_folder), max_train_steps=3, checkpointing_steps=2, discriminator_weight=0.0,
-                 eval_steps=0)
+    flags = dict(
+        train_data_dir=str(image_folder),
+        max_train_steps=3,
+        checkpointing_steps=2,
+        discriminator_weight=0.0,
+        eval_steps=0,
+    )
     uninterrupted = train(tmp_path / "uninterrupted", **flags)
     shutil.copytree(tmp_path / "uninterrupted" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
     resumed = train(tmp_path / "resumed", resume_from_checkpoint="latest", **flags)
@@ -81,8 +96,16 @@ def test_resume_mid_epoch_continues_with_the_next_batch(image_folder, tmp_path):
 def test_resumed_run_matches_an_uninterrupted_one(image_folder, tmp_path):
     # Everything that could break exactness is on: a GAN that starts mid-run, LeCam, EMA, random flips, a resume
     # in the middle of an epoch (23 training images, batches of 4: 6 batches per epoch, resume after 5).
-    flags = dict(train_data_dir=str(image_folder), checkpointing_steps=5, discriminator_start=3, lecam_weight=0.01,
-                 use_ema=True, random_flip=True, lr_scheduler="constant_with_warmup", lr_warmup_steps=2)
+    flags = dict(
+        train_data_dir=str(image_folder),
+        checkpointing_steps=5,
+        discriminator_start=3,
+        lecam_weight=0.01,
+        use_ema=True,
+        random_flip=True,
+        lr_scheduler="constant_with_warmup",
+        lr_warmup_steps=2,
+    )
     uninterrupted = tmp_path / "uninterrupted"
     train(uninterrupted, max_train_steps=10, resume_from_checkpoint="latest", **flags)  # nothing yet: a fresh start
     resumed = tmp_path / "resumed"
@@ -100,8 +123,14 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     write_images(folder / "train", count=12, corrupt=2)
     write_images(folder / "test", count=4, seed=1)
     # 14 files, batches of 4: one epoch is 4 steps, and no batch is all corrupt.
-    result = train(tmp_path / "run", train_data_dir=str(folder), max_train_steps=None, num_train_epochs=1,
-                   discriminator_weight=0.0, checkpointing_steps=0)
+    result = train(
+        tmp_path / "run",
+        train_data_dir=str(folder),
+        max_train_steps=None,
+        num_train_epochs=1,
+        discriminator_weight=0.0,
+        checkpointing_steps=0,
+    )
     assert result["global_step"] == 4
     assert result["metrics"]["skipped_images"] == 2
     assert result["metrics"]["images_seen"] == 12
@@ -145,15 +174,31 @@ def test_push_to_hub_uploads_the_saved_folder_to_a_real_hub(image_folder, tmp_pa
     try:
         endpoint = server.url
         monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-file"))
-        train(tmp_path / "run", train_data_dir=str(image_folder), max_train_steps=1, discriminator_weight=0.0,
-              push_to_hub=True, hub_model_id="me/tiny-vqgan", hub_token="hf_test_token")
+        train(
+            tmp_path / "run",
+            train_data_dir=str(image_folder),
+            max_train_steps=1,
+            discriminator_weight=0.0,
+            push_to_hub=True,
+            hub_model_id="me/tiny-vqgan",
+            hub_token="hf_test_token",
+        )
         info = HfApi(endpoint=endpoint, token="hf_test_token").model_info("me/tiny-vqgan", files_metadata=False)
         files = {sibling.rfilename for sibling in info.siblings}
     finally:
         server.stop()
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "samples.png",
-            "training_config.json", "README.md"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "metrics.json",
+        "samples.png",
+        "training_config.json",
+        "README.md",
+    } <= files
     assert "hf_test_token" not in (tmp_path / "run" / "training_config.json").read_text()

@@ -21,9 +21,22 @@ WORKER = Path(__file__).with_name("training_worker.py")
 @pytest.mark.slow
 def test_two_processes_keep_identical_weights_and_codebooks(tmp_path):
     data = write_images(tmp_path / "images", count=24)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), str(WORKER.parent)]))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(WORKER),
-               str(data), str(tmp_path)]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), str(WORKER.parent)]),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(WORKER),
+        str(data),
+        str(tmp_path),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "terminate called" not in result.stderr  # gloo torn down cleanly

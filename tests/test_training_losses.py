@@ -115,7 +115,13 @@ def test_lpips_loads_a_torchvision_vgg16_state_dict(tmp_path):
     assert [list(block.named_children())[-1][0] for block in slices] == ["3", "8", "15", "22", "29"]
     assert all(isinstance(block[-1], nn.ReLU) for block in slices)
     features = loaded.net(torch.randn(1, 3, 32, 32))
-    assert [tuple(f.shape[1:]) for f in features] == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 2, 2)]
+    assert [tuple(f.shape[1:]) for f in features] == [
+        (64, 32, 32),
+        (128, 16, 16),
+        (256, 8, 8),
+        (512, 4, 4),
+        (512, 2, 2),
+    ]
 
 
 def test_lpips_backbone_missing_names_it(tmp_path):
@@ -148,7 +154,10 @@ def test_flags_override_the_config_file(tmp_path):
         (["--train_data_dir", "{images}", "--train_batch_size", "0"], "--train_batch_size must be >= 1"),
         (["--train_data_dir", "{images}", "--discriminator_weight", "0", "--lecam_weight", "0.1"], "discriminator"),
         (["--train_data_dir", "{images}", "--push_to_hub"], "--hub_model_id"),
-        (["--train_data_dir", "{images}", "--resume_from_checkpoint", "/nonexistent/checkpoint-3"], "neither 'latest'"),
+        (
+            ["--train_data_dir", "{images}", "--resume_from_checkpoint", "/nonexistent/checkpoint-3"],
+            "neither 'latest'",
+        ),
         (["--train_data_dir", "{images}", "--mixed_precision", "fp8"], "invalid choice"),
     ],
 )
@@ -166,8 +175,10 @@ def test_bad_flags_fail_with_clear_messages(tmp_path, capsys, flags, message):
 def test_bad_config_files(tmp_path):
     images = str(write_images(tmp_path / "images", 2))
     cases = {"sections.yaml": "model: {}\ntrainer: {}\n", "keys.yaml": "training:\n  learning_rat: 0.1\n"}
-    messages = {"sections.yaml": "unknown section 'trainer' (did you mean 'training'?)",
-                "keys.yaml": "unknown key 'learning_rat' in section training: (did you mean 'learning_rate'?)"}
+    messages = {
+        "sections.yaml": "unknown section 'trainer' (did you mean 'training'?)",
+        "keys.yaml": "unknown key 'learning_rat' in section training: (did you mean 'learning_rate'?)",
+    }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(ConfigError, match=re.escape(messages[name])):

@@ -42,11 +42,28 @@ def image_folder(tmp_path_factory):
 
 
 def _start_training(output_dir: Path, image_folder: Path, pause_at_step: int) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO),
-               **{PAUSE_IN_SAVE_ENV: str(pause_at_step)})
-    command = [sys.executable, "-m", "hf_vq.cli", "train-tokenizer", "--config", TINY_CONFIG,
-               "--train_data_dir", str(image_folder), "--output_dir", str(output_dir), "--checkpoints_total_limit", "1",
-               "--no-progress_bar"] + [f"--{key}={value}" for key, value in FAST.items()]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO),
+        **{PAUSE_IN_SAVE_ENV: str(pause_at_step)},
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "hf_vq.cli",
+        "train-tokenizer",
+        "--config",
+        TINY_CONFIG,
+        "--train_data_dir",
+        str(image_folder),
+        "--output_dir",
+        str(output_dir),
+        "--checkpoints_total_limit",
+        "1",
+        "--no-progress_bar",
+    ] + [f"--{key}={value}" for key, value in FAST.items()]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -54,7 +71,9 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
-            pytest.fail(f"training ended (code {process.returncode}) before pausing in the save:\n{process.stdout.read()[-3000:]}")
+            pytest.fail(
+                f"training ended (code {process.returncode}) before pausing in the save:\n{process.stdout.read()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"no {path} after {timeout} s")
@@ -62,7 +81,9 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
 
 
 @pytest.mark.slow
-def test_a_kill_inside_a_save_leaves_the_previous_checkpoint_and_the_run_resumes_exactly(image_folder, tmp_path, caplog):
+def test_a_kill_inside_a_save_leaves_the_previous_checkpoint_and_the_run_resumes_exactly(
+    image_folder, tmp_path, caplog
+):
     output_dir = tmp_path / "killed"
     process = _start_training(output_dir, image_folder, pause_at_step=4)
     _wait_for(temporary_folder(output_dir, 4) / "paused", process)  # the state of step 4 is written, not completed
@@ -199,10 +220,17 @@ def test_the_classifier_loop_stops_on_divergence_too(tokenizer_dir, tmp_path, mo
             write_images(labeled / split / name, count=count, size=16, seed=seed)
     output_dir = tmp_path / "classifier"
     with pytest.raises(TrainingDivergedError, match=r"at step 3: the loss is nan.*checkpoint-2"):
-        train_classifier({"config": str(REPO / "configs" / "token_vit_tiny.yaml"),
-                          "tokenizer_name_or_path": str(tokenizer_dir), "train_data_dir": str(labeled),
-                          "output_dir": str(output_dir),
-                          "cache_dir": str(tmp_path / "cache"), "checkpointing_steps": 2, "progress_bar": False})
+        train_classifier(
+            {
+                "config": str(REPO / "configs" / "token_vit_tiny.yaml"),
+                "tokenizer_name_or_path": str(tokenizer_dir),
+                "train_data_dir": str(labeled),
+                "output_dir": str(output_dir),
+                "cache_dir": str(tmp_path / "cache"),
+                "checkpointing_steps": 2,
+                "progress_bar": False,
+            }
+        )
     assert checkpoint_problem(output_dir / "checkpoint-2") is None and not (output_dir / "model.safetensors").exists()
 
 
@@ -260,7 +288,9 @@ def test_train_time_and_throughput_add_up_across_a_resume(image_folder, tmp_path
     resumed = train(output_dir, train_data_dir=str(image_folder), resume_from_checkpoint="latest", **FAST)["metrics"]
     assert state["train_seconds"] < resumed["train_seconds"] < state["train_seconds"] + 1
     assert resumed["images_seen"] > first["images_seen"] > 0  # counted over the whole run, like the time
-    assert resumed["train_images_per_second"] == pytest.approx(resumed["images_seen"] / resumed["train_seconds"], rel=0.01)
+    assert resumed["train_images_per_second"] == pytest.approx(
+        resumed["images_seen"] / resumed["train_seconds"], rel=0.01
+    )
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -278,23 +308,29 @@ def test_sixteen_bit_png_keeps_its_range_in_training_data_and_in_the_processor(t
     PIL.Image.fromarray(_ramp(np.uint16, 65535)).save(path)
     assert PIL.Image.open(path).mode == "I;16"
     processor = VQGANImageProcessor(size={"height": 16, "width": 16}, num_channels=1, downsampling_factor=4)
-    for pixel_values in (ImageTransform(num_channels=1)(str(path)), ImageTransform(processor)(str(path)),
-                         processor(PIL.Image.open(path), return_tensors="pt").pixel_values[0],
-                         processor(_ramp(np.uint16, 65535), return_tensors="pt").pixel_values[0]):
+    for pixel_values in (
+        ImageTransform(num_channels=1)(str(path)),
+        ImageTransform(processor)(str(path)),
+        processor(PIL.Image.open(path), return_tensors="pt").pixel_values[0],
+        processor(_ramp(np.uint16, 65535), return_tensors="pt").pixel_values[0],
+    ):
         # A ramp over the full 16-bit range: black to white, mid-grey on average (clipping gave nearly all white).
         assert float(pixel_values.min()) == -1.0 and float(pixel_values.max()) == 1.0
         assert abs(float(pixel_values.mean())) < 0.01
 
 
-@pytest.mark.parametrize("make_image, expected_mean", [
-    (lambda: PIL.Image.fromarray(_ramp(np.uint16, 65535).byteswap().view(">u2")), 127.5),  # I;16B
-    (lambda: PIL.Image.fromarray(_ramp(np.int32, 65535)), 127.5),  # "I", as older Pillow reads 16-bit PNGs
-    (lambda: PIL.Image.fromarray(_ramp(np.float32, 1.0)), 127.5),  # "F", 0..1
-    (lambda: PIL.Image.new("LA", (16, 16), (0, 0)), 255.0),  # fully transparent: the white background
-    (lambda: _transparent_palette_image(), 255.0),
-    (lambda: PIL.Image.new("CMYK", (16, 16), (0, 0, 0, 0)), 255.0),  # no ink: white
-    (lambda: PIL.Image.new("1", (16, 16), 1), 255.0),
-])
+@pytest.mark.parametrize(
+    "make_image, expected_mean",
+    [
+        (lambda: PIL.Image.fromarray(_ramp(np.uint16, 65535).byteswap().view(">u2")), 127.5),  # I;16B
+        (lambda: PIL.Image.fromarray(_ramp(np.int32, 65535)), 127.5),  # "I", as older Pillow reads 16-bit PNGs
+        (lambda: PIL.Image.fromarray(_ramp(np.float32, 1.0)), 127.5),  # "F", 0..1
+        (lambda: PIL.Image.new("LA", (16, 16), (0, 0)), 255.0),  # fully transparent: the white background
+        (lambda: _transparent_palette_image(), 255.0),
+        (lambda: PIL.Image.new("CMYK", (16, 16), (0, 0, 0, 0)), 255.0),  # no ink: white
+        (lambda: PIL.Image.new("1", (16, 16), 1), 255.0),
+    ],
+)
 def test_unusual_modes_are_converted_with_their_real_range(make_image, expected_mean):
     from hf_vq.models.vqgan.image_processing_vqgan import convert_image_mode
 

@@ -50,15 +50,30 @@ def image_folder(tmp_path_factory):
 
 def _command(output_dir: Path, image_folder: Path, **flags) -> list[str]:
     flags = FAST | flags
-    return [sys.executable, "-m", "hf_vq.cli", "train-tokenizer", "--config", TINY_CONFIG, "--train_data_dir",
-            str(image_folder), "--output_dir", str(output_dir), "--no-progress_bar"] + [
-        f"--{key}={value}" for key, value in flags.items()]
+    return [
+        sys.executable,
+        "-m",
+        "hf_vq.cli",
+        "train-tokenizer",
+        "--config",
+        TINY_CONFIG,
+        "--train_data_dir",
+        str(image_folder),
+        "--output_dir",
+        str(output_dir),
+        "--no-progress_bar",
+    ] + [f"--{key}={value}" for key, value in flags.items()]
 
 
 def _start(output_dir: Path, image_folder: Path, env: dict[str, str] | None = None, **flags) -> subprocess.Popen:
     environment = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), **(env or {}))
-    return subprocess.Popen(_command(output_dir, image_folder, **flags), env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        _command(output_dir, image_folder, **flags),
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 300) -> None:
@@ -82,9 +97,11 @@ def _kill(process: subprocess.Popen) -> None:
 
 def _fingerprint(folder: Path) -> dict[str, object]:
     """What identifies a run's final model in `folder`: its weights, its config, its flags."""
-    return {"weights": {key: value.sum().item() for key, value in load_file(folder / "model.safetensors").items()},
-            "config": json.loads((folder / "config.json").read_text()),
-            "flags": json.loads((folder / "training_config.json").read_text())["seed"]}
+    return {
+        "weights": {key: value.sum().item() for key, value in load_file(folder / "model.safetensors").items()},
+        "config": json.loads((folder / "config.json").read_text()),
+        "flags": json.loads((folder / "training_config.json").read_text())["seed"],
+    }
 
 
 def test_the_final_folder_replaces_the_previous_model_and_keeps_the_rest(tmp_path):
@@ -104,7 +121,8 @@ def test_the_final_folder_replaces_the_previous_model_and_keeps_the_rest(tmp_pat
     write_folder_atomically(tmp_path, write)
     assert json.loads((tmp_path / "config.json").read_text()) == {"new": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["config.json", "model.safetensors", "checkpoint-2", "logs", "notes.txt", "samples-2.png", LOCK_FILE])
+        ["config.json", "model.safetensors", "checkpoint-2", "logs", "notes.txt", "samples-2.png", LOCK_FILE]
+    )
 
 
 def test_a_full_disk_at_the_final_save_is_one_line_and_leaves_the_previous_model(tmp_path):
@@ -114,8 +132,11 @@ def test_a_full_disk_at_the_final_save_is_one_line_and_leaves_the_previous_model
         (folder / "config.json").write_text('{"new": true}')
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(FinalSaveError, match=r"could not write the final model .*No space left on device\). The "
-                                             r"folder still holds what it held before") as caught:
+    with pytest.raises(
+        FinalSaveError,
+        match=r"could not write the final model .*No space left on device\). The "
+        r"folder still holds what it held before",
+    ) as caught:
         write_folder_atomically(tmp_path, write_on_a_full_disk)
     assert "\n" not in str(caught.value)
     assert json.loads((tmp_path / "config.json").read_text()) == {"old": True}
@@ -168,7 +189,7 @@ def test_a_kill_inside_the_final_save_never_leaves_a_mix_of_two_runs(image_folde
 def _corrupt_same_size(path: Path) -> None:
     content = bytearray(path.read_bytes())
     middle = len(content) // 2
-    content[middle:middle + 8] = bytes(255 - byte for byte in content[middle:middle + 8])
+    content[middle : middle + 8] = bytes(255 - byte for byte in content[middle : middle + 8])
     path.write_bytes(bytes(content))
 
 
@@ -178,15 +199,23 @@ def test_a_same_size_corrupted_rng_state_falls_back_to_the_previous_checkpoint(i
     _corrupt_same_size(output_dir / "checkpoint-4" / "random_states_0.pkl")
     assert checkpoint_problem(output_dir / "checkpoint-4") is None  # the sizes match: only the checksum can tell
     with caplog.at_level(logging.WARNING):
-        result = train(output_dir, train_data_dir=str(image_folder), resume_from_checkpoint="latest",
-                       **(FAST | {"max_train_steps": 6}))
+        result = train(
+            output_dir,
+            train_data_dir=str(image_folder),
+            resume_from_checkpoint="latest",
+            **(FAST | {"max_train_steps": 6}),
+        )
     assert re.search(r"checkpoint-4 .*random_states_0.pkl does not match its sha256", caplog.text)
     assert re.search(r"resuming from \S*checkpoint-2 \(step 2\)", capsys.readouterr().out)
     assert result["global_step"] == 6
     _corrupt_same_size(output_dir / "checkpoint-6" / "random_states_0.pkl")
     with pytest.raises(CheckpointError, match="random_states_0.pkl does not match its sha256"):
-        train(output_dir, train_data_dir=str(image_folder), resume_from_checkpoint=str(output_dir / "checkpoint-6"),
-              **(FAST | {"max_train_steps": 8}))
+        train(
+            output_dir,
+            train_data_dir=str(image_folder),
+            resume_from_checkpoint=str(output_dir / "checkpoint-6"),
+            **(FAST | {"max_train_steps": 8}),
+        )
 
 
 def _as_written_by_older_hf_vq(checkpoint: Path, custom_objects: int) -> None:
@@ -202,8 +231,9 @@ def _as_written_by_older_hf_vq(checkpoint: Path, custom_objects: int) -> None:
 def _rewrite_old_manifest(checkpoint: Path) -> None:
     manifest = json.loads((checkpoint / MANIFEST_FILE).read_text())
     files = {path.name: path.stat().st_size for path in checkpoint.iterdir() if path.name != MANIFEST_FILE}
-    (checkpoint / MANIFEST_FILE).write_text(json.dumps({"format": 1, "step": manifest["step"],
-                                                        "num_processes": 1, "files": files}))
+    (checkpoint / MANIFEST_FILE).write_text(
+        json.dumps({"format": 1, "step": manifest["step"], "num_processes": 1, "files": files})
+    )
 
 
 def test_checkpoints_keep_hf_vq_state_out_of_pickles_and_older_ones_still_resume_exactly(image_folder, tmp_path):
@@ -212,11 +242,20 @@ def test_checkpoints_keep_hf_vq_state_out_of_pickles_and_older_ones_still_resume
     uninterrupted = load_file(output_dir / "model.safetensors")
     checkpoint = output_dir / "checkpoint-4"
     assert {p.name for p in checkpoint.glob("custom*")} == {
-        "custom_state_0.json", "custom_state_0.safetensors", "custom_state_1.json", "custom_state_1.safetensors"}
+        "custom_state_0.json",
+        "custom_state_0.safetensors",
+        "custom_state_1.json",
+        "custom_state_1.safetensors",
+    }
     assert load_custom_state(checkpoint, 0)["global_step"] == 4
     _as_written_by_older_hf_vq(checkpoint, custom_objects=2)  # the TrainingState and the EMA
-    resumed = train(output_dir, train_data_dir=str(image_folder), use_ema=True, resume_from_checkpoint=str(checkpoint),
-                    **(FAST | {"max_train_steps": 6}))
+    resumed = train(
+        output_dir,
+        train_data_dir=str(image_folder),
+        use_ema=True,
+        resume_from_checkpoint=str(checkpoint),
+        **(FAST | {"max_train_steps": 6}),
+    )
     assert resumed["global_step"] == 6
     again = load_file(output_dir / "model.safetensors")
     for key in uninterrupted:
@@ -262,8 +301,11 @@ def _step(guard: DivergenceGuard, loss: float) -> bool:
 def test_an_explosion_in_the_first_steps_stops_the_run(tmp_path):
     guard = _guard(tmp_path)
     assert _step(guard, 0.8)  # the loss before the first update
-    with pytest.raises(TrainingDivergedError, match=r"at step 2: the loss jumped to 1e\+09, .* the loss before the "
-                                                    r"first update 0.8 \(--divergence_factor 10\)"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"at step 2: the loss jumped to 1e\+09, .* the loss before the "
+        r"first update 0.8 \(--divergence_factor 10\)",
+    ):
         _step(guard, 1e9)
     assert guard.state.loss_average == pytest.approx(0.8)  # the explosion never entered the average
 
@@ -324,16 +366,28 @@ def test_a_second_run_on_the_same_output_dir_is_refused_with_one_line(image_fold
     output_dir = tmp_path / "run"
     first = _start(output_dir, image_folder, env={PAUSE_IN_SAVE_ENV: "2"})
     _wait_for(lambda: (temporary_folder(output_dir, 2) / "paused").exists(), first, "pausing in a save")
-    second = subprocess.run(_command(output_dir, image_folder), capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)))
+    second = subprocess.run(
+        _command(output_dir, image_folder),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)),
+    )
     assert second.returncode == 1
     errors = [line for line in second.stderr.splitlines() if "error:" in line]
-    assert errors == [f"hf-vq train-tokenizer: error: {output_dir} is in use by another training run (PID {first.pid} "
-                      f"on {socket.gethostname()}, {LOCK_FILE}): wait for it to end or use another --output_dir "
-                      f"(delete {output_dir / LOCK_FILE} only if that run is over)"]
+    assert errors == [
+        f"hf-vq train-tokenizer: error: {output_dir} is in use by another training run (PID {first.pid} "
+        f"on {socket.gethostname()}, {LOCK_FILE}): wait for it to end or use another --output_dir "
+        f"(delete {output_dir / LOCK_FILE} only if that run is over)"
+    ]
     _kill(first)  # its lock stays behind, stale
-    third = subprocess.run(_command(output_dir, image_folder), capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)))
+    third = subprocess.run(
+        _command(output_dir, image_folder),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)),
+    )
     assert third.returncode == 0, third.stderr[-3000:]
     assert f"its run (PID {first.pid} on {socket.gethostname()}) is no longer running" in third.stderr
     assert not (output_dir / LOCK_FILE).exists()  # released at exit
@@ -352,8 +406,11 @@ def test_a_signal_finishes_the_step_saves_a_checkpoint_and_exits_with_its_code(i
     process.send_signal(signal_number)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal_number, output[-3000:]
-    match = re.search(r"error: interrupted at step (\d+); checkpoint-(\d+) saved; resume with "
-                      r"--resume_from_checkpoint latest\n", output)
+    match = re.search(
+        r"error: interrupted at step (\d+); checkpoint-(\d+) saved; resume with "
+        r"--resume_from_checkpoint latest\n",
+        output,
+    )
     assert match and match.group(1) == match.group(2), output[-3000:]
     assert "Traceback" not in output
     assert checkpoint_problem(output_dir / f"checkpoint-{match.group(1)}") is None
@@ -381,8 +438,15 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(image_folder, tmp_path):
     output_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m"] + _command(
-        output_dir, image_folder, max_train_steps=10_000, checkpointing_steps=10_000, logging_steps=1)[2:]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+    ] + _command(output_dir, image_folder, max_train_steps=10_000, checkpointing_steps=10_000, logging_steps=1)[2:]
     environment = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = output_dir / "logs" / "train_log.jsonl"

@@ -27,14 +27,18 @@ import transformers
 
 pytestmark = pytest.mark.slow
 
-SOURCE_TREE = Path(os.environ.get("HF_VQ_TRANSFORMERS_TESTS", f"/tmp/tf_sdist/transformers-{transformers.__version__}"))
+SOURCE_TREE = Path(
+    os.environ.get("HF_VQ_TRANSFORMERS_TESTS", f"/tmp/tf_sdist/transformers-{transformers.__version__}")
+)
 if not (SOURCE_TREE / "tests" / "test_modeling_common.py").is_file():
     pytest.skip(
         f"transformers' common tests not found under {SOURCE_TREE}: unpack the source distribution of transformers "
         f"{transformers.__version__} there (or set HF_VQ_TRANSFORMERS_TESTS); see this module's docstring",
         allow_module_level=True,
     )
-pytest.importorskip("parameterized", reason="transformers' test_modeling_common.py imports parameterized: pip install it")
+pytest.importorskip(
+    "parameterized", reason="transformers' test_modeling_common.py imports parameterized: pip install it"
+)
 
 
 def install_stand_ins() -> None:
@@ -45,11 +49,18 @@ def install_stand_ins() -> None:
     stand_ins = {
         "tests.exporters.test_export": {"ExportTesterMixin": type("ExportTesterMixin", (), {})},
         "tests.generation.test_utils": {"GenerationTesterMixin": type("GenerationTesterMixin", (), {})},
-        "tests.utils.test_configuration_utils": {"config_common_kwargs": {
-            "return_dict": False, "output_hidden_states": True, "output_attentions": True, "dtype": "float16",
-            "id2label": {0: "label"}, "label2id": {"label": "0"}, "problem_type": "regression",
-            "architectures": ["TokenViTForImageClassification"],
-        }},
+        "tests.utils.test_configuration_utils": {
+            "config_common_kwargs": {
+                "return_dict": False,
+                "output_hidden_states": True,
+                "output_attentions": True,
+                "dtype": "float16",
+                "id2label": {0: "label"},
+                "label2id": {"label": "0"},
+                "problem_type": "regression",
+                "architectures": ["TokenViTForImageClassification"],
+            }
+        },
     }
     for name, attributes in stand_ins.items():
         if (SOURCE_TREE / (name.replace(".", "/") + ".py")).is_file():
@@ -79,8 +90,19 @@ from hf_vq import TokenViTConfig, TokenViTForImageClassification, VQGANConfig, V
 class TokenViTModelTester:
     """Tiny configs and inputs, as transformers' `ViTModelTester` makes them for ViT."""
 
-    def __init__(self, parent, batch_size=13, grid_size=(4, 4), codebook_size=99, hidden_size=32, num_hidden_layers=2,
-                 num_attention_heads=4, intermediate_size=37, num_labels=3, is_training=True):
+    def __init__(
+        self,
+        parent,
+        batch_size=13,
+        grid_size=(4, 4),
+        codebook_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        num_labels=3,
+        is_training=True,
+    ):
         self.parent = parent
         self.batch_size = batch_size
         self.grid_size = list(grid_size)
@@ -96,9 +118,13 @@ class TokenViTModelTester:
 
     def get_config(self) -> TokenViTConfig:
         return TokenViTConfig(
-            codebook_size=self.codebook_size, grid_size=self.grid_size, hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
-            intermediate_size=self.intermediate_size, num_labels=self.num_labels,
+            codebook_size=self.codebook_size,
+            grid_size=self.grid_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            num_labels=self.num_labels,
         )
 
     def prepare_config_and_inputs(self):
@@ -147,11 +173,15 @@ class TokenViTModelTest(ModelTesterMixin, unittest.TestCase):
             return config, {"input_ids": inputs["image_tokens"]}
 
         def renamed(inputs_dict, model_class, return_labels=False):
-            inputs_dict = {("image_tokens" if key == "input_ids" else key): value for key, value in inputs_dict.items()}
+            inputs_dict = {
+                ("image_tokens" if key == "input_ids" else key): value for key, value in inputs_dict.items()
+            }
             return prepare(inputs_dict, model_class, return_labels)
 
-        with unittest.mock.patch.object(tester, "prepare_config_and_inputs_for_common", config_and_ids), \
-                unittest.mock.patch.object(self, "_prepare_for_class", renamed):
+        with (
+            unittest.mock.patch.object(tester, "prepare_config_and_inputs_for_common", config_and_ids),
+            unittest.mock.patch.object(self, "_prepare_for_class", renamed),
+        ):
             super().test_resize_tokens_embeddings()
 
     def test_config(self):
@@ -174,8 +204,14 @@ class VQGANModelTester:
 
     def get_config(self) -> VQGANConfig:
         return VQGANConfig(
-            num_channels=self.num_channels, image_size=self.image_size, block_out_channels=[16, 32], layers_per_block=1,
-            norm_num_groups=8, latent_channels=8, embed_dim=4, codebook_size=32,
+            num_channels=self.num_channels,
+            image_size=self.image_size,
+            block_out_channels=[16, 32],
+            layers_per_block=1,
+            norm_num_groups=8,
+            latent_channels=8,
+            embed_dim=4,
+            codebook_size=32,
         )
 
     def prepare_config_and_inputs_for_common(self):
@@ -193,8 +229,12 @@ class VQGANModelTest(ModelTesterMixin, unittest.TestCase):
         self.model_tester = VQGANModelTester(self)
         # A convolutional tokenizer has no hidden_size / num_attention_heads / num_hidden_layers, the properties
         # the tester checks by default (transformers' own conv models pass their own list too).
-        self.config_tester = ConfigTester(self, config_class=VQGANConfig, has_text_modality=False,
-                                          common_properties=["codebook_size", "embed_dim", "image_size"])
+        self.config_tester = ConfigTester(
+            self,
+            config_class=VQGANConfig,
+            has_text_modality=False,
+            common_properties=["codebook_size", "embed_dim", "image_size"],
+        )
 
     def test_config(self):
         self.config_tester.run_common_tests()
@@ -212,4 +252,3 @@ class VQGANModelTest(ModelTesterMixin, unittest.TestCase):
         """`get_input_embeddings` raises; a pixel model returns its first layer (`conv_in`), as ViT returns its
         patch embedding."""
         super().test_model_get_set_embeddings()
-

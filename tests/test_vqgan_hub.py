@@ -97,13 +97,19 @@ def test_remote_code_loads_without_hf_vq(tmp_path, trained_model):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     result = subprocess.run(
         [sys.executable, str(tmp_path / "remote.py"), str(tmp_path / "checkpoint"), str(tmp_path / "out.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "out.pt")
     processor = VQGANImageProcessor.from_pretrained(tmp_path / "checkpoint")
     image = PIL.Image.fromarray(np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3))
-    torch.testing.assert_close(remote["pixel_values"], processor(image, return_tensors="pt").pixel_values, rtol=0, atol=0)
+    torch.testing.assert_close(
+        remote["pixel_values"], processor(image, return_tensors="pt").pixel_values, rtol=0, atol=0
+    )
     with torch.no_grad():
         output = trained_model(remote["pixel_values"])
     assert torch.equal(remote["tokens"], output.image_tokens)
@@ -121,7 +127,9 @@ def test_from_pretrained_offline_from_a_hub_cache(tmp_path, trained_model):
     (repo / "refs" / "main").write_text(commit)
     model = AutoModel.from_pretrained("org/tiny-vqgan", cache_dir=tmp_path / "hub")
     assert_same_state(trained_model, model)
-    assert isinstance(AutoImageProcessor.from_pretrained("org/tiny-vqgan", cache_dir=tmp_path / "hub"), VQGANImageProcessor)
+    assert isinstance(
+        AutoImageProcessor.from_pretrained("org/tiny-vqgan", cache_dir=tmp_path / "hub"), VQGANImageProcessor
+    )
     assert isinstance(VQGANModel.from_pretrained("org/tiny-vqgan", cache_dir=tmp_path / "hub"), VQGANModel)
     # Offline, a repo the cache lacks is transformers' "not in the cached files" error (not some other failure).
     with pytest.raises(OSError, match="couldn't find them in the cached files"):

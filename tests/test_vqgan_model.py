@@ -66,8 +66,18 @@ def test_config_from_yaml_reads_model_section_and_rejects_bad_files(tmp_path):
 
 def test_every_quantizer_option_reaches_the_quantizer():
     config = tiny_config(
-        quantizer_type="grouped", num_groups=2, beta=0.8, sync_nu=0.5, affine="running", affine_momentum=0.3,
-        affine_groups=4, alternating=True, alternating_step_size=0.25, kmeans_init=True, replace_freq=7, distance="cosine",
+        quantizer_type="grouped",
+        num_groups=2,
+        beta=0.8,
+        sync_nu=0.5,
+        affine="running",
+        affine_momentum=0.3,
+        affine_groups=4,
+        alternating=True,
+        alternating_step_size=0.25,
+        kmeans_init=True,
+        replace_freq=7,
+        distance="cosine",
     )
     quantizer = VQGANModel(config).quantize
     assert quantizer.num_groups == 2 and quantizer.beta == 0.8 and quantizer.sync_nu == 0.5
@@ -89,7 +99,11 @@ def test_missing_quantizer_tensors_are_initialised_on_load(tmp_path, affine):
     model = VQGANModel(tiny_config(affine=affine, kmeans_init=False))
     model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if not k.startswith("quantize.")}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("quantize.")},
+        tmp_path / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     loaded = VQGANModel.from_pretrained(tmp_path)
     quantizer = loaded.quantize
     assert bool(quantizer.initialized) is True
@@ -118,7 +132,9 @@ def test_kmeans_init_marks_codebook_uninitialised_until_first_training_batch():
 def test_init_weights_sets_norms_and_biases():
     model = VQGANModel(tiny_config())
     norm = model.encoder.down_blocks[0].resnets[0].norm1
-    assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.equal(norm.bias, torch.zeros_like(norm.bias))
+    assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.equal(
+        norm.bias, torch.zeros_like(norm.bias)
+    )
     conv = model.encoder.conv_in
     bound = 1 / conv.weight[0].numel() ** 0.5
     assert float(conv.bias.detach().abs().max()) <= bound and float(conv.weight.detach().std()) > 0
@@ -149,12 +165,16 @@ def test_encode_decode_shapes_for_every_shipped_config(name):
     _shape_check(name, batch=2 if name == "vqgan_tiny" else 1, size=32 if name == "vqgan_imagenet256" else None)
 
 
-@pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="full 256x256 forward of the f16 model takes ~10 s on CPU; set RUN_SLOW=1")
+@pytest.mark.skipif(
+    not os.environ.get("RUN_SLOW"), reason="full 256x256 forward of the f16 model takes ~10 s on CPU; set RUN_SLOW=1"
+)
 def test_imagenet256_config_at_full_size():
     _shape_check("vqgan_imagenet256", batch=1, size=256)
 
 
-@pytest.mark.parametrize("quantizer", [dict(quantizer_type="grouped", num_groups=2), dict(quantizer_type="residual", num_quantizers=3)])
+@pytest.mark.parametrize(
+    "quantizer", [dict(quantizer_type="grouped", num_groups=2), dict(quantizer_type="residual", num_quantizers=3)]
+)
 def test_grouped_and_residual_tokens_have_a_trailing_axis(quantizer):
     model = VQGANModel(tiny_config(**quantizer)).eval()
     depth = quantizer.get("num_groups", quantizer.get("num_quantizers"))
@@ -187,7 +207,9 @@ def test_forward_returns_every_loss_part_and_usage_metrics():
     torch.testing.assert_close(output.reconstruction_loss, expected_reconstruction)
     torch.testing.assert_close(output.loss, output.reconstruction_loss + 0.5 * output.quantizer_loss)
     beta = model.config.beta
-    torch.testing.assert_close(output.quantizer_loss, (1 - beta) * output.commitment_loss + beta * output.codebook_loss)
+    torch.testing.assert_close(
+        output.quantizer_loss, (1 - beta) * output.commitment_loss + beta * output.codebook_loss
+    )
     # The two parts have equal values; their gradients tell them apart: (1 - beta) of the commitment part reaches
     # the encoder, beta of the codebook part reaches the codes.
     encoder_weight, codes = model.encoder.conv_in.weight, model.quantize.embedding.weight
@@ -283,7 +305,12 @@ def _trained_a_little(config: VQGANConfig) -> VQGANModel:
 
 @pytest.mark.parametrize(
     "options",
-    [dict(affine="learned"), dict(affine="running", kmeans_init=True), dict(affine=None, distance="cosine"), dict(mid_block_add_attention=False)],
+    [
+        dict(affine="learned"),
+        dict(affine="running", kmeans_init=True),
+        dict(affine=None, distance="cosine"),
+        dict(mid_block_add_attention=False),
+    ],
     ids=["learned-affine", "running-affine-kmeans", "cosine", "no-mid-attention"],
 )
 def test_to_diffusers_matches_encode_quantize_decode(options):
@@ -302,11 +329,17 @@ def test_to_diffusers_matches_encode_quantize_decode(options):
         torch.testing.assert_close(quantized, ours.quantized, rtol=1e-4, atol=1e-5)
         # How existing VQ pipelines decode ids: lookup_from_codebook with a channels-last shape.
         decoded = vq_model.decode(ours.image_tokens.flatten(), force_not_quantize=True, shape=(2, 8, 8, 4)).sample
-        torch.testing.assert_close(decoded, model.decode(image_tokens=ours.image_tokens).reconstruction, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(vq_model(pixel_values).sample, model(pixel_values).reconstruction, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            decoded, model.decode(image_tokens=ours.image_tokens).reconstruction, rtol=1e-4, atol=1e-4
+        )
+        torch.testing.assert_close(
+            vq_model(pixel_values).sample, model(pixel_values).reconstruction, rtol=1e-4, atol=1e-4
+        )
 
 
-@pytest.mark.parametrize("quantizer", [dict(quantizer_type="grouped", num_groups=2), dict(quantizer_type="residual", num_quantizers=2)])
+@pytest.mark.parametrize(
+    "quantizer", [dict(quantizer_type="grouped", num_groups=2), dict(quantizer_type="residual", num_quantizers=2)]
+)
 def test_to_diffusers_refuses_quantizers_without_a_counterpart(quantizer):
     model = VQGANModel(tiny_config(**quantizer))
     with pytest.raises(NotImplementedError, match=quantizer["quantizer_type"]):

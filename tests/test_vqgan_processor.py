@@ -9,7 +9,9 @@ from hf_vq import VQGANConfig, VQGANImageProcessor
 
 
 def gray_processor(**kwargs) -> VQGANImageProcessor:
-    return VQGANImageProcessor(**{"size": {"height": 32, "width": 32}, "num_channels": 1, "downsampling_factor": 4, **kwargs})
+    return VQGANImageProcessor(
+        **{"size": {"height": 32, "width": 32}, "num_channels": 1, "downsampling_factor": 4, **kwargs}
+    )
 
 
 def random_uint8(*shape: int) -> np.ndarray:
@@ -58,7 +60,9 @@ def test_processor_saves_and_loads(tmp_path):
     loaded = VQGANImageProcessor.from_pretrained(tmp_path)
     assert (loaded.num_channels, loaded.downsampling_factor, loaded.size.height) == (1, 4, 32)
     image = PIL.Image.fromarray(random_uint8(28, 28))
-    torch.testing.assert_close(loaded(image, return_tensors="pt").pixel_values, processor(image, return_tensors="pt").pixel_values)
+    torch.testing.assert_close(
+        loaded(image, return_tensors="pt").pixel_values, processor(image, return_tensors="pt").pixel_values
+    )
 
 
 def test_wrong_channel_counts_raise():

@@ -42,6 +42,8 @@ def write_labelled_imagefolder(root: Path, train_count: int = 8, test_count: int
                 pixels = np.clip(np.array(LABELLED_COLOURS[name]) + noise, 0, 255).astype(np.uint8)
                 PIL.Image.fromarray(pixels).save(folder / f"{index}.png")
     return root
+
+
 TINY_CONFIG = str(REPO / "configs" / "vqgan_tiny.yaml")
 
 
@@ -66,7 +68,9 @@ def training_args(output_dir: Path, **flags: Any):
     """The config `hf-vq train-tokenizer --config configs/vqgan_tiny.yaml ...flags` would give."""
     from hf_vq.training.tokenizer_command import resolve_tokenizer_args
 
-    return resolve_tokenizer_args({"config": TINY_CONFIG, "output_dir": str(output_dir), "progress_bar": False, **flags})
+    return resolve_tokenizer_args(
+        {"config": TINY_CONFIG, "output_dir": str(output_dir), "progress_bar": False, **flags}
+    )
 
 
 def reset_accelerate() -> None:
@@ -80,7 +84,6 @@ def reset_accelerate() -> None:
 def train(output_dir: Path, **flags: Any) -> dict:
     """Train in this process, on one thread: with tiny models on a shared 2-core machine, a second thread makes
     every small op wait for the busy other core (measured: 27 s instead of 2 s for the same run)."""
-    import torch
 
     from hf_vq.training.tokenizer_loop import train_tokenizer
 

@@ -13,8 +13,16 @@ from training_helpers import training_args
 def main(data_dir: str, output_dir: str) -> None:
     from hf_vq.training.tokenizer_loop import train_tokenizer
 
-    args = training_args(Path(output_dir) / "run", train_data_dir=data_dir, max_train_steps=6, checkpointing_steps=3,
-                         discriminator_start=2, lecam_weight=0.01, use_ema=True, random_flip=True)
+    args = training_args(
+        Path(output_dir) / "run",
+        train_data_dir=data_dir,
+        max_train_steps=6,
+        checkpointing_steps=3,
+        discriminator_start=2,
+        lecam_weight=0.01,
+        use_ema=True,
+        random_flip=True,
+    )
     result = train_tokenizer(args)
     state = {f"generator.{k}": v for k, v in result["model"].state_dict().items()}
     state |= {f"discriminator.{k}": v for k, v in result["discriminator"].state_dict().items()}

@@ -27,7 +27,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "hf_vq"
-MARKER = re.compile(rf"^(?P<indent>\s*)# Copied from (?P<target>{PACKAGE}(?:\.\w+)+)(?:\s+with\s+(?P<renames>.+?))?\s*$")
+MARKER = re.compile(
+    rf"^(?P<indent>\s*)# Copied from (?P<target>{PACKAGE}(?:\.\w+)+)(?:\s+with\s+(?P<renames>.+?))?\s*$"
+)
 RENAME = re.compile(r"^\s*(?P<old>\w+)->(?P<new>\w+)\s*$")
 
 
@@ -88,7 +90,9 @@ def find_copies(path: Path) -> list[Copy]:
         start = index + 1
         if start >= len(lines) or not re.match(r"\s*(@|def |class )", lines[start]):
             raise ValueError(f"{where}: a `# Copied from` marker must sit right above a def or class")
-        copies.append(Copy(path, start, block_end(lines, start), match["target"], parse_renames(match["renames"], where)))
+        copies.append(
+            Copy(path, start, block_end(lines, start), match["target"], parse_renames(match["renames"], where))
+        )
     return copies
 
 
@@ -151,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = check_copies(overwrite=args.fix_and_overwrite)
     if stale and not args.fix_and_overwrite:
-        print("These `# Copied from` blocks differ from their originals; run "
-              "`python utils/check_copies.py --fix_and_overwrite` (or change the original instead):", file=sys.stderr)
+        print(
+            "These `# Copied from` blocks differ from their originals; run "
+            "`python utils/check_copies.py --fix_and_overwrite` (or change the original instead):",
+            file=sys.stderr,
+        )
         print("\n".join(f"  {message}" for message in stale), file=sys.stderr)
         return 1
     for message in stale:

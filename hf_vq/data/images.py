@@ -84,7 +84,9 @@ def build_image_dataset(
     return dataset
 
 
-def apply_image_transform(dataset: AnyDataset, transform: Callable[[Any], Any], image_column: str = "image") -> AnyDataset:
+def apply_image_transform(
+    dataset: AnyDataset, transform: Callable[[Any], Any], image_column: str = "image"
+) -> AnyDataset:
     """Examples become `{"pixel_values": transform(example[image_column])}` (other columns are dropped).
 
     Map-style: `with_transform`, run lazily on each access (in DataLoader workers; nothing is written to disk).
@@ -142,7 +144,9 @@ def _load_source(
     load = _loader(split, streaming, cache_dir)
     if path.is_file():
         if path.suffix != ".parquet":
-            raise ImageDatasetError(f"{path} is a file but not a .parquet file; pass a folder of images or parquet files")
+            raise ImageDatasetError(
+                f"{path} is a file but not a .parquet file; pass a folder of images or parquet files"
+            )
         return load("parquet", data_files=[str(path)]), f"parquet file {path}"
     if path.is_dir():
         return _from_directory(path, load, split, streaming)
@@ -168,7 +172,9 @@ def _loader(split: str, streaming: bool, cache_dir: str | os.PathLike | None) ->
     return load
 
 
-def _from_directory(path: Path, load: Callable[..., AnyDataset], split: str, streaming: bool) -> tuple[AnyDataset, str]:
+def _from_directory(
+    path: Path, load: Callable[..., AnyDataset], split: str, streaming: bool
+) -> tuple[AnyDataset, str]:
     if has_idx_files(path):
         return _from_image_split(load_idx_split(path, split), streaming), f"IDX files in {path}"
     builder = "parquet" if any(path.rglob("*.parquet")) else "imagefolder"
@@ -190,7 +196,10 @@ def _from_image_split(image_split: ImageSplit, streaming: bool) -> AnyDataset:
     flat = pa.array(image_split.images.reshape(-1))
     rows = pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(flat, width), height)
     features = datasets.Features(
-        {"image": datasets.Array2D((height, width), "uint8"), "label": datasets.ClassLabel(names=list(FASHION_MNIST_LABELS))}
+        {
+            "image": datasets.Array2D((height, width), "uint8"),
+            "label": datasets.ClassLabel(names=list(FASHION_MNIST_LABELS)),
+        }
     )
     table = pa.table({"image": rows, "label": pa.array(image_split.labels)}).cast(features.arrow_schema)
     dataset = datasets.Dataset(datasets.table.InMemoryTable(table), info=datasets.DatasetInfo(features=features))
@@ -250,4 +259,6 @@ def _check_not_empty(dataset: AnyDataset, source: str, split: str) -> None:
     else:
         empty = len(dataset) == 0
     if empty:
-        raise ImageDatasetError(f"{source} has no examples in split {split!r} (after max_samples); nothing to train on")
+        raise ImageDatasetError(
+            f"{source} has no examples in split {split!r} (after max_samples); nothing to train on"
+        )

@@ -53,27 +53,55 @@ MAX_FLAT_SHARE = 0.30
 # Files that pass the flat-pixel test but are drawings, renders or paintings (looked at one by one): textures of
 # flat tiles with shaded edges, vector art with grain. Keyed by `SourceImage.name`.
 REVIEWED_NOT_PHOTOGRAPHS = {
-    "Infinite-Sea_by_Aury88": "digital painting", "string": "3D render", "Autumn": "painting",
-    "Honeywave": "vector drawing", "Patak": "vector drawing", "SafeLanding": "illustration",
-    "Shell": "vector drawing", "Volna": "vector drawing", "grid-d": "tiled pattern", "grid-l": "tiled pattern",
-    "licorice-d": "tiled pattern", "licorice-l": "tiled pattern", "truchet-d": "tiled pattern",
-    "truchet-l": "tiled pattern", "wood-d": "render", "wood-l": "render", "Kay": "vector drawing",
+    "Infinite-Sea_by_Aury88": "digital painting",
+    "string": "3D render",
+    "Autumn": "painting",
+    "Honeywave": "vector drawing",
+    "Patak": "vector drawing",
+    "SafeLanding": "illustration",
+    "Shell": "vector drawing",
+    "Volna": "vector drawing",
+    "grid-d": "tiled pattern",
+    "grid-l": "tiled pattern",
+    "licorice-d": "tiled pattern",
+    "licorice-l": "tiled pattern",
+    "truchet-d": "tiled pattern",
+    "truchet-l": "tiled pattern",
+    "wood-d": "render",
+    "wood-l": "render",
+    "Kay": "vector drawing",
     "symbolic-d": "tiled pattern",
 }
 # The scene type of each photograph (the class of its patches), by looking at it.
 SCENES = {
     # lomiri-wallpapers (its parts lomiri-wallpapers-16.04 and -20.04)
-    "Bridge_by_Sander_Klootwijk": "landscape", "aitzgorri_by_Aitzol_Berasategi": "landscape",
-    "picosdeeuropa_by_Aitzol_Berasategi": "landscape", "sunset_by_Aitzol_Berasategi": "landscape",
-    "Dragonfly_by_Bolly": "plants", "seeding_by_Clements_Engelhardt": "plants", "life_by_Aitzol_Berasategi": "plants",
-    "Picture_0B_by_freespace": "objects", "Picture_1A_by_freespace": "objects", "Wine_by_Jakkub_Mede": "objects",
-    "free_by_Peter_Nerlich": "objects", "greentock_by_Peter_Nerlich": "objects",
+    "Bridge_by_Sander_Klootwijk": "landscape",
+    "aitzgorri_by_Aitzol_Berasategi": "landscape",
+    "picosdeeuropa_by_Aitzol_Berasategi": "landscape",
+    "sunset_by_Aitzol_Berasategi": "landscape",
+    "Dragonfly_by_Bolly": "plants",
+    "seeding_by_Clements_Engelhardt": "plants",
+    "life_by_Aitzol_Berasategi": "plants",
+    "Picture_0B_by_freespace": "objects",
+    "Picture_1A_by_freespace": "objects",
+    "Wine_by_Jakkub_Mede": "objects",
+    "free_by_Peter_Nerlich": "objects",
+    "greentock_by_Peter_Nerlich": "objects",
     "analogpattern_by_Peter_Nerlich": "objects",
-    "Kleiber_by_Lukas_Baubkus": "animals", "friends_by_Aitzol_Berasategi": "animals",
+    "Kleiber_by_Lukas_Baubkus": "animals",
+    "friends_by_Aitzol_Berasategi": "animals",
     # plasma-workspace-wallpapers
-    "BytheWater": "water", "ColdRipple": "water", "DarkestHour": "water", "EveningGlow": "water",
-    "summer_1am": "water", "FallenLeaf": "plants", "OneStandsOut": "plants", "Path": "plants",
-    "ColorfulCups": "objects", "Grey": "objects", "Kite": "landscape",
+    "BytheWater": "water",
+    "ColdRipple": "water",
+    "DarkestHour": "water",
+    "EveningGlow": "water",
+    "summer_1am": "water",
+    "FallenLeaf": "plants",
+    "OneStandsOut": "plants",
+    "Path": "plants",
+    "ColorfulCups": "objects",
+    "Grey": "objects",
+    "Kite": "landscape",
 }
 UNSORTED_SCENE = "other"  # a photograph that SCENES does not name (a newer package version)
 
@@ -133,9 +161,7 @@ def missing_packages(packages: Iterable[str]) -> list[str]:
 def _is_installed(package: str) -> bool:
     if shutil.which("dpkg-query") is None:
         return False
-    result = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False)
     return result.returncode == 0 and result.stdout.strip().endswith("installed")
 
 
@@ -301,8 +327,15 @@ def build_photo_dataset(
             patch.save(folder / f"{record.name}_{tag}.png")
         record.patches = len(patches)
     summary = _summarise(output, records)
-    settings = {"patch_size": patch_size, "scales": list(scales), "stride": stride, "min_std": min_std,
-                "test_fraction": test_fraction, "seed": seed, "heldout_package": heldout_package}
+    settings = {
+        "patch_size": patch_size,
+        "scales": list(scales),
+        "stride": stride,
+        "min_std": min_std,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "heldout_package": heldout_package,
+    }
     (output / "manifest.json").write_text(json.dumps({"settings": settings, **summary.to_json()}, indent=1) + "\n")
     return summary
 

@@ -92,7 +92,7 @@ def _file_source(value: Any) -> bytes | str:
 
 def _open_fully(source: bytes | str) -> PIL.Image.Image:
     # PIL decodes lazily: load() now, inside the caller's try, so that a truncated file fails here.
-    with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as handle:
+    with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as handle:
         image = PIL.Image.open(handle)
         image.load()
     try:
@@ -109,8 +109,10 @@ def _as_uint8_array(value: Any) -> np.ndarray:
         # `datasets` hands Array2D columns over as nested lists of Python ints: int64 once in numpy.
         in_range = array.dtype.kind in "uib" and (array.size == 0 or (array.min() >= 0 and array.max() <= 255))
         if not in_range:
-            raise TypeError(f"image arrays must hold integers in 0..255 (uint8) or 0..65535 (uint16), got dtype "
-                            f"{array.dtype} with values {array.min()}..{array.max()}")
+            raise TypeError(
+                f"image arrays must hold integers in 0..255 (uint8) or 0..65535 (uint16), got dtype "
+                f"{array.dtype} with values {array.min()}..{array.max()}"
+            )
         array = array.astype(np.uint8)
     return array
 
@@ -176,7 +178,9 @@ class ImageTransform:
         if num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}")
         if processor_channels is not None and processor_channels != num_channels:
-            raise ValueError(f"num_channels={num_channels} disagrees with the processor's num_channels={processor_channels}")
+            raise ValueError(
+                f"num_channels={num_channels} disagrees with the processor's num_channels={processor_channels}"
+            )
         if resolution is not None and resolution <= 0:
             raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
         self.processor = processor

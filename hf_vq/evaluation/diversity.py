@@ -51,8 +51,9 @@ class WithinClassDiversity(Metric):
         if labels.shape[0] != tokens.shape[0]:
             raise ValueError(f"got {tokens.shape[0]} token grids but {labels.shape[0]} labels")
         if self.counts.numel() == 0:
-            self.counts = torch.zeros(self.num_classes, tokens.shape[1], self.codebook_size, dtype=torch.long,
-                                      device=tokens.device)
+            self.counts = torch.zeros(
+                self.num_classes, tokens.shape[1], self.codebook_size, dtype=torch.long, device=tokens.device
+            )
         positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
         flat = (labels[:, None] * tokens.shape[1] + positions) * self.codebook_size + tokens
         self.counts += torch.bincount(flat.reshape(-1), minlength=self.counts.numel()).reshape(self.counts.shape)
@@ -68,7 +69,9 @@ class WithinClassDiversity(Metric):
         """Diversity of all grids taken as one class (to compare an unconditional prior with labelled data)."""
         if self.counts.numel() == 0:
             return float("nan")
-        return float(_diversity(self.counts.double().sum(dim=0, keepdim=True), self.grids.double().sum(dim=0)[None])[0])
+        return float(
+            _diversity(self.counts.double().sum(dim=0, keepdim=True), self.grids.double().sum(dim=0)[None])[0]
+        )
 
     def compute(self) -> torch.Tensor:
         values = self.per_class()

@@ -68,7 +68,9 @@ class InceptionFeatureExtractor(nn.Module):
     def __init__(self, weights_path: str | Path | None = None, feature_dim: int = 2048) -> None:
         super().__init__()
         if feature_dim not in INCEPTION_FEATURE_DIMS:
-            raise ValueError(f"feature_dim must be one of {INCEPTION_FEATURE_DIMS} (Inception layers), got {feature_dim}")
+            raise ValueError(
+                f"feature_dim must be one of {INCEPTION_FEATURE_DIMS} (Inception layers), got {feature_dim}"
+            )
         path = Path(weights_path).expanduser() if weights_path is not None else default_inception_weights_path()
         _require_inception(path)
         from torchmetrics.image.fid import NoTrainInceptionV3

@@ -62,7 +62,11 @@ class ClassifierJudge(nn.Module):
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         prefix = getattr(classifier, "base_model_prefix", None)
-        if not prefix or not hasattr(classifier, prefix) or not isinstance(getattr(classifier, "classifier", None), nn.Module):
+        if (
+            not prefix
+            or not hasattr(classifier, prefix)
+            or not isinstance(getattr(classifier, "classifier", None), nn.Module)
+        ):
             raise TypeError(
                 f"{type(classifier).__name__} is not laid out as an image classifier with a base model and a `classifier` "
                 "head (as transformers' ViTForImageClassification); train one with `hf-vq train-classifier --model_type "
@@ -86,7 +90,9 @@ class ClassifierJudge(nn.Module):
         return self.classifier.classifier(self._features(images)).argmax(-1)
 
 
-def load_classifier_judge(name_or_path: str, image_size: int | None = None, num_channels: int | None = None) -> ClassifierJudge:
+def load_classifier_judge(
+    name_or_path: str, image_size: int | None = None, num_channels: int | None = None
+) -> ClassifierJudge:
     """The classifier saved by `hf-vq train-classifier --model_type pixel_vit` (folder or Hub id), checked against
     the images it will judge."""
     from transformers import AutoModelForImageClassification
@@ -132,8 +138,13 @@ class GenerationMetrics(nn.Module):
     ```
     """
 
-    def __init__(self, codebook_size: int, judge: ClassifierJudge | None = None,
-                 inception: FIDFeatureExtractor | None = None, num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        codebook_size: int,
+        judge: ClassifierJudge | None = None,
+        inception: FIDFeatureExtractor | None = None,
+        num_classes: int | None = None,
+    ) -> None:
         super().__init__()
         self.real_tokens = CodebookUsage(codebook_size)
         self.generated_tokens = CodebookUsage(codebook_size)
@@ -156,8 +167,13 @@ class GenerationMetrics(nn.Module):
         self.has_unconditional_samples = False
 
     @torch.no_grad()
-    def update_real(self, images: torch.Tensor | None, labels: torch.Tensor | None, image_tokens: torch.Tensor,
-                    reconstructions: torch.Tensor | None = None) -> None:
+    def update_real(
+        self,
+        images: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        image_tokens: torch.Tensor,
+        reconstructions: torch.Tensor | None = None,
+    ) -> None:
         """`images` may be None when neither a judge nor Inception features are measured (token statistics only)."""
         self.real_tokens.update(image_tokens)
         self.real_diversity.update(image_tokens, labels)
@@ -223,15 +239,20 @@ class GenerationMetrics(nn.Module):
                 result["real_accuracy"] = float(self.real_accuracy.compute())
             if self.has_conditional:
                 result["conditional_accuracy"] = float(self.conditional_accuracy.compute())
-            result.update(_frechet_pair("classifier_fid", self.classifier_fid, self.reconstruction_classifier_fid,
-                                        self.has_reconstructions))
+            result.update(
+                _frechet_pair(
+                    "classifier_fid", self.classifier_fid, self.reconstruction_classifier_fid, self.has_reconstructions
+                )
+            )
         if self.has_inception:
-            result.update(_frechet_pair("inception_fid", self.inception_fid, self.reconstruction_inception_fid,
-                                        self.has_reconstructions))
+            result.update(
+                _frechet_pair(
+                    "inception_fid", self.inception_fid, self.reconstruction_inception_fid, self.has_reconstructions
+                )
+            )
         if result.get("real_accuracy") and "conditional_accuracy" in result:
             result["relative_conditional_accuracy"] = result["conditional_accuracy"] / result["real_accuracy"]
         return result
-
 
     def _diversity(self) -> dict[str, float]:
         """Within-class diversity of real and generated grids and their ratio, where both have pairs of grids."""
@@ -251,8 +272,9 @@ def _frechet(extractor: FIDFeatureExtractor) -> FrechetInceptionDistance:
     return FrechetInceptionDistance(feature=as_feature_module(extractor), reset_real_features=True)
 
 
-def _frechet_pair(name: str, generated: FrechetInceptionDistance, reconstructed: FrechetInceptionDistance,
-                  has_reconstructions: bool) -> dict[str, float]:
+def _frechet_pair(
+    name: str, generated: FrechetInceptionDistance, reconstructed: FrechetInceptionDistance, has_reconstructions: bool
+) -> dict[str, float]:
     """`name` (generated vs real), `reconstruction_name` (the floor) and their ratio `name_ratio`, where there are
     samples."""
     result: dict[str, float] = {}

@@ -105,21 +105,29 @@ class ReconstructionMetrics(nn.Module):
     ```
     """
 
-    def __init__(self, codebook_size: int | None = None, fid_feature_extractor: FIDFeatureExtractor | None = None) -> None:
+    def __init__(
+        self, codebook_size: int | None = None, fid_feature_extractor: FIDFeatureExtractor | None = None
+    ) -> None:
         super().__init__()
         self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0, kernel_size=SSIM_KERNEL_SIZE, sigma=1.5)
         self.codebook = CodebookUsage(codebook_size) if codebook_size is not None else None
         self.fid = None
         if fid_feature_extractor is not None:
-            self.fid = FrechetInceptionDistance(feature=as_feature_module(fid_feature_extractor), reset_real_features=True)
+            self.fid = FrechetInceptionDistance(
+                feature=as_feature_module(fid_feature_extractor), reset_real_features=True
+            )
 
     @torch.no_grad()
-    def update(self, originals: torch.Tensor, reconstructions: torch.Tensor, image_tokens: torch.Tensor | None = None) -> None:
+    def update(
+        self, originals: torch.Tensor, reconstructions: torch.Tensor, image_tokens: torch.Tensor | None = None
+    ) -> None:
         """Add a batch: images (B, C, H, W) in [-1, 1] and, with `codebook_size`, their code ids."""
         _check_images(originals, reconstructions)
         if self.codebook is not None and image_tokens is None:
-            raise ValueError("pass image_tokens=... (the model's output.image_tokens) or build with codebook_size=None")
+            raise ValueError(
+                "pass image_tokens=... (the model's output.image_tokens) or build with codebook_size=None"
+            )
         originals = originals.float().clamp(-1.0, 1.0)
         reconstructions = reconstructions.float().clamp(-1.0, 1.0)
         real, fake = (originals + 1.0) / 2.0, (reconstructions + 1.0) / 2.0

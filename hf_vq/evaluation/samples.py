@@ -77,7 +77,11 @@ def save_image_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, 
 
 def _as_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C)."""
-    array = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.float32)
+    array = (
+        images.detach().float().cpu().numpy()
+        if isinstance(images, torch.Tensor)
+        else np.asarray(images, dtype=np.float32)
+    )
     if array.ndim != 4 or array.shape[1] not in (1, 3) or array.shape[0] == 0:
         raise ValueError(f"sample images must be a non-empty (N, 1 or 3, H, W) batch, got shape {array.shape}")
     return ((np.clip(array, -1.0, 1.0) + 1.0) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)

@@ -30,7 +30,14 @@ class ConvVQAutoencoder(nn.Module):
         (torch.Size([2, 1, 28, 28]), torch.Size([2, 7, 7]))
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, embed_dim: int = 32, codebook_size: int = 256, **quantizer_options):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden: int = 64,
+        embed_dim: int = 32,
+        codebook_size: int = 256,
+        **quantizer_options,
+    ):
         super().__init__()
         self.encoder = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 4, stride=2, padding=1),
@@ -115,7 +122,19 @@ def evaluate_autoencoder(model: ConvVQAutoencoder, images: torch.Tensor, batch_s
     mse = squared_error / images.numel()
     probs = counts / counts.sum()
     perplexity = float(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum()))
-    return {"mse": mse, "psnr": 10 * math.log10(4.0 / mse), "perplexity": perplexity, "usage": float((counts > 0).float().mean())}
+    return {
+        "mse": mse,
+        "psnr": 10 * math.log10(4.0 / mse),
+        "perplexity": perplexity,
+        "usage": float((counts > 0).float().mean()),
+    }
 
 
-__all__ = ["AutoencoderResult", "ConvVQAutoencoder", "asdict", "evaluate_autoencoder", "images_to_tensor", "train_autoencoder"]
+__all__ = [
+    "AutoencoderResult",
+    "ConvVQAutoencoder",
+    "asdict",
+    "evaluate_autoencoder",
+    "images_to_tensor",
+    "train_autoencoder",
+]

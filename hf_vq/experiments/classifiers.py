@@ -23,7 +23,13 @@ from .methods import make_quantizer
 
 
 def _classifier_output(logits: torch.Tensor, vq: VectorQuantizerOutput) -> dict[str, torch.Tensor]:
-    return {"logits": logits, "vq_loss": vq.loss, "perplexity": vq.perplexity, "usage": vq.usage, "indices": vq.indices}
+    return {
+        "logits": logits,
+        "vq_loss": vq.loss,
+        "perplexity": vq.perplexity,
+        "usage": vq.usage,
+        "indices": vq.indices,
+    }
 
 
 class AlexNetVQ(nn.Module):
@@ -40,7 +46,15 @@ class AlexNetVQ(nn.Module):
         (torch.Size([2, 10]), torch.Size([2, 7, 7]))
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, embed_dim: int = 64, codebook_size: int = 1024, width: int = 32, **quantizer_options):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        embed_dim: int = 64,
+        codebook_size: int = 1024,
+        width: int = 32,
+        **quantizer_options,
+    ):
         super().__init__()
         self.before = nn.Sequential(
             nn.Conv2d(in_channels, width, 5, padding=2),
@@ -86,7 +100,9 @@ class BasicBlock(nn.Module):
         )
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -112,7 +128,15 @@ class ResNet18VQ(nn.Module):
         (torch.Size([2, 10]), torch.Size([2, 16, 16]))
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, embed_dim: int = 64, codebook_size: int = 1024, width: int = 16, **quantizer_options):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        embed_dim: int = 64,
+        codebook_size: int = 1024,
+        width: int = 16,
+        **quantizer_options,
+    ):
         super().__init__()
         self.before = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
@@ -145,7 +169,9 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.attention_norm = nn.LayerNorm(dim)
         self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim)
+        )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         normed = self.attention_norm(tokens)
@@ -188,7 +214,9 @@ class ViTVQ(nn.Module):
         self.position_embedding = nn.Parameter(torch.randn(1, num_tokens, dim) * 0.02)
         self.blocks_before = nn.Sequential(*(TransformerBlock(dim, num_heads) for _ in range(depth // 2)))
         # code_dim < dim: the codes live in a smaller space, between two linear projections (methods.py).
-        self.quantizer = make_quantizer(code_dim or dim, codebook_size, channel_dim=-1, model_dim=dim, **quantizer_options)
+        self.quantizer = make_quantizer(
+            code_dim or dim, codebook_size, channel_dim=-1, model_dim=dim, **quantizer_options
+        )
         self.blocks_after = nn.Sequential(*(TransformerBlock(dim, num_heads) for _ in range(depth - depth // 2)))
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 

@@ -40,26 +40,53 @@ PART_FLAGS = ("arch", "methods", "codebook_sizes", "seeds", "steps", "curve_poin
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Compare VQ methods (Huh et al. and successors) on one budget and set of seeds.")
-    parser.add_argument("--plan", choices=list(STUDY_PLANS), default=None,
-                        help="run a named plan of several parts instead of one grid: " + "; ".join(f"{name}: {plan.description}" for name, plan in STUDY_PLANS.items()))
-    parser.add_argument("--arch", default=None, help="comma-separated backbones: " + ", ".join(STUDY_ARCHITECTURES) + " (or 'all'; default autoencoder)")
-    parser.add_argument("--methods", default=None, help="comma-separated methods (default: all): " + ", ".join(METHODS))
-    parser.add_argument("--codebook_sizes", type=int, nargs="+", default=None, help=f"default {list(DEFAULT_CODEBOOK_SIZES)}")
+    parser = argparse.ArgumentParser(
+        description="Compare VQ methods (Huh et al. and successors) on one budget and set of seeds."
+    )
+    parser.add_argument(
+        "--plan",
+        choices=list(STUDY_PLANS),
+        default=None,
+        help="run a named plan of several parts instead of one grid: "
+        + "; ".join(f"{name}: {plan.description}" for name, plan in STUDY_PLANS.items()),
+    )
+    parser.add_argument(
+        "--arch",
+        default=None,
+        help="comma-separated backbones: " + ", ".join(STUDY_ARCHITECTURES) + " (or 'all'; default autoencoder)",
+    )
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated methods (default: all): " + ", ".join(METHODS)
+    )
+    parser.add_argument(
+        "--codebook_sizes", type=int, nargs="+", default=None, help=f"default {list(DEFAULT_CODEBOOK_SIZES)}"
+    )
     parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
     parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--steps", type=int, default=None, help=f"training steps per run (default per dataset: {DEFAULT_STEPS})")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"training steps per run (default per dataset: {DEFAULT_STEPS})"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
-    parser.add_argument("--eval_size", type=int, default=None, help="test images for the final metrics (default: all, or the plan's)")
-    parser.add_argument("--curve_size", type=int, default=None, help="test images per curve point (default 500, or the plan's)")
+    parser.add_argument(
+        "--eval_size", type=int, default=None, help="test images for the final metrics (default: all, or the plan's)"
+    )
+    parser.add_argument(
+        "--curve_size", type=int, default=None, help="test images per curve point (default 500, or the plan's)"
+    )
     parser.add_argument("--curve_points", type=int, default=None, help="default 4")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes of one thread each)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output_dir", default="results/compare")
     parser.add_argument("--resume", action="store_true", help="skip runs whose JSON file already exists")
-    parser.add_argument("--report_only", action="store_true", help="only rebuild the tables from the JSON files in --output_dir")
-    parser.add_argument("--quick", action="store_true", help="smoke run of the chosen runs (default: every method on the autoencoder): "
-                        f"at most {QUICK_STEPS} steps, one seed, {QUICK_CODEBOOK_SIZES[0]} codes")
+    parser.add_argument(
+        "--report_only", action="store_true", help="only rebuild the tables from the JSON files in --output_dir"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run of the chosen runs (default: every method on the autoencoder): "
+        f"at most {QUICK_STEPS} steps, one seed, {QUICK_CODEBOOK_SIZES[0]} codes",
+    )
     args = parser.parse_args(argv)
     try:
         parts, eval_size, curve_size = _study_parts(args)
@@ -81,8 +108,10 @@ def _study_parts(args: argparse.Namespace) -> tuple[tuple[StudyPart, ...], int |
     if args.plan is not None:
         given = [f"--{name}" for name in PART_FLAGS if getattr(args, name) is not None]
         if given:
-            raise ValueError(f"--plan {args.plan} sets the backbones, methods, codebook sizes, seeds and steps itself; "
-                             f"drop {' '.join(given)}, or drop --plan to choose them")
+            raise ValueError(
+                f"--plan {args.plan} sets the backbones, methods, codebook sizes, seeds and steps itself; "
+                f"drop {' '.join(given)}, or drop --plan to choose them"
+            )
         plan = STUDY_PLANS[args.plan]
         return plan.parts, plan.eval_size, plan.curve_size
     arch = args.arch or "autoencoder"
@@ -98,7 +127,13 @@ def _study_parts(args: argparse.Namespace) -> tuple[tuple[StudyPart, ...], int |
 
 
 def _quick_part(part: StudyPart) -> StudyPart:
-    return replace(part, codebook_sizes=QUICK_CODEBOOK_SIZES, seeds=part.seeds[:1], steps=min(part.steps, QUICK_STEPS), curve_points=1)
+    return replace(
+        part,
+        codebook_sizes=QUICK_CODEBOOK_SIZES,
+        seeds=part.seeds[:1],
+        steps=min(part.steps, QUICK_STEPS),
+        curve_points=1,
+    )
 
 
 def run_name(run: dict) -> str:
@@ -115,12 +150,25 @@ def build_jobs(args: argparse.Namespace) -> list[dict]:
                 for method in part.methods:
                     defaults = method_defaults(method, replace(base, codebook_size=size))
                     for seed in part.seeds:
-                        job = {"architecture": arch, "defaults": defaults, "variant": method, "seed": seed, "dataset": args.dataset,
-                               "steps": part.steps, "curve_points": part.curve_points, "curve_size": args.curve_size,
-                               "eval_size": args.eval_size, "device": args.device, "nominal_codebook_size": size}
+                        job = {
+                            "architecture": arch,
+                            "defaults": defaults,
+                            "variant": method,
+                            "seed": seed,
+                            "dataset": args.dataset,
+                            "steps": part.steps,
+                            "curve_points": part.curve_points,
+                            "curve_size": args.curve_size,
+                            "eval_size": args.eval_size,
+                            "device": args.device,
+                            "nominal_codebook_size": size,
+                        }
                         jobs.setdefault(run_name(job), job)
     # The slowest runs first, so that parallel workers finish together.
-    return sorted(jobs.values(), key=lambda job: (-RELATIVE_COST[job["architecture"]] * job["steps"], -job["nominal_codebook_size"]))
+    return sorted(
+        jobs.values(),
+        key=lambda job: (-RELATIVE_COST[job["architecture"]] * job["steps"], -job["nominal_codebook_size"]),
+    )
 
 
 def run_study_job(job: dict) -> dict:
@@ -146,13 +194,19 @@ def main(argv: list[str] | None = None) -> dict:
             done[0] += 1
             (output_dir / run_name(run)).write_text(json.dumps(run, indent=2))
             metrics = {k: round(v, 4) for k, v in run["metrics"].items()}
-            print(f"[{done[0]}/{len(jobs)} {time.perf_counter() - start:.0f}s] {run['architecture']}/K{run['nominal_codebook_size']}/"
-                  f"{run['variant']}/seed{run['seed']}/{run['steps']} steps: {metrics}", flush=True)
+            print(
+                f"[{done[0]}/{len(jobs)} {time.perf_counter() - start:.0f}s] {run['architecture']}/K{run['nominal_codebook_size']}/"
+                f"{run['variant']}/seed{run['seed']}/{run['steps']} steps: {metrics}",
+                flush=True,
+            )
 
         run_jobs(jobs, args, record, job_function=run_study_job)
     results = [write_report(output_dir, args, argv, steps) for steps in sorted({part.steps for part in args.parts})]
-    return {"runs": [run for result in results for run in result["runs"]], "report": "\n\n".join(r["report"] for r in results),
-            "plots": [plot for result in results for plot in result["plots"]]}
+    return {
+        "runs": [run for result in results for run in result["runs"]],
+        "report": "\n\n".join(r["report"] for r in results),
+        "plots": [plot for result in results for plot in result["plots"]],
+    }
 
 
 def write_report(output_dir: Path, args: argparse.Namespace, argv: list[str], steps: int) -> dict:
@@ -172,7 +226,9 @@ def group_study_runs(runs: list[dict], method_order: list[str]) -> dict[tuple[st
     `method_order`, then any others (runs in the folder from other commands) alphabetically."""
     groups: dict[tuple[str, int], dict[str, list[dict]]] = {}
     for run in runs:
-        groups.setdefault((run["architecture"], run["nominal_codebook_size"]), {}).setdefault(run["variant"], []).append(run)
+        groups.setdefault((run["architecture"], run["nominal_codebook_size"]), {}).setdefault(
+            run["variant"], []
+        ).append(run)
     ordered = {}
     for key, by_method in sorted(groups.items()):
         order = [m for m in method_order if m in by_method] + sorted(m for m in by_method if m not in method_order)
@@ -213,5 +269,10 @@ def markdown_report(runs: list[dict], command: str, method_order: list[str]) -> 
             step_ms = statistics.fmean(_cpu_ms_per_step(r) for r in method_runs)
             rows.append(f"| {method} | " + " | ".join(cells) + f" | {step_ms:.0f} | {len(method_runs)} |")
         steps = next(iter(by_method.values()))[0]["steps"]
-        parts += [f"### {arch}, {size} codes, {steps} steps (mean ± std over seeds, a single value for one seed; ms / step: CPU time of a training step)", "", *rows, ""]
+        parts += [
+            f"### {arch}, {size} codes, {steps} steps (mean ± std over seeds, a single value for one seed; ms / step: CPU time of a training step)",
+            "",
+            *rows,
+            "",
+        ]
     return "\n".join(parts)

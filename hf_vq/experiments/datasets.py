@@ -46,7 +46,10 @@ def load_dataset(name: str, data_dir: str | None = None) -> ClassificationData:
     if name == "fashion_mnist":
         train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
         return ClassificationData(
-            images_to_tensor(train.images), torch.from_numpy(train.labels), images_to_tensor(test.images), torch.from_numpy(test.labels)
+            images_to_tensor(train.images),
+            torch.from_numpy(train.labels),
+            images_to_tensor(test.images),
+            torch.from_numpy(test.labels),
         )
     if name == "cifar10":
         return load_cifar10(data_dir)
@@ -100,12 +103,20 @@ def _cifar10_from_hub() -> ClassificationData:
 
     splits = [datasets.load_dataset(CIFAR10_HUB_ID, split=split) for split in ("train", "test")]
     arrays = [
-        (np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in split["img"]]).transpose(0, 3, 1, 2), np.asarray(split["label"], dtype=np.int64))
+        (
+            np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in split["img"]]).transpose(
+                0, 3, 1, 2
+            ),
+            np.asarray(split["label"], dtype=np.int64),
+        )
         for split in splits
     ]
     (train_images, train_labels), (test_images, test_labels) = arrays
     return ClassificationData(
-        _uint8_nchw_to_tensor(train_images), torch.from_numpy(train_labels), _uint8_nchw_to_tensor(test_images), torch.from_numpy(test_labels)
+        _uint8_nchw_to_tensor(train_images),
+        torch.from_numpy(train_labels),
+        _uint8_nchw_to_tensor(test_images),
+        torch.from_numpy(test_labels),
     )
 
 

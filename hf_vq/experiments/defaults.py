@@ -14,9 +14,14 @@ from dataclasses import asdict, dataclass, field
 from .methods import VARIANT_METHODS, ablation_options, method_options
 
 __all__ = [
-    "ARCHITECTURES", "STUDY_ARCHITECTURES", "TASK_ARCHITECTURES", "VARIANT_METHODS", "ArchitectureDefaults",
+    "ARCHITECTURES",
+    "STUDY_ARCHITECTURES",
+    "TASK_ARCHITECTURES",
+    "VARIANT_METHODS",
+    "ArchitectureDefaults",
     "ablation_options",
 ]
+
 
 @dataclass(frozen=True)
 class ArchitectureDefaults:
@@ -77,24 +82,63 @@ class ArchitectureDefaults:
 #   distance (cosine) here; FSQ changes the code dim to its number of levels, as everywhere.
 ARCHITECTURES: dict[str, ArchitectureDefaults] = {
     "alexnet": ArchitectureDefaults(
-        task="classification", codebook_size=1024, embed_dim=64, beta=0.95, sync_nu=0.2, affine_lr=2.0,
-        replace_freq=20, learning_rate=2e-3, batch_size=128, model_options={"width": 32},
+        task="classification",
+        codebook_size=1024,
+        embed_dim=64,
+        beta=0.95,
+        sync_nu=0.2,
+        affine_lr=2.0,
+        replace_freq=20,
+        learning_rate=2e-3,
+        batch_size=128,
+        model_options={"width": 32},
     ),
     "resnet18": ArchitectureDefaults(
-        task="classification", codebook_size=1024, embed_dim=64, beta=0.95, sync_nu=0.2, affine_lr=2.0,
-        replace_freq=20, learning_rate=2e-3, batch_size=128, model_options={"width": 16},
+        task="classification",
+        codebook_size=1024,
+        embed_dim=64,
+        beta=0.95,
+        sync_nu=0.2,
+        affine_lr=2.0,
+        replace_freq=20,
+        learning_rate=2e-3,
+        batch_size=128,
+        model_options={"width": 16},
     ),
     "vit": ArchitectureDefaults(
-        task="classification", codebook_size=1024, embed_dim=64, beta=0.95, sync_nu=0.2, affine_lr=5.0,
-        replace_freq=20, learning_rate=1e-3, batch_size=128, model_options={"depth": 4, "num_heads": 4},
+        task="classification",
+        codebook_size=1024,
+        embed_dim=64,
+        beta=0.95,
+        sync_nu=0.2,
+        affine_lr=5.0,
+        replace_freq=20,
+        learning_rate=1e-3,
+        batch_size=128,
+        model_options={"depth": 4, "num_heads": 4},
     ),
     "autoencoder": ArchitectureDefaults(
-        task="reconstruction", codebook_size=512, embed_dim=32, beta=0.95, sync_nu=0.2, affine_lr=2.0,
-        replace_freq=20, learning_rate=2e-3, batch_size=64, model_options={"hidden": 64},
+        task="reconstruction",
+        codebook_size=512,
+        embed_dim=32,
+        beta=0.95,
+        sync_nu=0.2,
+        affine_lr=2.0,
+        replace_freq=20,
+        learning_rate=2e-3,
+        batch_size=64,
+        model_options={"hidden": 64},
     ),
     "vqgan": ArchitectureDefaults(
-        task="reconstruction", codebook_size=512, embed_dim=8, beta=0.95, sync_nu=0.2, affine_lr=2.0,
-        replace_freq=20, learning_rate=5e-4, batch_size=32,
+        task="reconstruction",
+        codebook_size=512,
+        embed_dim=8,
+        beta=0.95,
+        sync_nu=0.2,
+        affine_lr=2.0,
+        replace_freq=20,
+        learning_rate=5e-4,
+        batch_size=32,
     ),
 }
 
@@ -104,4 +148,8 @@ TASK_ARCHITECTURES: dict[str, tuple[str, ...]] = {
     "reconstruction": ("autoencoder",),
 }
 # The comparison study's backbones: those, and the demo's VQGAN tokenizer (not a model of the paper's ablation).
-STUDY_ARCHITECTURES: tuple[str, ...] = (*TASK_ARCHITECTURES["classification"], *TASK_ARCHITECTURES["reconstruction"], "vqgan")
+STUDY_ARCHITECTURES: tuple[str, ...] = (
+    *TASK_ARCHITECTURES["classification"],
+    *TASK_ARCHITECTURES["reconstruction"],
+    "vqgan",
+)

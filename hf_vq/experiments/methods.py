@@ -40,8 +40,15 @@ class MethodDefaults(Protocol):
     replace_freq: int
     fsq_levels: tuple[int, ...] | None
 
+
 # FSQ levels per nominal codebook size (Mentzer et al. 2023, Table 1, and 8^3 for 512): prod(levels) codes.
-FSQ_LEVELS: dict[int, list[int]] = {64: [4, 4, 4], 512: [8, 8, 8], 1024: [8, 5, 5, 5], 4096: [7, 5, 5, 5, 5], 16384: [8, 8, 8, 6, 5]}
+FSQ_LEVELS: dict[int, list[int]] = {
+    64: [4, 4, 4],
+    512: [8, 8, 8],
+    1024: [8, 5, 5, 5],
+    4096: [7, 5, 5, 5, 5],
+    16384: [8, 8, 8, 6, 5],
+}
 # LlamaGen (Sun et al. 2024): l2-normalised codes of dimension 8 (cosine distance), the encoder projects to them.
 LOW_CODE_DIM = 8
 # The synchronized update's nu across vqtorch's range (0.2, the reproduction's value, is the "sync" method).
@@ -80,7 +87,9 @@ def _paper(variant: str, **extra) -> Callable[[MethodDefaults], dict]:
 
 def _fsq_levels(defaults: MethodDefaults) -> list[int]:
     if defaults.codebook_size not in FSQ_LEVELS:
-        raise ValueError(f"no FSQ levels for a codebook of {defaults.codebook_size} codes; choose one of {sorted(FSQ_LEVELS)}")
+        raise ValueError(
+            f"no FSQ levels for a codebook of {defaults.codebook_size} codes; choose one of {sorted(FSQ_LEVELS)}"
+        )
     return FSQ_LEVELS[defaults.codebook_size]
 
 
@@ -100,18 +109,44 @@ PAPER_DESCRIPTIONS = {
 
 METHODS: dict[str, Method] = {
     **{variant: Method(PAPER_DESCRIPTIONS[variant], _paper(variant)) for variant in VARIANT_METHODS},
-    "alternating_sgd": Method("Huh et al.: alternating step alone, the authors' SGD form (lr 50)", _paper("baseline", alternating="sgd")),
-    "all_sgd": Method("Huh et al.: all four, with the authors' SGD alternating step", _paper("all", alternating="sgd")),
+    "alternating_sgd": Method(
+        "Huh et al.: alternating step alone, the authors' SGD form (lr 50)", _paper("baseline", alternating="sgd")
+    ),
+    "all_sgd": Method(
+        "Huh et al.: all four, with the authors' SGD alternating step", _paper("all", alternating="sgd")
+    ),
     "simvq": Method("SimVQ: frozen codes through one learned D x D matrix", _paper("baseline", affine="linear")),
-    "rotation": Method("rotation trick instead of straight-through", _paper("baseline", gradient_estimator="rotation")),
-    "ema": Method("EMA codebook (decay 0.99) with dead-code restarts", lambda d: {"beta": d.beta, "codebook_update": "ema", "ema_decay": 0.99, "replace_freq": d.replace_freq}),
-    "l2_lowdim": Method(f"LlamaGen: l2-normalised {LOW_CODE_DIM}-d codes (cosine distance)", _paper("baseline", distance="cosine"), lambda d: {"code_dim": LOW_CODE_DIM}),
-    "fsq": Method("FSQ (no codebook, levels per codebook size)", lambda d: {"quantizer_type": "fsq", "levels": list(d.fsq_levels)}, _fsq_adjust),
-    "affine_rotation": Method("learned affine codes + rotation trick", _paper("affine", gradient_estimator="rotation")),
+    "rotation": Method(
+        "rotation trick instead of straight-through", _paper("baseline", gradient_estimator="rotation")
+    ),
+    "ema": Method(
+        "EMA codebook (decay 0.99) with dead-code restarts",
+        lambda d: {"beta": d.beta, "codebook_update": "ema", "ema_decay": 0.99, "replace_freq": d.replace_freq},
+    ),
+    "l2_lowdim": Method(
+        f"LlamaGen: l2-normalised {LOW_CODE_DIM}-d codes (cosine distance)",
+        _paper("baseline", distance="cosine"),
+        lambda d: {"code_dim": LOW_CODE_DIM},
+    ),
+    "fsq": Method(
+        "FSQ (no codebook, levels per codebook size)",
+        lambda d: {"quantizer_type": "fsq", "levels": list(d.fsq_levels)},
+        _fsq_adjust,
+    ),
+    "affine_rotation": Method(
+        "learned affine codes + rotation trick", _paper("affine", gradient_estimator="rotation")
+    ),
     "simvq_replace": Method("SimVQ + dead-code replacement", _paper("replace", affine="linear")),
-    "simvq_rotation": Method("SimVQ + rotation trick", _paper("baseline", affine="linear", gradient_estimator="rotation")),
-    "rotation_replace": Method("rotation trick + dead-code replacement", _paper("replace", gradient_estimator="rotation")),
-    **{f"sync_nu{nu:g}": Method(f"Huh et al.: synchronized update alone, nu = {nu:g}", _paper("sync", sync_nu=nu)) for nu in NU_SWEEP},
+    "simvq_rotation": Method(
+        "SimVQ + rotation trick", _paper("baseline", affine="linear", gradient_estimator="rotation")
+    ),
+    "rotation_replace": Method(
+        "rotation trick + dead-code replacement", _paper("replace", gradient_estimator="rotation")
+    ),
+    **{
+        f"sync_nu{nu:g}": Method(f"Huh et al.: synchronized update alone, nu = {nu:g}", _paper("sync", sync_nu=nu))
+        for nu in NU_SWEEP
+    },
 }
 
 
@@ -158,7 +193,9 @@ class ProjectedQuantizer(nn.Module):
         return out
 
 
-def make_quantizer(embed_dim: int, codebook_size: int, channel_dim: int = 1, model_dim: int | None = None, **options) -> nn.Module:
+def make_quantizer(
+    embed_dim: int, codebook_size: int, channel_dim: int = 1, model_dim: int | None = None, **options
+) -> nn.Module:
     """The study's quantizer for `options` (`QuantizerConfig` fields, or FSQ's `levels`), built by `build_quantizer`;
     wrapped in projections when the model's width `model_dim` differs from the code dimension `embed_dim`."""
     projected = model_dim not in (None, embed_dim)

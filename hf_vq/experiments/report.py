@@ -14,7 +14,13 @@ from pathlib import Path
 
 from .defaults import VARIANT_METHODS
 
-METRIC_LABELS = {"accuracy": "test accuracy (%)", "mse": "test MSE", "psnr": "PSNR (dB)", "perplexity": "perplexity", "usage": "codebook usage (%)"}
+METRIC_LABELS = {
+    "accuracy": "test accuracy (%)",
+    "mse": "test MSE",
+    "psnr": "PSNR (dB)",
+    "perplexity": "perplexity",
+    "usage": "codebook usage (%)",
+}
 PERCENT_METRICS = ("accuracy", "usage")
 
 
@@ -24,7 +30,10 @@ def group_runs(runs: list[dict]) -> dict[str, dict[str, list[dict]]]:
     for run in runs:
         grouped[run["architecture"]][run["variant"]].append(run)
     order = list(VARIANT_METHODS)
-    return {arch: dict(sorted(by_variant.items(), key=lambda item: order.index(item[0]))) for arch, by_variant in grouped.items()}
+    return {
+        arch: dict(sorted(by_variant.items(), key=lambda item: order.index(item[0])))
+        for arch, by_variant in grouped.items()
+    }
 
 
 def mean_and_spread(values: list[float]) -> tuple[float, float]:
@@ -46,7 +55,12 @@ def table_metrics(task: str) -> tuple[str, ...]:
 def architecture_table(task: str, by_variant: dict[str, list[dict]], codebook_size: int) -> str:
     """Markdown table for one architecture: one row per variant, mean ± std over its seeds."""
     metrics = table_metrics(task)
-    header = ["variant", *(METRIC_LABELS[m] + (f" (of {codebook_size})" if m == "perplexity" else "") for m in metrics), "seeds", "CPU s / run"]
+    header = [
+        "variant",
+        *(METRIC_LABELS[m] + (f" (of {codebook_size})" if m == "perplexity" else "") for m in metrics),
+        "seeds",
+        "CPU s / run",
+    ]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, runs in by_variant.items():
         cells = [format_value(m, [r["metrics"][m] for r in runs]) for m in metrics]
@@ -84,7 +98,12 @@ def markdown_report(runs: list[dict], command: str, codebook_sizes: dict[str, in
         label = "test accuracy (%) / perplexity" if task == "classification" else "test MSE / perplexity"
         parts += [f"### {task}: {label} (mean over seeds)", "", summary_table(task, archs), ""]
     for arch, by_variant in grouped.items():
-        parts += [f"### {arch} ({tasks[arch]}, mean ± std over seeds)", "", architecture_table(tasks[arch], by_variant, codebook_sizes[arch]), ""]
+        parts += [
+            f"### {arch} ({tasks[arch]}, mean ± std over seeds)",
+            "",
+            architecture_table(tasks[arch], by_variant, codebook_sizes[arch]),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -145,7 +164,9 @@ def plot_methods(by_method: dict[str, list[dict]], task: str, title: str, path: 
     panels = 3 if with_curves else 2
     figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 1.4 + 0.3 * len(by_method)), squeeze=False)
     for axis, (name, factor) in zip(axes[0], ((metric, scale), ("perplexity", 1.0))):
-        _method_bars(axis, {method: [run["metrics"][name] * factor for run in runs] for method, runs in by_method.items()})
+        _method_bars(
+            axis, {method: [run["metrics"][name] * factor for run in runs] for method, runs in by_method.items()}
+        )
         axis.set_xlabel(METRIC_LABELS[name])
     if with_curves:
         for method, runs in by_method.items():
@@ -177,4 +198,6 @@ def _plot_variant(axis, variant: str, runs: list[dict], scale: float) -> None:
     means = [statistics.fmean(values) for values in per_step]
     line = axis.plot(steps, means, label=variant, linewidth=2.2 if variant in ("baseline", "all") else 1.2)[0]
     if len(runs) > 1:
-        axis.fill_between(steps, [min(v) for v in per_step], [max(v) for v in per_step], color=line.get_color(), alpha=0.15)
+        axis.fill_between(
+            steps, [min(v) for v in per_step], [max(v) for v in per_step], color=line.get_color(), alpha=0.15
+        )

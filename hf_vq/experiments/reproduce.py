@@ -48,7 +48,10 @@ DATASET_OVERRIDES: dict[str, dict[str, dict]] = {
 QUICK_STEPS = 6
 QUICK_OVERRIDES = {"codebook_size": 64, "replace_freq": 2, "batch_size": 32}
 QUICK_MODEL_OPTIONS = {
-    "alexnet": {"width": 8}, "resnet18": {"width": 8}, "vit": {"depth": 2, "num_heads": 2}, "autoencoder": {"hidden": 16},
+    "alexnet": {"width": 8},
+    "resnet18": {"width": 8},
+    "vit": {"depth": 2, "num_heads": 2},
+    "autoencoder": {"hidden": 16},
     # A VQGAN of the demo's shape (3 levels: 8x8 codes, mid-block attention) with 1/4 of its channels.
     "vqgan": {"block_out_channels": [8, 16, 16], "norm_num_groups": 8, "latent_channels": 8},
 }
@@ -60,13 +63,24 @@ RELATIVE_COST = {"resnet18": 4.0, "vqgan": 4.0, "vit": 2.0, "alexnet": 1.5, "aut
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Reproduce the VQ ablation of Huh et al. (ICML 2023) on classifiers and autoencoders.")
+    parser = argparse.ArgumentParser(
+        description="Reproduce the VQ ablation of Huh et al. (ICML 2023) on classifiers and autoencoders."
+    )
     parser.add_argument("--task", choices=("classification", "reconstruction", "all"), default="all")
     parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist")
-    parser.add_argument("--data_dir", default=None, help="CIFAR-10: the 'cifar-10-batches-py' folder (else the Hub cache)")
-    parser.add_argument("--arch", default=None, help="comma-separated architectures (default: all of the task's): " + ", ".join(a for archs in TASK_ARCHITECTURES.values() for a in archs))
+    parser.add_argument(
+        "--data_dir", default=None, help="CIFAR-10: the 'cifar-10-batches-py' folder (else the Hub cache)"
+    )
+    parser.add_argument(
+        "--arch",
+        default=None,
+        help="comma-separated architectures (default: all of the task's): "
+        + ", ".join(a for archs in TASK_ARCHITECTURES.values() for a in archs),
+    )
     parser.add_argument("--variants", default=",".join(VARIANT_METHODS), help="comma-separated variants")
-    parser.add_argument("--steps", type=int, default=None, help=f"training steps per run (default per dataset: {DEFAULT_STEPS})")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"training steps per run (default per dataset: {DEFAULT_STEPS})"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eval_size", type=int, default=None, help="test images for the final metrics (default: all)")
     parser.add_argument("--curve_size", type=int, default=1000, help="test images for each point of the curves")
@@ -77,7 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: few steps, one seed, small models")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.seeds, args.eval_size, args.curve_size, args.curve_points = QUICK_STEPS, args.seeds[:1], 256, 128, 2
+        args.steps, args.seeds, args.eval_size, args.curve_size, args.curve_points = (
+            QUICK_STEPS,
+            args.seeds[:1],
+            256,
+            128,
+            2,
+        )
     args.steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.dataset]
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -92,7 +112,9 @@ def selected_architectures(args: argparse.Namespace) -> list[str]:
     chosen = [name.strip() for name in args.arch.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in allowed]
     if unknown:
-        raise SystemExit(f"--arch {','.join(unknown)} is not an architecture of --task {args.task}; choose from {allowed}")
+        raise SystemExit(
+            f"--arch {','.join(unknown)} is not an architecture of --task {args.task}; choose from {allowed}"
+        )
     return chosen
 
 
@@ -123,8 +145,16 @@ def _run_job(job: dict) -> dict:
     data = _WORKER_DATA[job["dataset"]]
     defaults = job["defaults"]
     result = run_one(
-        job["architecture"], defaults, job["variant"], job["seed"], data, job["steps"],
-        num_curve_points=job["curve_points"], curve_size=job["curve_size"], eval_size=job["eval_size"], device=job["device"],
+        job["architecture"],
+        defaults,
+        job["variant"],
+        job["seed"],
+        data,
+        job["steps"],
+        num_curve_points=job["curve_points"],
+        curve_size=job["curve_size"],
+        eval_size=job["eval_size"],
+        device=job["device"],
     )
     return {**result.to_dict(), "dataset": job["dataset"], "task": defaults.task, "defaults": defaults.to_dict()}
 
@@ -135,9 +165,21 @@ def build_jobs(args: argparse.Namespace) -> list[dict]:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANT_METHODS)}")
     jobs = [
-        {"architecture": arch, "defaults": configure(arch, args.dataset, args.quick), "variant": variant, "seed": seed, "dataset": args.dataset,
-         "steps": args.steps, "curve_points": args.curve_points, "curve_size": args.curve_size, "eval_size": args.eval_size, "device": args.device}
-        for arch in selected_architectures(args) for seed in args.seeds for variant in variants
+        {
+            "architecture": arch,
+            "defaults": configure(arch, args.dataset, args.quick),
+            "variant": variant,
+            "seed": seed,
+            "dataset": args.dataset,
+            "steps": args.steps,
+            "curve_points": args.curve_points,
+            "curve_size": args.curve_size,
+            "eval_size": args.eval_size,
+            "device": args.device,
+        }
+        for arch in selected_architectures(args)
+        for seed in args.seeds
+        for variant in variants
     ]
     return sorted(jobs, key=lambda job: -RELATIVE_COST[job["architecture"]])
 
@@ -155,7 +197,9 @@ def run_jobs(jobs: list[dict], args: argparse.Namespace, on_result, job_function
             on_result(job_function(job))
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_worker_init, initargs=(args.dataset, args.data_dir)) as pool:
+    with ProcessPoolExecutor(
+        args.workers, mp_context=context, initializer=_worker_init, initargs=(args.dataset, args.data_dir)
+    ) as pool:
         for future in as_completed([pool.submit(job_function, job) for job in jobs]):
             on_result(future.result())
 
@@ -175,8 +219,11 @@ def main(argv: list[str] | None = None) -> dict:
         name = f"{run['dataset']}_{run['architecture']}_{run['variant']}_seed{run['seed']}.json"
         (output_dir / name).write_text(json.dumps(run, indent=2))
         headline = {k: round(v, 4) for k, v in run["metrics"].items()}
-        print(f"[{len(runs)}/{len(jobs)} {time.perf_counter() - start:.0f}s] {run['architecture']}/{run['variant']}/seed{run['seed']}: {headline} "
-              f"({run['cpu_seconds']:.0f} CPU s)", flush=True)
+        print(
+            f"[{len(runs)}/{len(jobs)} {time.perf_counter() - start:.0f}s] {run['architecture']}/{run['variant']}/seed{run['seed']}: {headline} "
+            f"({run['cpu_seconds']:.0f} CPU s)",
+            flush=True,
+        )
 
     run_jobs(jobs, args, record)
     runs.sort(key=lambda run: (run["architecture"], run["seed"]))
@@ -192,5 +239,8 @@ def write_report(runs: list[dict], args: argparse.Namespace, argv: list[str], ou
     (output_dir / f"results_{args.dataset}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=2))
     plot = plot_curves(runs, tasks, output_dir / f"results_{args.dataset}.png")
     print(report)
-    print(f"written: {output_dir / f'results_{args.dataset}.md'}, {output_dir / f'results_{args.dataset}.json'}" + (f", {plot}" if plot else ""))
+    print(
+        f"written: {output_dir / f'results_{args.dataset}.md'}, {output_dir / f'results_{args.dataset}.json'}"
+        + (f", {plot}" if plot else "")
+    )
     return {"runs": runs, "report": report, "plot": plot}

@@ -51,16 +51,24 @@ class RunResult:
         return asdict(self)
 
 
-def build_model(architecture: str, defaults: ArchitectureDefaults, variant: str, data: ClassificationData) -> nn.Module:
+def build_model(
+    architecture: str, defaults: ArchitectureDefaults, variant: str, data: ClassificationData
+) -> nn.Module:
     """The architecture's model with the VQ options of `variant`, sized for `data`'s images."""
     if architecture == "vqgan":  # its config takes the sizes and the quantizer options (vqgan_backbone.py)
         return VQGANBackbone(vqgan_config(defaults, variant, data.in_channels))
     options = defaults.quantizer_options(variant)
     code_dim = defaults.code_dim or defaults.embed_dim
     if architecture == "autoencoder":
-        return ConvVQAutoencoder(data.in_channels, defaults.model_options.get("hidden", 64), code_dim, defaults.codebook_size, **options)
+        return ConvVQAutoencoder(
+            data.in_channels, defaults.model_options.get("hidden", 64), code_dim, defaults.codebook_size, **options
+        )
     model_class = CLASSIFIERS[architecture]
-    sizes = {"in_channels": data.in_channels, "num_classes": int(data.train_labels.max()) + 1, "codebook_size": defaults.codebook_size}
+    sizes = {
+        "in_channels": data.in_channels,
+        "num_classes": int(data.train_labels.max()) + 1,
+        "codebook_size": defaults.codebook_size,
+    }
     if model_class is ViTVQ:
         sizes.update(image_size=data.image_size, dim=defaults.embed_dim, code_dim=defaults.code_dim)
     else:
@@ -78,20 +86,31 @@ def task_loss(task: str, out: dict[str, torch.Tensor], images: torch.Tensor, lab
     if task == "classification":
         return F.cross_entropy(out["logits"], labels) + out["vq_loss"]
     # A backbone with a pixel loss of its own returns it (the VQGAN tokenizer: its config's L1); the others train on MSE.
-    pixel_loss = out["reconstruction_loss"] if "reconstruction_loss" in out else F.mse_loss(out["reconstruction"], images)
+    pixel_loss = (
+        out["reconstruction_loss"] if "reconstruction_loss" in out else F.mse_loss(out["reconstruction"], images)
+    )
     return pixel_loss + out["vq_loss"]
 
 
 @torch.no_grad()
 def evaluate(
-    task: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, codebook_size: int, batch_size: int = 500, device: str = "cpu"
+    task: str,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    codebook_size: int,
+    batch_size: int = 500,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """Accuracy (or MSE and PSNR) and the perplexity and usage of the code histogram over `images`."""
     was_training = model.training
     model.eval()
     correct, squared_error, counts = 0, 0.0, torch.zeros(codebook_size)
     for start in range(0, len(images), batch_size):
-        batch, batch_labels = images[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
+        batch, batch_labels = (
+            images[start : start + batch_size].to(device),
+            labels[start : start + batch_size].to(device),
+        )
         out = model(batch)
         counts += torch.bincount(out["indices"].flatten().cpu(), minlength=codebook_size).float()
         if task == "classification":
@@ -100,7 +119,10 @@ def evaluate(
             squared_error += float(F.mse_loss(out["reconstruction"], batch, reduction="sum"))
     model.train(was_training)
     probs = counts / counts.sum()
-    metrics = {"perplexity": float(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum())), "usage": float((counts > 0).float().mean())}
+    metrics = {
+        "perplexity": float(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum())),
+        "usage": float((counts > 0).float().mean()),
+    }
     if task == "classification":
         metrics["accuracy"] = correct / len(images)
     else:
@@ -160,7 +182,14 @@ def run_one(
         recent_perplexities.append(float(out["perplexity"]))
         if step in curve_steps:
             point = evaluate(defaults.task, model, curve_images, curve_labels, defaults.codebook_size, device=device)
-            curve.append({"step": step, "metric": point[headline_metric(defaults.task)], "train_perplexity": sum(recent_perplexities) / len(recent_perplexities), "train_loss": float(loss.detach())})
+            curve.append(
+                {
+                    "step": step,
+                    "metric": point[headline_metric(defaults.task)],
+                    "train_perplexity": sum(recent_perplexities) / len(recent_perplexities),
+                    "train_loss": float(loss.detach()),
+                }
+            )
             recent_perplexities = []
     train_seconds = time.perf_counter() - start  # wall time, including the curve evaluations
     metrics = evaluate(defaults.task, model, eval_images, eval_labels, defaults.codebook_size, device=device)
@@ -168,8 +197,17 @@ def run_one(
     metrics["codebook_shift"] = float((model.quantizer.codebook.detach() - initial_codebook).norm(dim=1).mean())
     cpu_seconds = time.process_time() - start_cpu  # core-seconds (one thread per run): what an idle core would need
     return RunResult(
-        architecture, variant, seed, steps, metrics, curve, train_seconds, cpu_seconds, defaults.quantizer_options(variant),
-        ms_per_step=1000 * step_wall / steps, cpu_ms_per_step=1000 * step_cpu / steps,
+        architecture,
+        variant,
+        seed,
+        steps,
+        metrics,
+        curve,
+        train_seconds,
+        cpu_seconds,
+        defaults.quantizer_options(variant),
+        ms_per_step=1000 * step_wall / steps,
+        cpu_ms_per_step=1000 * step_cpu / steps,
     )
 
 

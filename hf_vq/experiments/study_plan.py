@@ -40,7 +40,10 @@ class StudyPart:
     curve_points: int = 6
 
     def __post_init__(self):
-        for names, known, what in ((self.architectures, STUDY_ARCHITECTURES, "backbone"), (self.methods, METHODS, "method")):
+        for names, known, what in (
+            (self.architectures, STUDY_ARCHITECTURES, "backbone"),
+            (self.methods, METHODS, "method"),
+        ):
             unknown = [name for name in names if name not in known]
             if unknown:
                 raise ValueError(f"unknown {what}(s) {unknown} in a study part; choose from {list(known)}")
@@ -76,8 +79,20 @@ CPU_PLAN = StudyPlan(
         StudyPart(("vqgan",), (512,), ("affine", "sync", *NU_METHODS), seeds=(0,)),
         StudyPart(("alexnet", "vit", "resnet18"), (1024,), CORE_METHODS),
         # The longer budget: is "no effect at 400 steps" no effect at all?
-        StudyPart(("autoencoder",), (512,), ("baseline", "affine", "sync", "all", "fsq", "l2_lowdim"), steps=1000, curve_points=5),
-        StudyPart(("vqgan",), (512,), ("baseline", "affine", "sync", "all", "fsq", "ema", "rotation_replace"), steps=1000, curve_points=5),
+        StudyPart(
+            ("autoencoder",),
+            (512,),
+            ("baseline", "affine", "sync", "all", "fsq", "l2_lowdim"),
+            steps=1000,
+            curve_points=5,
+        ),
+        StudyPart(
+            ("vqgan",),
+            (512,),
+            ("baseline", "affine", "sync", "all", "fsq", "ema", "rotation_replace"),
+            steps=1000,
+            curve_points=5,
+        ),
     ),
 )
 

@@ -68,14 +68,20 @@ def _backbone_options(defaults: ArchitectureDefaults) -> dict:
     quantizer's, which the method sets."""
     clash = sorted(set(defaults.model_options) & {*QUANTIZER_FIELDS, "embed_dim", "codebook_size"})
     if clash:
-        raise ValueError(f"model_options {clash} are quantizer settings; the study sets those from ArchitectureDefaults and the method")
+        raise ValueError(
+            f"model_options {clash} are quantizer settings; the study sets those from ArchitectureDefaults and the method"
+        )
     return dict(defaults.model_options)
 
 
 def vqgan_config(defaults: ArchitectureDefaults, variant: str, num_channels: int) -> VQGANConfig:
     """The demo tokenizer's config with the quantizer of method `variant` at (method-adjusted) `defaults`."""
-    fields = config_quantizer_fields(defaults.quantizer_options(variant), defaults.code_dim or defaults.embed_dim, defaults.codebook_size)
-    return VQGANConfig.from_yaml(demo_tokenizer_config(), **_backbone_options(defaults), num_channels=num_channels, **fields)
+    fields = config_quantizer_fields(
+        defaults.quantizer_options(variant), defaults.code_dim or defaults.embed_dim, defaults.codebook_size
+    )
+    return VQGANConfig.from_yaml(
+        demo_tokenizer_config(), **_backbone_options(defaults), num_channels=num_channels, **fields
+    )
 
 
 class VQGANBackbone(nn.Module):
@@ -124,7 +130,12 @@ def vqgan_data(data: ClassificationData, defaults: ArchitectureDefaults) -> Clas
         # rescale + normalise (tests/test_compare_quantizers.py checks it) at 40% of the cost per image. The crop is
         # centred: after the resize the image is square, so the tokenizer's random crop takes all of it too.
         transform = ImageTransform(resolution=side, center_crop=True, random_flip=False, num_channels=data.in_channels)
-        resized = ClassificationData(_resize(data.train_images, transform), data.train_labels, _resize(data.test_images, transform), data.test_labels)
+        resized = ClassificationData(
+            _resize(data.train_images, transform),
+            data.train_labels,
+            _resize(data.test_images, transform),
+            data.test_labels,
+        )
         _last_resized[:] = [(data, side, resized)]
     return _last_resized[0][2]
 

@@ -60,8 +60,11 @@ def check_same_tokenizer(
         return
     local = local_tokenizer_of(folder)
     if local is None:
-        trained_on = f"the Hub tokenizer {reference!r}" if reference and looks_like_repo_id(reference) else (
-            f"the local folder {reference!r}, which is no longer on this machine")
+        trained_on = (
+            f"the Hub tokenizer {reference!r}"
+            if reference and looks_like_repo_id(reference)
+            else (f"the local folder {reference!r}, which is no longer on this machine")
+        )
         raise TokenizerMismatchError(
             f"--tokenizer_hub_id {tokenizer_hub_id}: the {folder.kind} in {str(folder.path)!r} was trained on "
             f"{trained_on}, so it cannot be checked against {tokenizer_hub_id}. Push it against the tokenizer it was "

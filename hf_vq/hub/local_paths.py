@@ -76,10 +76,16 @@ def hub_ids_for(local: str | os.PathLike | None, hub_id: str | None) -> dict[Pat
     return {Path(local).expanduser().resolve(): hub_id}
 
 
-def rewrite_json_without_local_paths(file: Path, hub_ids: dict[Path, str], extra: dict[str, Any] | None = None) -> None:
+def rewrite_json_without_local_paths(
+    file: Path, hub_ids: dict[Path, str], extra: dict[str, Any] | None = None
+) -> None:
     """Rewrite a staged JSON file (a hard link to the user's file: unlinked first, never written through)."""
     content = json.loads(file.read_text(encoding="utf-8"))
-    cleaned = without_local_paths(content, hub_ids) | (extra or {}) if isinstance(content, dict) else without_local_paths(content, hub_ids)
+    cleaned = (
+        without_local_paths(content, hub_ids) | (extra or {})
+        if isinstance(content, dict)
+        else without_local_paths(content, hub_ids)
+    )
     if cleaned == content:
         return
     file.unlink()
@@ -97,7 +103,8 @@ def check_no_local_paths(staging: Path, local_folders: list[Path]) -> None:
             found += [f"{file.relative_to(staging)} contains {root}" for root in roots if root in text]
     if found:
         raise HubPushError(
-            "Refusing to upload local paths of this machine:\n" + "\n".join(f"  - {item}" for item in found)
+            "Refusing to upload local paths of this machine:\n"
+            + "\n".join(f"  - {item}" for item in found)
             + "\nRemove them from the model folder's JSON files (or report this as an hf_vq bug)."
         )
 
@@ -107,5 +114,9 @@ def _is_windows_path(value: str) -> bool:
 
 
 __all__ = [
-    "check_no_local_paths", "hub_ids_for", "is_local_path", "rewrite_json_without_local_paths", "without_local_paths",
+    "check_no_local_paths",
+    "hub_ids_for",
+    "is_local_path",
+    "rewrite_json_without_local_paths",
+    "without_local_paths",
 ]

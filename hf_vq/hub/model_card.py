@@ -26,7 +26,10 @@ from .model_folder import ModelFolder, looks_like_repo_id
 def _find_template_dir() -> Path:
     """`model_cards/` beside the package in a source checkout (editable install), else the copy that a
     regular install puts under `<prefix>/share/hf_vq/model_cards` (setup.cfg's data_files)."""
-    candidates = [Path(__file__).resolve().parents[2] / "model_cards", Path(sys.prefix) / "share" / "hf_vq" / "model_cards"]
+    candidates = [
+        Path(__file__).resolve().parents[2] / "model_cards",
+        Path(sys.prefix) / "share" / "hf_vq" / "model_cards",
+    ]
     return next((path for path in candidates if path.is_dir()), candidates[0])
 
 
@@ -39,7 +42,9 @@ THIS_REVISION = "this revision"
 # How a model built on a tokenizer is described in the tokenizer card's list, by the kind of its folder.
 DEPENDENT_LABELS = {"classifier": "image classifier", "prior": "class-conditional image generation", "model": "model"}
 # Local names of datasets that are on the Hub under another id: (Hub id, subset).
-KNOWN_HUB_DATASETS = {name: ("zalando-datasets/fashion_mnist", "fashion_mnist") for name in ("fashion_mnist", "fashion-mnist")}
+KNOWN_HUB_DATASETS = {
+    name: ("zalando-datasets/fashion_mnist", "fashion_mnist") for name in ("fashion_mnist", "fashion-mnist")
+}
 
 
 @dataclass(frozen=True)
@@ -59,20 +64,42 @@ METRICS = (
     MetricSpec("accuracy", "Accuracy", "top-1 classification accuracy", percent=True),
     MetricSpec("top5_accuracy", "Top-5 accuracy", "top-5 classification accuracy", percent=True),
     # Generation (a prior over a tokenizer's codes), under the names the prior's training run writes them.
-    MetricSpec("conditional_accuracy", "Conditional accuracy",
-               "share of generated images that a reference classifier assigns to the class they were generated for",
-               percent=True),
-    MetricSpec("real_accuracy", "Reference classifier accuracy", "the reference classifier's accuracy on real images",
-               percent=True),
-    MetricSpec("relative_conditional_accuracy", "Relative conditional accuracy",
-               "conditional accuracy / reference classifier accuracy; 1 is as recognisable as real images"),
-    MetricSpec("classifier_fid", "Classifier FID",
-               "Frechet distance of generated to real images in the reference classifier's features, lower is better"),
-    MetricSpec("reconstruction_classifier_fid", "Reconstruction classifier FID",
-               "the same distance for the tokenizer's reconstructions: the floor a prior over its codes can reach"),
-    MetricSpec("classifier_fid_ratio", "Classifier FID / floor", "classifier FID over its reconstruction floor; 1 is the floor"),
+    MetricSpec(
+        "conditional_accuracy",
+        "Conditional accuracy",
+        "share of generated images that a reference classifier assigns to the class they were generated for",
+        percent=True,
+    ),
+    MetricSpec(
+        "real_accuracy",
+        "Reference classifier accuracy",
+        "the reference classifier's accuracy on real images",
+        percent=True,
+    ),
+    MetricSpec(
+        "relative_conditional_accuracy",
+        "Relative conditional accuracy",
+        "conditional accuracy / reference classifier accuracy; 1 is as recognisable as real images",
+    ),
+    MetricSpec(
+        "classifier_fid",
+        "Classifier FID",
+        "Frechet distance of generated to real images in the reference classifier's features, lower is better",
+    ),
+    MetricSpec(
+        "reconstruction_classifier_fid",
+        "Reconstruction classifier FID",
+        "the same distance for the tokenizer's reconstructions: the floor a prior over its codes can reach",
+    ),
+    MetricSpec(
+        "classifier_fid_ratio",
+        "Classifier FID / floor",
+        "classifier FID over its reconstruction floor; 1 is the floor",
+    ),
     MetricSpec("inception_fid", "FID", "Frechet Inception distance of generated to real images, lower is better"),
-    MetricSpec("reconstruction_inception_fid", "Reconstruction FID", "the same distance for the tokenizer's reconstructions"),
+    MetricSpec(
+        "reconstruction_inception_fid", "Reconstruction FID", "the same distance for the tokenizer's reconstructions"
+    ),
     MetricSpec("generated_perplexity", "Generated-code perplexity", "exp(entropy) of the codes the prior generates"),
     MetricSpec("real_perplexity", "Real-code perplexity", "exp(entropy) of the codes of real images, for comparison"),
     MetricSpec("generated_usage", "Generated-code usage", "share of the codebook the prior generates", percent=True),
@@ -90,19 +117,44 @@ QUANTIZER_METHODS = (
     ("num_quantizers", lambda v: bool(v) and v > 1, "Residual quantization ({v} levels)"),
     ("distance", lambda v: v is not None, "Distance: {v}"),
 )
-ARCHITECTURE_KEYS = ("codebook_size", "embed_dim", "quantizer_type", "image_size", "num_channels", "block_out_channels",
-                     "latent_channels", "grid_size", "grid_height", "grid_width", "num_classes", "patch_size",
-                     "hidden_size", "num_hidden_layers", "num_attention_heads", "num_labels")
-COMPUTE_KEYS = (("hardware", "Hardware"), ("num_processes", "Processes"), ("mixed_precision", "Mixed precision"),
-                ("train_steps", "Training steps"), ("max_train_steps", "Training steps"),
-                ("train_batch_size", "Batch size per process"), ("train_seconds", "Training time (s)"),
-                ("train_hours", "Training time (h)"))
+ARCHITECTURE_KEYS = (
+    "codebook_size",
+    "embed_dim",
+    "quantizer_type",
+    "image_size",
+    "num_channels",
+    "block_out_channels",
+    "latent_channels",
+    "grid_size",
+    "grid_height",
+    "grid_width",
+    "num_classes",
+    "patch_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_labels",
+)
+COMPUTE_KEYS = (
+    ("hardware", "Hardware"),
+    ("num_processes", "Processes"),
+    ("mixed_precision", "Mixed precision"),
+    ("train_steps", "Training steps"),
+    ("max_train_steps", "Training steps"),
+    ("train_batch_size", "Batch size per process"),
+    ("train_seconds", "Training time (s)"),
+    ("train_hours", "Training time (h)"),
+)
 SECRET_KEY = re.compile(r"(^|_)(token|password|secret|api_key)$", re.I)
 # A class-conditional prior generates images from a class label, not from text and not from nothing: the Hub has no
 # task of its own for that, so its card has no pipeline tag (calling it "unconditional-image-generation" would be
 # wrong) and its tags say "class-conditional-image-generation". A prior without classes is unconditional.
-PIPELINE_TAGS = {"tokenizer": "image-feature-extraction", "classifier": "image-classification",
-                 "prior": "unconditional-image-generation", "model": None}
+PIPELINE_TAGS = {
+    "tokenizer": "image-feature-extraction",
+    "classifier": "image-classification",
+    "prior": "unconditional-image-generation",
+    "model": None,
+}
 CLASS_CONDITIONAL_TAGS = ["class-conditional", "class-conditional-image-generation"]
 # Top-k accuracy with k at least the number of classes is 1 whatever the model does: not worth reporting.
 TOP5_MIN_CLASSES = 6
@@ -114,14 +166,41 @@ KIND_TAGS = {
 }
 # The Hub's license identifiers most likely here; anything else must be "other" with a name and a link.
 KNOWN_LICENSES = {
-    "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0",
-    "cc-by-nc-sa-4.0", "cc-by-nd-4.0", "gpl-3.0", "lgpl-3.0", "agpl-3.0", "mpl-2.0", "openrail", "creativeml-openrail-m",
-    "bigscience-openrail-m", "llama3", "gemma", "unlicense", "other",
+    "apache-2.0",
+    "mit",
+    "bsd-2-clause",
+    "bsd-3-clause",
+    "cc0-1.0",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-4.0",
+    "cc-by-nc-sa-4.0",
+    "cc-by-nd-4.0",
+    "gpl-3.0",
+    "lgpl-3.0",
+    "agpl-3.0",
+    "mpl-2.0",
+    "openrail",
+    "creativeml-openrail-m",
+    "bigscience-openrail-m",
+    "llama3",
+    "gemma",
+    "unlicense",
+    "other",
 }
 KNOWN_PIPELINE_TAGS = {
-    "image-classification", "image-feature-extraction", "image-to-image", "unconditional-image-generation",
-    "text-to-image", "image-segmentation", "object-detection", "zero-shot-image-classification", "feature-extraction",
-    "mask-generation", "depth-estimation", "image-to-text",
+    "image-classification",
+    "image-feature-extraction",
+    "image-to-image",
+    "unconditional-image-generation",
+    "text-to-image",
+    "image-segmentation",
+    "object-detection",
+    "zero-shot-image-classification",
+    "feature-extraction",
+    "mask-generation",
+    "depth-estimation",
+    "image-to-text",
 }
 
 
@@ -149,8 +228,13 @@ def render_model_card(
         >>> card.data.pipeline_tag, [r.metric_type for r in card.data.eval_results]
         ('image-feature-extraction', ['psnr', 'ssim', 'codebook_usage', 'perplexity'])
     """
-    context = card_context(folder, hub_model_id, tokenizer_hub_id=tokenizer_hub_id, endpoint=endpoint,
-                           tokenizer_revision=tokenizer_revision)
+    context = card_context(
+        folder,
+        hub_model_id,
+        tokenizer_hub_id=tokenizer_hub_id,
+        endpoint=endpoint,
+        tokenizer_revision=tokenizer_revision,
+    )
     new_entries = [dependent_line(repo, kind, endpoint) for repo, kind in dependents or []]
     context["dependent_lines"] = merge_dependent_entries(list(kept_dependents), new_entries)
     card_data = build_card_data(folder, hub_model_id, context, license=license)
@@ -228,8 +312,13 @@ def build_card_data(folder: ModelFolder, hub_model_id: str, context: dict[str, A
         # The model-index needs a task and a dataset; without a recorded dataset the metrics stay in the text only.
         eval_results = [
             EvalResult(
-                task_type=pipeline_tag or "other", dataset_type=dataset, dataset_name=dataset, dataset_split=context["split"],
-                dataset_config=context["subset"], metric_type=metric["key"], metric_name=metric["label"],
+                task_type=pipeline_tag or "other",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=context["split"],
+                dataset_config=context["subset"],
+                metric_type=metric["key"],
+                metric_name=metric["label"],
                 metric_value=metric["value"],
             )
             for metric in context["metrics"]
@@ -272,8 +361,15 @@ def measured_metrics(metrics: dict[str, Any], num_classes: int | None = None) ->
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
         shown = f"{value:.2%}" if spec.percent and 0 <= value <= 1 else f"{value:.4g}"
-        rows.append({"key": spec.key, "label": spec.label, "value": round(float(value), 6), "shown": shown,
-                     "description": spec.description})
+        rows.append(
+            {
+                "key": spec.key,
+                "label": spec.label,
+                "value": round(float(value), 6),
+                "shown": shown,
+                "description": spec.description,
+            }
+        )
     return rows
 
 
@@ -308,8 +404,11 @@ def validate_card_metadata(card: ModelCard) -> None:
             if not looks_like_repo_id(str(value)):
                 problems.append(f"{key} entry {value!r} is not a Hub repo id ('namespace/name').")
     for result in card.data.eval_results or []:
-        if isinstance(result.metric_value, bool) or not isinstance(result.metric_value, (int, float)) \
-                or not math.isfinite(result.metric_value):
+        if (
+            isinstance(result.metric_value, bool)
+            or not isinstance(result.metric_value, (int, float))
+            or not math.isfinite(result.metric_value)
+        ):
             problems.append(f"metric {result.metric_type!r} has a non-numeric value {result.metric_value!r}.")
     if problems:
         raise InvalidCardMetadataError("Invalid model card metadata:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -355,7 +454,7 @@ def list_dependent_in_card(
     if not any(_entry_repo(line) == repo_id for line in entries) or revision:
         entries = merge_dependent_entries(entries, [link])
     body = "\n".join(sorted(entries)) + "\n"
-    return card_text[: match.start()] + f"{DEPENDENTS_START}\n{body}{DEPENDENTS_END}" + card_text[match.end():]
+    return card_text[: match.start()] + f"{DEPENDENTS_START}\n{body}{DEPENDENTS_END}" + card_text[match.end() :]
 
 
 def _entry_repo(line: str) -> str | None:
@@ -416,8 +515,12 @@ def _architecture(folder: ModelFolder) -> list[tuple[str, Any]]:
     """(setting, value) rows; a pipeline's settings are named by component (`transformer.hidden_size`)."""
     if not folder.is_pipeline:
         return [(key, folder.config[key]) for key in ARCHITECTURE_KEYS if folder.config.get(key) is not None]
-    return [(f"{name}.{key}", config[key]) for name, config in folder.components.items()
-            for key in ARCHITECTURE_KEYS if config.get(key) is not None]
+    return [
+        (f"{name}.{key}", config[key])
+        for name, config in folder.components.items()
+        for key in ARCHITECTURE_KEYS
+        if config.get(key) is not None
+    ]
 
 
 def _labels(folder: ModelFolder) -> list[str]:

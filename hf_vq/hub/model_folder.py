@@ -31,11 +31,22 @@ TOKENIZER_REVISION_KEY = "tokenizer_revision"
 # sample image). Anything else in the folder (checkpoints, logs, optimizer states, notes, a stray credentials.yaml)
 # stays local, as do symbolic links (their target could be any file of the machine) and hidden files or folders at
 # any depth (`.ipynb_checkpoints/`, `.cache/`). README.md is not listed: the card is always generated afresh.
-SHARED_NAMES = frozenset({
-    CONFIG_NAME, PIPELINE_INDEX_NAME, WEIGHTS_NAME, DIFFUSERS_WEIGHTS_NAME, WEIGHTS_INDEX_NAME,
-    "diffusion_pytorch_model.safetensors.index.json", PROCESSOR_NAME, METRICS_NAME, *TRAINING_CONFIG_NAMES,
-    SAMPLES_NAME, "generation_config.json", "scheduler_config.json",
-})
+SHARED_NAMES = frozenset(
+    {
+        CONFIG_NAME,
+        PIPELINE_INDEX_NAME,
+        WEIGHTS_NAME,
+        DIFFUSERS_WEIGHTS_NAME,
+        WEIGHTS_INDEX_NAME,
+        "diffusion_pytorch_model.safetensors.index.json",
+        PROCESSOR_NAME,
+        METRICS_NAME,
+        *TRAINING_CONFIG_NAMES,
+        SAMPLES_NAME,
+        "generation_config.json",
+        "scheduler_config.json",
+    }
+)
 CODE_SUFFIX = ".py"  # remote code: the modules `trust_remote_code=True` imports (and the ones they import)
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
@@ -69,10 +80,14 @@ class ModelFolder:
 
     @property
     def kind(self) -> str:
-        """"classifier", "tokenizer", "prior" (a generation pipeline over a tokenizer's codes) or "model" (anything
+        """ "classifier", "tokenizer", "prior" (a generation pipeline over a tokenizer's codes) or "model" (anything
         else): picks the card template."""
         if self.is_pipeline:
-            return "prior" if self.tokenizer_reference or any("num_classes" in c for c in self.components.values()) else "model"
+            return (
+                "prior"
+                if self.tokenizer_reference or any("num_classes" in c for c in self.components.values())
+                else "model"
+            )
         architectures = self.config.get("architectures") or []
         if self.tokenizer_reference or any(name.endswith("ForImageClassification") for name in architectures):
             return "classifier"
@@ -117,7 +132,7 @@ class ModelFolder:
             raise IncompleteModelFolderError(
                 f"Model folder {str(self.path)!r} cannot be pushed: " + ", ".join(map(str, links)) + " is a symbolic "
                 "link, and a push never uploads one (its target could be any file of this machine). Replace it by a "
-                "copy of what it points to (`cp --remove-destination \"$(readlink -f LINK)\" LINK`), then push again."
+                'copy of what it points to (`cp --remove-destination "$(readlink -f LINK)" LINK`), then push again.'
             )
         return sorted(shared)
 
@@ -190,8 +205,16 @@ def load_model_folder(model_dir: str | Path) -> ModelFolder:
     if problems:
         listing = "\n".join(f"  - {problem}" for problem in problems)
         raise IncompleteModelFolderError(f"Model folder {str(path)!r} cannot be pushed:\n{listing}")
-    folder = ModelFolder(path, config, metrics, training_config, processor_config, remote_code_files,
-                         (path / SAMPLES_NAME).is_file(), components)
+    folder = ModelFolder(
+        path,
+        config,
+        metrics,
+        training_config,
+        processor_config,
+        remote_code_files,
+        (path / SAMPLES_NAME).is_file(),
+        components,
+    )
     folder.files_to_share()  # a needed file that is a link is refused now, before any request
     return folder
 
@@ -236,17 +259,25 @@ def _check_pipeline(path: Path, index: dict, problems: list[str]) -> dict[str, d
             continue
         config_file = next((p for p in (folder / CONFIG_NAME, folder / "scheduler_config.json") if p.is_file()), None)
         if config_file is None:
-            problems.append(f"{name}/ has no config.json or scheduler_config.json: save the component with save_pretrained.")
+            problems.append(
+                f"{name}/ has no config.json or scheduler_config.json: save the component with save_pretrained."
+            )
             continue
         components[name] = _read_json(config_file, problems, required=True) or {}
-        if config_file.name == CONFIG_NAME and not (folder / WEIGHTS_NAME).is_file() and not (folder / DIFFUSERS_WEIGHTS_NAME).is_file() \
-                and not (folder / WEIGHTS_INDEX_NAME).is_file():
+        if (
+            config_file.name == CONFIG_NAME
+            and not (folder / WEIGHTS_NAME).is_file()
+            and not (folder / DIFFUSERS_WEIGHTS_NAME).is_file()
+            and not (folder / WEIGHTS_INDEX_NAME).is_file()
+        ):
             problems.append(f"{name}/ has a config but no weights ({WEIGHTS_NAME} or {DIFFUSERS_WEIGHTS_NAME}).")
         for weights in (folder / WEIGHTS_NAME, folder / DIFFUSERS_WEIGHTS_NAME):
             if weights.is_file():
                 _check_safetensors(weights, problems)
     if not components:
-        problems.append(f"{PIPELINE_INDEX_NAME} names no components: save the pipeline with `pipeline.save_pretrained(folder)`.")
+        problems.append(
+            f"{PIPELINE_INDEX_NAME} names no components: save the pipeline with `pipeline.save_pretrained(folder)`."
+        )
     return components
 
 
@@ -292,7 +323,9 @@ def _check_safetensors(file: Path, problems: list[str]) -> None:
         header = handle.read(header_size) if 0 < header_size < 100_000_000 else b""
     try:
         tensors = json.loads(header)
-        data_size = max((entry["data_offsets"][1] for name, entry in tensors.items() if name != "__metadata__"), default=0)
+        data_size = max(
+            (entry["data_offsets"][1] for name, entry in tensors.items() if name != "__metadata__"), default=0
+        )
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError):
         problems.append(f"{file.name} is not a readable safetensors file (truncated or corrupt?).")
         return
@@ -310,7 +343,9 @@ def _check_remote_code(path: Path, configs: list[dict], problems: list[str]) -> 
                     modules.add(item.split("--")[-1].rsplit(".", 1)[0] + ".py")
     for module in sorted(modules):
         if not (path / module).is_file():
-            problems.append(f"missing {module}, named in auto_map: save with `register_for_auto_class()` called first.")
+            problems.append(
+                f"missing {module}, named in auto_map: save with `register_for_auto_class()` called first."
+            )
     return sorted(p.name for p in path.glob("*.py")) if modules else []
 
 

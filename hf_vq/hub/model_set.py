@@ -87,7 +87,9 @@ def push_model_set(
         ('me/vqgan', '9f3c...')
     """
     if tokenizer_dir is None and tokenizer_hub_id is None:
-        raise InvalidRepoIdError("push-set needs --tokenizer_dir (a tokenizer folder) or --tokenizer_hub_id (one on the Hub).")
+        raise InvalidRepoIdError(
+            "push-set needs --tokenizer_dir (a tokenizer folder) or --tokenizer_hub_id (one on the Hub)."
+        )
     if tokenizer_hub_id is not None:
         check_repo_id(tokenizer_hub_id, flag="--tokenizer_hub_id")
     tokenizer = _member(tokenizer_dir, "tokenizer", hub_namespace, repo_id=tokenizer_hub_id) if tokenizer_dir else None
@@ -101,23 +103,42 @@ def push_model_set(
         _check_reads_this_tokenizer(member, tokenizer, tokenizer_repo)
     linked = [(member.repo_id, member.folder.kind) for member in dependents if member.reads_tokenizer]
     # Any record of one of the set's folders (a metrics.json naming the tokenizer folder...) becomes its repo id.
-    hub_ids = {member.folder.path.resolve(): member.repo_id for member in ([tokenizer] if tokenizer else []) + dependents}
+    hub_ids = {
+        member.folder.path.resolve(): member.repo_id for member in ([tokenizer] if tokenizer else []) + dependents
+    }
 
     api = HfApi()
     common = {"license": license, "endpoint": api.endpoint, "hub_ids": hub_ids}
     if tokenizer:  # every card is rendered, and so checked, before the first request
         render_shared_card(tokenizer.folder, tokenizer.repo_id, dependents=linked, **common)
     for member in dependents:
-        render_shared_card(member.folder, member.repo_id, tokenizer_hub_id=tokenizer_repo if member.reads_tokenizer else None, **common)
+        render_shared_card(
+            member.folder,
+            member.repo_id,
+            tokenizer_hub_id=tokenizer_repo if member.reads_tokenizer else None,
+            **common,
+        )
 
-    upload = {"private": private, "revision": revision, "commit_message": commit_message, "license": license, "hub_ids": hub_ids}
+    upload = {
+        "private": private,
+        "revision": revision,
+        "commit_message": commit_message,
+        "license": license,
+        "hub_ids": hub_ids,
+    }
     with quiet_third_party_logs():
         return _upload_set(api, tokenizer, tokenizer_repo, dependents, linked, token, upload, collection_title)
 
 
 def _upload_set(
-    api: HfApi, tokenizer: SetMember | None, tokenizer_repo: str, dependents: list[SetMember],
-    linked: list[tuple[str, str]], token: str | None, upload: dict, collection_title: str | None,
+    api: HfApi,
+    tokenizer: SetMember | None,
+    tokenizer_repo: str,
+    dependents: list[SetMember],
+    linked: list[tuple[str, str]],
+    token: str | None,
+    upload: dict,
+    collection_title: str | None,
 ) -> PushedSet:
     """The requests of `push_model_set`, once every folder and card is checked."""
     commits: dict[str, str] = {}
@@ -125,22 +146,34 @@ def _upload_set(
         for repo_id in [member.repo_id for member in ([tokenizer] if tokenizer else []) + dependents]:
             token = check_token(api, repo_id, token)
         if tokenizer:
-            commit = upload_model_folder(api, tokenizer.folder, tokenizer.repo_id, token=token, dependents=linked, **upload)
+            commit = upload_model_folder(
+                api, tokenizer.folder, tokenizer.repo_id, token=token, dependents=linked, **upload
+            )
             commits[tokenizer.repo_id], tokenizer_revision = commit.commit_url, commit.oid
         else:
-            tokenizer_revision = current_revision(api, tokenizer_repo, token, dependent=", ".join(m.repo_id for m in dependents))
+            tokenizer_revision = current_revision(
+                api, tokenizer_repo, token, dependent=", ".join(m.repo_id for m in dependents)
+            )
             for member in dependents:
                 if member.reads_tokenizer:
                     check_same_tokenizer(api, member.folder, tokenizer_repo, tokenizer_revision, token)
         for member in dependents:
-            pin = {"tokenizer_hub_id": tokenizer_repo, "tokenizer_revision": tokenizer_revision} if member.reads_tokenizer else {}
-            commits[member.repo_id] = upload_model_folder(api, member.folder, member.repo_id, token=token, **pin, **upload).commit_url
+            pin = (
+                {"tokenizer_hub_id": tokenizer_repo, "tokenizer_revision": tokenizer_revision}
+                if member.reads_tokenizer
+                else {}
+            )
+            commits[member.repo_id] = upload_model_folder(
+                api, member.folder, member.repo_id, token=token, **pin, **upload
+            ).commit_url
     if tokenizer is None:
         for repo_id, kind in linked:
             list_on_tokenizer_card(api, tokenizer_repo, repo_id, kind, token, tokenizer_revision)
     collection_url = None
     if collection_title:
-        collection_url = add_to_collection(api, collection_title, [tokenizer_repo, *[m.repo_id for m in dependents]], token)
+        collection_url = add_to_collection(
+            api, collection_title, [tokenizer_repo, *[m.repo_id for m in dependents]], token
+        )
     return PushedSet(commits, tokenizer_repo, tokenizer_revision, collection_url)
 
 
@@ -169,12 +202,16 @@ def _member(spec: str, kind: str, namespace: str | None, repo_id: str | None = N
     folder = load_model_folder(directory)
     flag = FOLDER_KINDS[kind]
     if folder.kind != kind and not (kind == "classifier" and folder.kind == "model"):
-        raise HubPushError(f"{flag} {directory!r} holds a {folder.kind}, not a {kind}: pass it with {_flag_for(folder.kind)}.")
+        raise HubPushError(
+            f"{flag} {directory!r} holds a {folder.kind}, not a {kind}: pass it with {_flag_for(folder.kind)}."
+        )
     if repo_id is None:
         name = name or Path(directory).resolve().name
         if "/" not in name:
             if not namespace:
-                raise InvalidRepoIdError(f"{flag} {spec!r}: pass --hub_namespace (your user or organisation) or DIR=NAMESPACE/NAME.")
+                raise InvalidRepoIdError(
+                    f"{flag} {spec!r}: pass --hub_namespace (your user or organisation) or DIR=NAMESPACE/NAME."
+                )
             name = f"{namespace}/{name}"
         repo_id = name
     check_repo_id(repo_id, flag=flag)
@@ -188,7 +225,9 @@ def _flag_for(kind: str) -> str:
 def _check_distinct(repo_ids: list[str]) -> None:
     repeated = sorted({repo_id for repo_id in repo_ids if repo_ids.count(repo_id) > 1})
     if repeated:
-        raise InvalidRepoIdError(f"Two folders would go to the same repo: {', '.join(repeated)}. Name them with DIR=NAME.")
+        raise InvalidRepoIdError(
+            f"Two folders would go to the same repo: {', '.join(repeated)}. Name them with DIR=NAME."
+        )
 
 
 def _check_reads_this_tokenizer(member: SetMember, tokenizer: SetMember | None, tokenizer_repo: str) -> None:
@@ -220,17 +259,36 @@ def _check_reads_this_tokenizer(member: SetMember, tokenizer: SetMember | None, 
 def add_push_set_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """`hf-vq push-set --tokenizer_dir T --classifier_dirs C1 C2 --prior_dirs P --hub_namespace ORG [--collection T]`."""
     parser = subparsers.add_parser(
-        "push-set", help="push a tokenizer and the classifiers and priors trained on it as one linked set",
-        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "push-set",
+        help="push a tokenizer and the classifiers and priors trained on it as one linked set",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--tokenizer_dir", default=None,
-                        help="tokenizer folder, pushed first (DIR or DIR=[NAMESPACE/]NAME); or give --tokenizer_hub_id")
-    parser.add_argument("--classifier_dirs", nargs="+", default=[], metavar="DIR[=NAME]",
-                        help="classifier folders trained on the tokenizer (token ViTs, pixel ViTs)")
-    parser.add_argument("--prior_dirs", nargs="+", default=[], metavar="DIR[=NAME]",
-                        help="generation pipeline folders (model_index.json) over the tokenizer's codes")
-    parser.add_argument("--hub_namespace", default=None, help="user or organisation to push to; repo names default to folder names")
-    parser.add_argument("--collection", default=None, metavar="TITLE", help="also group the set in a Hub collection with this title")
+    parser.add_argument(
+        "--tokenizer_dir",
+        default=None,
+        help="tokenizer folder, pushed first (DIR or DIR=[NAMESPACE/]NAME); or give --tokenizer_hub_id",
+    )
+    parser.add_argument(
+        "--classifier_dirs",
+        nargs="+",
+        default=[],
+        metavar="DIR[=NAME]",
+        help="classifier folders trained on the tokenizer (token ViTs, pixel ViTs)",
+    )
+    parser.add_argument(
+        "--prior_dirs",
+        nargs="+",
+        default=[],
+        metavar="DIR[=NAME]",
+        help="generation pipeline folders (model_index.json) over the tokenizer's codes",
+    )
+    parser.add_argument(
+        "--hub_namespace", default=None, help="user or organisation to push to; repo names default to folder names"
+    )
+    parser.add_argument(
+        "--collection", default=None, metavar="TITLE", help="also group the set in a Hub collection with this title"
+    )
     _add_common_hub_flags(parser)
     add_token_flag(parser)
     parser.set_defaults(handler=run_push_set)
@@ -240,9 +298,17 @@ def add_push_set_subcommand(subparsers: argparse._SubParsersAction) -> argparse.
 def run_push_set(args: argparse.Namespace) -> PushedSet:
     with reported_as("hf-vq push-set"):
         pushed = push_model_set(
-            args.tokenizer_dir, args.classifier_dirs, args.prior_dirs, hub_namespace=args.hub_namespace,
-            tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None), private=args.private, revision=hub_revision(args),
-            commit_message=args.commit_message, license=args.license, token=args.hub_token, collection_title=args.collection,
+            args.tokenizer_dir,
+            args.classifier_dirs,
+            args.prior_dirs,
+            hub_namespace=args.hub_namespace,
+            tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
+            private=args.private,
+            revision=hub_revision(args),
+            commit_message=args.commit_message,
+            license=args.license,
+            token=args.hub_token,
+            collection_title=args.collection,
         )
     print(f"tokenizer {pushed.tokenizer_repo} at revision {pushed.tokenizer_revision}")
     for repo_id, url in pushed.commits.items():

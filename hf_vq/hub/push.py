@@ -107,16 +107,31 @@ def push_to_hub(
     """
     with quiet_third_party_logs(debug):
         return _push_to_hub(
-            model_dir, hub_model_id, private=private, revision=revision, commit_message=commit_message, token=token,
-            license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
+            model_dir,
+            hub_model_id,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            token=token,
+            license=license,
+            tokenizer_hub_id=tokenizer_hub_id,
+            tokenizer_revision=tokenizer_revision,
             update_tokenizer_card=update_tokenizer_card,
         )
 
 
 def _push_to_hub(
-    model_dir: str | os.PathLike, hub_model_id: str, *, private: bool, revision: str | None,
-    commit_message: str | None, token: str | None, license: str,  # noqa: A002 - the Hub's field name
-    tokenizer_hub_id: str | None, tokenizer_revision: str | None, update_tokenizer_card: bool,
+    model_dir: str | os.PathLike,
+    hub_model_id: str,
+    *,
+    private: bool,
+    revision: str | None,
+    commit_message: str | None,
+    token: str | None,
+    license: str,  # noqa: A002 - the Hub's field name
+    tokenizer_hub_id: str | None,
+    tokenizer_revision: str | None,
+    update_tokenizer_card: bool,
 ) -> str:
     check_repo_id(hub_model_id)
     if tokenizer_hub_id is not None:
@@ -135,8 +150,16 @@ def _push_to_hub(
         if tokenizer_hub_id and folder.kind in DEPENDENT_KINDS:
             check_same_tokenizer(api, folder, tokenizer_hub_id, tokenizer_revision, token)
     commit = upload_model_folder(
-        api, folder, hub_model_id, token=token, private=private, revision=revision, commit_message=commit_message,
-        license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
+        api,
+        folder,
+        hub_model_id,
+        token=token,
+        private=private,
+        revision=revision,
+        commit_message=commit_message,
+        license=license,
+        tokenizer_hub_id=tokenizer_hub_id,
+        tokenizer_revision=tokenizer_revision,
     )
     if folder.kind in DEPENDENT_KINDS and tokenizer_hub_id and update_tokenizer_card:
         list_on_tokenizer_card(api, tokenizer_hub_id, hub_model_id, folder.kind, token, tokenizer_revision)
@@ -167,8 +190,15 @@ def upload_model_folder(
     with hub_errors(api.endpoint):
         listed = published_dependents(api, hub_model_id, revision, token) if folder.kind == "tokenizer" else []
     card = render_shared_card(
-        folder, hub_model_id, license=license, tokenizer_hub_id=tokenizer_hub_id, tokenizer_revision=tokenizer_revision,
-        dependents=dependents, kept_dependents=listed, endpoint=api.endpoint, hub_ids=hub_ids,
+        folder,
+        hub_model_id,
+        license=license,
+        tokenizer_hub_id=tokenizer_hub_id,
+        tokenizer_revision=tokenizer_revision,
+        dependents=dependents,
+        kept_dependents=listed,
+        endpoint=api.endpoint,
+        hub_ids=hub_ids,
     )
     with hub_errors(api.endpoint):
         api.create_repo(hub_model_id, token=token, private=private, exist_ok=True)
@@ -212,12 +242,18 @@ def published_dependents(api: HfApi, repo_id: str, revision: str | None, token: 
 
 
 def render_shared_card(
-    folder: ModelFolder, hub_model_id: str, *, tokenizer_hub_id: str | None = None, hub_ids: dict[Path, str] | None = None,
+    folder: ModelFolder,
+    hub_model_id: str,
+    *,
+    tokenizer_hub_id: str | None = None,
+    hub_ids: dict[Path, str] | None = None,
     **kwargs,
 ):
     """The card rendered from what will be uploaded: the folder's records without local paths."""
     hub_ids = local_hub_ids(folder, tokenizer_hub_id) if hub_ids is None else hub_ids
-    return render_model_card(shareable_view(folder, hub_ids), hub_model_id, tokenizer_hub_id=tokenizer_hub_id, **kwargs)
+    return render_model_card(
+        shareable_view(folder, hub_ids), hub_model_id, tokenizer_hub_id=tokenizer_hub_id, **kwargs
+    )
 
 
 def local_hub_ids(folder: ModelFolder, tokenizer_hub_id: str | None) -> dict[Path, str]:
@@ -271,7 +307,12 @@ def check_tokenizer_for_push(args: argparse.Namespace, reads_tokenizer: bool = T
     """Before training a model that reads a tokenizer with `--push_to_hub`: refuse now, not after training, when
     that tokenizer is a local folder that the push could not name on the Hub (no `--tokenizer_hub_id`)."""
     reference = getattr(args, "tokenizer_name_or_path", None)
-    if not getattr(args, "push_to_hub", False) or not reads_tokenizer or not reference or looks_like_repo_id(reference):
+    if (
+        not getattr(args, "push_to_hub", False)
+        or not reads_tokenizer
+        or not reference
+        or looks_like_repo_id(reference)
+    ):
         return
     if getattr(args, "tokenizer_hub_id", None):
         return
@@ -370,13 +411,16 @@ def staged_folder(
             _link_or_copy(folder.path / relative, staging / relative)
         (staging / "README.md").write_text(card_text, encoding="utf-8")
         for file in staging.rglob("*.json"):
-            rewrite_json_without_local_paths(file, hub_ids, _tokenizer_fields(folder, file, tokenizer_hub_id, tokenizer_revision))
+            rewrite_json_without_local_paths(
+                file, hub_ids, _tokenizer_fields(folder, file, tokenizer_hub_id, tokenizer_revision)
+            )
         check_no_local_paths(staging, [folder.path, *hub_ids])
         yield staging
 
 
-def _tokenizer_fields(folder: ModelFolder, file: Path, tokenizer_hub_id: str | None,
-                      tokenizer_revision: str | None) -> dict[str, str]:
+def _tokenizer_fields(
+    folder: ModelFolder, file: Path, tokenizer_hub_id: str | None, tokenizer_revision: str | None
+) -> dict[str, str]:
     """For the config that names the tokenizer: its Hub id and pinned revision."""
     if not tokenizer_hub_id or folder.kind not in DEPENDENT_KINDS or file.name != CONFIG_NAME:
         return {}
@@ -390,7 +434,11 @@ def _tokenizer_fields(folder: ModelFolder, file: Path, tokenizer_hub_id: str | N
 
 
 def list_on_tokenizer_card(
-    api: HfApi, tokenizer_repo: str, dependent_repo: str, kind: str, token: str | None,
+    api: HfApi,
+    tokenizer_repo: str,
+    dependent_repo: str,
+    kind: str,
+    token: str | None,
     tokenizer_revision: str | None = None,
 ) -> bool:
     """Add `dependent_repo` (trained on `tokenizer_revision`) to the tokenizer card's list of models built on it; False
@@ -400,11 +448,15 @@ def list_on_tokenizer_card(
             card_path = hf_hub_download(tokenizer_repo, "README.md", token=token, endpoint=api.endpoint)
             current = Path(card_path).read_text(encoding="utf-8")
             updated = list_dependent_in_card(
-                current, dependent_repo, kind, endpoint=api.endpoint, revision=tokenizer_revision)
+                current, dependent_repo, kind, endpoint=api.endpoint, revision=tokenizer_revision
+            )
             if updated != current:
                 api.upload_file(
-                    path_or_fileobj=updated.encode("utf-8"), path_in_repo="README.md", repo_id=tokenizer_repo,
-                    token=token, commit_message=f"List {dependent_repo} on the card",
+                    path_or_fileobj=updated.encode("utf-8"),
+                    path_in_repo="README.md",
+                    repo_id=tokenizer_repo,
+                    token=token,
+                    commit_message=f"List {dependent_repo} on the card",
                 )
         return True
     except (HfHubHTTPError, EntryNotFoundError, HubPushError) as error:
@@ -425,7 +477,9 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def add_push_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """`hf-vq push --model_dir DIR --hub_model_id ORG/NAME [--private] [--hub_revision R] [--commit_message M]`."""
-    parser = subparsers.add_parser("push", help="push a trained model folder to the Hugging Face Hub, with a model card")
+    parser = subparsers.add_parser(
+        "push", help="push a trained model folder to the Hugging Face Hub, with a model card"
+    )
     parser.add_argument("--model_dir", required=True, help="folder written by save_pretrained (and the training run)")
     parser.add_argument("--hub_model_id", required=True, help="repo to push to, as namespace/name")
     _add_common_hub_flags(parser)
@@ -438,7 +492,8 @@ def add_token_flag(parser: argparse.ArgumentParser) -> None:
     """`--hub_token`, as the training commands have it (unless `parser` has it already)."""
     if "--hub_token" not in parser._option_string_actions:
         parser.add_argument(
-            "--hub_token", default=None, help="token to push with (default: HF_TOKEN or `hf auth login`)")
+            "--hub_token", default=None, help="token to push with (default: HF_TOKEN or `hf auth login`)"
+        )
 
 
 @contextmanager
@@ -462,8 +517,13 @@ def hub_revision(args: argparse.Namespace) -> str | None:
 def run_push(args: argparse.Namespace) -> str:
     with reported_as("hf-vq push"):
         url = push_to_hub(
-            args.model_dir, args.hub_model_id, private=args.private, revision=hub_revision(args),
-            commit_message=args.commit_message, license=args.license, tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
+            args.model_dir,
+            args.hub_model_id,
+            private=args.private,
+            revision=hub_revision(args),
+            commit_message=args.commit_message,
+            license=args.license,
+            tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
             token=getattr(args, "hub_token", None),
         )
     print(f"pushed {args.model_dir} to {args.hub_model_id}: {url}")
@@ -481,7 +541,8 @@ class HubPushOptions:
     commit_message: str | None = flag(None, "message of the commit")
     license: str = flag("apache-2.0", "Hub license id for the card")
     tokenizer_hub_id: str | None = flag(
-        None, "classifiers: Hub repo of the tokenizer they read, when the config names a local folder")
+        None, "classifiers: Hub repo of the tokenizer they read, when the config names a local folder"
+    )
 
 
 @dataclass
@@ -508,9 +569,13 @@ def check_push_arguments(args: argparse.Namespace) -> None:
         raise InvalidRepoIdError("--push_to_hub needs --hub_model_id namespace/name.")
     check_repo_id(args.hub_model_id)
     if constants.is_offline_mode():
-        raise OfflineModeError("--push_to_hub was given but offline mode is on (HF_HUB_OFFLINE): unset it or drop --push_to_hub.")
+        raise OfflineModeError(
+            "--push_to_hub was given but offline mode is on (HF_HUB_OFFLINE): unset it or drop --push_to_hub."
+        )
     if not (getattr(args, "hub_token", None) or get_token()):
-        raise MissingTokenError("--push_to_hub needs a Hugging Face token: run `hf auth login`, set HF_TOKEN or pass --hub_token before training.")
+        raise MissingTokenError(
+            "--push_to_hub needs a Hugging Face token: run `hf auth login`, set HF_TOKEN or pass --hub_token before training."
+        )
     api = HfApi()
     with hub_errors(api.endpoint):
         check_token(api, args.hub_model_id, getattr(args, "hub_token", None))
@@ -521,8 +586,13 @@ def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -
     if not getattr(args, "push_to_hub", False):
         return None
     return push_to_hub(
-        model_dir, args.hub_model_id, private=args.private, revision=hub_revision(args),
-        commit_message=args.commit_message, license=args.license, tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
+        model_dir,
+        args.hub_model_id,
+        private=args.private,
+        revision=hub_revision(args),
+        commit_message=args.commit_message,
+        license=args.license,
+        tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
         token=getattr(args, "hub_token", None),
     )
 

@@ -151,7 +151,9 @@ def save_pretrained_with_code(
     code: `pipeline_file` and this helper at the root, an entry file in every component folder that needs one, and
     `model_index.json` pointing at them. With `push_to_hub`, the complete folder is uploaded afterwards (diffusers would
     upload before the code is written)."""
-    hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "create_pr") if key in kwargs}
+    hub_kwargs = {
+        key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "create_pr") if key in kwargs
+    }
     save(save_directory, **kwargs)
     save_directory = Path(save_directory)
     index_path = save_directory / "model_index.json"
@@ -189,8 +191,18 @@ def _upload(pipeline: Any, save_directory: Path, hub_kwargs: dict[str, Any]) -> 
 
 # `from_pretrained` options that the loading with installed classes honours (or that do not apply to it).
 INSTALLED_LOADING_OPTIONS = (
-    "dtype", "torch_dtype", "variant", "cache_dir", "revision", "token", "local_files_only", "force_download",
-    "proxies", "use_safetensors", "low_cpu_mem_usage", "trust_remote_code",
+    "dtype",
+    "torch_dtype",
+    "variant",
+    "cache_dir",
+    "revision",
+    "token",
+    "local_files_only",
+    "force_download",
+    "proxies",
+    "use_safetensors",
+    "low_cpu_mem_usage",
+    "trust_remote_code",
 )
 
 
@@ -310,7 +322,9 @@ def component_sources(cls: type, folder: Path) -> dict[str, str]:
 def _module_file(cls: type) -> str:
     module = sys.modules[cls.__module__]
     if getattr(module, "__file__", None) is None:
-        raise RuntimeError(f"{cls.__name__} is defined in {cls.__module__}, which has no source file to save with the pipeline")
+        raise RuntimeError(
+            f"{cls.__name__} is defined in {cls.__module__}, which has no source file to save with the pipeline"
+        )
     return module.__file__
 
 

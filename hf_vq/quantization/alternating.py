@@ -33,7 +33,9 @@ def alternating_codebook_step(
 ) -> None:
     """Move each selected code `step_size` of the way towards the mean of its assigned `vectors`."""
     num_codes = codebook.codebook_size
-    sums = all_reduce_sum(torch.zeros(num_codes, vectors.shape[1], device=vectors.device).index_add_(0, indices, vectors.float()))
+    sums = all_reduce_sum(
+        torch.zeros(num_codes, vectors.shape[1], device=vectors.device).index_add_(0, indices, vectors.float())
+    )
     counts = all_reduce_sum(torch.bincount(indices, minlength=num_codes).float())
     selected = torch.nonzero(counts > 0).flatten()
     if selected.numel() == 0:

@@ -25,9 +25,15 @@ from torch import nn
 from .distributed import all_reduce_sum
 
 
-def sgd_codebook_step(codebook: nn.Module, vectors: torch.Tensor, indices: torch.Tensor, lr: float, normalize: bool = False) -> None:
+def sgd_codebook_step(
+    codebook: nn.Module, vectors: torch.Tensor, indices: torch.Tensor, lr: float, normalize: bool = False
+) -> None:
     """One SGD step of `codebook`'s trainable parameters on the codebook loss of `vectors` (N, D) and `indices`."""
-    parameters = [codebook.weight] if codebook.weight.requires_grad else [p for p in codebook.affine.parameters() if p.requires_grad]
+    parameters = (
+        [codebook.weight]
+        if codebook.weight.requires_grad
+        else [p for p in codebook.affine.parameters() if p.requires_grad]
+    )
     if not parameters:
         return
     with torch.enable_grad():

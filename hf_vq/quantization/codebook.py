@@ -56,8 +56,14 @@ class Codebook(nn.Module):
         self.embed_dim = embed_dim
         # SimVQ freezes the raw codes; EMA codes move by their statistics only. Both stay a Parameter (without
         # gradient) so that checkpoints and exports keep one layout.
-        self.weight = nn.Parameter(torch.empty(codebook_size, embed_dim), requires_grad=affine != "linear" and codebook_update == "gradient")
-        self.affine = LinearCodebookTransform(embed_dim) if affine == "linear" else build_affine(affine, embed_dim, affine_groups, affine_lr, affine_momentum)
+        self.weight = nn.Parameter(
+            torch.empty(codebook_size, embed_dim), requires_grad=affine != "linear" and codebook_update == "gradient"
+        )
+        self.affine = (
+            LinearCodebookTransform(embed_dim)
+            if affine == "linear"
+            else build_affine(affine, embed_dim, affine_groups, affine_lr, affine_momentum)
+        )
         self.ema = EMACodebookStatistics(codebook_size, embed_dim, ema_decay) if codebook_update == "ema" else None
         self.reset_parameters()
 

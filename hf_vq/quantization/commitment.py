@@ -35,8 +35,12 @@ class _CommitmentParts(torch.autograd.Function):
     def backward(ctx, commitment_grad: torch.Tensor | None, codebook_grad: torch.Tensor | None):
         (difference,) = ctx.saved_tensors
         scale = 2.0 / difference.numel()
-        vectors_grad = difference * (scale * commitment_grad) if commitment_grad is not None and ctx.needs_input_grad[0] else None
-        codes_grad = difference * (-scale * codebook_grad) if codebook_grad is not None and ctx.needs_input_grad[1] else None
+        vectors_grad = (
+            difference * (scale * commitment_grad) if commitment_grad is not None and ctx.needs_input_grad[0] else None
+        )
+        codes_grad = (
+            difference * (-scale * codebook_grad) if codebook_grad is not None and ctx.needs_input_grad[1] else None
+        )
         return vectors_grad, codes_grad
 
 

@@ -27,7 +27,13 @@ RUNTIME_FIELDS = ("channel_dim", "max_block_elements", "search_backend")
 # is QuantizerConfig(fsq_levels=...) (the field names the quantizer type it belongs to).
 ARGUMENT_ALIASES = {"levels": "fsq_levels"}
 _FLOAT_FIELDS = (
-    "beta", "sync_nu", "affine_lr", "affine_momentum", "alternating_step_size", "alternating_lr", "ema_decay"
+    "beta",
+    "sync_nu",
+    "affine_lr",
+    "affine_momentum",
+    "alternating_step_size",
+    "alternating_lr",
+    "ema_decay",
 )
 
 

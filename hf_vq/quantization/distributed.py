@@ -44,7 +44,9 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(gathered, dim=0)
 
 
-def sample_rows_from_all_ranks(vectors: torch.Tensor, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_rows_from_all_ranks(
+    vectors: torch.Tensor, count: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """`count` rows drawn from the union of every rank's `vectors`, identical on all ranks.
 
     Each rank draws `count` rows of its own (with replacement when it has fewer), the draws are

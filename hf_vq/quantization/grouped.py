@@ -25,18 +25,36 @@ class GroupedVectorQuantizer(QuantizerBase):
         torch.Size([2, 4, 4, 2])
     """
 
-    def __init__(self, embed_dim: int, codebook_size: int, num_groups: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, gradient_estimator: str = "ste", **kwargs):
+    def __init__(
+        self,
+        embed_dim: int,
+        codebook_size: int,
+        num_groups: int,
+        beta: float = 0.95,
+        sync_nu: float = 0.0,
+        channel_dim: int = 1,
+        gradient_estimator: str = "ste",
+        **kwargs,
+    ):
         # The gradient estimator acts on the whole output vector (all groups / the sum of the stages).
         config = QuantizerConfig(
-            quantizer_type="grouped", embed_dim=embed_dim, codebook_size=codebook_size, num_groups=num_groups,
-            beta=beta, sync_nu=sync_nu, channel_dim=channel_dim, gradient_estimator=gradient_estimator, **kwargs,
+            quantizer_type="grouped",
+            embed_dim=embed_dim,
+            codebook_size=codebook_size,
+            num_groups=num_groups,
+            beta=beta,
+            sync_nu=sync_nu,
+            channel_dim=channel_dim,
+            gradient_estimator=gradient_estimator,
+            **kwargs,
         )  # validates every option, each error naming the fix
         super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
         self.quantizer_config = config  # every option, validated
         self.codebook_size = codebook_size
         self.num_groups = num_groups
         self.groups = torch.nn.ModuleList(
-            VectorQuantizer(embed_dim // num_groups, codebook_size, beta=beta, channel_dim=-1, **kwargs) for _ in range(num_groups)
+            VectorQuantizer(embed_dim // num_groups, codebook_size, beta=beta, channel_dim=-1, **kwargs)
+            for _ in range(num_groups)
         )
 
     @classmethod
@@ -61,4 +79,6 @@ class GroupedVectorQuantizer(QuantizerBase):
 
     def _check_stage_axis(self, indices: torch.Tensor, expected: int, what: str) -> None:
         if indices.ndim != 2 or indices.shape[1] != expected:
-            raise ValueError(f"indices need a trailing axis of size {expected} (one per {what}), got shape {tuple(indices.shape)}")
+            raise ValueError(
+                f"indices need a trailing axis of size {expected} (one per {what}), got shape {tuple(indices.shape)}"
+            )

@@ -92,7 +92,9 @@ def _seed(
     return points[torch.cat(chosen)]
 
 
-def _weighted_sample_without_replacement(weights: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+def _weighted_sample_without_replacement(
+    weights: torch.Tensor, count: int, generator: torch.Generator | None
+) -> torch.Tensor:
     """`count` indices drawn without replacement with probability proportional to `weights` (Efraimidis and
     Spirakis, 2006: the `count` largest keys u^(1/w), compared as log(u) / w). Zero weights are never drawn."""
     uniform = torch.rand(weights.shape[0], generator=generator, dtype=torch.float64).to(weights.device)

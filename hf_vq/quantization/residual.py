@@ -26,18 +26,36 @@ class ResidualVectorQuantizer(QuantizerBase):
         torch.Size([2, 4, 4, 3])
     """
 
-    def __init__(self, embed_dim: int, codebook_size: int, num_quantizers: int, beta: float = 0.95, sync_nu: float = 0.0, channel_dim: int = 1, gradient_estimator: str = "ste", **kwargs):
+    def __init__(
+        self,
+        embed_dim: int,
+        codebook_size: int,
+        num_quantizers: int,
+        beta: float = 0.95,
+        sync_nu: float = 0.0,
+        channel_dim: int = 1,
+        gradient_estimator: str = "ste",
+        **kwargs,
+    ):
         # The gradient estimator acts on the whole output vector (all groups / the sum of the stages).
         config = QuantizerConfig(
-            quantizer_type="residual", embed_dim=embed_dim, codebook_size=codebook_size, num_quantizers=num_quantizers,
-            beta=beta, sync_nu=sync_nu, channel_dim=channel_dim, gradient_estimator=gradient_estimator, **kwargs,
+            quantizer_type="residual",
+            embed_dim=embed_dim,
+            codebook_size=codebook_size,
+            num_quantizers=num_quantizers,
+            beta=beta,
+            sync_nu=sync_nu,
+            channel_dim=channel_dim,
+            gradient_estimator=gradient_estimator,
+            **kwargs,
         )  # validates every option, each error naming the fix
         super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
         self.quantizer_config = config  # every option, validated
         self.codebook_size = codebook_size
         self.num_quantizers = num_quantizers
         self.stages = torch.nn.ModuleList(
-            VectorQuantizer(embed_dim, codebook_size, beta=beta, channel_dim=-1, **kwargs) for _ in range(num_quantizers)
+            VectorQuantizer(embed_dim, codebook_size, beta=beta, channel_dim=-1, **kwargs)
+            for _ in range(num_quantizers)
         )
 
     @classmethod

@@ -129,7 +129,9 @@ def _check_inputs(vectors: torch.Tensor, codebook: torch.Tensor, distance: str) 
     if codebook.shape[0] == 0:
         raise ValueError("nearest_code_indices needs a codebook with at least one code, got shape (0, D)")
     if vectors.device != codebook.device:
-        raise ValueError(f"vectors are on {vectors.device} but the codebook is on {codebook.device}; move them together")
+        raise ValueError(
+            f"vectors are on {vectors.device} but the codebook is on {codebook.device}; move them together"
+        )
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; use 'euclidean' or 'cosine'")
 

@@ -45,7 +45,9 @@ def blocked_nearest_code_indices(
     indices = torch.empty(num_vectors, dtype=torch.long, device=vectors.device)
     for start in range(0, num_vectors, rows_per_block):
         block = vectors[start : start + rows_per_block]
-        indices[start : start + rows_per_block] = _block_argmin(block, codebook, offsets, alpha, codes_per_tile, scratch)
+        indices[start : start + rows_per_block] = _block_argmin(
+            block, codebook, offsets, alpha, codes_per_tile, scratch
+        )
     return indices
 
 
@@ -66,7 +68,9 @@ def _block_argmin(
     the lowest index wins ties across tiles as within one)."""
     best, best_index = _tile_min(block, codebook[:tile], offsets[:tile], alpha, scratch)
     for start in range(tile, codebook.shape[0], tile):
-        tile_best, tile_index = _tile_min(block, codebook[start : start + tile], offsets[start : start + tile], alpha, scratch)
+        tile_best, tile_index = _tile_min(
+            block, codebook[start : start + tile], offsets[start : start + tile], alpha, scratch
+        )
         better = tile_best < best
         best = torch.where(better, tile_best, best)
         best_index = torch.where(better, tile_index + start, best_index)

@@ -65,7 +65,9 @@ def _float32_numpy(tensor: torch.Tensor) -> np.ndarray:
 # (search.resolve_search_backend picks the traceable blocked search under "auto" instead).
 @torch.compiler.disable
 @torch.no_grad()
-def faiss_nearest_code_indices(vectors: torch.Tensor, codebook: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:
+def faiss_nearest_code_indices(
+    vectors: torch.Tensor, codebook: torch.Tensor, distance: str = "euclidean"
+) -> torch.Tensor:
     """Index (int64) of the nearest code for each row of the CPU tensor `vectors` (N, D) in `codebook` (K, D).
 
     Uses as many threads as PyTorch does (`torch.get_num_threads()`). Ties go to the lowest index (FAISS keeps the

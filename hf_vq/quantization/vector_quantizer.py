@@ -40,7 +40,9 @@ from .search import nearest_code_indices
 from .synchronized_update import synchronized_straight_through
 
 
-def straight_through_output(vectors: torch.Tensor, codes: torch.Tensor, sync_nu: float, gradient_estimator: str) -> torch.Tensor:
+def straight_through_output(
+    vectors: torch.Tensor, codes: torch.Tensor, sync_nu: float, gradient_estimator: str
+) -> torch.Tensor:
     """Value `codes`; gradient to `vectors` by straight-through or the rotation trick; nu x the task gradient to the codes."""
     # The rotation trick's output has the value of `codes`; the synchronized update then passes its gradient on
     # unchanged (to the rotation, instead of straight to the vectors) and adds nu x the gradient to the codes.
@@ -185,9 +187,13 @@ class QuantizerBase(nn.Module):
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(z).__name__}")
         if not z.is_floating_point():
-            raise TypeError(f"{type(self).__name__} expects a floating-point tensor, got {z.dtype}; convert it with .float()")
+            raise TypeError(
+                f"{type(self).__name__} expects a floating-point tensor, got {z.dtype}; convert it with .float()"
+            )
         if z.ndim < 2:
-            raise ValueError(f"{type(self).__name__} expects at least 2 dimensions (a batch of vectors), got shape {tuple(z.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} expects at least 2 dimensions (a batch of vectors), got shape {tuple(z.shape)}"
+            )
         if z.shape[self.channel_dim] != self.embed_dim:
             raise ValueError(
                 f"{type(self).__name__} was built for embed_dim={self.embed_dim} channels on axis "
@@ -294,13 +300,29 @@ class VectorQuantizer(QuantizerBase):
         search_backend: str = "auto",
     ):
         config = QuantizerConfig(
-            quantizer_type="vector", embed_dim=embed_dim, codebook_size=codebook_size, beta=beta, sync_nu=sync_nu,
-            affine=affine, affine_lr=affine_lr, affine_groups=affine_groups, affine_momentum=affine_momentum,
-            alternating=alternating, alternating_step_size=alternating_step_size, alternating_lr=alternating_lr,
-            gradient_estimator=gradient_estimator, codebook_update=codebook_update, ema_decay=ema_decay,
-            kmeans_init=kmeans_init, kmeans_iterations=kmeans_iterations, kmeans_max_samples=kmeans_max_samples,
-            replace_freq=replace_freq, distance=distance, channel_dim=channel_dim,
-            max_block_elements=max_block_elements, search_backend=search_backend,
+            quantizer_type="vector",
+            embed_dim=embed_dim,
+            codebook_size=codebook_size,
+            beta=beta,
+            sync_nu=sync_nu,
+            affine=affine,
+            affine_lr=affine_lr,
+            affine_groups=affine_groups,
+            affine_momentum=affine_momentum,
+            alternating=alternating,
+            alternating_step_size=alternating_step_size,
+            alternating_lr=alternating_lr,
+            gradient_estimator=gradient_estimator,
+            codebook_update=codebook_update,
+            ema_decay=ema_decay,
+            kmeans_init=kmeans_init,
+            kmeans_iterations=kmeans_iterations,
+            kmeans_max_samples=kmeans_max_samples,
+            replace_freq=replace_freq,
+            distance=distance,
+            channel_dim=channel_dim,
+            max_block_elements=max_block_elements,
+            search_backend=search_backend,
         )  # validates every option, each error naming the fix
         super().__init__(embed_dim, beta, sync_nu, channel_dim, gradient_estimator)
         self.quantizer_config = config  # every option, validated
@@ -317,7 +339,9 @@ class VectorQuantizer(QuantizerBase):
         self.replace_freq = replace_freq
         self.max_block_elements = max_block_elements
         self.search_backend = search_backend
-        self.embedding = Codebook(codebook_size, embed_dim, affine, affine_groups, affine_lr, affine_momentum, codebook_update, ema_decay)
+        self.embedding = Codebook(
+            codebook_size, embed_dim, affine, affine_groups, affine_lr, affine_momentum, codebook_update, ema_decay
+        )
         # All state is created here so that state dicts round-trip (no lazily created buffers).
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps_since_used", torch.zeros(codebook_size, dtype=torch.long))
@@ -363,10 +387,16 @@ class VectorQuantizer(QuantizerBase):
         )
         if self.training and self.alternating_mode == "mean":
             alternating_codebook_step(
-                self.embedding, vectors.detach(), indices, self.alternating_step_size, normalize=self.distance == "cosine"
+                self.embedding,
+                vectors.detach(),
+                indices,
+                self.alternating_step_size,
+                normalize=self.distance == "cosine",
             )
         elif self.training and self.alternating_mode == "sgd":
-            sgd_codebook_step(self.embedding, vectors.detach(), indices, self.alternating_lr, normalize=self.distance == "cosine")
+            sgd_codebook_step(
+                self.embedding, vectors.detach(), indices, self.alternating_lr, normalize=self.distance == "cosine"
+            )
         code_counts = count_codes(indices, self.codebook_size)
         if self.training:
             code_counts = all_reduce_sum(code_counts)

@@ -138,13 +138,19 @@ class MaskGITScheduler(SchedulerMixin, ConfigMixin):
     @register_to_config
     def __init__(self, mask_token_id: int):
         if not isinstance(mask_token_id, int) or mask_token_id < 1:
-            raise ValueError(f"mask_token_id must be a positive integer (the prior's codebook_size), got {mask_token_id!r}")
+            raise ValueError(
+                f"mask_token_id must be a positive integer (the prior's codebook_size), got {mask_token_id!r}"
+            )
         self.num_inference_steps: int | None = None
         self.timesteps: torch.Tensor | None = None
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Prepare `num_inference_steps` steps: `timesteps` counts down from `num_inference_steps - 1` to 0."""
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or num_inference_steps < 1
+        ):
             raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
         self.num_inference_steps = num_inference_steps
         self.timesteps = torch.arange(num_inference_steps - 1, -1, -1, device=device)
@@ -216,7 +222,9 @@ class MaskGITScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("call set_timesteps(num_inference_steps) before step()")
         timestep = int(timestep)
         if not 0 <= timestep < self.num_inference_steps:
-            raise ValueError(f"timestep {timestep} is not one of scheduler.timesteps (0 to {self.num_inference_steps - 1})")
+            raise ValueError(
+                f"timestep {timestep} is not one of scheduler.timesteps (0 to {self.num_inference_steps - 1})"
+            )
         return self.num_inference_steps - 1 - timestep
 
     def _num_to_mask(self, step_index: int, masked: torch.Tensor) -> torch.Tensor:

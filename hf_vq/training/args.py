@@ -79,7 +79,8 @@ class TokenizerModelArguments:
     TITLE: ClassVar[str] = "model"
 
     pretrained_model_name_or_path: str | None = flag(
-        None, "start from a saved VQGANModel (folder or Hub id) instead of the config's model: section")
+        None, "start from a saved VQGANModel (folder or Hub id) instead of the config's model: section"
+    )
     revision: str | None = flag(None, "revision (branch, tag or commit) of --pretrained_model_name_or_path")
 
 
@@ -99,8 +100,10 @@ class ClassifierArguments:
     TITLE: ClassVar[str] = "classifier"
 
     model_type: Literal["token_vit", "pixel_vit"] = flag(
-        "token_vit", "pixel_vit: the reference, a transformers ViT of the same size on patches of the tokenizer's "
-                     "downsampling factor (same sequence length), trained by the same loop")
+        "token_vit",
+        "pixel_vit: the reference, a transformers ViT of the same size on patches of the tokenizer's "
+        "downsampling factor (same sequence length), trained by the same loop",
+    )
     init_from_codebook: bool = flag(True, "embed tokens in the tokenizer's code space, starting from its codebook")
 
 
@@ -113,24 +116,37 @@ class PriorArguments:
 
     prior_type: str = flag(DEFAULT_PRIOR_TYPE, f"kind of prior: {', '.join(PRIOR_SPECS)} (hf_vq/training/priors/)")
     pretrained_model_name_or_path: str | None = flag(
-        None, "start from a saved prior (a model folder of --prior_type, or a pipeline folder whose transformer/ is "
-              "one) instead of the config's model: section; it must have been trained on the same tokenizer")
-    label_dropout: float = flag(0.1, "share of class labels replaced by the null class (classifier-free guidance)",
-                                check="[0, 1)")
+        None,
+        "start from a saved prior (a model folder of --prior_type, or a pipeline folder whose transformer/ is "
+        "one) instead of the config's model: section; it must have been trained on the same tokenizer",
+    )
+    label_dropout: float = flag(
+        0.1, "share of class labels replaced by the null class (classifier-free guidance)", check="[0, 1)"
+    )
     num_inference_steps: int = flag(12, "decoding steps of the samples and the evaluation (MaskGIT)", check=">= 1")
-    guidance_scale: float = flag(2.0, "classifier-free guidance of the samples and the evaluation (1: none)",
-                                 check=">= 0")
+    guidance_scale: float = flag(
+        2.0, "classifier-free guidance of the samples and the evaluation (1: none)", check=">= 0"
+    )
     temperature: float = flag(1.0, "sampling temperature of the samples and the evaluation", check=">= 0")
     top_k: int | None = flag(None, "sample among the top_k most likely codes (autoregressive prior)", check=">= 1")
-    top_p: float | None = flag(None, "nucleus sampling: the most likely codes up to this probability mass "
-                                     "(autoregressive prior)", check="(0, 1]")
+    top_p: float | None = flag(
+        None,
+        "nucleus sampling: the most likely codes up to this probability mass (autoregressive prior)",
+        check="(0, 1]",
+    )
     num_sample_images: int = flag(8, "images per class in samples.png (one row per class)", check=">= 0")
-    num_eval_images: int = flag(1000, "generated images judged at the end (as many per class), and as many real "
-                                      "held-out images; 0: no generation metrics", check=">= 0")
+    num_eval_images: int = flag(
+        1000,
+        "generated images judged at the end (as many per class), and as many real "
+        "held-out images; 0: no generation metrics",
+        check=">= 0",
+    )
     generation_batch_size: int = flag(250, "images generated per pipeline call", check=">= 1")
     eval_classifier_name_or_path: str | None = flag(
-        None, "pixel classifier judging the samples (`hf-vq train-classifier --model_type pixel_vit`, same data and "
-              "tokenizer): conditional accuracy and classifier-feature FID")
+        None,
+        "pixel classifier judging the samples (`hf-vq train-classifier --model_type pixel_vit`, same data and "
+        "tokenizer): conditional accuracy and classifier-feature FID",
+    )
     inception_weights: str | None = flag(None, "FID Inception weights file: adds Inception FID")
 
 
@@ -145,10 +161,13 @@ class DataArguments:
     image_column: str = flag("image", "column holding the images")
     train_split: str = flag("train", "split to train on")
     eval_split: str | None = flag(
-        None, "held-out split ('test', 'validation'); default: the first of them the dataset has, else "
-              "--eval_fraction of the training data")
-    eval_fraction: float = flag(0.05, "fraction of the training data held out when the dataset has no evaluation "
-                                      "split", check="(0, 1)")
+        None,
+        "held-out split ('test', 'validation'); default: the first of them the dataset has, else "
+        "--eval_fraction of the training data",
+    )
+    eval_fraction: float = flag(
+        0.05, "fraction of the training data held out when the dataset has no evaluation split", check="(0, 1)"
+    )
     cache_dir: str | None = flag(None, "cache folder of datasets (and of downloaded weights)")
     max_train_samples: int | None = flag(None, "use only the first N training examples", check=">= 1")
     max_eval_samples: int | None = flag(512, "evaluate on at most N held-out examples (unset: all)", check=">= 1")
@@ -197,7 +216,8 @@ class OptimizationArguments:
     adam_epsilon: float = flag(1e-8, "AdamW epsilon", check="> 0")
     max_grad_norm: float = flag(1.0, "gradient clipping norm (0: no clipping)", check=">= 0")
     mixed_precision: Literal[MIXED_PRECISION] | None = flag(
-        None, "default: Accelerate's config / `accelerate launch` setting")
+        None, "default: Accelerate's config / `accelerate launch` setting"
+    )
     allow_tf32: bool = flag(False, "allow TF32 matmuls and convolutions on Ampere and newer GPUs (faster)")
     cpu: bool = flag(False, "train on the CPU even where a GPU is present")
 
@@ -219,7 +239,9 @@ class TokenizerTrainingArguments:
 class TokenizerLossArguments:
     TITLE: ClassVar[str] = "losses"
 
-    reconstruction_loss: Literal["l1", "l2"] | None = flag(None, "default: the model config's reconstruction_loss_type")
+    reconstruction_loss: Literal["l1", "l2"] | None = flag(
+        None, "default: the model config's reconstruction_loss_type"
+    )
     reconstruction_weight: float = flag(1.0, "weight of the reconstruction loss", check=">= 0")
     quantizer_loss_weight: float | None = flag(None, "default: the model config's", check=">= 0")
     perceptual_weight: float = flag(0.0, "LPIPS weight (0: off)", check=">= 0")
@@ -254,8 +276,9 @@ class RunArguments:
     checkpointing_steps: int = flag(500, "save a checkpoint every N steps (0: never)", check=">= 0")
     checkpoints_total_limit: int | None = flag(None, "keep at most N checkpoints", check=">= 1")
     resume_from_checkpoint: str | None = flag(None, "'latest' or a checkpoint folder")
-    validation_steps: int = flag(0, "evaluate every N steps (0: only at the end)", check=">= 0",
-                                 aliases=("eval_steps",))
+    validation_steps: int = flag(
+        0, "evaluate every N steps (0: only at the end)", check=">= 0", aliases=("eval_steps",)
+    )
     report_to: Literal[REPORT_TO] = flag("jsonl", "tracker (jsonl: <logging_dir>/train_log.jsonl)")
     tracker_project_name: str = flag("hf_vq_tokenizer", "project name given to the trackers")
     logging_dir: str = flag("logs", "tracker folder, relative to --output_dir")
@@ -270,11 +293,17 @@ class ReliabilityArguments:
     TITLE: ClassVar[str] = "divergence guard"
 
     on_divergence: Literal[ON_DIVERGENCE] = flag(
-        "stop", "when the loss or gradients become non-finite or the loss jumps above --divergence_factor times its "
-                "running average: stop with a message naming the step and the last good checkpoint, or skip that "
-                "optimizer step")
-    divergence_factor: float = flag(10.0, "a loss above this multiple of its running average (and above its level in "
-                                          "the first steps) counts as divergence (0: off)", check=">= 0")
+        "stop",
+        "when the loss or gradients become non-finite or the loss jumps above --divergence_factor times its "
+        "running average: stop with a message naming the step and the last good checkpoint, or skip that "
+        "optimizer step",
+    )
+    divergence_factor: float = flag(
+        10.0,
+        "a loss above this multiple of its running average (and above its level in "
+        "the first steps) counts as divergence (0: off)",
+        check=">= 0",
+    )
 
 
 def without_flags(name: str, group: type, *flags: str) -> type:
@@ -306,13 +335,21 @@ class TrainingConfig(ConfigArguments, DataArguments, OptimizationArguments, RunA
 
 def flag_values(config: TrainingConfig) -> dict[str, Any]:
     """The config's flags and `model_config` by name, the secret ones (`SECRET_FLAGS`) left out."""
-    return {item.name: getattr(config, item.name) for item in dataclasses.fields(config)
-            if item.name not in SECRET_FLAGS}
+    return {
+        item.name: getattr(config, item.name) for item in dataclasses.fields(config) if item.name not in SECRET_FLAGS
+    }
 
 
 @dataclass
-class TokenizerTrainingConfig(TrainingConfig, TokenizerModelArguments, AugmentationArguments,
-                              TokenizerTrainingArguments, TokenizerLossArguments, EMAArguments, TokenizerHubArguments):
+class TokenizerTrainingConfig(
+    TrainingConfig,
+    TokenizerModelArguments,
+    AugmentationArguments,
+    TokenizerTrainingArguments,
+    TokenizerLossArguments,
+    EMAArguments,
+    TokenizerHubArguments,
+):
     """The flags of `hf-vq train-tokenizer`.
 
     Example:
@@ -356,14 +393,16 @@ class TrainingCommand:
         # The --help groups and the config class are two lists of the same groups: they must not drift apart.
         flags = {item.name for item in dataclasses.fields(self.config_class)} - {"model_config"}
         if flags != set(self.specs()):
-            raise TypeError(f"{self.name}: {self.config_class.__name__} and the command's groups differ in "
-                            f"{sorted(flags ^ set(self.specs()))}")
+            raise TypeError(
+                f"{self.name}: {self.config_class.__name__} and the command's groups differ in "
+                f"{sorted(flags ^ set(self.specs()))}"
+            )
 
     def specs(self) -> dict[str, FlagSpec]:
         return flag_specs(self.groups)
 
     def model_config_class_for(self, values: dict[str, Any]) -> str:
-        """"module:Class" of the model config that checks the `model:` section, given the flags' values."""
+        """ "module:Class" of the model config that checks the `model:` section, given the flags' values."""
         if callable(self.model_config_class):
             return self.model_config_class(values)
         return self.model_config_class
@@ -372,8 +411,9 @@ class TrainingCommand:
         return {name: self.defaults.get(name, spec.default) for name, spec in self.specs().items()}
 
 
-def build_parser(command: TrainingCommand, parser: argparse.ArgumentParser | None = None, *,
-                 suppress_defaults: bool = True) -> argparse.ArgumentParser:
+def build_parser(
+    command: TrainingCommand, parser: argparse.ArgumentParser | None = None, *, suppress_defaults: bool = True
+) -> argparse.ArgumentParser:
     """The command's flags on `parser` (a new one by default). With `suppress_defaults` (the default), parsing
     returns only the flags given, for `resolve_args` to lay over the config file."""
     if parser is None:
@@ -414,8 +454,11 @@ def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> TrainingCon
         check_bound(values[name], spec.check, where.get(name, f"--{name}"))
     # The model: section is checked once every flag is known: a flag may choose the model (train-prior's prior_type).
     if model_config is None:
-        model_config = check_model_section(command.model_config_class_for(values), model_section,
-                                           given["config"]) if model_section else {}
+        model_config = (
+            check_model_section(command.model_config_class_for(values), model_section, given["config"])
+            if model_section
+            else {}
+        )
     args = command.config_class(**values, model_config=model_config)
     check_common_args(args)
     if command.check is not None:
@@ -423,8 +466,9 @@ def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> TrainingCon
     return args
 
 
-def _read_config_file(specs: dict[str, FlagSpec], path: str, values: dict[str, Any], where: dict[str, str],
-                      command_name: str) -> dict[str, Any]:
+def _read_config_file(
+    specs: dict[str, FlagSpec], path: str, values: dict[str, Any], where: dict[str, str], command_name: str
+) -> dict[str, Any]:
     """Lay the data: and training: sections of `path` over `values` (checked and converted); return its model:
     section (checked by `check_model_section`)."""
     sections = load_config_file(path)
@@ -436,8 +480,12 @@ def _read_config_file(specs: dict[str, FlagSpec], path: str, values: dict[str, A
     return sections["model"]
 
 
-def add_command_subparser(subparsers: argparse._SubParsersAction, command: TrainingCommand, help: str,  # noqa: A002
-                          run: Callable[[TrainingConfig], Any]) -> argparse.ArgumentParser:
+def add_command_subparser(
+    subparsers: argparse._SubParsersAction,
+    command: TrainingCommand,
+    help: str,  # noqa: A002
+    run: Callable[[TrainingConfig], Any],
+) -> argparse.ArgumentParser:
     """Register `command` with `hf-vq` (hf_vq/cli.py): only the flags given reach `run`'s namespace over the config
     file over the defaults."""
     parser = subparsers.add_parser(command.name, help=help, description=command.description)
@@ -489,8 +537,10 @@ def load_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"config file {path} must hold a mapping with sections {', '.join(CONFIG_SECTIONS)}")
     for name in content:
         if name not in CONFIG_SECTIONS:
-            raise ConfigError(f"config file {path} has unknown section {name!r}{did_you_mean(str(name), CONFIG_SECTIONS)}; "
-                              f"allowed: {', '.join(CONFIG_SECTIONS)}")
+            raise ConfigError(
+                f"config file {path} has unknown section {name!r}{did_you_mean(str(name), CONFIG_SECTIONS)}; "
+                f"allowed: {', '.join(CONFIG_SECTIONS)}"
+            )
     sections = {name: content.get(name) or {} for name in CONFIG_SECTIONS}
     for name, section in sections.items():
         if not isinstance(section, dict):
@@ -507,8 +557,10 @@ def check_model_section(model_config_class: str, section: dict[str, Any], path: 
     for key, value in section.items():
         label = f"model.{key} in {path}"
         if key not in own:
-            raise ConfigError(f"{label}: unknown key {key!r} in section model: ({config_class.__name__} has no such "
-                              f"field){did_you_mean(str(key), own)}")
+            raise ConfigError(
+                f"{label}: unknown key {key!r} in section model: ({config_class.__name__} has no such "
+                f"field){did_you_mean(str(key), own)}"
+            )
         checked[key] = convert(value, own[key], label)
     return checked
 
@@ -532,7 +584,9 @@ def _import(dotted: str) -> type:
 def check_common_args(args: TrainingConfig) -> None:
     """Checks that every training command needs: one data source, a resumable checkpoint, a usable tracker."""
     if not args.dataset_name and not args.train_data_dir:
-        raise ConfigError("no training data: pass --dataset_name (Hub id, parquet, 'fashion_mnist') or --train_data_dir (a folder)")
+        raise ConfigError(
+            "no training data: pass --dataset_name (Hub id, parquet, 'fashion_mnist') or --train_data_dir (a folder)"
+        )
     if args.dataset_name and args.train_data_dir:
         raise ConfigError("pass only one of --dataset_name and --train_data_dir")
     if args.train_data_dir and not Path(args.train_data_dir).exists():
@@ -543,7 +597,9 @@ def check_common_args(args: TrainingConfig) -> None:
     if args.push_to_hub and not args.hub_model_id:
         raise ConfigError("--push_to_hub needs --hub_model_id (e.g. your-name/vqgan-fashion-mnist)")
     if 0 < args.divergence_factor <= 1:
-        raise ConfigError(f"--divergence_factor must be above 1 (or 0 to turn the jump check off), got {args.divergence_factor}")
+        raise ConfigError(
+            f"--divergence_factor must be above 1 (or 0 to turn the jump check off), got {args.divergence_factor}"
+        )
     check_tracker_installed(args.report_to)
 
 
@@ -552,13 +608,17 @@ def check_tracker_installed(report_to: str) -> None:
     one that does not start."""
     packages = TRACKER_PACKAGES.get(report_to)
     if packages and not any(importlib.util.find_spec(package) for package in packages):
-        raise ConfigError(f"--report_to {report_to} needs the {packages[0]} package, which is not installed: "
-                          f"`pip install {packages[0]}`, or pick another tracker (--report_to jsonl)")
+        raise ConfigError(
+            f"--report_to {report_to} needs the {packages[0]} package, which is not installed: "
+            f"`pip install {packages[0]}`, or pick another tracker (--report_to jsonl)"
+        )
 
 
 def check_tokenizer_args(args: TrainingConfig) -> None:
     if not args.model_config and not args.pretrained_model_name_or_path:
-        raise ConfigError("no model: pass --config with a model: section (configs/vqgan_*.yaml) or --pretrained_model_name_or_path")
+        raise ConfigError(
+            "no model: pass --config with a model: section (configs/vqgan_*.yaml) or --pretrained_model_name_or_path"
+        )
     if args.lecam_weight > 0 and args.discriminator_weight == 0:
         raise ConfigError("--lecam_weight regularises the discriminator, which is off: set --discriminator_weight > 0")
     if args.model_config and not args.pretrained_model_name_or_path:
@@ -573,8 +633,10 @@ def check_classifier_args(args: TrainingConfig) -> None:
         raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a trained tokenizer's folder or Hub id)")
     path = Path(args.tokenizer_name_or_path)
     if path.exists() and not (path / "config.json").is_file():
-        raise ConfigError(f"--tokenizer_name_or_path {str(path)!r} holds no config.json: pass the folder a tokenizer "
-                          "was saved in (its --output_dir)")
+        raise ConfigError(
+            f"--tokenizer_name_or_path {str(path)!r} holds no config.json: pass the folder a tokenizer "
+            "was saved in (its --output_dir)"
+        )
     if not path.exists() and (path.is_absolute() or args.tokenizer_name_or_path.startswith(".")):
         raise ConfigError(f"--tokenizer_name_or_path {str(path)!r} does not exist")
 
@@ -610,17 +672,35 @@ def _check_resolution(resolution: int | None, model_config: dict[str, Any]) -> N
 # wants Adam's usual betas, weight decay and a cosine decay; the whole held-out split is evaluated (accuracy on 512
 # images would be too noisy to compare).
 CLASSIFIER_DEFAULTS = dict(
-    output_dir="outputs/token_vit", train_batch_size=128, eval_batch_size=256, learning_rate=1e-3,
-    adam_beta1=0.9, adam_beta2=0.999, adam_weight_decay=0.05, lr_scheduler="cosine", max_eval_samples=None,
-    tracker_project_name="hf_vq_classifier", logging_steps=50,
+    output_dir="outputs/token_vit",
+    train_batch_size=128,
+    eval_batch_size=256,
+    learning_rate=1e-3,
+    adam_beta1=0.9,
+    adam_beta2=0.999,
+    adam_weight_decay=0.05,
+    lr_scheduler="cosine",
+    max_eval_samples=None,
+    tracker_project_name="hf_vq_classifier",
+    logging_steps=50,
 )
 
 TOKENIZER_COMMAND = TrainingCommand(
     name="train-tokenizer",
     description="Train a VQGAN image tokenizer with Accelerate. A YAML --config sets defaults; flags override it.",
-    groups=(ConfigArguments, TokenizerModelArguments, DataArguments, AugmentationArguments, OptimizationArguments,
-            TokenizerTrainingArguments, TokenizerLossArguments, EMAArguments, RunArguments, ReliabilityArguments,
-            TokenizerHubArguments),
+    groups=(
+        ConfigArguments,
+        TokenizerModelArguments,
+        DataArguments,
+        AugmentationArguments,
+        OptimizationArguments,
+        TokenizerTrainingArguments,
+        TokenizerLossArguments,
+        EMAArguments,
+        RunArguments,
+        ReliabilityArguments,
+        TokenizerHubArguments,
+    ),
     config_class=TokenizerTrainingConfig,
     model_config_class="hf_vq.models.vqgan.configuration_vqgan:VQGANConfig",
     check=check_tokenizer_args,
@@ -629,9 +709,18 @@ TOKENIZER_COMMAND = TrainingCommand(
 CLASSIFIER_COMMAND = TrainingCommand(
     name="train-classifier",
     description="Train a ViT classifier on the token grids of a trained tokenizer, with Accelerate. A YAML --config "
-                "sets defaults; flags override it.",
-    groups=(ConfigArguments, TokenCacheArguments, ClassifierArguments, DataArguments, LabelArguments,
-            OptimizationArguments, RunArguments, ReliabilityArguments, HubArguments),
+    "sets defaults; flags override it.",
+    groups=(
+        ConfigArguments,
+        TokenCacheArguments,
+        ClassifierArguments,
+        DataArguments,
+        LabelArguments,
+        OptimizationArguments,
+        RunArguments,
+        ReliabilityArguments,
+        HubArguments,
+    ),
     config_class=ClassifierTrainingConfig,
     model_config_class="hf_vq.models.token_vit.configuration_token_vit:TokenViTConfig",
     defaults=CLASSIFIER_DEFAULTS,
@@ -659,11 +748,14 @@ def check_prior_args(config: PriorTrainingConfig) -> None:
     if config.model_config and not config.pretrained_model_name_or_path:
         check_model_config(spec.config_class, config.model_config)
     if config.prior_type != "autoregressive" and (config.top_k is not None or config.top_p is not None):
-        raise ConfigError(f"--top_k and --top_p sample the autoregressive prior; --prior_type {config.prior_type} "
-                          "does not take them")
+        raise ConfigError(
+            f"--top_k and --top_p sample the autoregressive prior; --prior_type {config.prior_type} does not take them"
+        )
     if config.model_config.get("num_classes") == 0 and config.guidance_scale > 1:
-        raise ConfigError(f"--guidance_scale {config.guidance_scale} needs a class-conditional prior, but the "
-                          "config's model: section sets num_classes: 0 (unconditional): use --guidance_scale 1")
+        raise ConfigError(
+            f"--guidance_scale {config.guidance_scale} needs a class-conditional prior, but the "
+            "config's model: section sets num_classes: 0 (unconditional): use --guidance_scale 1"
+        )
     if config.inception_weights and not os.path.isfile(config.inception_weights):
         raise ConfigError(f"--inception_weights {config.inception_weights!r} is not a file")
 
@@ -676,18 +768,36 @@ def prior_config_class(values: dict[str, Any]) -> str:
 # MaskGIT's AdamW (beta2 0.96, weight decay 0.045) with a cosine decay; the whole held-out split gives the
 # validation loss and the real images the samples are compared with.
 PRIOR_DEFAULTS = dict(
-    output_dir="outputs/maskgit", train_batch_size=64, eval_batch_size=256, learning_rate=1e-3,
-    adam_beta1=0.9, adam_beta2=0.96, adam_weight_decay=0.045, lr_scheduler="cosine", max_eval_samples=None,
-    tracker_project_name="hf_vq_prior", logging_steps=50,
+    output_dir="outputs/maskgit",
+    train_batch_size=64,
+    eval_batch_size=256,
+    learning_rate=1e-3,
+    adam_beta1=0.9,
+    adam_beta2=0.96,
+    adam_weight_decay=0.045,
+    lr_scheduler="cosine",
+    max_eval_samples=None,
+    tracker_project_name="hf_vq_prior",
+    logging_steps=50,
 )
 
 PRIOR_COMMAND = TrainingCommand(
     name="train-prior",
     description="Train a class-conditional token prior (--prior_type; default MaskGIT) over the token grids of a "
-                "trained tokenizer, with Accelerate; the output folder is its generation pipeline. A YAML --config "
-                "sets defaults; flags override it.",
-    groups=(ConfigArguments, TokenCacheArguments, PriorArguments, DataArguments, LabelArguments, OptimizationArguments,
-            EMAArguments, RunArguments, ReliabilityArguments, HubArguments),
+    "trained tokenizer, with Accelerate; the output folder is its generation pipeline. A YAML --config "
+    "sets defaults; flags override it.",
+    groups=(
+        ConfigArguments,
+        TokenCacheArguments,
+        PriorArguments,
+        DataArguments,
+        LabelArguments,
+        OptimizationArguments,
+        EMAArguments,
+        RunArguments,
+        ReliabilityArguments,
+        HubArguments,
+    ),
     config_class=PriorTrainingConfig,
     model_config_class=prior_config_class,
     defaults=PRIOR_DEFAULTS,
@@ -696,9 +806,22 @@ PRIOR_COMMAND = TrainingCommand(
 
 
 __all__ += [
-    "CLASSIFIER_COMMAND", "CLASSIFIER_DEFAULTS", "PRIOR_COMMAND", "PRIOR_DEFAULTS", "PriorTrainingConfig",
-    "TOKENIZER_COMMAND", "ClassifierTrainingConfig", "TokenTrainingConfig",
-    "TokenizerTrainingConfig", "TrainingCommand", "TrainingConfig", "build_parser", "check_model_config", "flag",
-    "flag_values", "load_config_file",
-    "parse_args", "resolve_args",
+    "CLASSIFIER_COMMAND",
+    "CLASSIFIER_DEFAULTS",
+    "PRIOR_COMMAND",
+    "PRIOR_DEFAULTS",
+    "PriorTrainingConfig",
+    "TOKENIZER_COMMAND",
+    "ClassifierTrainingConfig",
+    "TokenTrainingConfig",
+    "TokenizerTrainingConfig",
+    "TrainingCommand",
+    "TrainingConfig",
+    "build_parser",
+    "check_model_config",
+    "flag",
+    "flag_values",
+    "load_config_file",
+    "parse_args",
+    "resolve_args",
 ]

@@ -86,8 +86,10 @@ def save_custom_state(state: dict[str, Any], folder: Path, index: int) -> None:
 def load_custom_state(folder: Path, index: int) -> dict[str, Any]:
     structure_file, tensor_file = custom_state_files(folder, index)
     if not structure_file.is_file() or not tensor_file.is_file():
-        raise CheckpointError(f"{folder} lacks {structure_file.name} or {tensor_file.name}: it was not written for this "
-                              "run's configuration (another command, or EMA/LeCam switched on or off)")
+        raise CheckpointError(
+            f"{folder} lacks {structure_file.name} or {tensor_file.name}: it was not written for this "
+            "run's configuration (another command, or EMA/LeCam switched on or off)"
+        )
     return _from_json(json.loads(structure_file.read_text()), load_file(str(tensor_file)))
 
 
@@ -120,8 +122,10 @@ def _to_json(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
         return {TUPLE_KEY: items} if isinstance(value, tuple) else items
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"checkpoint state {path} is a {type(value).__name__}: only tensors, numbers, strings, lists "
-                    "and dicts can be stored without pickle")
+    raise TypeError(
+        f"checkpoint state {path} is a {type(value).__name__}: only tensors, numbers, strings, lists "
+        "and dicts can be stored without pickle"
+    )
 
 
 def _from_json(value: Any, tensors: dict[str, torch.Tensor]) -> Any:

@@ -171,8 +171,10 @@ def resume_candidates(resume_from_checkpoint: str | None, output_dir: str | Path
         raise FileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint!r}: no such checkpoint folder")
     problem = checkpoint_problem(path)
     if problem is not None and (path / MANIFEST_FILE).is_file():
-        raise CheckpointError(f"cannot resume from {path}: {problem}; pass --resume_from_checkpoint latest to take the "
-                              "newest complete checkpoint")
+        raise CheckpointError(
+            f"cannot resume from {path}: {problem}; pass --resume_from_checkpoint latest to take the "
+            "newest complete checkpoint"
+        )
     if problem is not None:
         logger.warning("resuming from %s although it has %s", path, problem.removeprefix("no "))
     return [path]
@@ -200,18 +202,29 @@ def pause_if_asked(folder: Path, step: int) -> None:
         time.sleep(3600)
 
 
-def complete_checkpoint(output_dir: str | Path, step: int, num_processes: int,
-                        extra: dict[str, Any] | None = None) -> Path:
+def complete_checkpoint(
+    output_dir: str | Path, step: int, num_processes: int, extra: dict[str, Any] | None = None
+) -> Path:
     """Main process, after every process has written its part into the temporary folder: write the manifest (with
     `extra`, e.g. the divergence guard's loss levels), flush to disk, rename the folder into place (replacing an
     older `checkpoint-<step>`)."""
     temporary, final = temporary_folder(output_dir, step), Path(output_dir) / f"checkpoint-{step}"
-    files = {str(path.relative_to(temporary)): path.stat().st_size for path in sorted(temporary.rglob("*")) if path.is_file()}
+    files = {
+        str(path.relative_to(temporary)): path.stat().st_size
+        for path in sorted(temporary.rglob("*"))
+        if path.is_file()
+    }
     for name in files:
         _fsync(temporary / name)
     checksums = {name: file_sha256(temporary / name) for name in files}
-    manifest = {"format": 2, "step": step, "num_processes": num_processes, "files": files, "sha256": checksums,
-                **(extra or {})}
+    manifest = {
+        "format": 2,
+        "step": step,
+        "num_processes": num_processes,
+        "files": files,
+        "sha256": checksums,
+        **(extra or {}),
+    }
     _write_synced(temporary / MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True))
     replaced = None
     if final.exists():  # e.g. a run restarted in the same output_dir without resuming

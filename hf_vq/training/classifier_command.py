@@ -50,8 +50,9 @@ def parse_classifier_args(argv: list[str] | None = None) -> ClassifierTrainingCo
     return parse_args(CLASSIFIER_COMMAND, argv)
 
 
-def as_config(args_or_config: ClassifierTrainingConfig | dict[str, Any] | str | os.PathLike,
-              ) -> ClassifierTrainingConfig:
+def as_config(
+    args_or_config: ClassifierTrainingConfig | dict[str, Any] | str | os.PathLike,
+) -> ClassifierTrainingConfig:
     """A checked config from a config (used as is), a dict of flags, or the path of a YAML config."""
     if isinstance(args_or_config, ClassifierTrainingConfig):
         return args_or_config
@@ -81,8 +82,10 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         metrics = result["metrics"]
         print(f"model and processor: {result['output_dir']}")
         print(f"metrics:             {result['metrics_path']}")
-        print(f"{metrics['model_type']} top-1 accuracy on {metrics['split']}: {metrics['accuracy']:.4f} "
-              f"({metrics['eval_examples']} images, {metrics['global_step']} steps, {metrics['train_seconds']:.0f} s)")
+        print(
+            f"{metrics['model_type']} top-1 accuracy on {metrics['split']}: {metrics['accuracy']:.4f} "
+            f"({metrics['eval_examples']} images, {metrics['global_step']} steps, {metrics['train_seconds']:.0f} s)"
+        )
     return result
 
 
@@ -91,9 +94,12 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 def add_train_classifier_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-classifier` with the `hf-vq` command (hf_vq/cli.py)."""
-    add_command_subparser(subparsers, CLASSIFIER_COMMAND,
-                          "train a ViT on a tokenizer's token grids (or the pixel-ViT reference)",
-                          lambda args: report(train_classifier(args)))
+    add_command_subparser(
+        subparsers,
+        CLASSIFIER_COMMAND,
+        "train a ViT on a tokenizer's token grids (or the pixel-ViT reference)",
+        lambda args: report(train_classifier(args)),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

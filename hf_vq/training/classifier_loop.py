@@ -30,8 +30,16 @@ from .token_data import TokenData, build_token_data, load_tokenizer, tokenizer_r
 
 logger = logging.getLogger(__name__)
 
-SHARED_VIT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
+SHARED_VIT_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "layer_norm_eps",
+    "initializer_range",
+)
 
 
 def run_classifier_training(config: ClassifierTrainingConfig) -> dict[str, Any]:
@@ -44,34 +52,55 @@ def run_classifier_training(config: ClassifierTrainingConfig) -> dict[str, Any]:
     set_seed(config.seed)
     tokenizer, processor = load_tokenizer(config.tokenizer_name_or_path, accelerator.device, revision=config.revision)
     with accelerator.main_process_first():
-        data = build_token_data(config, tokenizer, processor, encode=config.model_type == "token_vit",
-                                     device=accelerator.device)
-    accelerator.print(f"encoded data: {len(data.train)} train / {len(data.eval) if data.eval else 0} eval rows, "
-                      f"cached in {data.cache_files}")
+        data = build_token_data(
+            config, tokenizer, processor, encode=config.model_type == "token_vit", device=accelerator.device
+        )
+    accelerator.print(
+        f"encoded data: {len(data.train)} train / {len(data.eval) if data.eval else 0} eval rows, "
+        f"cached in {data.cache_files}"
+    )
     model = build_model(config, tokenizer, processor, data.id2label)
     model.train()
     optimizer, scheduler, train_loader, max_steps = build_single_model_optimization(
-        config, model, data.train, accelerator.num_processes)
+        config, model, data.train, accelerator.num_processes
+    )
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     eval_loader = accelerator.prepare(DataLoader(data.eval, batch_size=config.eval_batch_size)) if data.eval else None
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
     resume_if_asked(config, accelerator, state)
     start_trackers(config, accelerator)
-    accelerator.print(run_summary(
-        examples=len(data.train), batch_size_per_process=config.train_batch_size,
-        num_processes=accelerator.num_processes,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, max_train_steps=max_steps,
-        mixed_precision=accelerator.mixed_precision, start_step=state.global_step, models={config.model_type: model},
-    ))
+    accelerator.print(
+        run_summary(
+            examples=len(data.train),
+            batch_size_per_process=config.train_batch_size,
+            num_processes=accelerator.num_processes,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            max_train_steps=max_steps,
+            mixed_precision=accelerator.mixed_precision,
+            start_step=state.global_step,
+            models={config.model_type: model},
+        )
+    )
     periodic_evaluation = (lambda step: evaluate(accelerator, model, eval_loader)) if eval_loader is not None else None
-    train_single_model(config, accelerator, model, optimizer, scheduler, train_loader, state, max_steps,
-                       classification_loss, evaluate=periodic_evaluation)
+    train_single_model(
+        config,
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        train_loader,
+        state,
+        max_steps,
+        classification_loss,
+        evaluate=periodic_evaluation,
+    )
     return finish(config, accelerator, model, processor, data, state, eval_loader)
 
 
-def build_model(config: ClassifierTrainingConfig, tokenizer: nn.Module, processor,
-                id2label: dict[int, str]) -> nn.Module:
+def build_model(
+    config: ClassifierTrainingConfig, tokenizer: nn.Module, processor, id2label: dict[int, str]
+) -> nn.Module:
     labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
     if config.model_type == "pixel_vit":
         return build_pixel_vit(config.model_config, tokenizer, processor, labels)
@@ -86,7 +115,9 @@ def build_model(config: ClassifierTrainingConfig, tokenizer: nn.Module, processo
     )
 
 
-def build_pixel_vit(model_config: dict[str, Any], tokenizer: nn.Module, processor, labels: dict[str, Any]) -> nn.Module:
+def build_pixel_vit(
+    model_config: dict[str, Any], tokenizer: nn.Module, processor, labels: dict[str, Any]
+) -> nn.Module:
     """transformers' ViT of the token ViT's size; patch = the tokenizer's downsampling factor (same sequence length)."""
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -95,8 +126,13 @@ def build_pixel_vit(model_config: dict[str, Any], tokenizer: nn.Module, processo
     defaults = TokenViTConfig()  # the token ViT's defaults, so that both models have the same size when unset
     shared = {name: model_config.get(name, getattr(defaults, name)) for name in SHARED_VIT_FIELDS}
     config = ViTConfig(
-        image_size=tokenizer.config.image_size, patch_size=tokenizer.config.downsampling_factor,
-        num_channels=tokenizer.config.num_channels, hidden_act="gelu", qkv_bias=True, **shared, **labels,
+        image_size=tokenizer.config.image_size,
+        patch_size=tokenizer.config.downsampling_factor,
+        num_channels=tokenizer.config.num_channels,
+        hidden_act="gelu",
+        qkv_bias=True,
+        **shared,
+        **labels,
     )
     return ViTForImageClassification(config)
 
@@ -129,18 +165,39 @@ def evaluate(accelerator: Accelerator, model, eval_loader) -> dict[str, float]:
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
         count += len(labels)
     model.train(was_training)
-    return {"accuracy": correct / count, "top5_accuracy": correct_top5 / count, "eval_loss": loss_sum / count,
-            "eval_examples": count}
+    return {
+        "accuracy": correct / count,
+        "top5_accuracy": correct_top5 / count,
+        "eval_loss": loss_sum / count,
+        "eval_examples": count,
+    }
 
 
-def finish(config: ClassifierTrainingConfig, accelerator: Accelerator, model, processor, data: TokenData,
-           state: TrainingState, eval_loader) -> dict[str, Any]:
+def finish(
+    config: ClassifierTrainingConfig,
+    accelerator: Accelerator,
+    model,
+    processor,
+    data: TokenData,
+    state: TrainingState,
+    eval_loader,
+) -> dict[str, Any]:
     """The shared end of run (`end_of_run.py`): save the model with the tokenizer's processor, then evaluate it on
     the held-out split, write metrics.json and push if asked (a failed evaluation leaves the saved model in place)."""
-    save_final_folder(config, accelerator, accelerator.unwrap_model(model), state.global_step,
-                      lambda folder: write_classifier_folder(accelerator.unwrap_model(model), processor, folder))
-    result = finish_run(config, accelerator, state, summary(config, accelerator, model, state, data),
-                        lambda: evaluate(accelerator, model, eval_loader) if eval_loader else {})
+    save_final_folder(
+        config,
+        accelerator,
+        accelerator.unwrap_model(model),
+        state.global_step,
+        lambda folder: write_classifier_folder(accelerator.unwrap_model(model), processor, folder),
+    )
+    result = finish_run(
+        config,
+        accelerator,
+        state,
+        summary(config, accelerator, model, state, data),
+        lambda: evaluate(accelerator, model, eval_loader) if eval_loader else {},
+    )
     close_run(accelerator, config)
     return result
 
@@ -160,13 +217,20 @@ def write_classifier_folder(model: nn.Module, processor, folder: Path) -> None:
 def summary(config: ClassifierTrainingConfig, accelerator: Accelerator, model, state: TrainingState, data: TokenData):
     split = config.eval_split or evaluated_split_name(config, data.eval)
     return {
-        "model_type": config.model_type, "tokenizer": config.tokenizer_name_or_path,
-        "dataset": config.dataset_name or config.train_data_dir, "split": split,
+        "model_type": config.model_type,
+        "tokenizer": config.tokenizer_name_or_path,
+        "dataset": config.dataset_name or config.train_data_dir,
+        "split": split,
         "num_parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
-        "global_step": state.global_step, "train_steps": state.global_step, "epochs_completed": state.epoch,
-        "images_seen": state.images_seen, "skipped_images": data.skipped_images,
-        "train_batch_size": config.train_batch_size, "train_seconds": round(state.train_seconds, 2),
-        "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+        "global_step": state.global_step,
+        "train_steps": state.global_step,
+        "epochs_completed": state.epoch,
+        "images_seen": state.images_seen,
+        "skipped_images": data.skipped_images,
+        "train_batch_size": config.train_batch_size,
+        "train_seconds": round(state.train_seconds, 2),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
     }
 
 

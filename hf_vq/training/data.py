@@ -11,7 +11,14 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from ..data import ImageDatasetError, ImageTransform, apply_image_transform, build_image_dataset, collate_images, shard_for_process
+from ..data import (
+    ImageDatasetError,
+    ImageTransform,
+    apply_image_transform,
+    build_image_dataset,
+    collate_images,
+    shard_for_process,
+)
 from .args import TokenizerTrainingConfig, TrainingConfig
 
 # Splits tried, in order, for evaluation when --eval_split is not given.
@@ -38,14 +45,18 @@ def build_training_data(config: TokenizerTrainingConfig, processor: Any, acceler
     `datasets` cache) and their dataloaders."""
     side = config.resolution or processor.size.height
     source = dict(
-        dataset_name=config.dataset_name, dataset_config_name=config.dataset_config_name,
-        train_data_dir=config.train_data_dir, image_column=config.image_column,
-        streaming=config.streaming, cache_dir=config.cache_dir,
+        dataset_name=config.dataset_name,
+        dataset_config_name=config.dataset_config_name,
+        train_data_dir=config.train_data_dir,
+        image_column=config.image_column,
+        streaming=config.streaming,
+        cache_dir=config.cache_dir,
     )
     with accelerator.main_process_first():
         train, evaluation = train_and_eval_datasets(config, source)
-    train_transform = ImageTransform(processor, resolution=side, center_crop=config.center_crop,
-                                     random_flip=config.random_flip, seed=config.seed)
+    train_transform = ImageTransform(
+        processor, resolution=side, center_crop=config.center_crop, random_flip=config.random_flip, seed=config.seed
+    )
     eval_transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
     train = apply_image_transform(train, train_transform, config.image_column)
     train_dataloader = _train_dataloader(config, train, accelerator)
@@ -53,13 +64,21 @@ def build_training_data(config: TokenizerTrainingConfig, processor: Any, acceler
     if evaluation is not None:
         evaluation = apply_image_transform(evaluation, eval_transform, config.image_column)
         evaluation = _eval_share(evaluation, accelerator)
-        eval_dataloader = DataLoader(evaluation, batch_size=config.eval_batch_size, collate_fn=collate_images,
-                                     num_workers=config.dataloader_num_workers)
+        eval_dataloader = DataLoader(
+            evaluation,
+            batch_size=config.eval_batch_size,
+            collate_fn=collate_images,
+            num_workers=config.dataloader_num_workers,
+        )
     num_examples = None if config.streaming else len(train)
     return TrainingData(
-        train_dataloader=train_dataloader, eval_dataloader=eval_dataloader, train_transform=train_transform,
-        processor=processor, max_train_steps=_max_train_steps(config, num_examples, accelerator.num_processes),
-        streaming=config.streaming, num_train_examples=num_examples,
+        train_dataloader=train_dataloader,
+        eval_dataloader=eval_dataloader,
+        train_transform=train_transform,
+        processor=processor,
+        max_train_steps=_max_train_steps(config, num_examples, accelerator.num_processes),
+        streaming=config.streaming,
+        num_train_examples=num_examples,
     )
 
 
@@ -104,15 +123,28 @@ def _train_dataloader(config: TokenizerTrainingConfig, train, accelerator: Accel
     if isinstance(train, datasets.IterableDataset):
         # Shuffled within a buffer (re-seeded per epoch by set_epoch) and split per process here; not passed to
         # accelerator.prepare, whose default for iterable data reads everything on rank 0 and dispatches it.
-        train = shard_for_process(train.shuffle(seed=config.seed, buffer_size=STREAMING_SHUFFLE_BUFFER),
-                                  accelerator.process_index, accelerator.num_processes)
-        return DataLoader(train, batch_size=config.train_batch_size, collate_fn=collate_images,
-                          num_workers=config.dataloader_num_workers)
+        train = shard_for_process(
+            train.shuffle(seed=config.seed, buffer_size=STREAMING_SHUFFLE_BUFFER),
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
+        return DataLoader(
+            train,
+            batch_size=config.train_batch_size,
+            collate_fn=collate_images,
+            num_workers=config.dataloader_num_workers,
+        )
     # A generator of its own: the DataLoader then draws its worker seeds from it, not from the global RNG, so
     # creating the iterator of a resumed epoch does not shift the global random stream.
     generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(train, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate_images,
-                      num_workers=config.dataloader_num_workers, generator=generator)
+    return DataLoader(
+        train,
+        batch_size=config.train_batch_size,
+        shuffle=True,
+        collate_fn=collate_images,
+        num_workers=config.dataloader_num_workers,
+        generator=generator,
+    )
 
 
 def _max_train_steps(config: TrainingConfig, num_examples: int | None, num_processes: int) -> int:

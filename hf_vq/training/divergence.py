@@ -57,8 +57,14 @@ class DivergenceGuard:
         False
     """
 
-    def __init__(self, accelerator, state: TrainingState, output_dir: str, on_divergence: str = "stop",
-                 factor: float = DEFAULT_DIVERGENCE_FACTOR):
+    def __init__(
+        self,
+        accelerator,
+        state: TrainingState,
+        output_dir: str,
+        on_divergence: str = "stop",
+        factor: float = DEFAULT_DIVERGENCE_FACTOR,
+    ):
         if on_divergence not in ON_DIVERGENCE:
             raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE}, got {on_divergence!r}")
         self.accelerator, self.state, self.output_dir = accelerator, state, output_dir
@@ -70,13 +76,21 @@ class DivergenceGuard:
         """From a training command's config (every command has `--on_divergence` and `--divergence_factor`)."""
         return cls(accelerator, state, args.output_dir, args.on_divergence, args.divergence_factor)
 
-    def check(self, loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter], what: str = "loss",
-              track_average: bool = True, tracked: torch.Tensor | None = None) -> bool:
+    def check(
+        self,
+        loss: torch.Tensor,
+        parameters: Iterable[torch.nn.Parameter],
+        what: str = "loss",
+        track_average: bool = True,
+        tracked: torch.Tensor | None = None,
+    ) -> bool:
         """`loss`: this process' loss (a scalar tensor); `parameters`: those about to be updated, whose gradients
         must be finite (not checked under fp16, where the gradient scaler skips such steps itself).
         `track_average`: also compare the loss (or `tracked`, a steadier part of it, such as the tokenizer's
         reconstruction loss) with its running average."""
-        loss_value, tracked_value, gradients_finite = self._reduced(loss, loss if tracked is None else tracked, parameters)
+        loss_value, tracked_value, gradients_finite = self._reduced(
+            loss, loss if tracked is None else tracked, parameters
+        )
         problem = None
         if not (math.isfinite(loss_value) and math.isfinite(tracked_value)):
             problem = f"the {what} is {loss_value if not math.isfinite(loss_value) else tracked_value}"
@@ -84,8 +98,10 @@ class DivergenceGuard:
             problem = f"the gradients of the {what} are not finite"
         elif track_average and self._jumped(tracked_value):
             reference, name = self._reference()
-            problem = (f"the {what} jumped to {tracked_value:.4g}, {tracked_value / reference:.0f} times {name} "
-                       f"{reference:.4g} (--divergence_factor {self.factor:g})")
+            problem = (
+                f"the {what} jumped to {tracked_value:.4g}, {tracked_value / reference:.0f} times {name} "
+                f"{reference:.4g} (--divergence_factor {self.factor:g})"
+            )
         if problem is None:
             if track_average:
                 self._update_average(tracked_value)
@@ -130,8 +146,12 @@ class DivergenceGuard:
             return False
         if self._early():
             return value > self.factor * state.initial_loss
-        return (state.loss_observations >= WARMUP_STEPS and state.loss_average > 0
-                and value > self.factor * state.loss_average and value > state.loss_at_start)
+        return (
+            state.loss_observations >= WARMUP_STEPS
+            and state.loss_average > 0
+            and value > self.factor * state.loss_average
+            and value > state.loss_at_start
+        )
 
     def _update_average(self, value: float) -> None:
         state = self.state
@@ -172,8 +192,11 @@ def ensure_finite_weights(models: Iterable[torch.nn.Module], step: int, output_d
     """Raise `TrainingDivergedError` if a floating-point parameter or buffer of `models` is NaN or infinite: called
     before every checkpoint and before the final model is written, so that neither ever holds such weights."""
     for model in models:
-        named = [(name, tensor) for name, tensor in list(model.named_parameters()) + list(model.named_buffers())
-                 if tensor.is_floating_point()]
+        named = [
+            (name, tensor)
+            for name, tensor in list(model.named_parameters()) + list(model.named_buffers())
+            if tensor.is_floating_point()
+        ]
         if not named or bool(torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).all()):
             continue  # one device synchronisation per model; the bad tensor is looked for only when there is one
         for name, tensor in named:

@@ -80,8 +80,9 @@ def ema_weights(accelerator: Accelerator, model: nn.Module, ema) -> Iterator[nn.
 # ------------------------------------------------------------------------------------------------ the final folder
 
 
-def save_final_folder(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, step: int,
-                      write_folder: Callable[[Path], None]) -> Path:
+def save_final_folder(
+    config: TrainingConfig, accelerator: Accelerator, model: nn.Module, step: int, write_folder: Callable[[Path], None]
+) -> Path:
     """Write the run's final folder, `--output_dir`: the one place every command's final model is written.
 
     `model` (unwrapped, with the weights to save) is refused (`TrainingDivergedError`) if a weight is not finite;
@@ -112,20 +113,31 @@ def write_json(path: Path, content: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------ metrics and push
 
 
-def finish_run(config: TrainingConfig, accelerator: Accelerator, state: TrainingState, summary: dict[str, Any],
-               evaluate: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def finish_run(
+    config: TrainingConfig,
+    accelerator: Accelerator,
+    state: TrainingState,
+    summary: dict[str, Any],
+    evaluate: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
     """Evaluate the saved final model (`evaluate()`), write metrics.json (the evaluation's numbers and the
     training `summary`), log them and push the folder when asked. Returns `{"output_dir", "metrics",
     "metrics_path", "global_step", "is_main_process"}` (absolute paths)."""
     output_dir = Path(config.output_dir).resolve()
     metrics = final_evaluation(accelerator, evaluate, output_dir, summary) | summary
     metrics = publish_final_metrics(config, accelerator, output_dir, metrics, state.global_step)
-    return {"output_dir": str(output_dir), "metrics": metrics, "metrics_path": str(output_dir / METRICS_FILE),
-            "global_step": state.global_step, "is_main_process": accelerator.is_main_process}
+    return {
+        "output_dir": str(output_dir),
+        "metrics": metrics,
+        "metrics_path": str(output_dir / METRICS_FILE),
+        "global_step": state.global_step,
+        "is_main_process": accelerator.is_main_process,
+    }
 
 
-def final_evaluation(accelerator: Accelerator, evaluate: Callable[[], dict[str, Any]], output_dir: Path,
-                     summary: dict[str, Any]) -> dict[str, Any]:
+def final_evaluation(
+    accelerator: Accelerator, evaluate: Callable[[], dict[str, Any]], output_dir: Path, summary: dict[str, Any]
+) -> dict[str, Any]:
     """`evaluate()` of the final model, which the command has already saved in `output_dir`. If it fails, the
     main process writes metrics.json with `summary` and the error, and `FinalEvaluationError` names the folder
     (the trained model is never lost to a failing evaluation)."""
@@ -137,20 +149,23 @@ def final_evaluation(accelerator: Accelerator, evaluate: Callable[[], dict[str, 
             write_metrics(output_dir / METRICS_FILE, summary | failure)
         raise FinalEvaluationError(
             f"the final evaluation failed ({type(error).__name__}: {error}); the trained model, its processor and "
-            f"the training summary are saved in {output_dir}", str(output_dir),
+            f"the training summary are saved in {output_dir}",
+            str(output_dir),
         ) from error
 
 
-def publish_final_metrics(config: TrainingConfig, accelerator: Accelerator, output_dir: Path,
-                          metrics: dict[str, Any], step: int) -> dict[str, Any]:
+def publish_final_metrics(
+    config: TrainingConfig, accelerator: Accelerator, output_dir: Path, metrics: dict[str, Any], step: int
+) -> dict[str, Any]:
     """Once the final model is saved and evaluated: the main process writes metrics.json, logs the numbers to the
     trackers and pushes the folder when `--push_to_hub` asks. Returns the metrics as written (on the other
     processes: as given)."""
     if not accelerator.is_main_process:
         return metrics
     metrics = write_metrics(output_dir / METRICS_FILE, metrics)
-    accelerator.log({f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
-                    step=step)
+    accelerator.log(
+        {f"final/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))}, step=step
+    )
     from ..hub import push_trained_model  # the Hub code is imported only by runs that finish
 
     url = push_trained_model(config, output_dir)
@@ -162,8 +177,9 @@ def publish_final_metrics(config: TrainingConfig, accelerator: Accelerator, outp
 def write_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """metrics.json: NaN and infinities become null (the Hub's metrics check wants null for a metric that could
     not be measured). Returns what was written."""
-    metrics = {key: None if isinstance(value, float) and not math.isfinite(value) else value
-               for key, value in metrics.items()}
+    metrics = {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in metrics.items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
     return metrics
@@ -182,7 +198,17 @@ def close_run(accelerator: Accelerator, config: TrainingConfig) -> None:
 
 
 __all__ = [
-    "METRICS_FILE", "SAMPLES_FILE", "TRAINING_CONFIG_FILE", "build_ema", "close_run", "ema_weights",
-    "final_evaluation", "finish_run", "publish_final_metrics", "save_final_folder", "training_config", "write_json",
+    "METRICS_FILE",
+    "SAMPLES_FILE",
+    "TRAINING_CONFIG_FILE",
+    "build_ema",
+    "close_run",
+    "ema_weights",
+    "final_evaluation",
+    "finish_run",
+    "publish_final_metrics",
+    "save_final_folder",
+    "training_config",
+    "write_json",
     "write_metrics",
 ]

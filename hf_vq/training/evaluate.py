@@ -32,7 +32,9 @@ def evaluate_reconstructions(
     Call on every process with its own share of the data: `ReconstructionMetrics.compute()` sums the states of all
     processes. The main process also writes `grid_path`: the first `num_sample_images` originals beside their
     reconstructions. The model must be in eval mode (no codebook updates)."""
-    metrics = ReconstructionMetrics(codebook_size=model.config.codebook_size, fid_feature_extractor=rfid_extractor).to(device)
+    metrics = ReconstructionMetrics(codebook_size=model.config.codebook_size, fid_feature_extractor=rfid_extractor).to(
+        device
+    )
     samples: list[tuple[torch.Tensor, torch.Tensor]] = []
     for batch in batches:
         pixel_values = batch["pixel_values"].to(device)

@@ -149,7 +149,9 @@ def _swap_in(target: Path, staging: Path) -> None:
 
 
 def _staged_entries(staging: Path) -> list[str]:
-    return [entry.name for entry in staging.iterdir() if entry.name not in (COMPLETE_MARKER, MOVING_IN_MARKER, "paused")]
+    return [
+        entry.name for entry in staging.iterdir() if entry.name not in (COMPLETE_MARKER, MOVING_IN_MARKER, "paused")
+    ]
 
 
 def _artifact_entries(target: Path) -> list[str]:
@@ -165,8 +167,15 @@ def _pipeline_components(folder: Path) -> list[str]:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):
         return []
-    return [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)
-            and not name.startswith(".") and not CHECKPOINT_PATTERN.fullmatch(name) and "/" not in name]
+    return [
+        name
+        for name, value in index.items()
+        if not name.startswith("_")
+        and isinstance(value, list)
+        and not name.startswith(".")
+        and not CHECKPOINT_PATTERN.fullmatch(name)
+        and "/" not in name
+    ]
 
 
 def _markers_first(names: list[str]) -> list[str]:

@@ -57,8 +57,10 @@ class InterruptHandler:
             sys.stderr.flush()
             os._exit(128 + number)  # at once: no clean-up that could block (a collective, a slow save)
         self.received = number
-        sys.stderr.write(f"\n{signal.Signals(number).name} received: finishing this step and saving a checkpoint "
-                         "(send it again to stop at once)\n")
+        sys.stderr.write(
+            f"\n{signal.Signals(number).name} received: finishing this step and saving a checkpoint "
+            "(send it again to stop at once)\n"
+        )
         sys.stderr.flush()
 
     def agreed_signal(self, accelerator) -> int:
@@ -69,8 +71,9 @@ class InterruptHandler:
         return int(accelerator.reduce(flag, reduction="max").item())
 
 
-def stop_if_interrupted(interrupts: InterruptHandler, accelerator, step: int,
-                        save_checkpoint: Callable[[], Path]) -> None:
+def stop_if_interrupted(
+    interrupts: InterruptHandler, accelerator, step: int, save_checkpoint: Callable[[], Path]
+) -> None:
     """After optimizer step `step`: if any process got a signal, every process saves `checkpoint-<step>` with
     `save_checkpoint()` (a collective; it may return the one the step already wrote) and raises
     `TrainingInterrupted`."""

@@ -118,8 +118,11 @@ def _has_accelerator_device() -> bool:
 
 def start_trackers(config: TrainingConfig, accelerator: Accelerator) -> None:
     """Start the trackers with the run's flags (the Hub token left out) and its model: section as `model.<key>`."""
-    values = {key: value for key, value in flag_values(config).items()
-              if isinstance(value, (int, float, str, bool)) or value is None}
+    values = {
+        key: value
+        for key, value in flag_values(config).items()
+        if isinstance(value, (int, float, str, bool)) or value is None
+    }
     values.update({f"model.{key}": str(value) for key, value in config.model_config.items()})
     accelerator.init_trackers(config.tracker_project_name, config=values)
 
@@ -138,8 +141,9 @@ def resume_if_asked(config: TrainingConfig, accelerator: Accelerator, state: Tra
         except Exception as error:  # unpicklable RNG file, truncated safetensors despite a matching size...
             if index + 1 == len(candidates):
                 raise CheckpointError(f"cannot resume from {checkpoint}: {type(error).__name__}: {error}") from error
-            logger.warning("could not load %s (%s: %s): trying the next older checkpoint", checkpoint,
-                           type(error).__name__, error)
+            logger.warning(
+                "could not load %s (%s: %s): trying the next older checkpoint", checkpoint, type(error).__name__, error
+            )
             continue
         accelerator.print(f"resuming from {checkpoint} (step {state.global_step})")
         # Accelerate numbers automatic checkpoints by this counter; keep it past the loaded one (ENVIRONMENT.md).
@@ -186,8 +190,9 @@ def _attempt(action: Callable[[], Any]) -> Exception | None:
     return None
 
 
-def _raise_unless_everyone_succeeded(accelerator: Accelerator, error: Exception | None, output_dir: Path,
-                                     step: int) -> None:
+def _raise_unless_everyone_succeeded(
+    accelerator: Accelerator, error: Exception | None, output_dir: Path, step: int
+) -> None:
     failed = torch.tensor([0.0 if error is None else 1.0], device=accelerator.device)
     if accelerator.num_processes > 1:
         failed = accelerator.reduce(failed, reduction="sum")  # every process learns whether any failed
@@ -230,10 +235,19 @@ class TrainingLoop:
     DDP's all-reduce). `on_epoch_start(epoch)` lets the data follow the epoch (e.g. seeded random flips).
     """
 
-    def __init__(self, config: TrainingConfig, accelerator: Accelerator, state: TrainingState, train_loader,
-                 max_steps: int,
-                 train_batch: TrainBatch, *, evaluate: Evaluate | None = None, scheduler=None,
-                 on_epoch_start: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        config: TrainingConfig,
+        accelerator: Accelerator,
+        state: TrainingState,
+        train_loader,
+        max_steps: int,
+        train_batch: TrainBatch,
+        *,
+        evaluate: Evaluate | None = None,
+        scheduler=None,
+        on_epoch_start: Callable[[int], None] | None = None,
+    ):
         self.config, self.accelerator, self.state = config, accelerator, state
         self.train_loader, self.max_steps, self.train_batch = train_loader, max_steps, train_batch
         self.evaluate, self.scheduler, self.on_epoch_start = evaluate, scheduler, on_epoch_start
@@ -246,8 +260,12 @@ class TrainingLoop:
 
     def _run(self) -> float:
         state, accelerator = self.state, self.accelerator
-        progress = tqdm(total=self.max_steps, initial=state.global_step, desc="steps",
-                        disable=not (accelerator.is_local_main_process and self.config.progress_bar))
+        progress = tqdm(
+            total=self.max_steps,
+            initial=state.global_step,
+            desc="steps",
+            disable=not (accelerator.is_local_main_process and self.config.progress_bar),
+        )
         running, seconds_before = RunningLosses(), state.train_seconds
         while state.global_step < self.max_steps:
             start = time.perf_counter()
@@ -332,8 +350,12 @@ class TrainingLoop:
         step, config = self.state.global_step, self.config
         if config.checkpointing_steps and step % config.checkpointing_steps == 0:
             save_checkpoint(config, self.accelerator, step)
-        if (self.evaluate is not None and config.validation_steps and step % config.validation_steps == 0
-                and step < self.max_steps):
+        if (
+            self.evaluate is not None
+            and config.validation_steps
+            and step % config.validation_steps == 0
+            and step < self.max_steps
+        ):
             metrics = self.evaluate(step)
             if metrics:
                 self.accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
@@ -349,8 +371,9 @@ def batch_counts(batch: dict) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ one model
 
 
-def clip_and_step(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
-                  apply: bool = True) -> None:
+def clip_and_step(
+    config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler, apply: bool = True
+) -> None:
     """Clip (at the end of an accumulation window, when `--max_grad_norm` > 0), step, and clear the gradients.
     Accelerate's prepared optimizer and scheduler only act at the end of an accumulation window. With
     `apply=False` (a step the divergence guard skips) the gradients are dropped instead of applied; the learning
@@ -363,8 +386,15 @@ def clip_and_step(config: TrainingConfig, accelerator: Accelerator, model: nn.Mo
     optimizer.zero_grad(set_to_none=True)
 
 
-def single_model_step(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
-                      compute_loss: ComputeLoss, guard: DivergenceGuard | None = None) -> TrainBatch:
+def single_model_step(
+    config: TrainingConfig,
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    compute_loss: ComputeLoss,
+    guard: DivergenceGuard | None = None,
+) -> TrainBatch:
     """`train_batch` for one model: `compute_loss(model, batch) -> (loss, logs)` under autocast, backward, the
     divergence guard's check (at the end of each accumulation window), clipping and the optimizer step, with
     Accelerate's gradient accumulation. The logs get `loss`."""
@@ -380,16 +410,25 @@ def single_model_step(config: TrainingConfig, accelerator: Accelerator, model: n
     return train_batch
 
 
-def train_single_model(config: TrainingConfig, accelerator: Accelerator, model: nn.Module, optimizer, scheduler,
-                       train_loader,
-                       state: TrainingState, max_steps: int, compute_loss: ComputeLoss,
-                       evaluate: Evaluate | None = None) -> float:
+def train_single_model(
+    config: TrainingConfig,
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    train_loader,
+    state: TrainingState,
+    max_steps: int,
+    compute_loss: ComputeLoss,
+    evaluate: Evaluate | None = None,
+) -> float:
     """Train one prepared model to `max_steps` optimizer steps (see the module's example); returns the seconds
     spent training in this call (`state.train_seconds` holds the total over resumes)."""
     guard = DivergenceGuard.from_args(config, accelerator, state)
     train_batch = single_model_step(config, accelerator, model, optimizer, scheduler, compute_loss, guard)
-    loop = TrainingLoop(config, accelerator, state, train_loader, max_steps, train_batch, evaluate=evaluate,
-                        scheduler=scheduler)
+    loop = TrainingLoop(
+        config, accelerator, state, train_loader, max_steps, train_batch, evaluate=evaluate, scheduler=scheduler
+    )
     return loop.run()
 
 

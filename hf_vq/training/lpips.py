@@ -175,7 +175,9 @@ def _resolve_weight_files(weights: str | os.PathLike, cache_dir: str | None) -> 
     if path.is_dir():
         return _weight_files_in(path)
     if not REPO_ID.fullmatch(str(weights)):
-        raise LPIPSWeightsError(f"LPIPS weights {str(weights)!r}: no such file or folder (and not a Hub repository id)")
+        raise LPIPSWeightsError(
+            f"LPIPS weights {str(weights)!r}: no such file or folder (and not a Hub repository id)"
+        )
     return _weight_files_in(_download_repo(str(weights), cache_dir))
 
 
@@ -218,7 +220,9 @@ def _read_state_dicts(files: list[Path]) -> dict[str, torch.Tensor]:
 
 def _to_lpips_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename torchvision's `features.N.*` to `net.sliceK.N.*`; strip common prefixes (`perceptual_loss.`, `module.`)."""
-    slice_of = {index: number for number, (start, end) in enumerate(SLICE_BOUNDS, start=1) for index in range(start, end)}
+    slice_of = {
+        index: number for number, (start, end) in enumerate(SLICE_BOUNDS, start=1) for index in range(start, end)
+    }
     renamed = {}
     for key, value in state.items():
         for prefix in ("module.", "perceptual_loss.", "lpips."):
@@ -237,10 +241,15 @@ def _load_matching(network: LPIPS, state: dict[str, torch.Tensor], source: str) 
         backbone = any(key.startswith("net.") for key in missing)
         raise LPIPSWeightsError(
             f"LPIPS weights from {source} lack {len(missing)} tensors (e.g. {missing[:3]}): "
-            + ("the VGG16 backbone is missing (a torchvision vgg16 state dict has it as features.N.weight)" if backbone
-               else "the linear heads are missing (lin0.model.1.weight ...; torchmetrics ships them)")
+            + (
+                "the VGG16 backbone is missing (a torchvision vgg16 state dict has it as features.N.weight)"
+                if backbone
+                else "the linear heads are missing (lin0.model.1.weight ...; torchmetrics ships them)"
+            )
         )
     wrong = [key for key in expected if key in state and state[key].shape != expected[key].shape]
     if wrong:
-        raise LPIPSWeightsError(f"LPIPS weights from {source} have wrong shapes for {wrong[:3]}: not a VGG16 LPIPS checkpoint")
+        raise LPIPSWeightsError(
+            f"LPIPS weights from {source} have wrong shapes for {wrong[:3]}: not a VGG16 LPIPS checkpoint"
+        )
     network.load_state_dict({key: state.get(key, expected[key]) for key in expected})

@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader, Dataset
 from .args import OptimizationArguments, TrainingConfig
 
 
-def build_lr_scheduler(config: OptimizationArguments, optimizer: torch.optim.Optimizer, max_train_steps: int,
-                       num_processes: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_lr_scheduler(
+    config: OptimizationArguments, optimizer: torch.optim.Optimizer, max_train_steps: int, num_processes: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """`--lr_scheduler` with `--lr_warmup_steps`, `--lr_num_cycles` and `--lr_power`, as diffusers' example scripts.
 
     Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling by processes.
@@ -29,28 +30,39 @@ def build_lr_scheduler(config: OptimizationArguments, optimizer: torch.optim.Opt
     from diffusers.optimization import get_scheduler
 
     return get_scheduler(
-        config.lr_scheduler, optimizer=optimizer,
+        config.lr_scheduler,
+        optimizer=optimizer,
         num_warmup_steps=config.lr_warmup_steps * num_processes,
         num_training_steps=max_train_steps * num_processes,
-        num_cycles=config.lr_num_cycles, power=config.lr_power,
+        num_cycles=config.lr_num_cycles,
+        power=config.lr_power,
     )
 
 
-def build_single_model_optimization(config: TrainingConfig, model: nn.Module, train_dataset: Dataset,
-                                    num_processes: int):
+def build_single_model_optimization(
+    config: TrainingConfig, model: nn.Module, train_dataset: Dataset, num_processes: int
+):
     """AdamW (weight decay on matrices only), the `--lr_scheduler` schedule, a seeded shuffling loader of
     `train_dataset` and the number of optimizer steps: what the classifier and the prior train with. Returns
     `(optimizer, scheduler, train_loader, max_steps)`."""
     # A generator of its own: the shuffle depends on the seed alone (and on the epoch through set_epoch).
     generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_dataset, batch_size=config.train_batch_size, shuffle=True, generator=generator,
-                              num_workers=config.dataloader_num_workers,
-                              drop_last=len(train_dataset) > config.train_batch_size)
+    train_loader = DataLoader(
+        train_dataset,
+        batch_size=config.train_batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=config.dataloader_num_workers,
+        drop_last=len(train_dataset) > config.train_batch_size,
+    )
     max_steps = config.max_train_steps or config.num_train_epochs * max(
-        1, len(train_loader) // (config.gradient_accumulation_steps * num_processes))
+        1, len(train_loader) // (config.gradient_accumulation_steps * num_processes)
+    )
     optimizer = torch.optim.AdamW(
-        _decay_groups(model, config.adam_weight_decay), lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+        _decay_groups(model, config.adam_weight_decay),
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
     )
     scheduler = build_lr_scheduler(config, optimizer, max_steps, num_processes)
     return optimizer, scheduler, train_loader, max_steps

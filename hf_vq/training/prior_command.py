@@ -44,8 +44,14 @@ from .args import (
     run_script,
 )
 
-__all__ = ["PRIOR_COMMAND", "PRIOR_DEFAULTS", "PriorTrainingConfig", "parse_prior_args", "resolve_prior_args",
-           "train_prior"]
+__all__ = [
+    "PRIOR_COMMAND",
+    "PRIOR_DEFAULTS",
+    "PriorTrainingConfig",
+    "parse_prior_args",
+    "resolve_prior_args",
+    "train_prior",
+]
 
 
 def resolve_prior_args(given: dict[str, Any]) -> PriorTrainingConfig:
@@ -94,10 +100,16 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 def format_generation_metrics(metrics: dict[str, Any]) -> str:
     """One line per measured generation metric, with the reference it is to be read against."""
-    lines = [f"{metrics['global_step']} steps, {metrics.get('train_seconds', 0):.0f} s"] if "global_step" in metrics else []
+    lines = (
+        [f"{metrics['global_step']} steps, {metrics.get('train_seconds', 0):.0f} s"]
+        if "global_step" in metrics
+        else []
+    )
     if "conditional_accuracy" in metrics:
-        lines.append(f"conditional accuracy {metrics['conditional_accuracy']:.2%} (classifier on real test images: "
-                     f"{metrics['real_accuracy']:.2%}; ratio {metrics['relative_conditional_accuracy']:.2f})")
+        lines.append(
+            f"conditional accuracy {metrics['conditional_accuracy']:.2%} (classifier on real test images: "
+            f"{metrics['real_accuracy']:.2%}; ratio {metrics['relative_conditional_accuracy']:.2f})"
+        )
     for name in ("classifier_fid", "inception_fid"):
         if name in metrics:
             floor = metrics.get(f"reconstruction_{name}")
@@ -106,8 +118,10 @@ def format_generation_metrics(metrics: dict[str, Any]) -> str:
                 text += f" (tokenizer reconstructions: {floor:.3f}; ratio {metrics[f'{name}_ratio']:.2f})"
             lines.append(text)
     if "generated_perplexity" in metrics:
-        lines.append(f"token perplexity {metrics['generated_perplexity']:.1f} generated / {metrics.get('real_perplexity', float('nan')):.1f} real, "
-                     f"codebook usage {metrics['generated_usage']:.1%} / {metrics.get('real_usage', float('nan')):.1%}")
+        lines.append(
+            f"token perplexity {metrics['generated_perplexity']:.1f} generated / {metrics.get('real_perplexity', float('nan')):.1f} real, "
+            f"codebook usage {metrics['generated_usage']:.1%} / {metrics.get('real_usage', float('nan')):.1%}"
+        )
     return "\n".join(lines)
 
 
@@ -116,9 +130,12 @@ def format_generation_metrics(metrics: dict[str, Any]) -> str:
 
 def add_train_prior_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-prior` with the `hf-vq` command (hf_vq/cli.py)."""
-    add_command_subparser(subparsers, PRIOR_COMMAND,
-                          "train a token prior (MaskGIT) on a tokenizer's tokens; saves a generation pipeline",
-                          lambda args: report(train_prior(args)))
+    add_command_subparser(
+        subparsers,
+        PRIOR_COMMAND,
+        "train a token prior (MaskGIT) on a tokenizer's tokens; saves a generation pipeline",
+        lambda args: report(train_prior(args)),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

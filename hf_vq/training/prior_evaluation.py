@@ -32,8 +32,9 @@ def build_pipeline(tokenizer: nn.Module, prior: nn.Module, spec: TokenPrior | No
     return pipeline
 
 
-def build_prior_data(config: PriorTrainingConfig, tokenizer: nn.Module, processor: Any, conditional: bool,
-                     device: torch.device) -> TokenData:
+def build_prior_data(
+    config: PriorTrainingConfig, tokenizer: nn.Module, processor: Any, conditional: bool, device: torch.device
+) -> TokenData:
     """The cached token grids (and class labels, for a class-conditional prior) of the train and held-out splits."""
     try:
         return build_token_data(config, tokenizer, processor, encode=True, device=device, with_labels=conditional)
@@ -45,8 +46,14 @@ def build_prior_data(config: PriorTrainingConfig, tokenizer: nn.Module, processo
 
 
 @torch.no_grad()
-def generate(config: PriorTrainingConfig, spec: TokenPrior, pipeline, class_labels: list[int] | None, count: int,
-             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def generate(
+    config: PriorTrainingConfig,
+    spec: TokenPrior,
+    pipeline,
+    class_labels: list[int] | None,
+    count: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` images (N, C, H, W) in [-1, 1] and their token grids, for `class_labels` (one image each) or
     unconditionally (`class_labels=None`), in batches of `--generation_batch_size`."""
     images, tokens = [], []
@@ -54,9 +61,13 @@ def generate(config: PriorTrainingConfig, spec: TokenPrior, pipeline, class_labe
         size = min(config.generation_batch_size, count - start)
         labels = class_labels[start : start + size] if class_labels is not None else None
         output = pipeline(
-            class_labels=labels, batch_size=None if labels is not None else size, **spec.sampling_arguments(config),
+            class_labels=labels,
+            batch_size=None if labels is not None else size,
+            **spec.sampling_arguments(config),
             guidance_scale=config.guidance_scale if labels is not None else 1.0,
-            temperature=config.temperature, generator=generator, output_type="pt",
+            temperature=config.temperature,
+            generator=generator,
+            output_type="pt",
         )
         images.append(_to_model_range(output.images))
         tokens.append(output.image_tokens.cpu())
@@ -68,8 +79,9 @@ def _to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().cpu() * 2.0 - 1.0
 
 
-def save_class_samples(config: PriorTrainingConfig, spec: TokenPrior, pipeline, id2label: dict[int, str],
-                       path: Path) -> Path | None:
+def save_class_samples(
+    config: PriorTrainingConfig, spec: TokenPrior, pipeline, id2label: dict[int, str], path: Path
+) -> Path | None:
     """samples.png: `--num_sample_images` images per class, one row per class (from a fixed seed)."""
     columns = config.num_sample_images
     if columns == 0:
@@ -83,8 +95,9 @@ def save_class_samples(config: PriorTrainingConfig, spec: TokenPrior, pipeline, 
     return save_image_grid(images, path, columns=columns)
 
 
-def evaluate_pipeline(config: PriorTrainingConfig, spec: TokenPrior, pipeline, data: TokenData, processor: Any,
-                      conditional: bool) -> dict[str, Any]:
+def evaluate_pipeline(
+    config: PriorTrainingConfig, spec: TokenPrior, pipeline, data: TokenData, processor: Any, conditional: bool
+) -> dict[str, Any]:
     """Generation metrics of `--num_eval_images` samples against as many held-out images (none without a
     held-out split or with `--num_eval_images 0`)."""
     if data.eval is None or config.num_eval_images == 0:
@@ -94,8 +107,9 @@ def evaluate_pipeline(config: PriorTrainingConfig, spec: TokenPrior, pipeline, d
     vqgan_config = vqgan.config
     judge = None
     if config.eval_classifier_name_or_path:
-        judge = load_classifier_judge(config.eval_classifier_name_or_path, vqgan_config.image_size,
-                                      vqgan_config.num_channels)
+        judge = load_classifier_judge(
+            config.eval_classifier_name_or_path, vqgan_config.image_size, vqgan_config.num_channels
+        )
         if conditional and judge.num_labels != len(data.id2label):
             raise ValueError(
                 f"the evaluation classifier {config.eval_classifier_name_or_path} knows {judge.num_labels} classes, "
@@ -118,9 +132,12 @@ def evaluate_pipeline(config: PriorTrainingConfig, spec: TokenPrior, pipeline, d
         batch_labels = torch.tensor(labels[begin:end]) if labels is not None else None
         metrics.update_generated(images[begin:end].to(device), batch_labels, tokens[begin:end])
     result = metrics.compute()
-    return result | {"eval_images": count, "eval_classifier": config.eval_classifier_name_or_path,
-                     "reconstructions_disjoint": disjoint,
-                     "sampling_seconds_per_image": round(seconds / count, 5)}
+    return result | {
+        "eval_images": count,
+        "eval_classifier": config.eval_classifier_name_or_path,
+        "reconstructions_disjoint": disjoint,
+        "sampling_seconds_per_image": round(seconds / count, 5),
+    }
 
 
 def _real_pixels(config: PriorTrainingConfig, processor: Any, conditional: bool):
@@ -128,13 +145,23 @@ def _real_pixels(config: PriorTrainingConfig, processor: Any, conditional: bool)
     when it read the same data), in the order of the cached tokens."""
     pixels = build_token_data(config, None, processor, encode=False, splits=("eval",), with_labels=conditional).eval
     if pixels is None:
-        raise ValueError("the generation metrics compare samples with held-out images, and the data has no held-out split")
+        raise ValueError(
+            "the generation metrics compare samples with held-out images, and the data has no held-out split"
+        )
     return pixels
 
 
 @torch.no_grad()
-def _add_real(config, metrics: GenerationMetrics, data: TokenData, real_pixels, vqgan: nn.Module, count: int,
-              conditional: bool, device: torch.device) -> bool:
+def _add_real(
+    config,
+    metrics: GenerationMetrics,
+    data: TokenData,
+    real_pixels,
+    vqgan: nn.Module,
+    count: int,
+    conditional: bool,
+    device: torch.device,
+) -> bool:
     """The first `count` held-out images (images, labels, tokens) as the reference set, and the tokenizer's
     reconstructions of the next `count` (of the same ones when the split is too small). Returns whether the
     reconstructed images were disjoint from the reference set."""
@@ -168,6 +195,10 @@ def evaluate_saved_pipeline(config: PriorTrainingConfig) -> dict[str, Any]:
     conditional = pipeline.transformer.config.num_classes > 0
     data = build_prior_data(config, tokenizer, processor, conditional, device)
     metrics = evaluate_pipeline(config, spec, pipeline, data, processor, conditional)
-    metrics |= {"pipeline": config.pretrained_model_name_or_path, "num_inference_steps": config.num_inference_steps,
-                "guidance_scale": config.guidance_scale, "temperature": config.temperature}
+    metrics |= {
+        "pipeline": config.pretrained_model_name_or_path,
+        "num_inference_steps": config.num_inference_steps,
+        "guidance_scale": config.guidance_scale,
+        "temperature": config.temperature,
+    }
     return write_metrics(Path(config.output_dir) / METRICS_FILE, metrics)

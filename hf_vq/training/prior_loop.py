@@ -58,15 +58,18 @@ def run_prior_training(config: PriorTrainingConfig) -> dict[str, Any]:
     conditional = is_conditional(config, pretrained)
     with accelerator.main_process_first():
         data = build_prior_data(config, tokenizer, processor, conditional, accelerator.device)
-    accelerator.print(f"encoded data: {len(data.train)} train / {len(data.eval) if data.eval else 0} eval rows, "
-                      f"cached in {data.cache_files}")
+    accelerator.print(
+        f"encoded data: {len(data.train)} train / {len(data.eval) if data.eval else 0} eval rows, "
+        f"cached in {data.cache_files}"
+    )
     model = pretrained
     if model is None:
         model = build_prior(config, spec, tokenizer, data.id2label if conditional else {})
     check_classes(model, data.id2label, conditional)
     model.train()
     optimizer, scheduler, train_loader, max_steps = build_single_model_optimization(
-        config, model, data.train, accelerator.num_processes)
+        config, model, data.train, accelerator.num_processes
+    )
     ema = build_ema(config, model)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     eval_loader = DataLoader(data.eval, batch_size=config.eval_batch_size) if data.eval is not None else None
@@ -74,32 +77,54 @@ def run_prior_training(config: PriorTrainingConfig) -> dict[str, Any]:
     accelerator.register_for_checkpointing(state)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
-    accelerator.register_save_state_pre_hook(lambda models, weights, folder: _write_record(accelerator, folder, record))
+    accelerator.register_save_state_pre_hook(
+        lambda models, weights, folder: _write_record(accelerator, folder, record)
+    )
     # Each process draws its own masks and label drops from the global RNG; a checkpoint keeps its state, so a
     # resumed run (load_state restores it) draws what the uninterrupted run would have.
     torch.manual_seed(config.seed * 1000 + accelerator.process_index)
     resume_if_asked(config, accelerator, state)
     start_trackers(config, accelerator)
-    accelerator.print(run_summary(
-        examples=len(data.train), batch_size_per_process=config.train_batch_size,
-        num_processes=accelerator.num_processes,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, max_train_steps=max_steps,
-        models={"prior": model}, mixed_precision=accelerator.mixed_precision, start_step=state.global_step))
+    accelerator.print(
+        run_summary(
+            examples=len(data.train),
+            batch_size_per_process=config.train_batch_size,
+            num_processes=accelerator.num_processes,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            max_train_steps=max_steps,
+            models={"prior": model},
+            mixed_precision=accelerator.mixed_precision,
+            start_step=state.global_step,
+        )
+    )
     unwrapped = accelerator.unwrap_model(model)
     loss_function = spec.training_loss(unwrapped.config, config.label_dropout if conditional else None)
     guard = DivergenceGuard.from_args(config, accelerator, state)
-    train_batch = with_ema(single_model_step(config, accelerator, model, optimizer, scheduler, loss_function, guard),
-                           accelerator, model, ema)
+    train_batch = with_ema(
+        single_model_step(config, accelerator, model, optimizer, scheduler, loss_function, guard),
+        accelerator,
+        model,
+        ema,
+    )
 
     def validation(step: int) -> dict[str, float]:
         metrics = validation_loss(spec, accelerator, model, ema, eval_loader, config.seed)
         grid = Path(config.output_dir) / f"samples-{step}.png"
-        log_class_samples(config, spec, accelerator, model, ema, tokenizer, data.id2label if conditional else {}, grid,
-                          step)
+        log_class_samples(
+            config, spec, accelerator, model, ema, tokenizer, data.id2label if conditional else {}, grid, step
+        )
         return metrics
 
-    TrainingLoop(config, accelerator, state, train_loader, max_steps, train_batch,
-                 evaluate=validation if eval_loader is not None else None, scheduler=scheduler).run()
+    TrainingLoop(
+        config,
+        accelerator,
+        state,
+        train_loader,
+        max_steps,
+        train_batch,
+        evaluate=validation if eval_loader is not None else None,
+        scheduler=scheduler,
+    ).run()
     return finish(config, spec, accelerator, model, ema, tokenizer, processor, data, state, conditional)
 
 
@@ -109,8 +134,12 @@ def run_prior_training(config: PriorTrainingConfig) -> dict[str, Any]:
 def tokenizer_record(tokenizer: nn.Module, name_or_path: str) -> dict[str, Any]:
     """What identifies the tokenizer a prior is trained on: its reference, vocabulary, grid and a hash of its weights."""
     config = tokenizer.config
-    return {"tokenizer_name_or_path": tokenizer_reference(name_or_path), "codebook_size": config.codebook_size,
-            "grid": list(config.token_grid_size), "weights_sha256": module_fingerprint(tokenizer)}
+    return {
+        "tokenizer_name_or_path": tokenizer_reference(name_or_path),
+        "codebook_size": config.codebook_size,
+        "grid": list(config.token_grid_size),
+        "weights_sha256": module_fingerprint(tokenizer),
+    }
 
 
 def _write_record(accelerator: Accelerator, folder: str, record: dict[str, Any]) -> None:
@@ -145,12 +174,18 @@ def is_conditional(config: PriorTrainingConfig, pretrained: nn.Module | None) ->
     return config.model_config.get("num_classes") != 0
 
 
-def build_prior(config: PriorTrainingConfig, spec: TokenPrior, tokenizer: nn.Module,
-                id2label: dict[int, str]) -> nn.Module:
+def build_prior(
+    config: PriorTrainingConfig, spec: TokenPrior, tokenizer: nn.Module, id2label: dict[int, str]
+) -> nn.Module:
     """A new prior of the spec's kind: its size from the config's model: section, its vocabulary and grid from the
     tokenizer, its classes from the dataset."""
-    return spec.build_model(tokenizer, tokenizer_reference(config.tokenizer_name_or_path), config.model_config,
-                            id2label, tokenizer_revision=config.revision)
+    return spec.build_model(
+        tokenizer,
+        tokenizer_reference(config.tokenizer_name_or_path),
+        config.model_config,
+        id2label,
+        tokenizer_revision=config.revision,
+    )
 
 
 def check_classes(model: nn.Module, id2label: dict[int, str], conditional: bool) -> None:
@@ -179,8 +214,9 @@ def with_ema(train_batch, accelerator: Accelerator, model: nn.Module, ema):
 
 
 @torch.no_grad()
-def validation_loss(spec: TokenPrior, accelerator: Accelerator, model: nn.Module, ema, eval_loader: DataLoader,
-                    seed: int) -> dict[str, float]:
+def validation_loss(
+    spec: TokenPrior, accelerator: Accelerator, model: nn.Module, ema, eval_loader: DataLoader, seed: int
+) -> dict[str, float]:
     """The spec's training loss and its logs (`val_loss`, `val_<log>`) on the held-out tokens, with random draws
     (masks, label drops) from a fixed seed, comparable between evaluations, no label dropout, and the EMA weights
     when kept. Run on every process alike (they all hold the whole split)."""
@@ -202,8 +238,17 @@ def validation_loss(spec: TokenPrior, accelerator: Accelerator, model: nn.Module
     return {f"val_{name}": total / max(count, 1) for name, total in sums.items()}
 
 
-def log_class_samples(config: PriorTrainingConfig, spec: TokenPrior, accelerator: Accelerator, model: nn.Module, ema,
-                      tokenizer: nn.Module, id2label: dict[int, str], path: Path, step: int) -> None:
+def log_class_samples(
+    config: PriorTrainingConfig,
+    spec: TokenPrior,
+    accelerator: Accelerator,
+    model: nn.Module,
+    ema,
+    tokenizer: nn.Module,
+    id2label: dict[int, str],
+    path: Path,
+    step: int,
+) -> None:
     """A sample grid of the prior as it is at `step` (EMA weights when kept; one row per class), written to `path`
     and logged to the trackers, as the tokenizer's runs log theirs. Main process only; none with
     `--num_sample_images 0`."""
@@ -220,8 +265,18 @@ def log_class_samples(config: PriorTrainingConfig, spec: TokenPrior, accelerator
 # ------------------------------------------------------------------------------------------------ the end
 
 
-def finish(config: PriorTrainingConfig, spec: TokenPrior, accelerator: Accelerator, model, ema, tokenizer,
-           processor, data: TokenData, state: TrainingState, conditional: bool) -> dict[str, Any]:
+def finish(
+    config: PriorTrainingConfig,
+    spec: TokenPrior,
+    accelerator: Accelerator,
+    model,
+    ema,
+    tokenizer,
+    processor,
+    data: TokenData,
+    state: TrainingState,
+    conditional: bool,
+) -> dict[str, Any]:
     """The shared end of run (`end_of_run.py`): save the pipeline (EMA weights when kept) first, then sample and
     evaluate it (samples.png, metrics.json) and push if asked; a failed evaluation leaves the saved pipeline in
     place."""
@@ -240,24 +295,39 @@ def finish(config: PriorTrainingConfig, spec: TokenPrior, accelerator: Accelerat
                 metrics |= evaluate_pipeline(config, spec, pipeline, data, processor, conditional)
             return metrics
 
-        result = finish_run(config, accelerator, state, summary(config, accelerator, prior, state, data, conditional),
-                            evaluate)
+        result = finish_run(
+            config, accelerator, state, summary(config, accelerator, prior, state, data, conditional), evaluate
+        )
     close_run(accelerator, config)
     return result | {"sample_grid": str(grid_path) if grid_path.is_file() else None}
 
 
-def summary(config: PriorTrainingConfig, accelerator: Accelerator, model: nn.Module, state: TrainingState,
-            data: TokenData, conditional: bool) -> dict[str, Any]:
+def summary(
+    config: PriorTrainingConfig,
+    accelerator: Accelerator,
+    model: nn.Module,
+    state: TrainingState,
+    data: TokenData,
+    conditional: bool,
+) -> dict[str, Any]:
     return {
-        "tokenizer": config.tokenizer_name_or_path, "dataset": config.dataset_name or config.train_data_dir,
+        "tokenizer": config.tokenizer_name_or_path,
+        "dataset": config.dataset_name or config.train_data_dir,
         "num_classes": len(data.id2label) if conditional else 0,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "global_step": state.global_step, "train_steps": state.global_step, "epochs_completed": state.epoch,
-        "images_seen": state.images_seen, "skipped_images": data.skipped_images,
-        "train_batch_size": config.train_batch_size, "train_seconds": round(state.train_seconds, 2),
-        "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
-        "ema": bool(config.use_ema), "label_dropout": config.label_dropout if conditional else None,
-        "num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
+        "global_step": state.global_step,
+        "train_steps": state.global_step,
+        "epochs_completed": state.epoch,
+        "images_seen": state.images_seen,
+        "skipped_images": data.skipped_images,
+        "train_batch_size": config.train_batch_size,
+        "train_seconds": round(state.train_seconds, 2),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "ema": bool(config.use_ema),
+        "label_dropout": config.label_dropout if conditional else None,
+        "num_inference_steps": config.num_inference_steps,
+        "guidance_scale": config.guidance_scale,
         "temperature": config.temperature,
     }
 

@@ -9,9 +9,17 @@ from typing import Any
 from torch import nn
 
 
-def run_summary(*, examples: int | None, batch_size_per_process: int, num_processes: int,
-                gradient_accumulation_steps: int, max_train_steps: int, models: dict[str, nn.Module | None],
-                mixed_precision: str, start_step: int = 0) -> str:
+def run_summary(
+    *,
+    examples: int | None,
+    batch_size_per_process: int,
+    num_processes: int,
+    gradient_accumulation_steps: int,
+    max_train_steps: int,
+    models: dict[str, nn.Module | None],
+    mixed_precision: str,
+    start_step: int = 0,
+) -> str:
     """The lines of the summary. `examples` None: a streamed dataset of unknown length.
 
     Example:
@@ -33,8 +41,11 @@ def run_summary(*, examples: int | None, batch_size_per_process: int, num_proces
     rows: list[tuple[str, Any]] = [
         ("examples", "unknown (streamed)" if examples is None else examples),
         ("batch size per process", batch_size_per_process),
-        ("total batch size", f"{total} ({batch_size_per_process} x {num_processes} processes x "
-                             f"{gradient_accumulation_steps} accumulation)"),
+        (
+            "total batch size",
+            f"{total} ({batch_size_per_process} x {num_processes} processes x "
+            f"{gradient_accumulation_steps} accumulation)",
+        ),
         ("optimizer steps", max_train_steps if not start_step else f"{max_train_steps} (resuming at {start_step})"),
         ("epochs", epochs),
     ]

@@ -54,9 +54,15 @@ class TokenData:
     skipped_images: int
 
 
-def build_token_data(config: TokenTrainingConfig, tokenizer: torch.nn.Module | None, processor: Any, encode: bool,
-                     device: torch.device | str = "cpu", splits: tuple[str, ...] = ("train", "eval"),
-                     with_labels: bool = True) -> TokenData:
+def build_token_data(
+    config: TokenTrainingConfig,
+    tokenizer: torch.nn.Module | None,
+    processor: Any,
+    encode: bool,
+    device: torch.device | str = "cpu",
+    splits: tuple[str, ...] = ("train", "eval"),
+    with_labels: bool = True,
+) -> TokenData:
     """Load the train / evaluation splits named by `config` and encode them: token grids when `encode` is True (the
     token ViT, the prior), preprocessed pixels otherwise (the pixel-ViT reference). Only the `splits` named are
     encoded (the others come back as None). The rows carry the class labels of `--label_column` unless
@@ -66,11 +72,18 @@ def build_token_data(config: TokenTrainingConfig, tokenizer: torch.nn.Module | N
     if tokenizer is not None:  # tokens of the tokenizer's own size: the grid its config (and so the model) records
         side = check_tokenizer_resolution(tokenizer.config, config.resolution)
     label_column = config.label_column if with_labels else None
-    source = dict(dataset_name=config.dataset_name, dataset_config_name=config.dataset_config_name,
-                  train_data_dir=config.train_data_dir, image_column=config.image_column, streaming=False,
-                  cache_dir=config.cache_dir)
+    source = dict(
+        dataset_name=config.dataset_name,
+        dataset_config_name=config.dataset_config_name,
+        train_data_dir=config.train_data_dir,
+        image_column=config.image_column,
+        streaming=False,
+        cache_dir=config.cache_dir,
+    )
     train, evaluation = train_and_eval_datasets(config, source)
-    train, evaluation, id2label = _encode_labels(train, evaluation, label_column) if label_column else (train, evaluation, {})
+    train, evaluation, id2label = (
+        _encode_labels(train, evaluation, label_column) if label_column else (train, evaluation, {})
+    )
     # Center crop, no flips: tokens are computed once, so every epoch sees the same view of an image.
     transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
     encoder = ImageEncoder(transform, tokenizer if encode else None, config.image_column, label_column, device)
@@ -87,8 +100,9 @@ def build_token_data(config: TokenTrainingConfig, tokenizer: torch.nn.Module | N
     return TokenData(encoded[0], encoded[1], encoder.output_column, id2label, cache_files, skipped)
 
 
-def load_tokenizer(tokenizer_name_or_path: str, device: torch.device,
-                   revision: str | None = None) -> tuple[nn.Module, VQGANImageProcessor]:
+def load_tokenizer(
+    tokenizer_name_or_path: str, device: torch.device, revision: str | None = None
+) -> tuple[nn.Module, VQGANImageProcessor]:
     """The frozen tokenizer and its image processor (the processor the classifier folder will carry)."""
     from transformers import AutoModel
 
@@ -120,8 +134,14 @@ class ImageEncoder:
     stay preprocessed pixels (float32, (C, H, W)). A class rather than a closure: `datasets.map` pickles it.
     """
 
-    def __init__(self, transform: ImageTransform, tokenizer: torch.nn.Module | None, image_column: str,
-                 label_column: str | None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        transform: ImageTransform,
+        tokenizer: torch.nn.Module | None,
+        image_column: str,
+        label_column: str | None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.transform = transform
         self.tokenizer = tokenizer
         self.image_column = image_column
@@ -164,17 +184,24 @@ class ImageEncoder:
         return datasets.Features(columns)
 
 
-def encode_split(dataset: datasets.Dataset, encoder: ImageEncoder, cache_dir: Path, batch_size: int,
-                 split_name: str) -> tuple[datasets.Dataset, str]:
+def encode_split(
+    dataset: datasets.Dataset, encoder: ImageEncoder, cache_dir: Path, batch_size: int, split_name: str
+) -> tuple[datasets.Dataset, str]:
     """`dataset.map(encoder)` into `cache_dir/<split>-<key>.arrow`, or that file as it is when it exists."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{dataset._fingerprint}|{encoder.fingerprint()}".encode()).hexdigest()[:20]
     cache_file = cache_dir / f"{split_name}-{encoder.output_column}-{key}.arrow"
     sample_shape = _encoded_shape(dataset, encoder)
     encoded = dataset.map(
-        encoder, batched=True, batch_size=batch_size, remove_columns=dataset.column_names,
-        features=encoder.features(sample_shape), cache_file_name=str(cache_file), load_from_cache_file=True,
-        new_fingerprint=key, desc=f"encoding {split_name} images ({encoder.output_column})",
+        encoder,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=dataset.column_names,
+        features=encoder.features(sample_shape),
+        cache_file_name=str(cache_file),
+        load_from_cache_file=True,
+        new_fingerprint=key,
+        desc=f"encoding {split_name} images ({encoder.output_column})",
     )
     return encoded.with_format("torch"), str(cache_file)
 
@@ -227,6 +254,13 @@ def _processor_bytes(transform: ImageTransform) -> bytes:
 
 
 __all__ = [
-    "ImageEncoder", "MissingLabelsError", "MissingTokenizerError", "TokenData", "build_token_data", "encode_split",
-    "load_tokenizer", "module_fingerprint", "tokenizer_reference",
+    "ImageEncoder",
+    "MissingLabelsError",
+    "MissingTokenizerError",
+    "TokenData",
+    "build_token_data",
+    "encode_split",
+    "load_tokenizer",
+    "module_fingerprint",
+    "tokenizer_reference",
 ]

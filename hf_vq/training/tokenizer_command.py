@@ -1,8 +1,8 @@
 """`hf-vq train-tokenizer` and `scripts/train_tokenizer.py`: one parser, one function.
 
-    hf-vq train-tokenizer --config configs/vqgan_fashion_mnist.yaml --max_train_steps 200
-    torchrun --nproc_per_node 2 scripts/train_tokenizer.py --config configs/vqgan_tiny.yaml --train_data_dir imgs
-    accelerate launch scripts/train_tokenizer.py --config configs/vqgan_imagenet256.yaml --mixed_precision bf16
+hf-vq train-tokenizer --config configs/vqgan_fashion_mnist.yaml --max_train_steps 200
+torchrun --nproc_per_node 2 scripts/train_tokenizer.py --config configs/vqgan_tiny.yaml --train_data_dir imgs
+accelerate launch scripts/train_tokenizer.py --config configs/vqgan_imagenet256.yaml --mixed_precision bf16
 """
 
 from __future__ import annotations
@@ -35,8 +35,12 @@ def parse_tokenizer_args(argv: list[str] | None = None) -> TokenizerTrainingConf
 
 def add_train_tokenizer_subcommand(subparsers: argparse._SubParsersAction) -> None:
     """Register `train-tokenizer` with the `hf-vq` command (hf_vq/cli.py)."""
-    add_command_subparser(subparsers, TOKENIZER_COMMAND, "train a VQGAN image tokenizer with Accelerate",
-                          lambda args: report(train(args)))
+    add_command_subparser(
+        subparsers,
+        TOKENIZER_COMMAND,
+        "train a VQGAN image tokenizer with Accelerate",
+        lambda args: report(train(args)),
+    )
 
 
 def train_from_config(config: str, **flags: Any) -> dict[str, Any]:

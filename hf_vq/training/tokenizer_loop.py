@@ -88,12 +88,18 @@ def train_tokenizer(config: TokenizerTrainingConfig) -> dict[str, Any]:
     networks.guard = DivergenceGuard.from_args(config, accelerator, state)
     resume_if_asked(config, accelerator, state)
     start_trackers(config, accelerator)
-    accelerator.print(run_summary(
-        examples=data.num_train_examples, batch_size_per_process=config.train_batch_size,
-        num_processes=accelerator.num_processes, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_train_steps=data.max_train_steps, mixed_precision=accelerator.mixed_precision, start_step=state.global_step,
-        models={"tokenizer": networks.generator, "discriminator": networks.discriminator},
-    ))
+    accelerator.print(
+        run_summary(
+            examples=data.num_train_examples,
+            batch_size_per_process=config.train_batch_size,
+            num_processes=accelerator.num_processes,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            max_train_steps=data.max_train_steps,
+            mixed_precision=accelerator.mixed_precision,
+            start_step=state.global_step,
+            models={"tokenizer": networks.generator, "discriminator": networks.discriminator},
+        )
+    )
     run_training_loop(config, accelerator, networks, optimizers, schedulers, data, state)
     return finish(config, accelerator, networks, processor, data, state)
 
@@ -107,7 +113,9 @@ def build_model_and_processor(config: TokenizerTrainingConfig) -> tuple[VQGANMod
     model_config = record_flag_overrides(model.config, config)
     side = model_config.image_size
     processor = VQGANImageProcessor.from_model_config(
-        model.config, size={"height": side, "width": side}, do_center_crop=config.center_crop,
+        model.config,
+        size={"height": side, "width": side},
+        do_center_crop=config.center_crop,
         crop_size={"height": side, "width": side} if config.center_crop else None,
     )
     if config.gradient_checkpointing:
@@ -133,12 +141,15 @@ def record_flag_overrides(model_config: VQGANConfig, config: TokenizerTrainingCo
     return model_config
 
 
-def build_networks_and_optimizers(config: TokenizerTrainingConfig, model: VQGANModel, accelerator: Accelerator,
-                                  data: TrainingData):
+def build_networks_and_optimizers(
+    config: TokenizerTrainingConfig, model: VQGANModel, accelerator: Accelerator, data: TrainingData
+):
     discriminator = None
     if config.discriminator_weight > 0:
         discriminator = NLayerDiscriminator(
-            model.config.num_channels, config.discriminator_channels, config.discriminator_layers,
+            model.config.num_channels,
+            config.discriminator_channels,
+            config.discriminator_layers,
             config.discriminator_norm,
         )
         side = config.resolution or model.config.image_size
@@ -160,9 +171,12 @@ def build_networks_and_optimizers(config: TokenizerTrainingConfig, model: VQGANM
     if discriminator is not None:
         optimizer_d = _adam(config, discriminator.parameters(), config.discriminator_learning_rate * scale)
     ema = build_ema(config, model)
-    schedulers = [_scheduler(config, optimizer, accelerator, data)
-                  for optimizer in (optimizer_g, optimizer_d) if optimizer]
-    prepared = accelerator.prepare(model, optimizer_g, *schedulers, *([discriminator, optimizer_d] if discriminator else []))
+    schedulers = [
+        _scheduler(config, optimizer, accelerator, data) for optimizer in (optimizer_g, optimizer_d) if optimizer
+    ]
+    prepared = accelerator.prepare(
+        model, optimizer_g, *schedulers, *([discriminator, optimizer_d] if discriminator else [])
+    )
     model, optimizer_g, scheduler_g = prepared[:3]
     optimizers, schedulers = [optimizer_g], [scheduler_g]
     if discriminator is not None:
@@ -178,8 +192,11 @@ def build_networks_and_optimizers(config: TokenizerTrainingConfig, model: VQGANM
 def _adam(config: TokenizerTrainingConfig, parameters, learning_rate: float) -> torch.optim.Optimizer:
     # Adam with beta1 = 0.5, beta2 = 0.9 (taming-transformers, MaskGIT): GAN training is unstable with beta1 = 0.9.
     return torch.optim.AdamW(
-        parameters, lr=learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.adam_weight_decay, eps=config.adam_epsilon,
+        parameters,
+        lr=learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay,
+        eps=config.adam_epsilon,
     )
 
 
@@ -197,8 +214,9 @@ def register_checkpoint_state(accelerator: Accelerator, networks: Networks, stat
         accelerator.register_for_checkpointing(networks.lecam)
 
 
-def run_training_loop(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizers, schedulers,
-                      data: TrainingData, state) -> float:
+def run_training_loop(
+    config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizers, schedulers, data: TrainingData, state
+) -> float:
     """Train until `data.max_train_steps` optimizer steps (the shared `TrainingLoop` around `train_step`); returns
     the seconds spent training in this call (evaluation excluded)."""
 
@@ -209,32 +227,54 @@ def run_training_loop(config: TokenizerTrainingConfig, accelerator, networks: Ne
         return metrics
 
     loop = TrainingLoop(
-        config, accelerator, state, data.train_dataloader, data.max_train_steps,
+        config,
+        accelerator,
+        state,
+        data.train_dataloader,
+        data.max_train_steps,
         lambda batch: train_step(config, accelerator, networks, optimizers, schedulers, batch, state),
-        evaluate=evaluate, scheduler=schedulers[0], on_epoch_start=data.train_transform.set_epoch,
+        evaluate=evaluate,
+        scheduler=schedulers[0],
+        on_epoch_start=data.train_transform.set_epoch,
     )
     return loop.run()
 
 
-def train_step(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: Networks, optimizers, schedulers,
-               batch: dict, state) -> dict:
+def train_step(
+    config: TokenizerTrainingConfig,
+    accelerator: Accelerator,
+    networks: Networks,
+    optimizers,
+    schedulers,
+    batch: dict,
+    state,
+) -> dict:
     """One batch: generator update, then discriminator update (once the GAN has started)."""
     pixel_values = batch["pixel_values"].to(accelerator.device)
     gan_active = networks.discriminator is not None and state.global_step >= config.discriminator_start
     models = [networks.generator] + ([networks.discriminator] if networks.discriminator is not None else [])
     with accelerator.accumulate(*models):
-        logs, reconstruction = generator_step(config, accelerator, networks, optimizers[0], schedulers[0],
-                                              pixel_values, gan_active)
+        logs, reconstruction = generator_step(
+            config, accelerator, networks, optimizers[0], schedulers[0], pixel_values, gan_active
+        )
         if gan_active:
-            logs |= discriminator_step(config, accelerator, networks, optimizers[1], schedulers[1], pixel_values,
-                                       reconstruction)
+            logs |= discriminator_step(
+                config, accelerator, networks, optimizers[1], schedulers[1], pixel_values, reconstruction
+            )
     if accelerator.sync_gradients and networks.ema is not None:
         networks.ema.step(accelerator.unwrap_model(networks.generator).parameters())
     return logs
 
 
-def generator_step(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizer, scheduler,
-                   pixel_values, gan_active: bool):
+def generator_step(
+    config: TokenizerTrainingConfig,
+    accelerator,
+    networks: Networks,
+    optimizer,
+    scheduler,
+    pixel_values,
+    gan_active: bool,
+):
     generator = networks.generator
     unwrapped = accelerator.unwrap_model(generator)
     with frozen(accelerator, networks.discriminator), accelerator.autocast():
@@ -253,25 +293,33 @@ def generator_step(config: TokenizerTrainingConfig, accelerator, networks: Netwo
             quantizer_weight = unwrapped.config.quantizer_loss_weight
         loss = nll_loss + quantizer_weight * output.quantizer_loss
         if gan_active:
-            gan_loss, gan_logs = adversarial_generator_loss(config, accelerator, networks, unwrapped, reconstruction,
-                                                            nll_loss)
+            gan_loss, gan_logs = adversarial_generator_loss(
+                config, accelerator, networks, unwrapped, reconstruction, nll_loss
+            )
             loss = loss + gan_loss
             logs |= gan_logs
     accelerator.backward(loss)
     # The jump check watches the reconstruction loss: the adversarial part moves by design when the GAN starts.
-    apply = networks.guard is None or not accelerator.sync_gradients or networks.guard.check(
-        loss, generator.parameters(), what="generator loss", tracked=rec_loss)
+    apply = (
+        networks.guard is None
+        or not accelerator.sync_gradients
+        or networks.guard.check(loss, generator.parameters(), what="generator loss", tracked=rec_loss)
+    )
     clip_and_step(config, accelerator, generator, optimizer, scheduler, apply=apply)
     logs |= {
-        "loss": loss.detach(), "quantizer_loss": output.quantizer_loss.detach(),
-        "commitment_loss": output.commitment_loss.detach(), "codebook_loss": output.codebook_loss.detach(),
-        "perplexity": output.perplexity.detach(), "usage": output.usage.detach(),
+        "loss": loss.detach(),
+        "quantizer_loss": output.quantizer_loss.detach(),
+        "commitment_loss": output.commitment_loss.detach(),
+        "codebook_loss": output.codebook_loss.detach(),
+        "perplexity": output.perplexity.detach(),
+        "usage": output.usage.detach(),
     }
     return logs, reconstruction.detach()
 
 
-def adversarial_generator_loss(config: TokenizerTrainingConfig, accelerator, networks: Networks, unwrapped,
-                               reconstruction, nll_loss):
+def adversarial_generator_loss(
+    config: TokenizerTrainingConfig, accelerator, networks: Networks, unwrapped, reconstruction, nll_loss
+):
     # The unwrapped discriminator: under DDP, a forward through the wrapper would wait for gradients that a frozen
     # network never produces, and the next discriminator step would fail.
     discriminator = accelerator.unwrap_model(networks.discriminator)
@@ -282,7 +330,8 @@ def adversarial_generator_loss(config: TokenizerTrainingConfig, accelerator, net
         # Every process uses the same weight (their local gradients differ), so the objective is one objective.
         weight = accelerator.reduce(weight, reduction="mean")
     return config.discriminator_weight * weight * generator_loss, {
-        "generator_adversarial_loss": generator_loss.detach(), "adaptive_weight": weight.detach()
+        "generator_adversarial_loss": generator_loss.detach(),
+        "adaptive_weight": weight.detach(),
     }
 
 
@@ -293,16 +342,26 @@ def last_decoder_layer(model: VQGANModel) -> torch.Tensor:
     return model.decoder.conv_out.weight
 
 
-def discriminator_step(config: TokenizerTrainingConfig, accelerator, networks: Networks, optimizer, scheduler,
-                       pixel_values, reconstruction) -> dict:
+def discriminator_step(
+    config: TokenizerTrainingConfig,
+    accelerator,
+    networks: Networks,
+    optimizer,
+    scheduler,
+    pixel_values,
+    reconstruction,
+) -> dict:
     discriminator = networks.discriminator
     with accelerator.autocast():
         # One forward over real and fake together: one DDP forward per backward, and equal batch statistics.
         logits = discriminator(torch.cat([pixel_values.detach(), reconstruction.detach()]))
         logits_real, logits_fake = logits.float().chunk(2)
         loss = hinge_discriminator_loss(logits_real, logits_fake)
-        logs = {"discriminator_loss": loss.detach(), "logits_real": logits_real.detach().mean(),
-                "logits_fake": logits_fake.detach().mean()}
+        logs = {
+            "discriminator_loss": loss.detach(),
+            "logits_real": logits_real.detach().mean(),
+            "logits_fake": logits_fake.detach().mean(),
+        }
         if networks.lecam is not None:
             lecam = networks.lecam.regularization(logits_real, logits_fake)
             loss = loss + config.lecam_weight * lecam
@@ -311,8 +370,11 @@ def discriminator_step(config: TokenizerTrainingConfig, accelerator, networks: N
             networks.lecam.update(means[0], means[1])
             logs["lecam_loss"] = lecam.detach()
     accelerator.backward(config.discriminator_weight * loss)
-    apply = networks.guard is None or not accelerator.sync_gradients or networks.guard.check(
-        loss, discriminator.parameters(), what="discriminator loss", track_average=False)
+    apply = (
+        networks.guard is None
+        or not accelerator.sync_gradients
+        or networks.guard.check(loss, discriminator.parameters(), what="discriminator loss", track_average=False)
+    )
     clip_and_step(config, accelerator, discriminator, optimizer, scheduler, apply=apply)
     return logs
 
@@ -339,8 +401,9 @@ def frozen(accelerator: Accelerator, module: nn.Module | None):
             norm.momentum = momentum
 
 
-def run_evaluation(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: Networks, data: TrainingData,
-                   grid_path: Path) -> dict:
+def run_evaluation(
+    config: TokenizerTrainingConfig, accelerator: Accelerator, networks: Networks, data: TrainingData, grid_path: Path
+) -> dict:
     """Reconstruction metrics on the held-out split (EMA weights when enabled), each process on its share; the
     main process writes the sample grid. The quantizer runs in eval mode: no codebook updates, no collectives."""
     if data.eval_dataloader is None:
@@ -350,8 +413,13 @@ def run_evaluation(config: TokenizerTrainingConfig, accelerator: Accelerator, ne
         model.eval()
         try:
             metrics = evaluate_reconstructions(
-                model, data.eval_dataloader, accelerator.device, grid_path, num_sample_images=config.num_sample_images,
-                rfid_extractor=networks.rfid_extractor, is_main_process=accelerator.is_main_process,
+                model,
+                data.eval_dataloader,
+                accelerator.device,
+                grid_path,
+                num_sample_images=config.num_sample_images,
+                rfid_extractor=networks.rfid_extractor,
+                is_main_process=accelerator.is_main_process,
             )
         finally:
             model.train(was_training)
@@ -359,14 +427,25 @@ def run_evaluation(config: TokenizerTrainingConfig, accelerator: Accelerator, ne
     return metrics
 
 
-def finish(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: Networks, processor,
-           data: TrainingData, state: TrainingState) -> dict[str, Any]:
+def finish(
+    config: TokenizerTrainingConfig,
+    accelerator: Accelerator,
+    networks: Networks,
+    processor,
+    data: TrainingData,
+    state: TrainingState,
+) -> dict[str, Any]:
     """The shared end of run (`end_of_run.py`): save the model (EMA weights when `--use_ema`) with its processor,
     then evaluate it (metrics, samples.png), write metrics.json and push. A failed evaluation leaves the saved model
     in place and raises `FinalEvaluationError` naming it."""
     with ema_weights(accelerator, networks.generator, networks.ema) as model:
-        output_dir = save_final_folder(config, accelerator, model, state.global_step,
-                                       lambda folder: model.save_pretrained(folder, image_processor=processor))
+        output_dir = save_final_folder(
+            config,
+            accelerator,
+            model,
+            state.global_step,
+            lambda folder: model.save_pretrained(folder, image_processor=processor),
+        )
     grid_path = output_dir / SAMPLES_FILE
 
     def evaluate() -> dict[str, Any]:
@@ -380,19 +459,24 @@ def finish(config: TokenizerTrainingConfig, accelerator: Accelerator, networks: 
         "sample_grid": str(grid_path) if grid_path.exists() else None,
         # The trained networks (live weights, not EMA), for callers that go on using them in this process.
         "model": accelerator.unwrap_model(networks.generator),
-        "discriminator": accelerator.unwrap_model(networks.discriminator) if networks.discriminator is not None else None,
+        "discriminator": accelerator.unwrap_model(networks.discriminator)
+        if networks.discriminator is not None
+        else None,
     }
     networks.generator = networks.discriminator = None  # no reference to a DDP wrapper outlives the process group
     close_run(accelerator, config)
     return result
 
 
-def training_summary(config: TokenizerTrainingConfig, accelerator: Accelerator,
-                     state: TrainingState) -> dict[str, Any]:
+def training_summary(
+    config: TokenizerTrainingConfig, accelerator: Accelerator, state: TrainingState
+) -> dict[str, Any]:
     """The run's counters; time and throughput are over the whole run, across resumes."""
     train_seconds = state.train_seconds
     device = accelerator.device
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    hardware = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    )
     return {
         "dataset": config.dataset_name or Path(config.train_data_dir).name,
         "hardware": hardware,

@@ -11,20 +11,50 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from hf_vq import (MaskGITModel, MaskGITPipeline, MaskGITScheduler, TokenViTForImageClassification, VQGANConfig,
-                   VQGANImageProcessor, VQGANModel)
+from hf_vq import (
+    MaskGITModel,
+    MaskGITPipeline,
+    MaskGITScheduler,
+    TokenViTForImageClassification,
+    VQGANConfig,
+    VQGANImageProcessor,
+    VQGANModel,
+)
 
-BACKBONE = {"num_channels": 3, "image_size": 16, "block_out_channels": [8, 16], "layers_per_block": 1,
-            "attention_resolutions": [8], "norm_num_groups": 4, "latent_channels": 8, "embed_dim": 4,
-            "codebook_size": 32}
+BACKBONE = {
+    "num_channels": 3,
+    "image_size": 16,
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "attention_resolutions": [8],
+    "norm_num_groups": 4,
+    "latent_channels": 8,
+    "embed_dim": 4,
+    "codebook_size": 32,
+}
 # One tokenizer per quantizer family, each with the options that keep state of their own.
 TOKENIZERS = {
-    "vector_paper": {"quantizer_type": "vector", "beta": 0.95, "sync_nu": 0.2, "affine": "learned", "affine_lr": 2.0,
-                     "alternating": True, "replace_freq": 10},
-    "vector_running_cosine": {"quantizer_type": "vector", "affine": "running", "distance": "cosine",
-                              "reconstruction_loss_type": "mse"},
-    "vector_ema_rotation": {"quantizer_type": "vector", "codebook_update": "ema", "gradient_estimator": "rotation",
-                            "replace_freq": 5},
+    "vector_paper": {
+        "quantizer_type": "vector",
+        "beta": 0.95,
+        "sync_nu": 0.2,
+        "affine": "learned",
+        "affine_lr": 2.0,
+        "alternating": True,
+        "replace_freq": 10,
+    },
+    "vector_running_cosine": {
+        "quantizer_type": "vector",
+        "affine": "running",
+        "distance": "cosine",
+        "reconstruction_loss_type": "mse",
+    },
+    "vector_ema_rotation": {
+        "quantizer_type": "vector",
+        "codebook_update": "ema",
+        "gradient_estimator": "rotation",
+        "replace_freq": 5,
+    },
     "simvq": {"quantizer_type": "vector", "affine": "linear"},
     "grouped": {"quantizer_type": "grouped", "num_groups": 2, "affine": "learned"},
     "residual": {"quantizer_type": "residual", "num_quantizers": 2, "sync_nu": 0.5},
@@ -72,18 +102,26 @@ def write_tokenizer(folder: Path, name: str, options: dict) -> VQGANModel:
         from_codes = model.decode(quantized=encoded.quantized).reconstruction
         from_ids = model.decode(image_tokens=encoded.image_tokens).reconstruction
         forward = model(inputs)
-    save_tensors({"pixel_values": inputs, "image_tokens": encoded.image_tokens, "quantized": encoded.quantized,
-               "reconstruction_from_codes": from_codes, "reconstruction_from_ids": from_ids,
-               "forward_reconstruction": forward.reconstruction, "forward_loss": forward.loss.reshape(1)},
-             folder / name / "expected.safetensors")
+    save_tensors(
+        {
+            "pixel_values": inputs,
+            "image_tokens": encoded.image_tokens,
+            "quantized": encoded.quantized,
+            "reconstruction_from_codes": from_codes,
+            "reconstruction_from_ids": from_ids,
+            "forward_reconstruction": forward.reconstruction,
+            "forward_loss": forward.loss.reshape(1),
+        },
+        folder / name / "expected.safetensors",
+    )
     return model
 
 
 def write_classifier(folder: Path, tokenizer: VQGANModel) -> None:
     torch.manual_seed(0)
-    model = TokenViTForImageClassification.from_tokenizer(str(folder / "vector_paper"), tokenizer=tokenizer,
-                                                          num_labels=3, init_from_codebook=True,
-                                                          **TINY_TRANSFORMER).eval()
+    model = TokenViTForImageClassification.from_tokenizer(
+        str(folder / "vector_paper"), tokenizer=tokenizer, num_labels=3, init_from_codebook=True, **TINY_TRANSFORMER
+    ).eval()
     model.save_pretrained(folder / "classifier")
     tokens = torch.randint(0, 32, (4, 8, 8), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -93,15 +131,22 @@ def write_classifier(folder: Path, tokenizer: VQGANModel) -> None:
 
 def write_prior_pipeline(folder: Path, tokenizer: VQGANModel) -> None:
     torch.manual_seed(0)
-    prior = MaskGITModel.from_tokenizer(str(folder / "vector_paper"), tokenizer=tokenizer, num_classes=3,
-                                        initializer_range=0.5, **TINY_TRANSFORMER).eval()
+    prior = MaskGITModel.from_tokenizer(
+        str(folder / "vector_paper"), tokenizer=tokenizer, num_classes=3, initializer_range=0.5, **TINY_TRANSFORMER
+    ).eval()
     pipe = MaskGITPipeline(vqgan=tokenizer, transformer=prior, scheduler=MaskGITScheduler(mask_token_id=32))
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(folder / "maskgit_pipeline")
-    out = pipe(class_labels=[0, 2], num_inference_steps=3, guidance_scale=1.5, output_type="pt",
-               generator=torch.Generator().manual_seed(3))
-    save_tensors({"image_tokens": out.image_tokens, "images": out.images},
-                 folder / "maskgit_pipeline" / "expected.safetensors")
+    out = pipe(
+        class_labels=[0, 2],
+        num_inference_steps=3,
+        guidance_scale=1.5,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(3),
+    )
+    save_tensors(
+        {"image_tokens": out.image_tokens, "images": out.images}, folder / "maskgit_pipeline" / "expected.safetensors"
+    )
 
 
 def main(folder: Path) -> None:

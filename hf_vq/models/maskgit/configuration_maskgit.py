@@ -127,8 +127,11 @@ class MaskGITConfig(PreTrainedConfig):
         config = cls(**{**fitted, **kwargs})
         # The tokenizer fixes these: a `model:` section that set them otherwise would build a model that refuses the
         # tokens it is trained on, at the first batch.
-        conflicts = [f"{name}={getattr(config, name)} (the tokenizer's: {value})" for name, value in fitted.items()
-                     if name != "tokenizer_name_or_path" and getattr(config, name) != value]
+        conflicts = [
+            f"{name}={getattr(config, name)} (the tokenizer's: {value})"
+            for name, value in fitted.items()
+            if name != "tokenizer_name_or_path" and getattr(config, name) != value
+        ]
         if conflicts:
             raise ValueError(
                 f"{', '.join(conflicts)}: these come from the tokenizer; leave them out of the model's settings"
@@ -138,13 +141,23 @@ class MaskGITConfig(PreTrainedConfig):
     def validate_architecture(self):
         """Cross-field checks, each naming the field to change."""
         super().validate_architecture()
-        for name in ("codebook_size", "grid_height", "grid_width", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        for name in (
+            "codebook_size",
+            "grid_height",
+            "grid_width",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 for an unconditional prior), got {self.num_classes}")
-        check_model_size(self.num_hidden_layers * (4 * self.hidden_size**2 + 2 * self.hidden_size * self.intermediate_size),
-                         "num_hidden_layers, hidden_size and intermediate_size")
+        check_model_size(
+            self.num_hidden_layers * (4 * self.hidden_size**2 + 2 * self.hidden_size * self.intermediate_size),
+            "num_hidden_layers, hidden_size and intermediate_size",
+        )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}"

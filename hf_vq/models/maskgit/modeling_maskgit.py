@@ -98,7 +98,13 @@ class MaskGITAttention(nn.Module):
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attended, weights = attention(
-            self, query, key, value, None, scaling=self.scaling, dropout=self.dropout if self.training else 0.0,
+            self,
+            query,
+            key,
+            value,
+            None,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
             is_causal=False,
         )
         return self.proj(attended.reshape(batch, length, width)), weights
@@ -235,8 +241,12 @@ class MaskGITModel(MaskGITPreTrainedModel):
             from transformers import AutoModel
 
             revision = config_kwargs.get("tokenizer_revision")
-            tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path, **({"revision": revision} if revision else {}))
-        config = MaskGITConfig.from_tokenizer_config(tokenizer.config, os.fspath(tokenizer_name_or_path), **config_kwargs)
+            tokenizer = AutoModel.from_pretrained(
+                tokenizer_name_or_path, **({"revision": revision} if revision else {})
+            )
+        config = MaskGITConfig.from_tokenizer_config(
+            tokenizer.config, os.fspath(tokenizer_name_or_path), **config_kwargs
+        )
         return cls(config)
 
     def check_tokenizer(self, tokenizer: Any) -> None:
@@ -346,7 +356,11 @@ class MaskGITModel(MaskGITPreTrainedModel):
         """The class labels as long, on `device`; the null label for every sample when `None`. Checks shape only."""
         if class_labels is None:
             return torch.full((batch,), self.config.null_class_id, dtype=torch.long, device=device)
-        if not isinstance(class_labels, torch.Tensor) or class_labels.is_floating_point() or class_labels.shape != (batch,):
+        if (
+            not isinstance(class_labels, torch.Tensor)
+            or class_labels.is_floating_point()
+            or class_labels.shape != (batch,)
+        ):
             raise ValueError(
                 f"class_labels must be an integer tensor of shape ({batch},) (one label per sample), got "
                 f"{tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__}"
@@ -361,7 +375,9 @@ class MaskGITModel(MaskGITPreTrainedModel):
                 f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}"
             )
 
-    def _check_values(self, image_tokens: torch.Tensor, class_labels: torch.Tensor, labels: torch.Tensor | None) -> None:
+    def _check_values(
+        self, image_tokens: torch.Tensor, class_labels: torch.Tensor, labels: torch.Tensor | None
+    ) -> None:
         """The value checks of `check_inputs`: ids in range, class labels in range, labels codes or -100."""
         config = self.config
         if int(image_tokens.min()) < 0 or int(image_tokens.max()) > config.mask_token_id:
@@ -370,8 +386,12 @@ class MaskGITModel(MaskGITPreTrainedModel):
                 f"got values from {int(image_tokens.min())} to {int(image_tokens.max())}. Were they made by another tokenizer?"
             )
         if int(class_labels.min()) < 0 or int(class_labels.max()) > config.null_class_id:
-            what = "an unconditional prior (num_classes=0) takes no class labels" if config.num_classes == 0 else (
-                f"class labels must lie in [0, {config.num_classes - 1}] (or {config.null_class_id}, the null label)"
+            what = (
+                "an unconditional prior (num_classes=0) takes no class labels"
+                if config.num_classes == 0
+                else (
+                    f"class labels must lie in [0, {config.num_classes - 1}] (or {config.null_class_id}, the null label)"
+                )
             )
             raise ValueError(f"{what}; got labels from {int(class_labels.min())} to {int(class_labels.max())}")
         valid = labels[labels != IGNORE_INDEX] if labels is not None else None

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -58,7 +57,13 @@ class TokenViTAttention(nn.Module):
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         attended, weights = attention(
-            self, query, key, value, None, scaling=self.scaling, dropout=self.dropout if self.training else 0.0,
+            self,
+            query,
+            key,
+            value,
+            None,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
             is_causal=False,
         )
         return self.proj(attended.reshape(batch, length, width)), weights
@@ -189,14 +194,18 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
             tokenizer = AutoModel.from_pretrained(tokenizer_name_or_path)
         if init_from_codebook:
             config_kwargs.setdefault("token_embedding_dim", tokenizer.config.embed_dim)
-        config = TokenViTConfig.from_tokenizer_config(tokenizer.config, os.fspath(tokenizer_name_or_path), **config_kwargs)
+        config = TokenViTConfig.from_tokenizer_config(
+            tokenizer.config, os.fspath(tokenizer_name_or_path), **config_kwargs
+        )
         model = cls(config)
         model.set_tokenizer(tokenizer)
         if init_from_codebook:
             model.init_token_embedding_from_codebook(tokenizer.quantize.codebook.detach().float().cpu())
         return model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, image_processor: Any = None, **kwargs: Any) -> None:
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *args: Any, image_processor: Any = None, **kwargs: Any
+    ) -> None:
         """`PreTrainedModel.save_pretrained`, plus what makes the folder self-sufficient: the tokenizer's code (the
         classifier builds its tokenizer from it when given pixels) and the tokenizer's image processor
         (`image_processor`) with its code, so that `AutoImageProcessor` and `pipeline("image-classification")` load
@@ -240,7 +249,9 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
                     "this classifier reads token grids; to classify pixel_values it needs the tokenizer it was trained "
                     "on, but config.tokenizer_name_or_path is not set. Pass image_tokens, or call set_tokenizer()."
                 )
-            tokenizer = VQGANModel.from_pretrained(self.config.tokenizer_name_or_path, revision=self.config.tokenizer_revision)
+            tokenizer = VQGANModel.from_pretrained(
+                self.config.tokenizer_name_or_path, revision=self.config.tokenizer_revision
+            )
             self.set_tokenizer(tokenizer.to(self.device))
         return self._tokenizer
 
@@ -300,7 +311,9 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         """
         if (pixel_values is None) == (image_tokens is None):
             raise ValueError("pass exactly one of image_tokens (token ids) or pixel_values (images to tokenize)")
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         if image_tokens is None:
             image_tokens = self.tokenize(pixel_values)  # its own tokenizer's ids: in range by construction
@@ -318,7 +331,9 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         logits = self.classifier(self.norm(hidden_states[:, 0]))
         loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
         output = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=tuple(all_hidden_states) if all_hidden_states else None,
+            loss=loss,
+            logits=logits,
+            hidden_states=tuple(all_hidden_states) if all_hidden_states else None,
             attentions=tuple(all_attentions) if all_attentions else None,
         )
         return output if return_dict is not False else output.to_tuple()
@@ -346,7 +361,11 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         per_position = config.tokens_per_position
         grid_dims = image_tokens.ndim - 1 - (1 if per_position > 1 else 0)
         positions = math.prod(image_tokens.shape[1 : 1 + grid_dims]) if grid_dims > 0 else 0
-        if grid_dims not in (1, 2) or positions != config.num_positions or (per_position > 1 and image_tokens.shape[-1] != per_position):
+        if (
+            grid_dims not in (1, 2)
+            or positions != config.num_positions
+            or (per_position > 1 and image_tokens.shape[-1] != per_position)
+        ):
             height, width = config.grid_size
             expected = f"(batch, {height}, {width}) or (batch, {height * width})"
             if per_position > 1:
@@ -373,4 +392,9 @@ def save_image_processor(image_processor: Any, save_directory: str | os.PathLike
     return Path(save_directory) / "preprocessor_config.json"
 
 
-__all__ = ["TokenViTForImageClassification", "TokenViTPreTrainedModel", "save_image_processor", "values_are_cheap_to_read"]
+__all__ = [
+    "TokenViTForImageClassification",
+    "TokenViTPreTrainedModel",
+    "save_image_processor",
+    "values_are_cheap_to_read",
+]

@@ -1,6 +1,5 @@
 """VQGAN image tokenizer configuration."""
 
-
 import difflib
 import os
 from typing import Any, Literal
@@ -183,10 +182,14 @@ class VQGANConfig(PreTrainedConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if len(self.block_out_channels) == 0 or min(self.block_out_channels) < 1:
-            raise ValueError(f"block_out_channels must be a non-empty list of positive integers, got {self.block_out_channels}")
+            raise ValueError(
+                f"block_out_channels must be a non-empty list of positive integers, got {self.block_out_channels}"
+            )
         # 3x3 convolutions of two per residual block: layers_per_block blocks per encoder level, one more per decoder one.
-        check_model_size(sum(18 * channels**2 * (2 * self.layers_per_block + 1) for channels in self.block_out_channels),
-                         "layers_per_block and block_out_channels")
+        check_model_size(
+            sum(18 * channels**2 * (2 * self.layers_per_block + 1) for channels in self.block_out_channels),
+            "layers_per_block and block_out_channels",
+        )
         bad_channels = [c for c in self.block_out_channels if c % self.norm_num_groups != 0]
         if bad_channels:
             raise ValueError(

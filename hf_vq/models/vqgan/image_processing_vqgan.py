@@ -137,7 +137,11 @@ class VQGANImageProcessor(PilBackend):
 
     def _output_side(self, side: str) -> int | None:
         """Side of processed images when it is known in advance (from the crop, pad or resize size)."""
-        for enabled, size in ((self.do_pad, self.pad_size), (self.do_center_crop, self.crop_size), (self.do_resize, self.size)):
+        for enabled, size in (
+            (self.do_pad, self.pad_size),
+            (self.do_center_crop, self.crop_size),
+            (self.do_resize, self.size),
+        ):
             if enabled and size is not None and getattr(size, side, None):
                 return getattr(size, side)
         return None
@@ -156,7 +160,9 @@ class VQGANImageProcessor(PilBackend):
         _check_image_batch(images)
         return super().preprocess(_with_channel_axis(images), *args, **kwargs)
 
-    def process_image(self, image: Any, do_convert_rgb: bool | None = None, input_data_format=None, **kwargs) -> np.ndarray:
+    def process_image(
+        self, image: Any, do_convert_rgb: bool | None = None, input_data_format=None, **kwargs
+    ) -> np.ndarray:
         """One image -> channels-first array with `num_channels` channels (PIL images converted, arrays checked)."""
         num_channels = kwargs.get("num_channels") or self.num_channels
         if isinstance(image, PIL.Image.Image):
@@ -166,7 +172,9 @@ class VQGANImageProcessor(PilBackend):
         elif isinstance(image, np.ndarray) and image.dtype == np.uint16:
             # 16-bit pixels on the 8-bit scale that `rescale_factor` (1/255) expects, not 257 times too bright.
             image = image.astype(np.float32) * np.float32(255.0 / 65535.0)
-        array = super().process_image(image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, **kwargs)
+        array = super().process_image(
+            image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, **kwargs
+        )
         if array.shape[0] != num_channels:
             raise ValueError(
                 f"VQGANImageProcessor expects images with {num_channels} channel(s) (num_channels={num_channels}), got "
@@ -184,7 +192,9 @@ class VQGANImageProcessor(PilBackend):
         batch.convert_to_tensors(return_tensors)
         return batch
 
-    def postprocess(self, reconstruction: torch.Tensor | np.ndarray, output_type: str = "pil") -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+    def postprocess(
+        self, reconstruction: torch.Tensor | np.ndarray, output_type: str = "pil"
+    ) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
         """Decoder output `(batch, num_channels, height, width)` in model space -> images.
 
         `output_type` "pil" gives a list of PIL images (mode "L" or "RGB"), "np" a uint8 array
@@ -192,7 +202,9 @@ class VQGANImageProcessor(PilBackend):
         """
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        pixels = torch.as_tensor(np.asarray(reconstruction) if not isinstance(reconstruction, torch.Tensor) else reconstruction)
+        pixels = torch.as_tensor(
+            np.asarray(reconstruction) if not isinstance(reconstruction, torch.Tensor) else reconstruction
+        )
         if pixels.ndim != 4 or pixels.shape[1] != self.num_channels or pixels.shape[0] == 0:
             raise ValueError(
                 f"postprocess expects a non-empty batch (batch, {self.num_channels}, height, width) as returned by "
@@ -234,7 +246,9 @@ def _check_image_batch(images: Any) -> None:
     """Reject what transformers would otherwise fail on obscurely (or, for strings, try to download)."""
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     if len(items) == 0:
-        raise ValueError("VQGANImageProcessor got an empty batch: pass at least one image (PIL image, array or tensor)")
+        raise ValueError(
+            "VQGANImageProcessor got an empty batch: pass at least one image (PIL image, array or tensor)"
+        )
     for item in items:
         if isinstance(item, (list, tuple)):
             _check_image_batch(item)

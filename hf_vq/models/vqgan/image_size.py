@@ -95,7 +95,12 @@ def align_image_size_with_processor(config: VQGANConfig, processor: Any) -> VQGA
         "the tokenizer's config says image_size=%d (a %dx%d token grid) but its image processor makes %dx%d images: "
         "using the processor's size, %d (a %dx%d token grid). The folder was saved before hf_vq recorded the "
         "training --resolution in the config; re-save it with model.save_pretrained to silence this warning.",
-        old_size, *old_grid, height, width, height, *config.token_grid_size,
+        old_size,
+        *old_grid,
+        height,
+        width,
+        height,
+        *config.token_grid_size,
     )
     return config
 

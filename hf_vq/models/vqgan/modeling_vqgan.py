@@ -188,7 +188,9 @@ class VQGANResnetBlock(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
         self.nonlinearity = ACTIVATIONS[config.act_fn]()
-        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        self.conv_shortcut = (
+            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         residual = hidden_states if self.conv_shortcut is None else self.conv_shortcut(hidden_states)
@@ -241,7 +243,9 @@ class VQGANAttentionBlock(GradientCheckpointingLayer):
         batch, channels, height, width = hidden_states.shape
         tokens = self.group_norm(hidden_states).view(batch, channels, height * width).transpose(1, 2)
         query, key, value = (proj(tokens).unsqueeze(1) for proj in (self.to_q, self.to_k, self.to_v))
-        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
         attended, _ = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=False)
         attended = self.to_out[1](self.to_out[0](attended.reshape(batch, height * width, channels)))
         return hidden_states + attended.transpose(1, 2).reshape(batch, channels, height, width)
@@ -274,13 +278,21 @@ class VQGANLevel(nn.Module):
     down- or upsampling. Encoder levels are diffusers' (Attn)DownEncoderBlock2D, decoder levels (Attn)UpDecoderBlock2D."""
 
     def __init__(
-        self, config: VQGANConfig, in_channels: int, out_channels: int, num_layers: int, add_attention: bool, resample: str | None
+        self,
+        config: VQGANConfig,
+        in_channels: int,
+        out_channels: int,
+        num_layers: int,
+        add_attention: bool,
+        resample: str | None,
     ):
         super().__init__()
         self.resnets = nn.ModuleList(
             VQGANResnetBlock(config, in_channels if i == 0 else out_channels, out_channels) for i in range(num_layers)
         )
-        self.attentions = nn.ModuleList(VQGANAttentionBlock(config, out_channels) for _ in range(num_layers if add_attention else 0))
+        self.attentions = nn.ModuleList(
+            VQGANAttentionBlock(config, out_channels) for _ in range(num_layers if add_attention else 0)
+        )
         # Attribute names follow diffusers (`downsamplers.0.conv` / `upsamplers.0.conv`) for the weight-copy export.
         self.downsamplers = nn.ModuleList([VQGANDownsample(out_channels)]) if resample == "down" else None
         self.upsamplers = nn.ModuleList([VQGANUpsample(out_channels)]) if resample == "up" else None
@@ -300,8 +312,12 @@ class VQGANMidBlock(nn.Module):
 
     def __init__(self, config: VQGANConfig, channels: int):
         super().__init__()
-        self.resnets = nn.ModuleList([VQGANResnetBlock(config, channels, channels), VQGANResnetBlock(config, channels, channels)])
-        self.attentions = nn.ModuleList([VQGANAttentionBlock(config, channels)] if config.mid_block_add_attention else [])
+        self.resnets = nn.ModuleList(
+            [VQGANResnetBlock(config, channels, channels), VQGANResnetBlock(config, channels, channels)]
+        )
+        self.attentions = nn.ModuleList(
+            [VQGANAttentionBlock(config, channels)] if config.mid_block_add_attention else []
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.resnets[0](hidden_states)
@@ -344,7 +360,9 @@ class VQGANEncoder(nn.Module):
             stages.append(hidden_states)
         hidden_states = self.mid_block(hidden_states)
         stages.append(hidden_states)
-        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states))), tuple(stages) if output_hidden_states else None
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states))), tuple(
+            stages
+        ) if output_hidden_states else None
 
 
 class VQGANDecoder(nn.Module):
@@ -383,7 +401,9 @@ class VQGANDecoder(nn.Module):
         for up_block in self.up_blocks:
             hidden_states = up_block(hidden_states)
             stages.append(hidden_states)
-        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states))), tuple(stages) if output_hidden_states else None
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states))), tuple(
+            stages
+        ) if output_hidden_states else None
 
 
 def build_vqgan_quantizer(config: VQGANConfig) -> nn.Module:
@@ -482,7 +502,9 @@ class VQGANModel(VQGANPreTrainedModel):
     ) -> VQGANEncoderOutput | tuple:
         """Images `(B, num_channels, H, W)` (in [-1, 1], see `VQGANImageProcessor`) -> codes and `image_tokens`."""
         self._check_pixel_values(pixel_values)
-        features, hidden_states = self.encoder(pixel_values, output_hidden_states=self._output_hidden_states(output_hidden_states))
+        features, hidden_states = self.encoder(
+            pixel_values, output_hidden_states=self._output_hidden_states(output_hidden_states)
+        )
         latents = self.quant_conv(features)
         quantizer_output = self.quantize(latents)
         output = VQGANEncoderOutput(
@@ -513,7 +535,11 @@ class VQGANModel(VQGANPreTrainedModel):
             raise ValueError("decode needs exactly one of image_tokens=... (code ids) or quantized=... (code vectors)")
         if image_tokens is not None:
             quantized = self.get_codebook_entry(image_tokens)
-        elif not isinstance(quantized, torch.Tensor) or quantized.ndim != 4 or quantized.shape[1] != self.config.embed_dim:
+        elif (
+            not isinstance(quantized, torch.Tensor)
+            or quantized.ndim != 4
+            or quantized.shape[1] != self.config.embed_dim
+        ):
             raise ValueError(
                 f"quantized must be a tensor (batch, embed_dim={self.config.embed_dim}, height, width), got "
                 f"{tuple(quantized.shape) if isinstance(quantized, torch.Tensor) else type(quantized).__name__}"
@@ -536,7 +562,9 @@ class VQGANModel(VQGANPreTrainedModel):
         depth = () if self.config.tokens_per_position == 1 else (self.config.tokens_per_position,)
         if shape is not None:
             if len(shape) == 4 and shape[3] != self.config.embed_dim:
-                raise ValueError(f"shape {tuple(shape)} ends with {shape[3]} channels but the codes have embed_dim={self.config.embed_dim}")
+                raise ValueError(
+                    f"shape {tuple(shape)} ends with {shape[3]} channels but the codes have embed_dim={self.config.embed_dim}"
+                )
             image_tokens = image_tokens.reshape(*shape[:3], *depth)
         if image_tokens.ndim != 3 + len(depth):
             raise ValueError(
@@ -593,7 +621,9 @@ class VQGANModel(VQGANPreTrainedModel):
                 f"pixel_values must be floating point (values in [-1, 1]), got {pixel_values.dtype}; use VQGANImageProcessor"
             )
         if pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
-            raise ValueError(f"pixel_values must be a non-empty batch (batch, {channels}, height, width), got shape {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"pixel_values must be a non-empty batch (batch, {channels}, height, width), got shape {tuple(pixel_values.shape)}"
+            )
         if pixel_values.shape[1] != channels:
             raise ValueError(
                 f"this model takes {channels}-channel images (num_channels={channels}), got {pixel_values.shape[1]} "
@@ -647,7 +677,9 @@ class VQGANModel(VQGANPreTrainedModel):
             "in_channels": self.config.num_channels,
             "out_channels": self.config.num_channels,
             "down_block_types": tuple("AttnDownEncoderBlock2D" if attn else "DownEncoderBlock2D" for attn in levels),
-            "up_block_types": tuple("AttnUpDecoderBlock2D" if attn else "UpDecoderBlock2D" for attn in reversed(levels)),
+            "up_block_types": tuple(
+                "AttnUpDecoderBlock2D" if attn else "UpDecoderBlock2D" for attn in reversed(levels)
+            ),
             "block_out_channels": tuple(self.config.block_out_channels),
             "layers_per_block": self.config.layers_per_block,
             "act_fn": self.config.act_fn,
@@ -674,7 +706,11 @@ class VQGANModel(VQGANPreTrainedModel):
         """`PreTrainedModel.save_pretrained`, plus what makes the folder self-sufficient: the quantizer's code (for
         `trust_remote_code=True`) and an image processor (`image_processor`, or the one matching the config when the
         folder has none yet)."""
-        hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "create_pr") if key in kwargs}
+        hub_kwargs = {
+            key: kwargs.pop(key)
+            for key in ("repo_id", "commit_message", "private", "token", "create_pr")
+            if key in kwargs
+        }
         save_directory = Path(save_directory)
         # `variant` is named in the signature because diffusers passes it only to save methods that declare it.
         super().save_pretrained(save_directory, *args, variant=variant, **kwargs)
@@ -717,7 +753,9 @@ def _copy_quantizer_code(save_directory: Path) -> None:
         sources.update([source, *get_relative_import_files(source)])
     for source in sorted(sources):
         if Path(source).name in ours:
-            raise RuntimeError(f"quantizer file {source} would overwrite the model file of the same name in {save_directory}")
+            raise RuntimeError(
+                f"quantizer file {source} would overwrite the model file of the same name in {save_directory}"
+            )
         shutil.copyfile(source, save_directory / Path(source).name)
     (save_directory / "quantization_vqgan.py").write_text(remote_code_source(), encoding="utf-8")
 

@@ -3,8 +3,13 @@ imported on first use)."""
 
 from typing import Any
 
-NAMES = ("AutoregressivePipeline", "AutoregressivePipelineOutput", "GuidedCodeSampler", "autoregressive_prior_fields",
-         "check_tokenizer")
+NAMES = (
+    "AutoregressivePipeline",
+    "AutoregressivePipelineOutput",
+    "GuidedCodeSampler",
+    "autoregressive_prior_fields",
+    "check_tokenizer",
+)
 
 
 def __getattr__(name: str) -> Any:

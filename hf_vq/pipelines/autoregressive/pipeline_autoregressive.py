@@ -32,13 +32,25 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
-from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel,
-                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 try:
     # In a saved pipeline folder, hf_vq's helpers for pipelines are this file's neighbours (see pipeline_maskgit.py).
-    from .pipeline_inputs import (check_call_number, check_callback_tensor_inputs, check_generator_devices,
-                                  class_names, label_ids)
+    from .pipeline_inputs import (
+        check_call_number,
+        check_callback_tensor_inputs,
+        check_generator_devices,
+        class_names,
+        label_ids,
+    )
     from .remote_code import from_pretrained_with_installed_components, save_pretrained_with_code
 except ImportError:
     _inputs = importlib.import_module("hf_vq.pipelines.pipeline_inputs")
@@ -80,8 +92,12 @@ def tokenizer_grid(tokenizer_config: Any) -> tuple[int, int]:
     return height, width
 
 
-def autoregressive_prior_fields(tokenizer_config: Any, num_classes: int, tokenizer_name_or_path: str | None = None,
-                                tokenizer_revision: str | None = None) -> dict[str, Any]:
+def autoregressive_prior_fields(
+    tokenizer_config: Any,
+    num_classes: int,
+    tokenizer_name_or_path: str | None = None,
+    tokenizer_revision: str | None = None,
+) -> dict[str, Any]:
     """The fields of a `LlamaConfig` that make it a prior over `tokenizer_config`'s codes with `num_classes` classes:
     vocabulary, sequence length, no text special tokens, and the tokenizer's record.
 
@@ -141,7 +157,9 @@ def check_tokenizer(config: Any, tokenizer: Any) -> None:
     tokenizer_config = getattr(tokenizer, "config", tokenizer)
     expected = f"this prior (tokenizer_name_or_path={config.tokenizer_name_or_path!r})"
     if getattr(tokenizer_config, "tokens_per_position", 1) != 1:
-        raise ValueError(f"{tokenizer_config.quantizer_type} tokenizers (several ids per position) are not supported yet")
+        raise ValueError(
+            f"{tokenizer_config.quantizer_type} tokenizers (several ids per position) are not supported yet"
+        )
     if tokenizer_config.codebook_size != config.codebook_size:
         raise ValueError(
             f"the tokenizer has codebook_size={tokenizer_config.codebook_size} but {expected} was trained on "
@@ -177,10 +195,16 @@ class GuidedCodeSampler(LogitsProcessor):
     ```
     """
 
-    def __init__(self, codebook_size: int, guidance_scale: float = 1.0, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | list[torch.Generator] | None = None,
-                 on_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        codebook_size: int,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        on_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.codebook_size = codebook_size
         self.guidance_scale = guidance_scale
         # Whether generate runs unconditional twin rows: fixed at the start (the batch cannot grow mid-generation).
@@ -211,8 +235,12 @@ class GuidedCodeSampler(LogitsProcessor):
             return logits.argmax(dim=-1)
         probabilities = self.warpers(input_ids[: logits.shape[0]], logits).softmax(dim=-1)
         if isinstance(self.generator, list):
-            return torch.cat([torch.multinomial(row[None], 1, generator=generator)[0]
-                              for row, generator in zip(probabilities, self.generator)])
+            return torch.cat(
+                [
+                    torch.multinomial(row[None], 1, generator=generator)[0]
+                    for row, generator in zip(probabilities, self.generator)
+                ]
+            )
         return torch.multinomial(probabilities, 1, generator=self.generator)[:, 0]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -322,8 +350,9 @@ class AutoregressivePipeline(DiffusionPipeline):
         """
         config = self.transformer.config
         labels = prepare_class_labels(class_labels, config.num_classes, num_images_per_prompt, batch_size)
-        check_sampling_arguments(config.num_classes, class_labels, guidance_scale, temperature, top_k, top_p,
-                                 output_type)
+        check_sampling_arguments(
+            config.num_classes, class_labels, guidance_scale, temperature, top_k, top_p, output_type
+        )
         check_generator_devices(generator, labels.shape[0], self._execution_device)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -367,10 +396,17 @@ class AutoregressivePipeline(DiffusionPipeline):
             prompts = torch.cat([prompts, torch.full_like(prompts, config.codebook_size + config.num_classes)])
         prompts = prompts[:, None].to(self._execution_device)
         height, width = config.grid_size
-        generation = GenerationConfig(do_sample=False, max_new_tokens=height * width, min_new_tokens=height * width,
-                                      eos_token_id=None, bos_token_id=None, pad_token_id=config.pad_token_id)
-        sequences = self.transformer.generate(prompts, attention_mask=torch.ones_like(prompts),
-                                              generation_config=generation, logits_processor=[sampler])
+        generation = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=height * width,
+            min_new_tokens=height * width,
+            eos_token_id=None,
+            bos_token_id=None,
+            pad_token_id=config.pad_token_id,
+        )
+        sequences = self.transformer.generate(
+            prompts, attention_mask=torch.ones_like(prompts), generation_config=generation, logits_processor=[sampler]
+        )
         return sequences[: labels.shape[0], 1:].reshape(-1, height, width)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
@@ -380,24 +416,35 @@ class AutoregressivePipeline(DiffusionPipeline):
         save_pretrained_with_code(self, save_directory, super().save_pretrained, __file__, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "AutoregressivePipeline":
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> "AutoregressivePipeline":
         """diffusers' `from_pretrained`; where this class is hf_vq's own (hf_vq installed), a folder it saved loads
         with hf_vq's and transformers' classes, without `trust_remote_code=True`."""
         load = super().from_pretrained
         return from_pretrained_with_installed_components(cls, load, pretrained_model_name_or_path, **kwargs)
 
 
-def prepare_class_labels(class_labels: Any, num_classes: int, num_images_per_prompt: int,
-                         batch_size: int | None) -> torch.Tensor:
+def prepare_class_labels(
+    class_labels: Any, num_classes: int, num_images_per_prompt: int, batch_size: int | None
+) -> torch.Tensor:
     """Class ids, one per image to generate (the null id, `num_classes`, for unconditional samples)."""
-    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+    if (
+        isinstance(num_images_per_prompt, bool)
+        or not isinstance(num_images_per_prompt, int)
+        or num_images_per_prompt < 1
+    ):
         raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images_per_prompt!r}")
     if class_labels is None:
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         return torch.full(((batch_size or 1) * num_images_per_prompt,), num_classes, dtype=torch.long)
     if batch_size is not None:
-        raise ValueError("batch_size applies to unconditional sampling (class_labels=None); with class labels, pass one per image")
+        raise ValueError(
+            "batch_size applies to unconditional sampling (class_labels=None); with class labels, pass one per image"
+        )
     if num_classes == 0:
         raise ValueError("this prior is unconditional (num_classes=0): call the pipeline with class_labels=None")
     labels = torch.as_tensor([class_labels] if isinstance(class_labels, int) else class_labels)
@@ -412,8 +459,15 @@ def prepare_class_labels(class_labels: Any, num_classes: int, num_images_per_pro
     return labels.long().repeat_interleave(num_images_per_prompt)
 
 
-def check_sampling_arguments(num_classes: int, class_labels: Any, guidance_scale: float, temperature: float,
-                             top_k: int | None, top_p: float | None, output_type: str) -> None:
+def check_sampling_arguments(
+    num_classes: int,
+    class_labels: Any,
+    guidance_scale: float,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    output_type: str,
+) -> None:
     """A `ValueError` naming the argument for every value sampling cannot use."""
     for name, value in (("guidance_scale", guidance_scale), ("temperature", temperature)):
         check_call_number(name, value)
@@ -432,5 +486,10 @@ def check_sampling_arguments(num_classes: int, class_labels: Any, guidance_scale
         raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
 
 
-__all__ = ["AutoregressivePipeline", "AutoregressivePipelineOutput", "GuidedCodeSampler", "autoregressive_prior_fields",
-           "check_tokenizer"]
+__all__ = [
+    "AutoregressivePipeline",
+    "AutoregressivePipelineOutput",
+    "GuidedCodeSampler",
+    "autoregressive_prior_fields",
+    "check_tokenizer",
+]

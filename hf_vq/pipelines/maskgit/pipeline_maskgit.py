@@ -27,8 +27,13 @@ from transformers import PreTrainedModel
 try:
     # In a saved pipeline folder, hf_vq's helpers for pipelines are this file's neighbours: diffusers copies the files
     # of `from .x import` lines along. Importing remote_code also makes a missing component folder a clear error.
-    from .pipeline_inputs import (check_call_number, check_callback_tensor_inputs, check_generator_devices,
-                                  class_names, label_ids)
+    from .pipeline_inputs import (
+        check_call_number,
+        check_callback_tensor_inputs,
+        check_generator_devices,
+        class_names,
+        label_ids,
+    )
     from .remote_code import from_pretrained_with_installed_components, save_pretrained_with_code
 except ImportError:
     # Inside hf_vq they live in hf_vq.pipelines; imported by name, so that diffusers' import check of this file's copy
@@ -201,7 +206,12 @@ class MaskGITPipeline(DiffusionPipeline):
         labels = labels.to(device)
         self._guidance_scale, self._interrupt = guidance_scale, False
         tokens = self._sample_tokens(
-            labels, num_inference_steps, temperature, generator, callback_on_step_end, callback_on_step_end_tensor_inputs
+            labels,
+            num_inference_steps,
+            temperature,
+            generator,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
         )
         image_tokens = tokens.reshape(-1, config.grid_height, config.grid_width)
         pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
@@ -222,8 +232,9 @@ class MaskGITPipeline(DiffusionPipeline):
     ) -> torch.Tensor:
         """The decoding loop: from a fully masked grid to one token per position, `(N, num_positions)`."""
         config = self.transformer.config
-        tokens = torch.full((labels.shape[0], config.num_positions), config.mask_token_id, dtype=torch.long,
-                            device=labels.device)
+        tokens = torch.full(
+            (labels.shape[0], config.num_positions), config.mask_token_id, dtype=torch.long, device=labels.device
+        )
         self.scheduler.set_timesteps(num_inference_steps, device=labels.device)
         self._num_timesteps = len(self.scheduler.timesteps)
         for step_index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
@@ -251,7 +262,9 @@ class MaskGITPipeline(DiffusionPipeline):
         conditional, unconditional = logits.float().chunk(2)
         return unconditional + guidance_scale * (conditional - unconditional)
 
-    def _prepare_class_labels(self, class_labels: Any, num_images_per_prompt: int, batch_size: int | None) -> torch.Tensor:
+    def _prepare_class_labels(
+        self, class_labels: Any, num_images_per_prompt: int, batch_size: int | None
+    ) -> torch.Tensor:
         """Class ids, one per image to generate (the null label for unconditional samples)."""
         config = self.transformer.config
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
@@ -262,7 +275,9 @@ class MaskGITPipeline(DiffusionPipeline):
             count = (batch_size or 1) * num_images_per_prompt
             return torch.full((count,), config.null_class_id, dtype=torch.long)
         if batch_size is not None:
-            raise ValueError("batch_size applies to unconditional sampling (class_labels=None); with class labels, pass one per image")
+            raise ValueError(
+                "batch_size applies to unconditional sampling (class_labels=None); with class labels, pass one per image"
+            )
         labels = torch.as_tensor(class_labels if not isinstance(class_labels, int) else [class_labels])
         if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point():
             raise ValueError(f"class_labels must be an int or a non-empty list of ints, got {class_labels!r}")
@@ -280,7 +295,11 @@ class MaskGITPipeline(DiffusionPipeline):
     def _check_call_arguments(
         self, class_labels: Any, num_inference_steps: Any, guidance_scale: float, temperature: float, output_type: str
     ) -> None:
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or num_inference_steps < 1
+        ):
             raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
         num_positions = self.transformer.config.num_positions
         if num_inference_steps > num_positions:

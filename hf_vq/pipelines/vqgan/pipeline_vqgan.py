@@ -31,6 +31,7 @@ except ImportError:
     from_pretrained_with_installed_components = _remote_code.from_pretrained_with_installed_components
     save_pretrained_with_code = _remote_code.save_pretrained_with_code
 
+
 @dataclass
 class VQGANPipelineOutput(BaseOutput):
     """Reconstructed `images` (PIL images, a uint8 array or a tensor, per `output_type`) and their `image_tokens`."""

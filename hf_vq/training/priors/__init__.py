@@ -55,8 +55,14 @@ class TokenPrior(ABC):
         """Refuse a tokenizer whose tokens this kind of prior cannot model (called before tokenizing the data)."""
 
     @abstractmethod
-    def build_model(self, tokenizer: nn.Module, tokenizer_reference: str, model_config: dict[str, Any],
-                    id2label: dict[int, str], tokenizer_revision: str | None = None) -> nn.Module:
+    def build_model(
+        self,
+        tokenizer: nn.Module,
+        tokenizer_reference: str,
+        model_config: dict[str, Any],
+        id2label: dict[int, str],
+        tokenizer_revision: str | None = None,
+    ) -> nn.Module:
         """A new prior: its size from the config file's model: section, its vocabulary and grid from the tokenizer
         (recorded by `tokenizer_reference` and revision), its classes from `id2label` (empty: unconditional)."""
 
@@ -86,8 +92,10 @@ class TokenPrior(ABC):
 def get_prior_spec(prior_type: str) -> TokenPrior:
     """The spec of `prior_type`, or a `ConfigError` listing the valid ones."""
     if prior_type not in PRIOR_SPECS:
-        raise ConfigError(f"prior_type {prior_type!r} is not a known prior{did_you_mean(prior_type, PRIOR_SPECS)}; "
-                          f"valid: {', '.join(PRIOR_SPECS)}")
+        raise ConfigError(
+            f"prior_type {prior_type!r} is not a known prior{did_you_mean(prior_type, PRIOR_SPECS)}; "
+            f"valid: {', '.join(PRIOR_SPECS)}"
+        )
     return import_object(PRIOR_SPECS[prior_type])()
 
 
@@ -101,7 +109,7 @@ def spec_of_model(prior: nn.Module) -> TokenPrior:
 
 
 def import_object(dotted: str) -> Any:
-    """"module:Name" -> the object."""
+    """ "module:Name" -> the object."""
     module, _, name = dotted.partition(":")
     return getattr(importlib.import_module(module), name)
 

@@ -22,14 +22,23 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from ...pipelines.autoregressive.pipeline_autoregressive import (AutoregressivePipeline, autoregressive_prior_fields,
-                                                                 check_tokenizer)
+from ...pipelines.autoregressive.pipeline_autoregressive import (
+    AutoregressivePipeline,
+    autoregressive_prior_fields,
+    check_tokenizer,
+)
 from . import PIPELINE_MODEL_SUBFOLDER, TokenPrior
 from .maskgit import drop_labels
 
 # A small Llama for a tokenizer's grid; the config's model: section overrides any of these.
-DEFAULT_MODEL_CONFIG = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,
-                        "intermediate_size": 688, "tie_word_embeddings": False}
+DEFAULT_MODEL_CONFIG = {
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 688,
+    "tie_word_embeddings": False,
+}
 
 
 class AutoregressivePrior(TokenPrior):
@@ -42,8 +51,14 @@ class AutoregressivePrior(TokenPrior):
     def check_tokenizer(self, tokenizer: nn.Module) -> None:
         autoregressive_prior_fields(tokenizer.config, num_classes=0)  # refuses grouped / residual tokenizers
 
-    def build_model(self, tokenizer: nn.Module, tokenizer_reference: str, model_config: dict[str, Any],
-                    id2label: dict[int, str], tokenizer_revision: str | None = None) -> nn.Module:
+    def build_model(
+        self,
+        tokenizer: nn.Module,
+        tokenizer_reference: str,
+        model_config: dict[str, Any],
+        id2label: dict[int, str],
+        tokenizer_revision: str | None = None,
+    ) -> nn.Module:
         return build_autoregressive_prior(model_config, tokenizer, tokenizer_reference, id2label, tokenizer_revision)
 
     def training_loss(self, model_config: Any, label_dropout: float | None) -> NextTokenLoss:
@@ -59,8 +74,13 @@ class AutoregressivePrior(TokenPrior):
         return load_pretrained_autoregressive_prior(name_or_path, tokenizer)
 
 
-def build_autoregressive_prior(model_config: dict[str, Any], tokenizer: nn.Module, tokenizer_name_or_path: str,
-                               id2label: dict[int, str], tokenizer_revision: str | None = None) -> LlamaForCausalLM:
+def build_autoregressive_prior(
+    model_config: dict[str, Any],
+    tokenizer: nn.Module,
+    tokenizer_name_or_path: str,
+    id2label: dict[int, str],
+    tokenizer_revision: str | None = None,
+) -> LlamaForCausalLM:
     """A new prior: Llama sized by `model_config`, laid out for `tokenizer`'s codes and `len(id2label)` classes (the
     data's; a `num_classes` in `model_config` only says whether the prior is class-conditional)."""
     fields = autoregressive_prior_fields(tokenizer.config, len(id2label), tokenizer_name_or_path, tokenizer_revision)
@@ -111,5 +131,11 @@ class NextTokenLoss:
         return output.loss, {"next_token_accuracy": accuracy.detach()}
 
 
-__all__ = ["AutoregressivePrior", "DEFAULT_MODEL_CONFIG", "NextTokenLoss", "build_autoregressive_prior",
-           "load_pretrained_autoregressive_prior", "prior_sequences"]
+__all__ = [
+    "AutoregressivePrior",
+    "DEFAULT_MODEL_CONFIG",
+    "NextTokenLoss",
+    "build_autoregressive_prior",
+    "load_pretrained_autoregressive_prior",
+    "prior_sequences",
+]

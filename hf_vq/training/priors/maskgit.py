@@ -34,8 +34,14 @@ class MaskGITPrior(TokenPrior):
 
         check_single_codebook(tokenizer.config)
 
-    def build_model(self, tokenizer: nn.Module, tokenizer_reference: str, model_config: dict[str, Any],
-                    id2label: dict[int, str], tokenizer_revision: str | None = None) -> nn.Module:
+    def build_model(
+        self,
+        tokenizer: nn.Module,
+        tokenizer_reference: str,
+        model_config: dict[str, Any],
+        id2label: dict[int, str],
+        tokenizer_revision: str | None = None,
+    ) -> nn.Module:
         from ...models.maskgit import MaskGITModel
 
         config = dict(model_config)
@@ -85,8 +91,9 @@ class MaskedTokenLoss:
         return output.loss, {"masked_accuracy": (correct.sum() / masked.sum().clamp(min=1)).detach()}
 
 
-def drop_labels(labels: torch.Tensor, null_class_id: int, probability: float,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_labels(
+    labels: torch.Tensor, null_class_id: int, probability: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """`labels` with each entry replaced by `null_class_id` with the given probability."""
     if probability <= 0:
         return labels
