@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # The CPU build of torch is pinned only where no GPU is present (see constraints.txt).
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints.txt")
 
-.PHONY: install demo test test-fast data clean
+.PHONY: install demo test test-fast lint data clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ data:
 demo: install data
 	$(PY) -m hf_vq.cli demo
 
-test: install data
+lint: install
+	$(VENV)/bin/ruff check hf_vq tests scripts utils
+
+test: install data lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install

@@ -131,7 +131,8 @@ def format_comparison(results: dict[str, dict], codebook_size: int) -> str:
     rows = [header, "|" + "---|" * 6]
     for name, r in results.items():
         rows.append(
-            f"| {name} | {r['mse']:.4f} | {r['psnr']:.2f} | {r['perplexity']:.1f} | {r['usage']:.1%} | {r['train_seconds']:.0f} |"
+            f"| {name} | {r['mse']:.4f} | {r['psnr']:.2f} | {r['perplexity']:.1f} | {r['usage']:.1%} | "
+            f"{r['train_seconds']:.0f} |"
         )
     return "\n".join(rows)
 

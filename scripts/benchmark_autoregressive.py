@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Sampling speed of the autoregressive prior (transformers' `LlamaForCausalLM`) with classifier-free guidance, two ways:
+"""Sampling speed of the autoregressive prior (transformers' `LlamaForCausalLM`) with classifier-free guidance, two
+ways:
 
 - "batched" (hf_vq's `AutoregressivePipeline`): the conditional and the unconditional rows in one batch, one forward
   per step of `2N` rows; `GuidedCodeSampler` combines the pairs and draws the codes (LlamaGen's form);

@@ -614,7 +614,8 @@ def format_kmeans(records: list[dict]) -> list[str]:
         return []
     lines = ["", "k-means++ initialisation (seconds; cost = mean squared distance to the nearest centre):", ""]
     lines += [
-        "| N | D | K | Lloyd iterations | baseline s | ours s | ours / baseline | baseline cost | ours cost | ours distinct codes |"
+        "| N | D | K | Lloyd iterations | baseline s | ours s | ours / baseline | baseline cost | ours cost | "
+        "ours distinct codes |"
     ]
     lines += ["|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:

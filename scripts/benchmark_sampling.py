@@ -138,12 +138,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{args.rounds} rounds (median), torch {torch.__version__}, {platform.processor() or platform.machine()}\n"
     )
     print(
-        "| prior width (params) | guidance | total s (wall) | total s (cpu) | prior s | scheduler s | decode s | images/s (wall) |"
+        "| prior width (params) | guidance | total s (wall) | total s (cpu) | prior s | scheduler s | decode s | "
+        "images/s (wall) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['hidden_size']} ({r['prior_parameters'] / 1e6:.2f}M) | {r['guidance_scale']:g} | {r['total_s']:.2f} | {r['total_cpu_s']:.2f} | "
+            f"| {r['hidden_size']} ({r['prior_parameters'] / 1e6:.2f}M) | {r['guidance_scale']:g} | "
+            f"{r['total_s']:.2f} | {r['total_cpu_s']:.2f} | "
             f"{r['prior_s']:.2f} | {r['scheduler_s']:.2f} | {r['decode_s']:.2f} | {r['images_per_s']:.1f} |"
         )
     if args.output:

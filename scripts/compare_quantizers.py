@@ -11,7 +11,8 @@ Writes one JSON per run, results/compare/compare_<dataset>_steps<N>.md (the tabl
 Examples:
     python scripts/compare_quantizers.py --quick --output_dir /tmp/vq_compare           # smoke run, seconds
     python scripts/compare_quantizers.py --arch autoencoder --codebook_sizes 512 4096 --steps 400 --workers 2
-    python scripts/compare_quantizers.py --arch vqgan --codebook_sizes 512 --steps 1000 --workers 2 --output_dir results/compare
+    python scripts/compare_quantizers.py --arch vqgan --codebook_sizes 512 --steps 1000 --workers 2 \\
+        --output_dir results/compare
     python scripts/compare_quantizers.py --plan cpu --workers 2 --resume          # every table of docs/results.md
     python scripts/compare_quantizers.py --plan full --workers 16 --output_dir results/compare_full   # the whole grid
 """

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Judge a saved prior pipeline again without training (other guidance, temperature or steps), with train-prior's flags:
+"""Judge a saved prior pipeline again without training (other guidance, temperature or steps), with train-prior's
+flags:
 
-    python scripts/evaluate_prior.py --config configs/maskgit_fashion_mnist.yaml --tokenizer_name_or_path outputs/vqgan \
-        --pretrained_model_name_or_path outputs/maskgit --eval_classifier_name_or_path outputs/pixel_vit \
-        --guidance_scale 1.5 --output_dir outputs/maskgit_eval_g1.5
+    python scripts/evaluate_prior.py --config configs/maskgit_fashion_mnist.yaml \
+        --tokenizer_name_or_path outputs/vqgan --pretrained_model_name_or_path outputs/maskgit \
+        --eval_classifier_name_or_path outputs/pixel_vit --guidance_scale 1.5 --output_dir outputs/maskgit_eval_g1.5
 
 writes `<output_dir>/metrics.json` and prints the metrics.
 """

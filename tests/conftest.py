@@ -33,7 +33,8 @@ def tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def labelled_image_dir(tmp_path_factory):
-    """A labelled imagefolder (training_helpers.write_labelled_imagefolder): train/ and test/, 8 + 3 images per class."""
+    """A labelled imagefolder (training_helpers.write_labelled_imagefolder): train/ and test/, 8 + 3 images per
+    class."""
     from training_helpers import write_labelled_imagefolder
 
     return write_labelled_imagefolder(tmp_path_factory.mktemp("images"))

@@ -1,8 +1,8 @@
 """A small Hugging Face Hub on loopback, for tests: the part of the Hub HTTP API that huggingface_hub 2.4
 calls for `whoami`, `create_repo`, `create_branch`, `upload_folder` / `create_commit` (preupload + NDJSON
-commit), `model_info`, `list_repo_tree` (hence `snapshot_download` and diffusers' pipeline download), file download (`hf_hub_download`, hence `from_pretrained` and
-`ModelCard.load`) and collections (`create_collection`, `add_collection_item`, `get_collection`; switched off
-with `collections=False`, to play an endpoint without them).
+commit), `model_info`, `list_repo_tree` (hence `snapshot_download` and diffusers' pipeline download), file
+download (`hf_hub_download`, hence `from_pretrained` and `ModelCard.load`) and collections (`create_collection`,
+`add_collection_item`, `get_collection`; switched off with `collections=False`, to play an endpoint without them).
 
 Repos live on disk under `root/` so a test can inspect what was pushed:
 
@@ -484,7 +484,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if collection["title"] == title:
                 self._send_json({"error": "Collection already exists", "slug": collection["slug"]}, status=409)
                 return
-        slug = f"{namespace}/{re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-') or 'collection'}-{hashlib.sha1(title.encode()).hexdigest()[:12]}"
+        slug = (
+            f"{namespace}/{re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-') or 'collection'}"
+            f"-{hashlib.sha1(title.encode()).hexdigest()[:12]}"
+        )
         collection = {
             "slug": slug,
             "title": title,

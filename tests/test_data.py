@@ -1,4 +1,5 @@
-"""The image data pipeline on real files made here: image folders, parquet, IDX files, and the installed Fashion-MNIST."""
+"""The image data pipeline on real files made here: image folders, parquet, IDX files, and the installed
+Fashion-MNIST."""
 
 import gzip
 import io

@@ -269,7 +269,9 @@ def test_round_trip_from_pretrained_through_hf_endpoint(hub, pushed, folders, tm
         report = {{}}
         hub_vit = AutoModelForImageClassification.from_pretrained("{CLASSIFIER_REPO}")
         local_vit = AutoModelForImageClassification.from_pretrained(r"{folders["classifier"]}")
-        report["vit_equal"] = all(torch.equal(a, b) for a, b in zip(hub_vit.state_dict().values(), local_vit.state_dict().values()))
+        report["vit_equal"] = all(
+            torch.equal(a, b) for a, b in zip(hub_vit.state_dict().values(), local_vit.state_dict().values())
+        )
         report["processor"] = type(AutoImageProcessor.from_pretrained("{CLASSIFIER_REPO}")).__name__
         hub_codebook = AutoModel.from_pretrained("{TOKENIZER_REPO}", trust_remote_code=True)
         report["remote_class"] = type(hub_codebook).__name__

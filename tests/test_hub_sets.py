@@ -343,12 +343,16 @@ USER_SCRIPT = textwrap.dedent(
     pixel_values = processor(images=image, return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         results["tokens"] = tokenizer.encode(pixel_values).image_tokens
-    results["features"] = pipeline("image-feature-extraction", model=tokenizer_repo, trust_remote_code=True)(image, return_tensors=True)
+    results["features"] = pipeline("image-feature-extraction", model=tokenizer_repo, trust_remote_code=True)(
+        image, return_tensors=True
+    )
     modules["tokenizer"] = type(tokenizer).__module__
 
     for name, repo in (("token_vit", token_vit_repo), ("pixel_vit", pixel_vit_repo)):
         model = AutoModelForImageClassification.from_pretrained(repo, trust_remote_code=True).eval()
-        pixels = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)(images=image, return_tensors="pt")["pixel_values"]
+        pixels = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)(
+            images=image, return_tensors="pt"
+        )["pixel_values"]
         with torch.no_grad():
             results[name + "_logits"] = model(pixel_values=pixels).logits
         scores = pipeline("image-classification", model=repo, trust_remote_code=True)(image, top_k=3)
@@ -360,7 +364,9 @@ USER_SCRIPT = textwrap.dedent(
     from diffusers import DiffusionPipeline
 
     pipe = DiffusionPipeline.from_pretrained(prior_repo, trust_remote_code=True)
-    results["generated"] = pipe(class_labels=[0, 2], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    results["generated"] = pipe(
+        class_labels=[0, 2], generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
     modules["prior"] = type(pipe.transformer).__module__
     modules["prior_vqgan"] = type(pipe.vqgan).__module__
 

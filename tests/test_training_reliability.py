@@ -72,7 +72,8 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
     while not path.exists():
         if process.poll() is not None:
             pytest.fail(
-                f"training ended (code {process.returncode}) before pausing in the save:\n{process.stdout.read()[-3000:]}"
+                f"training ended (code {process.returncode}) before pausing in the save:\n"
+                f"{process.stdout.read()[-3000:]}"
             )
         if time.monotonic() > deadline:
             process.kill()

@@ -5,7 +5,8 @@ Their code is not committed here: it comes from transformers' source distributio
 ships `tests/test_modeling_common.py` and `tests/test_configuration_common.py` (but not the three helper modules they
 import; small stand-ins replace those, see `install_stand_ins`). Fetch and unpack it once, then run:
 
-    pip download --no-deps --no-binary :all: transformers==$(python -c 'import transformers;print(transformers.__version__)') -d /tmp/tf_sdist
+    pip download --no-deps --no-binary :all: \\
+        transformers==$(python -c 'import transformers;print(transformers.__version__)') -d /tmp/tf_sdist
     tar xzf /tmp/tf_sdist/transformers-*.tar.gz -C /tmp/tf_sdist
     pip install parameterized   # imported by test_modeling_common.py
     python -m pytest -m slow tests/test_transformers_common.py
@@ -24,6 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+
+from hf_vq import TokenViTConfig, TokenViTForImageClassification, VQGANConfig, VQGANModel
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +75,10 @@ def install_stand_ins() -> None:
         sys.modules[name].__dict__.update(attributes)
 
 
+# The imports of transformers' test modules below must come after the source tree joins sys.path (and, for
+# test_modeling_common, after install_stand_ins()): hence their noqa E402.
 sys.path.insert(0, str(SOURCE_TREE))
-import tests  # (a namespace package: the source tree's tests/ has no __init__.py, nor has ours)
+import tests  # noqa: E402  (a namespace package: the source tree's tests/ has no __init__.py, nor has ours)
 
 if str(SOURCE_TREE / "tests") not in list(tests.__path__):  # imported before the source tree joined sys.path
     tests.__path__.append(str(SOURCE_TREE / "tests"))
@@ -82,9 +87,7 @@ install_stand_ins()
 # distribution lacks) into a name it never uses: give it the installed transformers instead.
 with unittest.mock.patch("transformers.utils.direct_transformers_import", lambda path: transformers):
     from tests.test_configuration_common import ConfigTester
-from tests.test_modeling_common import ModelTesterMixin, ids_tensor
-
-from hf_vq import TokenViTConfig, TokenViTForImageClassification, VQGANConfig, VQGANModel
+from tests.test_modeling_common import ModelTesterMixin, ids_tensor  # noqa: E402
 
 
 class TokenViTModelTester:

@@ -119,7 +119,8 @@ def test_remote_code_loads_without_hf_vq(tmp_path, trained_model):
 
 
 def test_from_pretrained_offline_from_a_hub_cache(tmp_path, trained_model):
-    """The layout huggingface_hub writes: models--org--name/refs/main holds a commit, files under snapshots/<commit>/."""
+    """The layout huggingface_hub writes: models--org--name/refs/main holds a commit, files under
+    snapshots/<commit>/."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--org--tiny-vqgan"
     trained_model.save_pretrained(repo / "snapshots" / commit)

@@ -231,8 +231,8 @@ def _check_image_column(dataset: AnyDataset, image_column: str, source: str) -> 
     columns = _column_names(dataset)
     if columns and image_column not in columns:
         raise ImageDatasetError(
-            f"{source} has no column {image_column!r}; its columns are {columns}. Pass the one holding the images with "
-            f"--image_column (image_column=...)"
+            f"{source} has no column {image_column!r}; its columns are {columns}. Pass the one holding the images "
+            f"with --image_column (image_column=...)"
         )
     feature = (dataset.features or {}).get(image_column)
     if feature is None or isinstance(feature, (datasets.Image, datasets.Array2D, datasets.Array3D)):

@@ -277,8 +277,8 @@ def collate_images(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     shapes = {tuple(pixel_values.shape) for pixel_values in kept}
     if len(shapes) > 1:
         raise ValueError(
-            f"images of different shapes {sorted(shapes)} in one batch; give ImageTransform a resolution (--resolution) "
-            f"or a processor that resizes"
+            f"images of different shapes {sorted(shapes)} in one batch; give ImageTransform a resolution "
+            f"(--resolution) or a processor that resizes"
         )
     pixel_values = torch.stack(kept) if kept else torch.empty(0)
     return {"pixel_values": pixel_values, "num_skipped": torch.tensor([len(batch) - len(kept)], dtype=torch.long)}

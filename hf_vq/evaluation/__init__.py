@@ -1,5 +1,5 @@
-"""Evaluation of image tokenizers (reconstruction metrics: PSNR, SSIM, codebook usage, perplexity, rFID), of token priors
-(generation metrics judged by a classifier hf_vq trains, within-class diversity), and sample grids."""
+"""Evaluation of image tokenizers (reconstruction metrics: PSNR, SSIM, codebook usage, perplexity, rFID), of token
+priors (generation metrics judged by a classifier hf_vq trains, within-class diversity), and sample grids."""
 
 from .diversity import WithinClassDiversity, diversity_ratio
 from .fid import (

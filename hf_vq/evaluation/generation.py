@@ -68,9 +68,9 @@ class ClassifierJudge(nn.Module):
             or not isinstance(getattr(classifier, "classifier", None), nn.Module)
         ):
             raise TypeError(
-                f"{type(classifier).__name__} is not laid out as an image classifier with a base model and a `classifier` "
-                "head (as transformers' ViTForImageClassification); train one with `hf-vq train-classifier --model_type "
-                "pixel_vit`"
+                f"{type(classifier).__name__} is not laid out as an image classifier with a base model and a "
+                "`classifier` head (as transformers' ViTForImageClassification); train one with `hf-vq "
+                "train-classifier --model_type pixel_vit`"
             )
         self.classifier = classifier.eval().requires_grad_(False)
         self.num_features = int(classifier.config.hidden_size)
@@ -103,9 +103,9 @@ def load_classifier_judge(
     for name, value in expected.items():
         if value is not None and getattr(config, name, value) != value:
             raise ValueError(
-                f"the evaluation classifier {name_or_path} takes images with {name}={getattr(config, name)}, the generated "
-                f"images have {name}={value}: train it on the same data and tokenizer (`hf-vq train-classifier --model_type "
-                "pixel_vit --tokenizer_name_or_path <the prior's tokenizer>`)"
+                f"the evaluation classifier {name_or_path} takes images with {name}={getattr(config, name)}, the "
+                f"generated images have {name}={value}: train it on the same data and tokenizer (`hf-vq "
+                "train-classifier --model_type pixel_vit --tokenizer_name_or_path <the prior's tokenizer>`)"
             )
     return ClassifierJudge(classifier)
 

@@ -67,8 +67,8 @@ class CodebookUsage(Metric):
         ids = image_tokens.reshape(-1).long()
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
             raise ValueError(
-                f"code ids must lie in [0, {self.codebook_size}), got {int(ids.min())}..{int(ids.max())}; is codebook_size "
-                f"the model's config.codebook_size?"
+                f"code ids must lie in [0, {self.codebook_size}), got {int(ids.min())}..{int(ids.max())}; is "
+                f"codebook_size the model's config.codebook_size?"
             )
         self.counts += torch.bincount(ids, minlength=self.codebook_size)
 

@@ -137,7 +137,10 @@ def _quick_part(part: StudyPart) -> StudyPart:
 
 
 def run_name(run: dict) -> str:
-    return f"{run['dataset']}_{run['architecture']}_K{run['nominal_codebook_size']}_{run['variant']}_seed{run['seed']}_steps{run['steps']}.json"
+    return (
+        f"{run['dataset']}_{run['architecture']}_K{run['nominal_codebook_size']}_{run['variant']}"
+        f"_seed{run['seed']}_steps{run['steps']}.json"
+    )
 
 
 def build_jobs(args: argparse.Namespace) -> list[dict]:
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
             (output_dir / run_name(run)).write_text(json.dumps(run, indent=2))
             metrics = {k: round(v, 4) for k, v in run["metrics"].items()}
             print(
-                f"[{done[0]}/{len(jobs)} {time.perf_counter() - start:.0f}s] {run['architecture']}/K{run['nominal_codebook_size']}/"
+                f"[{done[0]}/{len(jobs)} {time.perf_counter() - start:.0f}s] "
+                f"{run['architecture']}/K{run['nominal_codebook_size']}/"
                 f"{run['variant']}/seed{run['seed']}/{run['steps']} steps: {metrics}",
                 flush=True,
             )
@@ -241,7 +245,10 @@ def write_plots(runs: list[dict], method_order: list[str], stem: Path) -> list[P
     plots = []
     for (arch, size), by_method in group_study_runs(runs, method_order).items():
         first = next(iter(by_method.values()))[0]
-        title = f"{arch}, {size} codes, {first['steps']} steps ({first['dataset']}; bars: mean ± std over seeds, dots: seeds)"
+        title = (
+            f"{arch}, {size} codes, {first['steps']} steps ({first['dataset']}; bars: mean ± std over seeds, "
+            "dots: seeds)"
+        )
         plot = plot_methods(by_method, first["task"], title, f"{stem}_{arch}_K{size}.png")
         if plot is None:  # no matplotlib: plot_methods said so once, the other groups would say it again
             return []
@@ -270,7 +277,8 @@ def markdown_report(runs: list[dict], command: str, method_order: list[str]) -> 
             rows.append(f"| {method} | " + " | ".join(cells) + f" | {step_ms:.0f} | {len(method_runs)} |")
         steps = next(iter(by_method.values()))[0]["steps"]
         parts += [
-            f"### {arch}, {size} codes, {steps} steps (mean ± std over seeds, a single value for one seed; ms / step: CPU time of a training step)",
+            f"### {arch}, {size} codes, {steps} steps (mean ± std over seeds, a single value for one seed; "
+            "ms / step: CPU time of a training step)",
             "",
             *rows,
             "",

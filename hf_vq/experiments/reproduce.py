@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
         (output_dir / name).write_text(json.dumps(run, indent=2))
         headline = {k: round(v, 4) for k, v in run["metrics"].items()}
         print(
-            f"[{len(runs)}/{len(jobs)} {time.perf_counter() - start:.0f}s] {run['architecture']}/{run['variant']}/seed{run['seed']}: {headline} "
+            f"[{len(runs)}/{len(jobs)} {time.perf_counter() - start:.0f}s] "
+            f"{run['architecture']}/{run['variant']}/seed{run['seed']}: {headline} "
             f"({run['cpu_seconds']:.0f} CPU s)",
             flush=True,
         )

@@ -85,7 +85,8 @@ def task_loss(task: str, out: dict[str, torch.Tensor], images: torch.Tensor, lab
     """The task's loss plus the quantizer's (commitment + codebook) loss."""
     if task == "classification":
         return F.cross_entropy(out["logits"], labels) + out["vq_loss"]
-    # A backbone with a pixel loss of its own returns it (the VQGAN tokenizer: its config's L1); the others train on MSE.
+    # A backbone with a pixel loss of its own returns it (the VQGAN tokenizer: its config's L1); the others train
+    # on MSE.
     pixel_loss = (
         out["reconstruction_loss"] if "reconstruction_loss" in out else F.mse_loss(out["reconstruction"], images)
     )

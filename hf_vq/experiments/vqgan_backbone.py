@@ -69,7 +69,8 @@ def _backbone_options(defaults: ArchitectureDefaults) -> dict:
     clash = sorted(set(defaults.model_options) & {*QUANTIZER_FIELDS, "embed_dim", "codebook_size"})
     if clash:
         raise ValueError(
-            f"model_options {clash} are quantizer settings; the study sets those from ArchitectureDefaults and the method"
+            f"model_options {clash} are quantizer settings; the study sets those from ArchitectureDefaults and the "
+            "method"
         )
     return dict(defaults.model_options)
 

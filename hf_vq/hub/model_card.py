@@ -384,7 +384,8 @@ def quantizer_methods(*configs: dict[str, Any]) -> list[str]:
 
 
 def validate_card_metadata(card: ModelCard) -> None:
-    """Checks the Hub would read the card's metadata as intended; raises InvalidCardMetadataError listing all problems."""
+    """Checks the Hub would read the card's metadata as intended; raises InvalidCardMetadataError listing all
+    problems."""
     data = card.data.to_dict()
     problems = []
     license_id = data.get("license")

@@ -231,9 +231,9 @@ def _check_loadable_without_hf_vq(config: dict, processor_config: dict | None, p
     model_type = config.get("model_type")
     if model_type and not config.get("auto_map") and not is_builtin_model_type(model_type):
         problems.append(
-            f"{CONFIG_NAME} has model_type {model_type!r}, which transformers does not know, and no auto_map: Hub users "
-            "could not load it. Save the model after `register_for_auto_class()` (hf_vq's models do this) so that "
-            "its code travels with it."
+            f"{CONFIG_NAME} has model_type {model_type!r}, which transformers does not know, and no auto_map: Hub "
+            "users could not load it. Save the model after `register_for_auto_class()` (hf_vq's models do this) so "
+            "that its code travels with it."
         )
     processor_type = (processor_config or {}).get("image_processor_type")
     if processor_config is not None and not processor_config.get("auto_map") and processor_type:
@@ -241,8 +241,8 @@ def _check_loadable_without_hf_vq(config: dict, processor_config: dict | None, p
 
         if not hasattr(transformers, processor_type.removesuffix("Pil")) and not hasattr(transformers, processor_type):
             problems.append(
-                f"{PROCESSOR_NAME} names {processor_type}, which transformers does not know, and no auto_map: save the "
-                "processor with `processor.save_pretrained(folder)` after `register_for_auto_class()` so that "
+                f"{PROCESSOR_NAME} names {processor_type}, which transformers does not know, and no auto_map: save "
+                "the processor with `processor.save_pretrained(folder)` after `register_for_auto_class()` so that "
                 "image_processing_*.py travels with it."
             )
 

@@ -257,7 +257,8 @@ def _check_reads_this_tokenizer(member: SetMember, tokenizer: SetMember | None, 
 
 
 def add_push_set_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """`hf-vq push-set --tokenizer_dir T --classifier_dirs C1 C2 --prior_dirs P --hub_namespace ORG [--collection T]`."""
+    """`hf-vq push-set --tokenizer_dir T --classifier_dirs C1 C2 --prior_dirs P --hub_namespace ORG
+    [--collection T]`."""
     parser = subparsers.add_parser(
         "push-set",
         help="push a tokenizer and the classifiers and priors trained on it as one linked set",

@@ -299,7 +299,8 @@ def refuse_local_tokenizer(folder: ModelFolder, tokenizer_hub_id: str | None, hu
         f"not on the Hub: pushed alone, it could not be used. Push the tokenizer and the {folder.kind} together:\n"
         f"    hf-vq push-set --tokenizer_dir {reference} {flag} {folder.path} --hub_namespace {namespace}\n"
         f"or, if that tokenizer is already on the Hub, name its repo:\n"
-        f"    hf-vq push --model_dir {folder.path} --hub_model_id {hub_model_id} --tokenizer_hub_id {namespace}/<tokenizer-repo>"
+        f"    hf-vq push --model_dir {folder.path} --hub_model_id {hub_model_id} "
+        f"--tokenizer_hub_id {namespace}/<tokenizer-repo>"
     )
 
 
@@ -317,9 +318,9 @@ def check_tokenizer_for_push(args: argparse.Namespace, reads_tokenizer: bool = T
     if getattr(args, "tokenizer_hub_id", None):
         return
     raise LocalTokenizerError(
-        f"--push_to_hub: the tokenizer {reference!r} is a local folder, so the pushed model could not find it. Push the "
-        "tokenizer first (`hf-vq push --model_dir ... --hub_model_id ORG/NAME`) and pass --tokenizer_hub_id ORG/NAME, "
-        "or train without --push_to_hub and push both afterwards with `hf-vq push-set --tokenizer_dir ...`."
+        f"--push_to_hub: the tokenizer {reference!r} is a local folder, so the pushed model could not find it. "
+        "Push the tokenizer first (`hf-vq push --model_dir ... --hub_model_id ORG/NAME`) and pass --tokenizer_hub_id "
+        "ORG/NAME, or train without --push_to_hub and push both afterwards with `hf-vq push-set --tokenizer_dir ...`."
     )
 
 
@@ -574,7 +575,8 @@ def check_push_arguments(args: argparse.Namespace) -> None:
         )
     if not (getattr(args, "hub_token", None) or get_token()):
         raise MissingTokenError(
-            "--push_to_hub needs a Hugging Face token: run `hf auth login`, set HF_TOKEN or pass --hub_token before training."
+            "--push_to_hub needs a Hugging Face token: run `hf auth login`, set HF_TOKEN or pass --hub_token before "
+            "training."
         )
     api = HfApi()
     with hub_errors(api.endpoint):

@@ -59,7 +59,8 @@ NATIVE_LIBRARIES = ("diffusers", "transformers")
 # Files beside this one that every pipeline file imports relatively and that travel with it to the folder's root.
 PIPELINE_HELPER_FILES = ("remote_code.py", "pipeline_inputs.py")
 
-ENTRY_TEMPLATE = '''"""Code of the `{component}` component of this pipeline, for `DiffusionPipeline.from_pretrained(...,
+ENTRY_TEMPLATE = '''\
+"""Code of the `{component}` component of this pipeline, for `DiffusionPipeline.from_pretrained(...,
 trust_remote_code=True)` where hf_vq is not installed. Written by hf_vq when the pipeline was saved.
 
 diffusers downloads and imports only this file of a component folder (besides weights and config), so the component's
@@ -120,9 +121,10 @@ class _ComponentStandIn(metaclass=_AcceptsAnyComponent):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> Any:
         raise ValueError(
-            f"the pipeline folder {os.fspath(path)} lacks the folder of its {cls.__name__} component (model_index.json "
-            f"names it; its code is <component>/{ENTRY_MODULE}.py beside its config and weights): the folder is "
-            "incomplete. Download or save the whole pipeline again, or pass the component to from_pretrained(...)"
+            f"the pipeline folder {os.fspath(path)} lacks the folder of its {cls.__name__} component "
+            f"(model_index.json names it; its code is <component>/{ENTRY_MODULE}.py beside its config and weights): "
+            "the folder is incomplete. Download or save the whole pipeline again, or pass the component to "
+            "from_pretrained(...)"
         )
 
 
@@ -149,8 +151,8 @@ def save_pretrained_with_code(
 ) -> None:
     """`save` (diffusers' `DiffusionPipeline.save_pretrained`, bound to `pipeline`) into `save_directory`, then the
     code: `pipeline_file` and this helper at the root, an entry file in every component folder that needs one, and
-    `model_index.json` pointing at them. With `push_to_hub`, the complete folder is uploaded afterwards (diffusers would
-    upload before the code is written)."""
+    `model_index.json` pointing at them. With `push_to_hub`, the complete folder is uploaded afterwards (diffusers
+    would upload before the code is written)."""
     hub_kwargs = {
         key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "create_pr") if key in kwargs
     }
@@ -283,7 +285,8 @@ def _load_installed_component(component_class: type, folder: Path, name: str, kw
 
 
 def write_component_code(component: Any, folder: Path, component_name: str) -> str:
-    """Write the entry file of `component` (saved in `folder`) and the source files it embeds; return the class name."""
+    """Write the entry file of `component` (saved in `folder`) and the source files it embeds; return the class
+    name."""
     cls = type(component)
     sources = component_sources(cls, folder)
     for name, source in sources.items():
@@ -302,9 +305,9 @@ def write_component_code(component: Any, folder: Path, component_name: str) -> s
 def component_sources(cls: type, folder: Path) -> dict[str, str]:
     """File name -> source of the module defining `cls` and of everything it imports relatively (recursively).
 
-    Taken from `folder` when `save_pretrained` wrote the module there (transformers' `register_for_auto_class` copies a
-    model's files, and `VQGANModel` its quantizer's, in the form that runs without hf_vq); otherwise from where the class
-    was imported (a scheduler; or a component that itself came from remote code, whose files are complete)."""
+    Taken from `folder` when `save_pretrained` wrote the module there (transformers' `register_for_auto_class` copies
+    a model's files, and `VQGANModel` its quantizer's, in the form that runs without hf_vq); otherwise from where the
+    class was imported (a scheduler; or a component that itself came from remote code, whose files are complete)."""
     module_file = Path(_module_file(cls))
     saved = folder / module_file.name
     entry = saved if saved.is_file() else module_file

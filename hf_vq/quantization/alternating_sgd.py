@@ -9,12 +9,12 @@ take one plain SGD step on the codebook loss with the assignments fixed:
 theta is the raw codebook (as vqtorch's inplace optimizer, which holds `codebook.parameters()` only), the gradient
 flowing through the affine transform when there is one; the affine scale and shift are left to the main optimizer (a
 step of lr 50 on these shared parameters diverged in the first study run). For SimVQ, whose raw codes are frozen,
-theta is its matrix W. For a raw codebook this is c_k <- c_k - lr * 2 / (N D) * sum_{i: k(i) = k} (c_k - z_i): the step size grows with the
-cluster's share of the batch, unlike the mean step of alternating.py, which moves every selected code the same
-fraction of the way to its cluster mean. vqtorch uses SGD(lr=50, momentum=0.9); this step has no momentum, so that it
-needs no optimizer state. With several processes the gradient is that of the loss over all processes' vectors
-(local gradients of the summed loss are all-reduced and divided by the global element count), so every rank takes
-the same step.
+theta is its matrix W. For a raw codebook this is c_k <- c_k - lr * 2 / (N D) * sum_{i: k(i) = k} (c_k - z_i): the
+step size grows with the cluster's share of the batch, unlike the mean step of alternating.py, which moves every
+selected code the same fraction of the way to its cluster mean. vqtorch uses SGD(lr=50, momentum=0.9); this step has
+no momentum, so that it needs no optimizer state. With several processes the gradient is that of the loss over all
+processes' vectors (local gradients of the summed loss are all-reduced and divided by the global element count), so
+every rank takes the same step.
 """
 
 from __future__ import annotations

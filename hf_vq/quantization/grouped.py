@@ -20,7 +20,9 @@ class GroupedVectorQuantizer(QuantizerBase):
     Example:
         >>> import torch
         >>> from hf_vq.quantization import GroupedVectorQuantizer
-        >>> vq = GroupedVectorQuantizer(embed_dim=8, codebook_size=16, num_groups=2, affine="learned", alternating=True)
+        >>> vq = GroupedVectorQuantizer(
+        ...     embed_dim=8, codebook_size=16, num_groups=2, affine="learned", alternating=True
+        ... )
         >>> vq(torch.randn(2, 8, 4, 4)).indices.shape
         torch.Size([2, 4, 4, 2])
     """

@@ -79,6 +79,7 @@ class ResidualVectorQuantizer(QuantizerBase):
     def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.ndim != 2 or indices.shape[1] != self.num_quantizers:
             raise ValueError(
-                f"indices need a trailing axis of size {self.num_quantizers} (one per stage), got shape {tuple(indices.shape)}"
+                f"indices need a trailing axis of size {self.num_quantizers} (one per stage), "
+                f"got shape {tuple(indices.shape)}"
             )
         return sum(stage._lookup(indices[:, s]) for s, stage in enumerate(self.stages))

@@ -11,7 +11,8 @@
   (search_triton.py).
 
 "auto" picks triton on CUDA when it is installed, FAISS on the CPU when it is installed and faster for the code
-dimension (D <= 32), and the blocked search everywhere else; a forced backend that cannot run raises `SearchBackendUnavailableError` saying why.
+dimension (D <= 32), and the blocked search everywhere else; a forced backend that cannot run raises
+`SearchBackendUnavailableError` saying why.
 
 Every backend computes in float32 whatever the input dtype (bf16 values are exact in float32; products of two bf16
 values too), and breaks ties by the lowest code index. Codes at exactly equal distance (duplicate codes) therefore

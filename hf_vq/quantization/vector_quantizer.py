@@ -43,7 +43,8 @@ from .synchronized_update import synchronized_straight_through
 def straight_through_output(
     vectors: torch.Tensor, codes: torch.Tensor, sync_nu: float, gradient_estimator: str
 ) -> torch.Tensor:
-    """Value `codes`; gradient to `vectors` by straight-through or the rotation trick; nu x the task gradient to the codes."""
+    """Value `codes`; gradient to `vectors` by straight-through or the rotation trick; nu x the task gradient to the
+    codes."""
     # The rotation trick's output has the value of `codes`; the synchronized update then passes its gradient on
     # unchanged (to the rotation, instead of straight to the vectors) and adds nu x the gradient to the codes.
     carrier = vectors if gradient_estimator == "ste" else rotation_trick(vectors, codes)

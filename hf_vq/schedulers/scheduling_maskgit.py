@@ -192,8 +192,8 @@ class MaskGITScheduler(SchedulerMixin, ConfigMixin):
         tokens = sample.reshape(sample.shape[0], -1)
         if model_output.ndim != 3 or model_output.shape[:2] != tokens.shape:
             raise ValueError(
-                f"model_output must be logits (batch, positions, codebook_size) matching sample {tuple(sample.shape)}, "
-                f"got {tuple(model_output.shape)}"
+                f"model_output must be logits (batch, positions, codebook_size) matching sample "
+                f"{tuple(sample.shape)}, got {tuple(model_output.shape)}"
             )
         check_temperature(temperature)
         check_generators(generator, tokens.shape[0])

@@ -118,7 +118,8 @@ def build_model(
 def build_pixel_vit(
     model_config: dict[str, Any], tokenizer: nn.Module, processor, labels: dict[str, Any]
 ) -> nn.Module:
-    """transformers' ViT of the token ViT's size; patch = the tokenizer's downsampling factor (same sequence length)."""
+    """transformers' ViT of the token ViT's size; patch = the tokenizer's downsampling factor (same sequence
+    length)."""
     from transformers import ViTConfig, ViTForImageClassification
 
     from ..models.token_vit import TokenViTConfig

@@ -64,8 +64,9 @@ class NLayerDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if min(images.shape[-2:]) < self.minimum_image_size:
             raise ValueError(
-                f"images of {images.shape[-2]}x{images.shape[-1]} are too small for a {self.num_layers}-layer PatchGAN "
-                f"(minimum side {self.minimum_image_size}); use fewer discriminator layers (--discriminator_layers)"
+                f"images of {images.shape[-2]}x{images.shape[-1]} are too small for a {self.num_layers}-layer "
+                f"PatchGAN (minimum side {self.minimum_image_size}); use fewer discriminator layers "
+                f"(--discriminator_layers)"
             )
         return self.main(images)
 

@@ -202,7 +202,7 @@ def ensure_finite_weights(models: Iterable[torch.nn.Module], step: int, output_d
         for name, tensor in named:
             if not bool(torch.isfinite(tensor).all()):
                 raise TrainingDivergedError(
-                    f"training diverged by step {step}: {type(model).__name__}.{name} holds NaN or infinite values, so "
-                    f"nothing is saved. The last good checkpoint is {describe(last_good_checkpoint(output_dir))}; resume "
-                    "from it with a lower --learning_rate or --max_grad_norm"
+                    f"training diverged by step {step}: {type(model).__name__}.{name} holds NaN or infinite values, "
+                    f"so nothing is saved. The last good checkpoint is {describe(last_good_checkpoint(output_dir))}; "
+                    "resume from it with a lower --learning_rate or --max_grad_norm"
                 )

@@ -84,7 +84,8 @@ def write_folder_atomically(target: str | Path, write: Callable[[Path], None]) -
         shutil.rmtree(staging, ignore_errors=True)
         raise FinalSaveError(
             f"could not write the final model to {target} ({type(error).__name__}: {error}). The folder still holds "
-            f"what it held before, and the checkpoints are intact (the newest: {describe(last_good_checkpoint(target))}"
+            f"what it held before, and the checkpoints are intact "
+            f"(the newest: {describe(last_good_checkpoint(target))}"
             "); free disk space (or fix the cause), then run again with --resume_from_checkpoint latest"
         ) from error
     _pause_if_asked(staging, "staged")

@@ -219,7 +219,8 @@ def _read_state_dicts(files: list[Path]) -> dict[str, torch.Tensor]:
 
 
 def _to_lpips_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename torchvision's `features.N.*` to `net.sliceK.N.*`; strip common prefixes (`perceptual_loss.`, `module.`)."""
+    """Rename torchvision's `features.N.*` to `net.sliceK.N.*`; strip common prefixes (`perceptual_loss.`,
+    `module.`)."""
     slice_of = {
         index: number for number, (start, end) in enumerate(SLICE_BOUNDS, start=1) for index in range(start, end)
     }

@@ -3,8 +3,8 @@ config's `prior_type` picks which: `maskgit`, the default; see `hf_vq/training/p
 
     hf-vq train-prior --config configs/maskgit_fashion_mnist.yaml --tokenizer_name_or_path outputs/vqgan \\
         --eval_classifier_name_or_path outputs/pixel_vit
-    accelerate launch scripts/train_prior.py --config configs/maskgit_fashion_mnist.yaml --tokenizer_name_or_path ... \\
-        --mixed_precision bf16
+    accelerate launch scripts/train_prior.py --config configs/maskgit_fashion_mnist.yaml \\
+        --tokenizer_name_or_path ... --mixed_precision bf16
 
 The dataset is tokenized once and cached (the token cache of `token_data`, shared with the classifier: a prior
 trained on the data a token classifier was trained on reads the same files), the prior learns its spec's training
@@ -119,7 +119,8 @@ def format_generation_metrics(metrics: dict[str, Any]) -> str:
             lines.append(text)
     if "generated_perplexity" in metrics:
         lines.append(
-            f"token perplexity {metrics['generated_perplexity']:.1f} generated / {metrics.get('real_perplexity', float('nan')):.1f} real, "
+            f"token perplexity {metrics['generated_perplexity']:.1f} generated / "
+            f"{metrics.get('real_perplexity', float('nan')):.1f} real, "
             f"codebook usage {metrics['generated_usage']:.1%} / {metrics.get('real_usage', float('nan')):.1%}"
         )
     return "\n".join(lines)

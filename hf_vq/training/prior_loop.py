@@ -132,7 +132,8 @@ def run_prior_training(config: PriorTrainingConfig) -> dict[str, Any]:
 
 
 def tokenizer_record(tokenizer: nn.Module, name_or_path: str) -> dict[str, Any]:
-    """What identifies the tokenizer a prior is trained on: its reference, vocabulary, grid and a hash of its weights."""
+    """What identifies the tokenizer a prior is trained on: its reference, vocabulary, grid and a hash of its
+    weights."""
     config = tokenizer.config
     return {
         "tokenizer_name_or_path": tokenizer_reference(name_or_path),
@@ -191,8 +192,9 @@ def build_prior(
 def check_classes(model: nn.Module, id2label: dict[int, str], conditional: bool) -> None:
     if conditional and len(id2label) > model.config.num_classes:
         raise ValueError(
-            f"the dataset has {len(id2label)} classes but the prior was built for num_classes={model.config.num_classes}: "
-            "start from a prior trained on these classes, or drop --pretrained_model_name_or_path"
+            f"the dataset has {len(id2label)} classes but the prior was built for "
+            f"num_classes={model.config.num_classes}: start from a prior trained on these classes, or drop "
+            "--pretrained_model_name_or_path"
         )
 
 

@@ -26,7 +26,8 @@ class MaskGITConfig(PreTrainedConfig):
         grid_width (`int`, *optional*, defaults to 16):
             Columns of the token grid.
         num_classes (`int`, *optional*, defaults to 0):
-            Class labels the prior is conditioned on; 0 makes an unconditional prior (every sample uses the null label).
+            Class labels the prior is conditioned on; 0 makes an unconditional prior (every sample uses the null
+            label).
         hidden_size (`int`, *optional*, defaults to 256):
             Width of the transformer.
         num_hidden_layers (`int`, *optional*, defaults to 4):
@@ -108,8 +109,8 @@ class MaskGITConfig(PreTrainedConfig):
 
         ```python
         >>> from hf_vq import MaskGITConfig, VQGANConfig
-        >>> tokenizer_config = VQGANConfig(num_channels=1, image_size=16, block_out_channels=[16, 32], norm_num_groups=8,
-        ...                                latent_channels=8, embed_dim=4, codebook_size=32)
+        >>> tokenizer_config = VQGANConfig(num_channels=1, image_size=16, block_out_channels=[16, 32],
+        ...                                norm_num_groups=8, latent_channels=8, embed_dim=4, codebook_size=32)
         >>> config = MaskGITConfig.from_tokenizer_config(tokenizer_config, "my/tokenizer", num_classes=10)
         >>> config.codebook_size, config.grid_height, config.grid_width, config.tokenizer_name_or_path
         (32, 8, 8, 'my/tokenizer')
@@ -172,9 +173,9 @@ def check_single_codebook(tokenizer_config: Any) -> None:
     per_position = getattr(tokenizer_config, "tokens_per_position", 1)
     if per_position != 1:
         raise ValueError(
-            f"the tokenizer has quantizer_type={getattr(tokenizer_config, 'quantizer_type', '?')!r} with {per_position} "
-            "ids per grid position; the MaskGIT prior is not supported yet for grouped or residual tokenizers "
-            "(it predicts one code per position). Train it on a tokenizer with quantizer_type='vector'."
+            f"the tokenizer has quantizer_type={getattr(tokenizer_config, 'quantizer_type', '?')!r} with "
+            f"{per_position} ids per grid position; the MaskGIT prior is not supported yet for grouped or residual "
+            "tokenizers (it predicts one code per position). Train it on a tokenizer with quantizer_type='vector'."
         )
 
 
@@ -185,8 +186,9 @@ def check_model_size(num_parameters: int, fields: str) -> None:
     limit = 20_000_000_000  # far beyond any model these configs are for
     if num_parameters > limit:
         raise ValueError(
-            f"this config makes a model of about {num_parameters:.1e} parameters ({num_parameters * 4 / 2**30:,.0f} GiB "
-            f"in float32), more than the {limit:.0e} any hf_vq model is built for: check {fields}"
+            f"this config makes a model of about {num_parameters:.1e} parameters "
+            f"({num_parameters * 4 / 2**30:,.0f} GiB in float32), more than the {limit:.0e} any hf_vq model is built "
+            f"for: check {fields}"
         )
 
 

@@ -278,11 +278,12 @@ class MaskGITModel(MaskGITPreTrainedModel):
         **kwargs: Any,
     ) -> MaskGITModelOutput | tuple:
         r"""
-        image_tokens (`torch.LongTensor` of shape `(batch_size, grid_height, grid_width)` or `(batch_size, num_positions)`):
-            Code ids, `config.mask_token_id` at the positions to predict. Ids (and labels) out of range raise a
-            `ValueError` when the tensors are in host memory and the call is eager; on an accelerator or under
-            `torch.compile` / `torch.export` reading them would cost a host-device sync or a data-dependent branch,
-            so call `check_inputs` yourself for ids from outside (the pipeline checks its class labels itself).
+        image_tokens (`torch.LongTensor` of shape `(batch_size, grid_height, grid_width)`):
+            Code ids (or of shape `(batch_size, num_positions)`), `config.mask_token_id` at the positions to predict.
+            Ids (and labels) out of range raise a `ValueError` when the tensors are in host memory and the call is
+            eager; on an accelerator or under `torch.compile` / `torch.export` reading them would cost a host-device
+            sync or a data-dependent branch, so call `check_inputs` yourself for ids from outside (the pipeline
+            checks its class labels itself).
         class_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class of each sample in `[0, num_classes]`, `num_classes` being the null label; `None` uses the null label.
         labels (`torch.LongTensor` of the shape of `image_tokens`, *optional*):
@@ -311,8 +312,9 @@ class MaskGITModel(MaskGITPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         if value.num_embeddings != self.config.vocab_size:
             raise ValueError(
-                f"the token embedding must have codebook_size + 1 = {self.config.vocab_size} rows (the codes, then the "
-                f"mask id), got {value.num_embeddings}; build a prior for the new tokenizer with from_tokenizer instead"
+                f"the token embedding must have codebook_size + 1 = {self.config.vocab_size} rows (the codes, then "
+                f"the mask id), got {value.num_embeddings}; build a prior for the new tokenizer with from_tokenizer "
+                "instead"
             )
         self.embeddings.token_embedding = value
 
@@ -361,9 +363,9 @@ class MaskGITModel(MaskGITPreTrainedModel):
             or class_labels.is_floating_point()
             or class_labels.shape != (batch,)
         ):
+            got = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
             raise ValueError(
-                f"class_labels must be an integer tensor of shape ({batch},) (one label per sample), got "
-                f"{tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__}"
+                f"class_labels must be an integer tensor of shape ({batch},) (one label per sample), got {got}"
             )
         return class_labels.to(device=device, dtype=torch.long)
 
@@ -382,15 +384,17 @@ class MaskGITModel(MaskGITPreTrainedModel):
         config = self.config
         if int(image_tokens.min()) < 0 or int(image_tokens.max()) > config.mask_token_id:
             raise ValueError(
-                f"image_tokens must be code ids in [0, {config.codebook_size - 1}] or the mask id {config.mask_token_id}, "
-                f"got values from {int(image_tokens.min())} to {int(image_tokens.max())}. Were they made by another tokenizer?"
+                f"image_tokens must be code ids in [0, {config.codebook_size - 1}] or the mask id "
+                f"{config.mask_token_id}, got values from {int(image_tokens.min())} to {int(image_tokens.max())}. "
+                "Were they made by another tokenizer?"
             )
         if int(class_labels.min()) < 0 or int(class_labels.max()) > config.null_class_id:
             what = (
                 "an unconditional prior (num_classes=0) takes no class labels"
                 if config.num_classes == 0
                 else (
-                    f"class labels must lie in [0, {config.num_classes - 1}] (or {config.null_class_id}, the null label)"
+                    f"class labels must lie in [0, {config.num_classes - 1}] (or {config.null_class_id}, the null "
+                    "label)"
                 )
             )
             raise ValueError(f"{what}; got labels from {int(class_labels.min())} to {int(class_labels.max())}")

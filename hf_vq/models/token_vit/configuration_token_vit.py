@@ -98,10 +98,11 @@ class TokenViTConfig(PreTrainedConfig):
 
         ```python
         >>> from hf_vq import TokenViTConfig, VQGANConfig
-        >>> tokenizer_config = VQGANConfig(num_channels=1, image_size=16, block_out_channels=[16, 32], norm_num_groups=8,
-        ...                                latent_channels=8, embed_dim=4, codebook_size=32)
+        >>> tokenizer_config = VQGANConfig(num_channels=1, image_size=16, block_out_channels=[16, 32],
+        ...                                norm_num_groups=8, latent_channels=8, embed_dim=4, codebook_size=32)
         >>> config = TokenViTConfig.from_tokenizer_config(tokenizer_config, "my/tokenizer", hidden_size=32,
-        ...                                               num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+        ...                                               num_hidden_layers=1, num_attention_heads=2,
+        ...                                               intermediate_size=64)
         >>> config.codebook_size, config.grid_size, config.tokenizer_name_or_path
         (32, [8, 8], 'my/tokenizer')
 
@@ -163,8 +164,9 @@ def check_model_size(num_parameters: int, fields: str) -> None:
     limit = 20_000_000_000  # far beyond any model these configs are for
     if num_parameters > limit:
         raise ValueError(
-            f"this config makes a model of about {num_parameters:.1e} parameters ({num_parameters * 4 / 2**30:,.0f} GiB "
-            f"in float32), more than the {limit:.0e} any hf_vq model is built for: check {fields}"
+            f"this config makes a model of about {num_parameters:.1e} parameters "
+            f"({num_parameters * 4 / 2**30:,.0f} GiB in float32), more than the {limit:.0e} any hf_vq model is built "
+            f"for: check {fields}"
         )
 
 

@@ -246,8 +246,9 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         if self._tokenizer is None:
             if not self.config.tokenizer_name_or_path:
                 raise ValueError(
-                    "this classifier reads token grids; to classify pixel_values it needs the tokenizer it was trained "
-                    "on, but config.tokenizer_name_or_path is not set. Pass image_tokens, or call set_tokenizer()."
+                    "this classifier reads token grids; to classify pixel_values it needs the tokenizer it was "
+                    "trained on, but config.tokenizer_name_or_path is not set. Pass image_tokens, or call "
+                    "set_tokenizer()."
                 )
             tokenizer = VQGANModel.from_pretrained(
                 self.config.tokenizer_name_or_path, revision=self.config.tokenizer_revision
@@ -349,7 +350,8 @@ class TokenViTForImageClassification(TokenViTPreTrainedModel):
         if image_tokens.numel() and (int(image_tokens.min()) < 0 or int(image_tokens.max()) >= codebook_size):
             raise ValueError(
                 f"token ids must lie in [0, {codebook_size - 1}] (codebook_size={codebook_size}); got "
-                f"values from {int(image_tokens.min())} to {int(image_tokens.max())}. Were they made by another tokenizer?"
+                f"values from {int(image_tokens.min())} to {int(image_tokens.max())}. Were they made by another "
+                "tokenizer?"
             )
 
     def _flatten_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,8 @@ def remote_code_source() -> str:
     """
     imports = "\n".join(f"from .{module} import {names}" for module, names in _REMOTE_IMPORTS.items())
     return (
-        '"""The image tokenizer (hf_vq\'s VQGAN) that this classifier reads, copied with it for trust_remote_code."""\n\n'
+        '"""The image tokenizer (hf_vq\'s VQGAN) that this classifier reads, copied with it for '
+        'trust_remote_code."""\n\n'
         f"{imports}\n\n"
         "# This module is already the checkpoint's copy: the VQGAN files are its siblings.\n"
         "remote_code_source = None\n"

@@ -185,7 +185,8 @@ class VQGANConfig(PreTrainedConfig):
             raise ValueError(
                 f"block_out_channels must be a non-empty list of positive integers, got {self.block_out_channels}"
             )
-        # 3x3 convolutions of two per residual block: layers_per_block blocks per encoder level, one more per decoder one.
+        # 3x3 convolutions of two per residual block: layers_per_block blocks per encoder level, one more per
+        # decoder one.
         check_model_size(
             sum(18 * channels**2 * (2 * self.layers_per_block + 1) for channels in self.block_out_channels),
             "layers_per_block and block_out_channels",
@@ -194,7 +195,8 @@ class VQGANConfig(PreTrainedConfig):
         if bad_channels:
             raise ValueError(
                 f"norm_num_groups={self.norm_num_groups} must divide every entry of block_out_channels "
-                f"{self.block_out_channels} (not {bad_channels}): group normalisation splits channels into equal groups"
+                f"{self.block_out_channels} (not {bad_channels}): group normalisation splits channels into equal "
+                "groups"
             )
         if self.image_size % self.downsampling_factor != 0:
             raise ValueError(
@@ -268,8 +270,9 @@ def check_model_size(num_parameters: int, fields: str) -> None:
     limit = 20_000_000_000  # far beyond any model these configs are for
     if num_parameters > limit:
         raise ValueError(
-            f"this config makes a model of about {num_parameters:.1e} parameters ({num_parameters * 4 / 2**30:,.0f} GiB "
-            f"in float32), more than the {limit:.0e} any hf_vq model is built for: check {fields}"
+            f"this config makes a model of about {num_parameters:.1e} parameters "
+            f"({num_parameters * 4 / 2**30:,.0f} GiB in float32), more than the {limit:.0e} any hf_vq model is built "
+            f"for: check {fields}"
         )
 
 

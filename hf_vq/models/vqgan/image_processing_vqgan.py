@@ -150,8 +150,8 @@ class VQGANImageProcessor(PilBackend):
         factor = self.downsampling_factor
         if (height is not None and height % factor) or (width is not None and width % factor):
             raise ValueError(
-                f"{where} gives images of {height}x{width} pixels, which the model's downsampling factor {factor} does "
-                f"not divide; resize, crop or pad to a multiple of {factor} (e.g. size={{'height': "
+                f"{where} gives images of {height}x{width} pixels, which the model's downsampling factor {factor} "
+                f"does not divide; resize, crop or pad to a multiple of {factor} (e.g. size={{'height': "
                 f"{_round_up(height or factor, factor)}, 'width': {_round_up(width or factor, factor)}}})"
             )
 
@@ -177,10 +177,10 @@ class VQGANImageProcessor(PilBackend):
         )
         if array.shape[0] != num_channels:
             raise ValueError(
-                f"VQGANImageProcessor expects images with {num_channels} channel(s) (num_channels={num_channels}), got "
-                f"one of shape {tuple(np.shape(image))} with {array.shape[0]} channel(s); convert it first (for example "
-                f"PIL's Image.convert('{'L' if num_channels == 1 else 'RGB'}')) or use a processor and model built for "
-                f"{array.shape[0]} channel(s)"
+                f"VQGANImageProcessor expects images with {num_channels} channel(s) (num_channels={num_channels}), "
+                f"got one of shape {tuple(np.shape(image))} with {array.shape[0]} channel(s); convert it first (for "
+                f"example PIL's Image.convert('{'L' if num_channels == 1 else 'RGB'}')) or use a processor and model "
+                f"built for {array.shape[0]} channel(s)"
             )
         return array
 

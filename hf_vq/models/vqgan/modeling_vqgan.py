@@ -275,7 +275,8 @@ class VQGANUpsample(nn.Module):
 
 class VQGANLevel(nn.Module):
     """One resolution level: residual blocks (each followed by attention where configured), then an optional
-    down- or upsampling. Encoder levels are diffusers' (Attn)DownEncoderBlock2D, decoder levels (Attn)UpDecoderBlock2D."""
+    down- or upsampling. Encoder levels are diffusers' (Attn)DownEncoderBlock2D, decoder levels
+    (Attn)UpDecoderBlock2D."""
 
     def __init__(
         self,
@@ -563,14 +564,15 @@ class VQGANModel(VQGANPreTrainedModel):
         if shape is not None:
             if len(shape) == 4 and shape[3] != self.config.embed_dim:
                 raise ValueError(
-                    f"shape {tuple(shape)} ends with {shape[3]} channels but the codes have embed_dim={self.config.embed_dim}"
+                    f"shape {tuple(shape)} ends with {shape[3]} channels but the codes have "
+                    f"embed_dim={self.config.embed_dim}"
                 )
             image_tokens = image_tokens.reshape(*shape[:3], *depth)
         if image_tokens.ndim != 3 + len(depth):
             raise ValueError(
                 f"image_tokens must have shape (batch, height, width{', ' + str(depth[0]) if depth else ''}) for "
-                f"quantizer_type={self.config.quantizer_type!r}, got {tuple(image_tokens.shape)}; pass shape=(batch, height, width) "
-                "to reshape flat ids"
+                f"quantizer_type={self.config.quantizer_type!r}, got {tuple(image_tokens.shape)}; pass "
+                "shape=(batch, height, width) to reshape flat ids"
             )
         return self.quantize.get_codebook_entry(image_tokens)
 
@@ -613,28 +615,32 @@ class VQGANModel(VQGANPreTrainedModel):
         factor, channels = self.config.downsampling_factor, self.config.num_channels
         if not isinstance(pixel_values, torch.Tensor):
             raise TypeError(
-                f"pixel_values must be a torch.Tensor (batch, {channels}, height, width), got {type(pixel_values).__name__}; "
+                f"pixel_values must be a torch.Tensor (batch, {channels}, height, width), got "
+                f"{type(pixel_values).__name__}; "
                 "turn images into pixel values with VQGANImageProcessor(...)(images, return_tensors='pt')"
             )
         if not pixel_values.is_floating_point():
             raise TypeError(
-                f"pixel_values must be floating point (values in [-1, 1]), got {pixel_values.dtype}; use VQGANImageProcessor"
+                f"pixel_values must be floating point (values in [-1, 1]), got {pixel_values.dtype}; use "
+                "VQGANImageProcessor"
             )
         if pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
             raise ValueError(
-                f"pixel_values must be a non-empty batch (batch, {channels}, height, width), got shape {tuple(pixel_values.shape)}"
+                f"pixel_values must be a non-empty batch (batch, {channels}, height, width), got shape "
+                f"{tuple(pixel_values.shape)}"
             )
         if pixel_values.shape[1] != channels:
             raise ValueError(
                 f"this model takes {channels}-channel images (num_channels={channels}), got {pixel_values.shape[1]} "
                 f"channels in pixel_values of shape {tuple(pixel_values.shape)}; convert the images "
-                f"({'grayscale' if channels == 1 else 'RGB'}) or use a model built for {pixel_values.shape[1]} channels"
+                f"({'grayscale' if channels == 1 else 'RGB'}) or use a model built for {pixel_values.shape[1]} "
+                "channels"
             )
         height, width = pixel_values.shape[-2:]
         if height % factor or width % factor:
             raise ValueError(
-                f"image size {height}x{width} is not divisible by the downsampling factor {factor}; resize, crop or pad "
-                f"the images to a multiple of {factor} (VQGANImageProcessor does this)"
+                f"image size {height}x{width} is not divisible by the downsampling factor {factor}; resize, crop or "
+                f"pad the images to a multiple of {factor} (VQGANImageProcessor does this)"
             )
         if pixel_values.dtype != self.dtype and not torch.is_autocast_enabled(pixel_values.device.type):
             # Caught here: the convolution's own message ("Input type (Half) and bias type (float) should be the

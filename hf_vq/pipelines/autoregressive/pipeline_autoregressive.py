@@ -108,9 +108,11 @@ def autoregressive_prior_fields(
     >>> from hf_vq import VQGANConfig
     >>> tokenizer = VQGANConfig(image_size=16, block_out_channels=[16, 32], norm_num_groups=8, codebook_size=32)
     >>> fields = autoregressive_prior_fields(tokenizer, num_classes=10)
-    >>> config = LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, **fields)
+    >>> config = LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+    ...                      **fields)
     >>> config.vocab_size, config.max_position_embeddings, config.grid_size
     (43, 65, [8, 8])
+
     ```
     """
     if getattr(tokenizer_config, "tokens_per_position", 1) != 1:
@@ -142,8 +144,8 @@ def check_prior_config(config: Any) -> None:
     missing = [name for name in PRIOR_FIELDS[:3] if getattr(config, name, None) is None]
     if missing:
         raise ValueError(
-            f"the transformer's config lacks {missing}: it is not an hf_vq autoregressive prior (build its config with "
-            "autoregressive_prior_fields(tokenizer_config, num_classes))"
+            f"the transformer's config lacks {missing}: it is not an hf_vq autoregressive prior (build its config "
+            "with autoregressive_prior_fields(tokenizer_config, num_classes))"
         )
     expected = config.codebook_size + config.num_classes + 1
     if config.vocab_size != expected:
@@ -178,20 +180,22 @@ class GuidedCodeSampler(LogitsProcessor):
     A `generate()` logits processor that draws the next code of every image itself.
 
     `generate` runs `2 * N` rows when guidance is on (the conditional rows, then their unconditional twins) and `N`
-    otherwise. Each step keeps the code ids of the logits (class and null tokens are never drawn), combines each pair as
-    `uncond + guidance_scale * (cond - uncond)`, applies transformers' warpers (temperature, top-k, top-p), draws one
-    code per image with `generator` (one generator, or one per image as diffusers does), and returns scores that are
-    `0` at the drawn code and `-inf` elsewhere for both rows of a pair, so that `generate`'s greedy step appends the
-    same code to both. Temperature 0 takes the most likely code.
+    otherwise. Each step keeps the code ids of the logits (class and null tokens are never drawn), combines each pair
+    as `uncond + guidance_scale * (cond - uncond)`, applies transformers' warpers (temperature, top-k, top-p), draws
+    one code per image with `generator` (one generator, or one per image as diffusers does), and returns scores that
+    are `0` at the drawn code and `-inf` elsewhere for both rows of a pair, so that `generate`'s greedy step appends
+    the same code to both. Temperature 0 takes the most likely code.
 
     Example:
 
     ```python
     >>> import torch
     >>> sampler = GuidedCodeSampler(codebook_size=4, guidance_scale=1.0, temperature=0.0)
-    >>> scores = sampler(torch.zeros(2, 1, dtype=torch.long), torch.tensor([[0., 3., 1., 2., 9.], [5., 1., 0., 0., 9.]]))
+    >>> scores = sampler(torch.zeros(2, 1, dtype=torch.long),
+    ...                  torch.tensor([[0., 3., 1., 2., 9.], [5., 1., 0., 0., 9.]]))
     >>> scores.argmax(dim=-1).tolist()  # code ids only: the class token (id 4) is never chosen
     [1, 0]
+
     ```
     """
 

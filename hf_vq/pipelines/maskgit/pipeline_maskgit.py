@@ -132,8 +132,8 @@ class MaskGITPipeline(DiffusionPipeline):
             if scheduler_mask_id != self.transformer.config.mask_token_id:
                 raise ValueError(
                     f"the scheduler's mask_token_id={scheduler_mask_id} differs from the prior's "
-                    f"mask_token_id={self.transformer.config.mask_token_id} (its codebook_size); build the scheduler with "
-                    "MaskGITScheduler(mask_token_id=transformer.config.mask_token_id)"
+                    f"mask_token_id={self.transformer.config.mask_token_id} (its codebook_size); build the scheduler "
+                    "with MaskGITScheduler(mask_token_id=transformer.config.mask_token_id)"
                 )
 
     @property
@@ -254,7 +254,8 @@ class MaskGITPipeline(DiffusionPipeline):
         return tokens
 
     def _guided_logits(self, tokens: torch.Tensor, labels: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-        """The prior's logits; with guidance, conditional and unconditional predictions come from one batched forward."""
+        """The prior's logits; with guidance, conditional and unconditional predictions come from one batched
+        forward."""
         if guidance_scale == 1.0:
             return self.transformer(tokens, class_labels=labels).logits
         null = torch.full_like(labels, self.transformer.config.null_class_id)
@@ -276,19 +277,21 @@ class MaskGITPipeline(DiffusionPipeline):
             return torch.full((count,), config.null_class_id, dtype=torch.long)
         if batch_size is not None:
             raise ValueError(
-                "batch_size applies to unconditional sampling (class_labels=None); with class labels, pass one per image"
+                "batch_size applies to unconditional sampling (class_labels=None); with class labels, pass one per "
+                "image"
             )
         labels = torch.as_tensor(class_labels if not isinstance(class_labels, int) else [class_labels])
         if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point():
             raise ValueError(f"class_labels must be an int or a non-empty list of ints, got {class_labels!r}")
         if config.num_classes == 0:
             raise ValueError(
-                "this prior is unconditional (num_classes=0): call the pipeline with class_labels=None (and batch_size=N)"
+                "this prior is unconditional (num_classes=0): call the pipeline with class_labels=None (and "
+                "batch_size=N)"
             )
         if int(labels.min()) < 0 or int(labels.max()) >= config.num_classes:
             raise ValueError(
-                f"class labels must lie in [0, {config.num_classes - 1}] (the prior has num_classes={config.num_classes}), "
-                f"got {labels.tolist()}"
+                f"class labels must lie in [0, {config.num_classes - 1}] (the prior has "
+                f"num_classes={config.num_classes}), got {labels.tolist()}"
             )
         return labels.long().repeat_interleave(num_images_per_prompt)
 

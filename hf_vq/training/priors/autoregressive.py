@@ -92,7 +92,8 @@ def build_autoregressive_prior(
 
 
 def load_pretrained_autoregressive_prior(name_or_path: str, tokenizer: nn.Module) -> LlamaForCausalLM:
-    """A saved prior (a model folder, or a pipeline folder holding one in transformer/), checked against `tokenizer`."""
+    """A saved prior (a model folder, or a pipeline folder holding one in transformer/), checked against
+    `tokenizer`."""
     subfolder = PIPELINE_MODEL_SUBFOLDER if (Path(name_or_path) / "model_index.json").is_file() else ""
     model = AutoModelForCausalLM.from_pretrained(name_or_path, subfolder=subfolder)
     check_tokenizer(model.config, tokenizer)
