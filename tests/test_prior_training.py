@@ -289,7 +289,8 @@ def test_prior_type_picks_the_spec_the_whole_run_goes_through(tokenizer_dir, ima
             num_sample_images=1,
         )
     )
-    # The model, the step's loss (training, then each validation), the saved pipeline: all from the spec chosen.
-    assert CountingPrior.calls == {"build_model": 1, "training_loss": 3, "build_pipeline": 1}
+    # The model, the step's loss (training, then each validation), the pipeline of the validation's sample grid and
+    # the saved one: all from the spec chosen.
+    assert CountingPrior.calls == {"build_model": 1, "training_loss": 3, "build_pipeline": 2}
     assert json.loads((Path(result["output_dir"]) / "training_config.json").read_text())["prior_type"] == "counting"
     assert {"val_loss", "val_masked_accuracy"} <= set(result["metrics"])
