@@ -13,9 +13,9 @@ from hf_vq import AutoregressivePipeline, VQGANConfig, VQGANImageProcessor, VQGA
 from hf_vq.training.args import ConfigError
 from hf_vq.training.prior_command import resolve_prior_args, train_prior
 from hf_vq.training.priors.autoregressive import (
+    AutoregressivePrior,
     NextTokenLoss,
     build_autoregressive_prior,
-    load_pretrained_autoregressive_prior,
     prior_sequences,
 )
 
@@ -90,11 +90,11 @@ def test_label_dropout_rate_and_unconditional_sequences(prior):
 def test_pretrained_prior_is_checked_against_the_tokenizer(prior, tokenizer, tmp_path):
     pipe = AutoregressivePipeline(vqgan=tokenizer, transformer=prior)
     pipe.save_pretrained(tmp_path / "pipe")
-    loaded = load_pretrained_autoregressive_prior(str(tmp_path / "pipe"), tokenizer)
+    loaded = AutoregressivePrior().load_model(str(tmp_path / "pipe"), tokenizer)
     assert torch.equal(loaded.lm_head.weight, prior.lm_head.weight)
     other = VQGANModel(type(tokenizer.config)(**{**tokenizer.config.to_dict(), "codebook_size": 64}))
     with pytest.raises(ValueError, match="codebook_size=64 but"):
-        load_pretrained_autoregressive_prior(str(tmp_path / "pipe"), other)
+        AutoregressivePrior().load_model(str(tmp_path / "pipe"), other)
 
 
 # ------------------------------------------------------------------------------------------------ hf-vq train-prior

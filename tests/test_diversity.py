@@ -78,3 +78,5 @@ def test_bad_inputs():
         WithinClassDiversity(0, 4)
     with pytest.raises(ValueError, match="got 2 token grids but 3 labels"):
         WithinClassDiversity(2, 4).update(torch.zeros(2, 2, 2, dtype=torch.long), torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 1\].*from 0 to 2"):
+        WithinClassDiversity(2, 4).update(torch.zeros(2, 2, 2, dtype=torch.long), torch.tensor([0, 2]))

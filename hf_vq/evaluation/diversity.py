@@ -50,6 +50,11 @@ class WithinClassDiversity(Metric):
         labels = labels.to(tokens.device)
         if labels.shape[0] != tokens.shape[0]:
             raise ValueError(f"got {tokens.shape[0]} token grids but {labels.shape[0]} labels")
+        if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+            raise ValueError(
+                f"labels must be class ids in [0, {self.num_classes - 1}] (num_classes={self.num_classes}), got "
+                f"values from {int(labels.min())} to {int(labels.max())}"
+            )
         if self.counts.numel() == 0:
             self.counts = torch.zeros(
                 self.num_classes, tokens.shape[1], self.codebook_size, dtype=torch.long, device=tokens.device

@@ -303,7 +303,7 @@ def run_push_set(args: argparse.Namespace) -> PushedSet:
             args.classifier_dirs,
             args.prior_dirs,
             hub_namespace=args.hub_namespace,
-            tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
+            tokenizer_hub_id=args.tokenizer_hub_id,
             private=args.private,
             revision=hub_revision(args),
             commit_message=args.commit_message,

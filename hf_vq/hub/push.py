@@ -307,15 +307,15 @@ def refuse_local_tokenizer(folder: ModelFolder, tokenizer_hub_id: str | None, hu
 def check_tokenizer_for_push(args: argparse.Namespace, reads_tokenizer: bool = True) -> None:
     """Before training a model that reads a tokenizer with `--push_to_hub`: refuse now, not after training, when
     that tokenizer is a local folder that the push could not name on the Hub (no `--tokenizer_hub_id`)."""
-    reference = getattr(args, "tokenizer_name_or_path", None)
+    reference = args.tokenizer_name_or_path
     if (
-        not getattr(args, "push_to_hub", False)
+        not args.push_to_hub
         or not reads_tokenizer
         or not reference
         or looks_like_repo_id(reference)
     ):
         return
-    if getattr(args, "tokenizer_hub_id", None):
+    if args.tokenizer_hub_id:
         return
     raise LocalTokenizerError(
         f"--push_to_hub: the tokenizer {reference!r} is a local folder, so the pushed model could not find it. "
@@ -510,9 +510,8 @@ def reported_as(prog: str) -> Iterator[None]:
 
 
 def hub_revision(args: argparse.Namespace) -> str | None:
-    """The branch to push to: `--hub_revision` (`--revision` in flag sets from before `--revision` came to mean the
-    revision of a pretrained model being loaded)."""
-    return args.hub_revision if hasattr(args, "hub_revision") else getattr(args, "revision", None)
+    """The branch to push to: `--hub_revision` (`--revision` is the revision of a pretrained model being loaded)."""
+    return args.hub_revision
 
 
 def run_push(args: argparse.Namespace) -> str:
@@ -524,8 +523,8 @@ def run_push(args: argparse.Namespace) -> str:
             revision=hub_revision(args),
             commit_message=args.commit_message,
             license=args.license,
-            tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
-            token=getattr(args, "hub_token", None),
+            tokenizer_hub_id=args.tokenizer_hub_id,
+            token=args.hub_token,
         )
     print(f"pushed {args.model_dir} to {args.hub_model_id}: {url}")
     return url
@@ -564,7 +563,7 @@ def check_push_arguments(args: argparse.Namespace) -> None:
     """Fail before training, not after it, when `--push_to_hub` could not succeed: a bad repo id, offline mode, no
     token, or a token the Hub rejects or that may not write to the namespace (asked with `whoami`, which also shows
     that the endpoint answers)."""
-    if not getattr(args, "push_to_hub", False):
+    if not args.push_to_hub:
         return
     if not args.hub_model_id:
         raise InvalidRepoIdError("--push_to_hub needs --hub_model_id namespace/name.")
@@ -573,19 +572,19 @@ def check_push_arguments(args: argparse.Namespace) -> None:
         raise OfflineModeError(
             "--push_to_hub was given but offline mode is on (HF_HUB_OFFLINE): unset it or drop --push_to_hub."
         )
-    if not (getattr(args, "hub_token", None) or get_token()):
+    if not (args.hub_token or get_token()):
         raise MissingTokenError(
             "--push_to_hub needs a Hugging Face token: run `hf auth login`, set HF_TOKEN or pass --hub_token before "
             "training."
         )
     api = HfApi()
     with hub_errors(api.endpoint):
-        check_token(api, args.hub_model_id, getattr(args, "hub_token", None))
+        check_token(api, args.hub_model_id, args.hub_token)
 
 
 def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -> str | None:
     """Called by a training loop on the main process after the final `save_pretrained`; returns the commit URL."""
-    if not getattr(args, "push_to_hub", False):
+    if not args.push_to_hub:
         return None
     return push_to_hub(
         model_dir,
@@ -594,8 +593,9 @@ def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -
         revision=hub_revision(args),
         commit_message=args.commit_message,
         license=args.license,
+        # train-tokenizer has no --tokenizer_hub_id (a tokenizer reads no other tokenizer); the others have it.
         tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
-        token=getattr(args, "hub_token", None),
+        token=args.hub_token,
     )
 
 

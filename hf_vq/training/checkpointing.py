@@ -215,7 +215,7 @@ def complete_checkpoint(
         if path.is_file()
     }
     for name in files:
-        _fsync(temporary / name)
+        fsync_file(temporary / name)
     checksums = {name: file_sha256(temporary / name) for name in files}
     manifest = {
         "format": 2,
@@ -233,7 +233,7 @@ def complete_checkpoint(
             shutil.rmtree(replaced)
         final.rename(replaced)
     temporary.rename(final)
-    _fsync_directory(final.parent)
+    fsync_directory(final.parent)
     if replaced is not None:
         shutil.rmtree(replaced)
     return final
@@ -264,12 +264,12 @@ def _write_synced(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:  # not possible on every platform (Windows); the rename itself is still atomic

@@ -30,8 +30,8 @@ import torch
 
 from .checkpointing import (
     CHECKPOINT_PATTERN,
-    _fsync,
-    _fsync_directory,
+    fsync_file,
+    fsync_directory,
     describe,
     last_good_checkpoint,
 )
@@ -79,7 +79,7 @@ def write_folder_atomically(target: str | Path, write: Callable[[Path], None]) -
         write(staging)
         _sync_tree(staging)
         (staging / COMPLETE_MARKER).touch()
-        _fsync_directory(staging)
+        fsync_directory(staging)
     except Exception as error:  # OSError (no space left), safetensors' or torch's errors around it
         shutil.rmtree(staging, ignore_errors=True)
         raise FinalSaveError(
@@ -136,17 +136,17 @@ def _swap_in(target: Path, staging: Path) -> None:
         leaving = set(_artifact_entries(target)) | {name for name in arriving if (target / name).exists()}
         for name in _markers_first(leaving):
             _move(target / name, old / name)
-        _fsync_directory(target)
+        fsync_directory(target)
         (staging / MOVING_IN_MARKER).touch()
-        _fsync_directory(staging)
+        fsync_directory(staging)
         _pause_if_asked(staging, "swapping")
     for name in reversed(_markers_first(_staged_entries(staging))):  # the loadable marker last
         _move(staging / name, target / name)
-    _fsync_directory(target)
+    fsync_directory(target)
     _pause_if_asked(staging, "swapped")
     shutil.rmtree(staging)
     shutil.rmtree(old, ignore_errors=True)
-    _fsync_directory(target)
+    fsync_directory(target)
 
 
 def _staged_entries(staging: Path) -> list[str]:
@@ -193,7 +193,7 @@ def _move(source: Path, destination: Path) -> None:
 def _sync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
-            _fsync(path)
+            fsync_file(path)
 
 
 def _pause_if_asked(staging: Path, point: str) -> None:

@@ -72,11 +72,10 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def strip_code_copies(folder: Path) -> None:
-    """The copies of hf_vq's code that remote-code loading needs are left out of the models (these folders test
-    today's code); the pipeline keeps them, as its model_index.json names their modules."""
+    """The copies of hf_vq's code that remote-code loading needs are left out: these folders test today's code (a
+    pipeline folder loads through `MaskGITPipeline.from_pretrained` with hf_vq's classes, without them)."""
     for code in folder.rglob("*.py"):
-        if "maskgit_pipeline" not in code.parts:
-            code.unlink()
+        code.unlink()
 
 
 def trained_a_little(config: VQGANConfig) -> VQGANModel:

@@ -85,8 +85,12 @@ class TokenPrior(ABC):
         tokenizer given."""
         subfolder = PIPELINE_MODEL_SUBFOLDER if (Path(name_or_path) / "model_index.json").is_file() else ""
         model = import_object(self.model_class).from_pretrained(name_or_path, subfolder=subfolder)
-        model.check_tokenizer(tokenizer)
+        self.check_model_tokenizer(model, tokenizer)
         return model
+
+    def check_model_tokenizer(self, model: nn.Module, tokenizer: nn.Module) -> None:
+        """Refuse a tokenizer that does not make the tokens `model` was trained on (a `ValueError` naming both)."""
+        model.check_tokenizer(tokenizer)
 
 
 def get_prior_spec(prior_type: str) -> TokenPrior:

@@ -15,19 +15,18 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from ...pipelines.autoregressive.pipeline_autoregressive import (
     AutoregressivePipeline,
     autoregressive_prior_fields,
     check_tokenizer,
 )
-from . import PIPELINE_MODEL_SUBFOLDER, TokenPrior
+from . import TokenPrior
 from .maskgit import drop_labels
 
 # A small Llama for a tokenizer's grid; the config's model: section overrides any of these.
@@ -70,8 +69,8 @@ class AutoregressivePrior(TokenPrior):
     def sampling_arguments(self, config: Any) -> dict[str, Any]:
         return {"top_k": config.top_k, "top_p": config.top_p}
 
-    def load_model(self, name_or_path: str, tokenizer: nn.Module) -> nn.Module:
-        return load_pretrained_autoregressive_prior(name_or_path, tokenizer)
+    def check_model_tokenizer(self, model: nn.Module, tokenizer: nn.Module) -> None:
+        check_tokenizer(model.config, tokenizer)  # transformers' Llama has no check of its own
 
 
 def build_autoregressive_prior(
@@ -89,15 +88,6 @@ def build_autoregressive_prior(
     if id2label:
         config.id2label = {int(index): name for index, name in id2label.items()}
     return LlamaForCausalLM(config)
-
-
-def load_pretrained_autoregressive_prior(name_or_path: str, tokenizer: nn.Module) -> LlamaForCausalLM:
-    """A saved prior (a model folder, or a pipeline folder holding one in transformer/), checked against
-    `tokenizer`."""
-    subfolder = PIPELINE_MODEL_SUBFOLDER if (Path(name_or_path) / "model_index.json").is_file() else ""
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, subfolder=subfolder)
-    check_tokenizer(model.config, tokenizer)
-    return model
 
 
 def prior_sequences(image_tokens: torch.Tensor, class_labels: torch.Tensor, codebook_size: int) -> torch.Tensor:
@@ -137,6 +127,5 @@ __all__ = [
     "DEFAULT_MODEL_CONFIG",
     "NextTokenLoss",
     "build_autoregressive_prior",
-    "load_pretrained_autoregressive_prior",
     "prior_sequences",
 ]
