@@ -124,9 +124,12 @@ def test_tiny_run_ends_in_a_pipeline_that_loads_and_generates_and_reuses_the_tok
     assert sorted((tmp_path / "cache").rglob("*.arrow")) == cache_files
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tokenizer_dir, image_dir, tmp_path):
-    # EMA, label dropout and a resume in the middle of an epoch (24 images, batches of 8: 3 per epoch; resume at 2).
+@pytest.mark.parametrize("prior_config", ["maskgit_tiny.yaml", "autoregressive_tiny.yaml"])
+def test_resumed_run_matches_an_uninterrupted_one(prior_config, tokenizer_dir, image_dir, tmp_path):
+    # EMA, label dropout and a resume in the middle of an epoch (24 images, batches of 8: 3 per epoch; resume at 2),
+    # for every kind of prior.
     flags = dict(
+        config=str(REPO / "configs" / prior_config),
         use_ema=True,
         label_dropout=0.5,
         lr_scheduler="constant",

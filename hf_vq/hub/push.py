@@ -308,12 +308,7 @@ def check_tokenizer_for_push(args: argparse.Namespace, reads_tokenizer: bool = T
     """Before training a model that reads a tokenizer with `--push_to_hub`: refuse now, not after training, when
     that tokenizer is a local folder that the push could not name on the Hub (no `--tokenizer_hub_id`)."""
     reference = args.tokenizer_name_or_path
-    if (
-        not args.push_to_hub
-        or not reads_tokenizer
-        or not reference
-        or looks_like_repo_id(reference)
-    ):
+    if not args.push_to_hub or not reads_tokenizer or not reference or looks_like_repo_id(reference):
         return
     if args.tokenizer_hub_id:
         return
