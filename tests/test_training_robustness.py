@@ -36,6 +36,7 @@ from hf_vq.training.final_save import (
     recover_interrupted_final_save,
     write_folder_atomically,
 )
+from hf_vq.training.interrupts import InterruptHandler
 from hf_vq.training.run_lock import LOCK_FILE, RunLockedError, acquire_run_lock, release_run_lock
 
 from training_helpers import REPO, TINY_CONFIG, train, write_images
@@ -428,6 +429,39 @@ def test_a_second_signal_stops_at_once(image_folder, tmp_path):
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130 and "second SIGINT: stopping now, without a checkpoint" in output
+
+
+_SECOND_SIGNAL_AFTER_THE_BLOCK = """
+import os, signal, sys
+from hf_vq.training.interrupts import InterruptHandler
+with InterruptHandler() as interrupts:
+    os.kill(os.getpid(), signal.SIGINT)  # the first: the block ends as a run that saved its checkpoint would
+assert interrupts.received == signal.SIGINT
+os.kill(os.getpid(), signal.SIGINT)  # the second, during the clean-up after the block
+print("still running")
+"""
+
+
+def test_a_second_signal_after_the_training_block_still_stops_at_once():
+    # The slow test above sends its two signals 50 ms apart; when the step and checkpoint finished in between, the
+    # handler used to be restored to Python's, and the second Ctrl-C became a KeyboardInterrupt death (-2).
+    result = subprocess.run(
+        [sys.executable, "-c", _SECOND_SIGNAL_AFTER_THE_BLOCK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "second SIGINT: stopping now, without a checkpoint" in result.stderr
+    assert "still running" not in result.stdout and "KeyboardInterrupt" not in result.stderr
+
+
+def test_the_previous_handlers_come_back_when_no_signal_came():
+    before = signal.getsignal(signal.SIGTERM)
+    with InterruptHandler():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def _children(pid: int) -> list[int]:

@@ -47,6 +47,12 @@ class InterruptHandler:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if self.received:
+            # The run is stopping: keep "a second signal stops at once" through the clean-up that follows (the
+            # final log lines, closing trackers, interpreter exit). Restoring Python's default here turned a
+            # quick second Ctrl-C into a KeyboardInterrupt traceback and a death by SIGINT instead of exit 130.
+            self._previous = {}
+            return
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         self._previous = {}
