@@ -242,16 +242,39 @@ class VQGANModelTest(ModelTesterMixin, unittest.TestCase):
     def test_config(self):
         self.config_tester.run_common_tests()
 
-    # Known failures of the tokenizer (issue 27). Marked so that the module stays green and a fix shows up as an
-    # unexpected success, which fails until its marker is removed.
+    # transformers' own pixel models (ViT, BEiT, CLIP's vision tower, ConvNext...) override the next two tests: the
+    # mixin's versions assume a text model (an `nn.Embedding` input layer; hidden states of shape (seq, hidden)).
 
-    @unittest.expectedFailure
-    def test_hidden_states_output(self):
-        """`VQGANModelOutput` has `encoder_hidden_states` / `decoder_hidden_states` but no `hidden_states`."""
-        super().test_hidden_states_output()
-
-    @unittest.expectedFailure
     def test_model_get_set_embeddings(self):
-        """`get_input_embeddings` raises; a pixel model returns its first layer (`conv_in`), as ViT returns its
-        patch embedding."""
-        super().test_model_get_set_embeddings()
+        """As ViT's override, plus the setter: the input layer is the encoder's `conv_in` (a pixel model has no token
+        embedding), and `set_input_embeddings` replaces it."""
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIs(model.get_input_embeddings(), model.encoder.conv_in)
+            replacement = torch.nn.Conv2d(config.num_channels, config.block_out_channels[0], kernel_size=3, padding=1)
+            model.set_input_embeddings(replacement)
+            self.assertIs(model.get_input_embeddings(), replacement)
+            self.assertIsNone(model.get_output_embeddings())
+
+    def test_hidden_states_output(self):
+        """As ConvNext's override: the hidden states are feature maps (batch, channels, height, width), the encoder's
+        (after `conv_in`, each level, the mid block) then the decoder's (after `conv_in`, the mid block, each level),
+        asked for by argument or by the config."""
+        config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
+        size, stages = self.model_tester.image_size, len(config.block_out_channels)
+        low = size // config.downsampling_factor
+
+        def check(inputs: dict, config: VQGANConfig) -> None:
+            model = VQGANModel(config).eval()
+            with torch.no_grad():
+                hidden_states = model(**inputs).hidden_states
+            self.assertEqual(len(hidden_states), 2 * stages + 4)
+            self.assertTrue(all(h.ndim == 4 and h.shape[0] == self.model_tester.batch_size for h in hidden_states))
+            self.assertEqual(tuple(hidden_states[0].shape[1:]), (config.block_out_channels[0], size, size))
+            self.assertEqual(tuple(hidden_states[stages + 1].shape[-2:]), (low, low))  # the encoder's mid block
+            self.assertEqual(tuple(hidden_states[-1].shape[-2:]), (size, size))  # the decoder's last level
+
+        check({**inputs_dict, "output_hidden_states": True}, config)
+        config.output_hidden_states = True
+        check(inputs_dict, config)

@@ -264,6 +264,24 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(param.grad, other.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_input_embeddings_are_the_encoders_first_conv():
+    """As transformers' pixel models return their patch embedding: the layer that `enable_input_require_grads`
+    (PEFT on a frozen model with gradient checkpointing) hooks, and that `set_input_embeddings` replaces."""
+    torch.manual_seed(0)
+    model = VQGANModel(tiny_config()).eval().requires_grad_(False)
+    assert model.get_input_embeddings() is model.encoder.conv_in
+    model.enable_input_require_grads()
+    first_map = model(images(model.config), output_hidden_states=True).hidden_states[0]
+    assert first_map.requires_grad  # the hook on conv_in's output, although every weight is frozen
+
+    replacement = copy.deepcopy(model.encoder.conv_in)
+    replacement.weight.data.zero_()
+    model.set_input_embeddings(replacement)
+    assert model.get_input_embeddings() is replacement and model.encoder.conv_in is replacement
+    first_map = model(images(model.config), output_hidden_states=True).hidden_states[0]
+    torch.testing.assert_close(first_map, replacement.bias.view(1, -1, 1, 1).expand_as(first_map))
+
+
 # ----------------------------------------------------------------------------------------------- bad inputs
 
 

@@ -492,6 +492,16 @@ class VQGANModel(VQGANPreTrainedModel):
         self.decoder = VQGANDecoder(config)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The first layer over the pixels, the encoder's `conv_in`: a pixel model has no token embedding, and
+        transformers' pixel models (ViT, DINOv2) return their patch embedding here, the layer that hooks such as
+        `enable_input_require_grads` attach to."""
+        return self.encoder.conv_in
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the encoder's `conv_in` (the layer `get_input_embeddings` returns)."""
+        self.encoder.conv_in = value
+
     def _return_dict(self, return_dict: bool | None) -> bool:
         return return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
 
