@@ -166,6 +166,16 @@ def test_step_callback_sees_the_codes_and_can_replace_them(pipe):
         sample(pipe, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
 
 
+def test_output_type_latent_and_num_timesteps(pipe):
+    """diffusers' conventions: `output_type="latent"` skips the decoder; `num_timesteps` counts the steps a callback
+    sees (one per code)."""
+    steps = []
+    latent = sample(pipe, output_type="latent", callback_on_step_end=lambda p, i, t, kw: steps.append(i) or kw)
+    assert torch.equal(latent.images, latent.image_tokens) and latent.images.shape == (2, 8, 8)
+    assert torch.equal(latent.image_tokens, sample(pipe).image_tokens)
+    assert pipe.num_timesteps == 64 and steps == list(range(pipe.num_timesteps))
+
+
 def test_class_names(pipe):
     assert pipe.id2label == {0: "T-shirt", 1: "Sneaker", 2: "Bag"}
     assert pipe.get_label_ids(["Sneaker", "Bag"]) == [1, 2] and pipe.get_label_ids("T-shirt") == [0]
@@ -188,7 +198,7 @@ def test_class_names(pipe):
         ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
         ({"class_labels": None, "guidance_scale": 2.0}, "guidance_scale=2.0 steers samples towards class labels"),
         ({"num_images_per_prompt": 0}, "num_images_per_prompt must be an integer >= 1"),
-        ({"output_type": "latent"}, "output_type must be"),
+        ({"output_type": "jpeg"}, "output_type must be .pil., .np., .pt. or .latent."),
     ],
 )
 def test_bad_sampling_arguments(pipe, kwargs, message):

@@ -88,7 +88,7 @@ def test_bad_inputs_get_clear_errors(pipe, tokenizer):
     with pytest.raises(ValueError, match="batch_size applies to unconditional"):
         pipe(class_labels=[1], batch_size=2)
     with pytest.raises(ValueError, match="output_type"):
-        pipe(class_labels=[1], output_type="latent")
+        pipe(class_labels=[1], output_type="jpeg")
     unconditional = MaskGITPipeline(
         vqgan=tokenizer,
         transformer=MaskGITModel.from_tokenizer("t", tokenizer=tokenizer, **TINY).eval(),

@@ -163,6 +163,54 @@ def test_variant_is_saved_and_loaded_for_every_component(pipe, tmp_path):
             assert torch.equal(getattr(loaded, name).state_dict()[key], value), (name, key)
 
 
+def test_loading_a_variant_the_folder_lacks_is_diffusers_error(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "pipe")
+    with pytest.raises(ValueError, match=r"the model files of the `variant=fp16`, but no such.*save_pretrained\("):
+        MaskGITPipeline.from_pretrained(tmp_path / "pipe", variant="fp16")
+
+
+def test_loading_logs_each_component_and_takes_a_device_map(pipe, vqgan_pipe, tmp_path):
+    """As diffusers' own loader: one INFO line per component on its pipeline logger, and `device_map`."""
+    import logging as std_logging
+
+    from diffusers.utils import logging
+
+    logger = logging.get_logger("diffusers.pipelines.pipeline_utils")
+    pipe.save_pretrained(tmp_path / "maskgit")
+    vqgan_pipe.save_pretrained(tmp_path / "vqgan")
+    records: list[std_logging.LogRecord] = []
+    handler = std_logging.Handler()
+    handler.emit = records.append
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        loaded = MaskGITPipeline.from_pretrained(tmp_path / "maskgit", device_map="cpu")
+        VQGANPipeline.from_pretrained(tmp_path / "vqgan")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    messages = {record.getMessage() for record in records}
+    expected = [
+        ("maskgit", "vqgan", "VQGANModel"),
+        ("maskgit", "transformer", "MaskGITModel"),
+        ("maskgit", "scheduler", "MaskGITScheduler"),
+        ("vqgan", "image_processor", "VQGANImageProcessor"),
+    ]
+    for folder, name, class_name in expected:
+        assert f"Loaded {name} as {class_name} from `{name}` subfolder of {tmp_path / folder}." in messages
+    assert loaded.vqgan.device.type == loaded.transformer.device.type == "cpu"
+    assert torch.equal(sample(loaded).image_tokens, sample(pipe).image_tokens)
+
+
+def test_output_type_latent_returns_the_token_grids_undecoded(pipe):
+    latent = sample(pipe, output_type="latent")
+    assert torch.equal(latent.images, latent.image_tokens) and latent.images.shape == (2, 8, 8)
+    assert torch.equal(latent.image_tokens, sample(pipe).image_tokens)
+    with pytest.raises(ValueError, match="output_type must be 'pil', 'np', 'pt' or 'latent', got 'jpeg'"):
+        sample(pipe, output_type="jpeg")
+
+
 def test_a_list_of_generators_gives_each_image_its_own_seed(pipe):
     seeds = [torch.Generator().manual_seed(seed) for seed in (5, 6)]
     first = sample(pipe, generator=seeds)

@@ -205,6 +205,7 @@ INSTALLED_LOADING_OPTIONS = (
     "use_safetensors",
     "low_cpu_mem_usage",
     "trust_remote_code",
+    "device_map",
 )
 
 
@@ -215,24 +216,29 @@ def from_pretrained_with_installed_components(
 
     Where `pipeline_class` is hf_vq's own (hf_vq is installed) and `trust_remote_code` is not set, the folder's code
     is not run: every component is loaded with hf_vq's class of the name model_index.json gives it (or diffusers' or
-    transformers' class, for theirs), honouring `variant` and `dtype`, and the pipeline is built from them. diffusers'
-    own `from_pretrained` cannot do that: it loads a folder's `pipeline_*.py` as custom code whenever model_index.json
-    names it, even when called on the class that wrote it. Otherwise (remote code, or `trust_remote_code=True`) this
-    is diffusers' loading unchanged."""
+    transformers' class, for theirs), honouring `variant`, `dtype` and `device_map`, and the pipeline is built from
+    them. diffusers' own `from_pretrained` cannot do that: it loads a folder's `pipeline_*.py` as custom code whenever
+    model_index.json names it, even when called on the class that wrote it. Otherwise (remote code, or
+    `trust_remote_code=True`) this is diffusers' loading unchanged."""
     if kwargs.get("trust_remote_code") or not pipeline_class.__module__.startswith("hf_vq."):
         return load(pretrained_model_name_or_path, **kwargs)
+    from diffusers.utils import logging
+
+    # diffusers' own loader logs each component on this logger; so does this one, for code that reads those lines.
+    logger = logging.get_logger("diffusers.pipelines.pipeline_utils")
     folder = _pipeline_folder(pretrained_model_name_or_path, kwargs)
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    entries = {name: value for name, value in index.items() if not name.startswith("_") and isinstance(value, list)}
+    _check_variant_saved(folder, [name for name in entries if name not in kwargs], kwargs.get("variant"))
     components = {}
-    for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, list):
-            continue
+    for name, value in entries.items():
         if name in kwargs:
             components[name] = kwargs.pop(name)
         elif value[0] is None:
             components[name] = None
         else:
             components[name] = _load_installed_component(_installed_class(*value, folder / name), folder, name, kwargs)
+            logger.info(f"Loaded {name} as {value[1]} from `{name}` subfolder of {pretrained_model_name_or_path}.")
     unknown = sorted(set(kwargs) - set(INSTALLED_LOADING_OPTIONS))
     if unknown:
         raise ValueError(
@@ -242,6 +248,21 @@ def from_pretrained_with_installed_components(
     pipeline = pipeline_class(**components)
     pipeline.register_to_config(_name_or_path=os.fspath(pretrained_model_name_or_path))
     return pipeline
+
+
+def _check_variant_saved(folder: Path, component_names: list[str], variant: str | None) -> None:
+    """diffusers' rule: loading a `variant` that no component folder holds is an error (with diffusers' message),
+    rather than a silent fall-back to the plain weights or a missing-file error from one component."""
+    if variant is None:
+        return
+    for name in component_names:
+        if (folder / name).is_dir() and any(variant in path.name.split(".")[1:] for path in (folder / name).iterdir()):
+            return
+    raise ValueError(
+        f"You are trying to load the model files of the `variant={variant}`, but no such modeling files are "
+        f"available. {folder} was saved without it: load it without variant=..., or save it with "
+        f"save_pretrained(..., variant={variant!r})"
+    )
 
 
 def _installed_class(library: str, class_name: str, folder: Path) -> type:
@@ -279,7 +300,7 @@ def _load_installed_component(component_class: type, folder: Path, name: str, kw
     dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
     if isinstance(dtype, dict):
         dtype = dtype.get(name, dtype.get("default"))
-    options = {"variant": kwargs.get("variant"), "dtype": dtype}
+    options = {"variant": kwargs.get("variant"), "dtype": dtype, "device_map": kwargs.get("device_map")}
     options = {key: value for key, value in options.items() if value is not None}
     return component_class.from_pretrained(folder / name, **options)
 

@@ -76,7 +76,8 @@ class AutoregressivePipelineOutput(BaseOutput):
 
     Args:
         images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
-            The generated images, per `output_type` (diffusers' conventions, values in [0, 1]).
+            The generated images, per `output_type` (diffusers' conventions, values in [0, 1]); with
+            `output_type="latent"`, the token grids, not decoded.
         image_tokens (`torch.LongTensor` of shape `(N, grid_height, grid_width)`):
             The generated token grids.
     """
@@ -337,7 +338,7 @@ class AutoregressivePipeline(DiffusionPipeline):
             generator (`torch.Generator` or a list of them, *optional*):
                 Makes sampling deterministic; a list gives each image its own generator.
             output_type (`str`, *optional*, defaults to `"pil"`):
-                "pil", "np" or "pt".
+                "pil", "np" or "pt"; "latent" returns the token grids without decoding them.
             return_dict (`bool`, *optional*, defaults to `True`):
                 Return an `AutoregressivePipelineOutput` rather than a tuple `(images, image_tokens)`.
             batch_size (`int`, *optional*):
@@ -363,12 +364,16 @@ class AutoregressivePipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["image_tokens"]
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
         self._guidance_scale = guidance_scale
+        self._num_timesteps = config.grid_size[0] * config.grid_size[1]  # one step per code
         sampler = GuidedCodeSampler(config.codebook_size, guidance_scale, temperature, top_k, top_p, generator)
         if callback_on_step_end is not None:
             sampler.on_step = self._step_callback(sampler, callback_on_step_end, callback_on_step_end_tensor_inputs)
         image_tokens = self.generate_tokens(labels, sampler)
-        pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
-        images = self.image_processor.postprocess(pixels.float(), output_type=output_type)
+        if output_type == "latent":
+            images = image_tokens
+        else:
+            pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
+            images = self.image_processor.postprocess(pixels.float(), output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, image_tokens
@@ -377,6 +382,11 @@ class AutoregressivePipeline(DiffusionPipeline):
     @property
     def guidance_scale(self) -> float:
         return self._guidance_scale
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps of the last call: one per code of the grid (diffusers' name, read by step callbacks)."""
+        return self._num_timesteps
 
     def _step_callback(self, sampler: GuidedCodeSampler, callback: StepCallback, tensor_names: list[str]):
         """The sampler's `on_step`: diffusers' step callback over the codes drawn so far and the step's logits."""
@@ -486,8 +496,8 @@ def check_sampling_arguments(
         raise ValueError(f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must lie in (0, 1] (or None for no limit), got {top_p!r}")
-    if output_type not in ("pil", "np", "pt"):
-        raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+    if output_type not in ("pil", "np", "pt", "latent"):
+        raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
 
 
 __all__ = [

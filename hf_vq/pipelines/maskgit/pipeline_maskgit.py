@@ -59,7 +59,8 @@ class MaskGITPipelineOutput(BaseOutput):
     Args:
         images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
             The generated images: PIL images, a float array `(N, H, W, C)` in [0, 1], or a tensor `(N, C, H, W)` in
-            [0, 1], per `output_type` (diffusers' conventions).
+            [0, 1], per `output_type` (diffusers' conventions); with `output_type="latent"`, the token grids, not
+            decoded (as diffusers' aMUSEd pipeline returns its tokens).
         image_tokens (`torch.LongTensor` of shape `(N, grid_height, grid_width)`):
             The generated token grids.
     """
@@ -181,7 +182,8 @@ class MaskGITPipeline(DiffusionPipeline):
                 Makes sampling deterministic: the same seed gives the same images. A list holds one generator per
                 image (diffusers' convention): image `i` then depends only on generator `i`.
             output_type (`str`, *optional*, defaults to `"pil"`):
-                "pil", "np" or "pt".
+                "pil", "np" or "pt"; "latent" returns the token grids without decoding them (diffusers' convention for
+                skipping the decoder).
             return_dict (`bool`, *optional*, defaults to `True`):
                 Return a `MaskGITPipelineOutput` rather than a tuple `(images, image_tokens)`.
             batch_size (`int`, *optional*):
@@ -214,12 +216,16 @@ class MaskGITPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs,
         )
         image_tokens = tokens.reshape(-1, config.grid_height, config.grid_width)
-        pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
-        images = self.image_processor.postprocess(pixels.float(), output_type=output_type)
+        images = image_tokens if output_type == "latent" else self._decode(image_tokens, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, image_tokens
         return MaskGITPipelineOutput(images=images, image_tokens=image_tokens)
+
+    def _decode(self, image_tokens: torch.Tensor, output_type: str) -> Any:
+        """Token grids -> images of `output_type` ("pil", "np" or "pt") through the tokenizer."""
+        pixels = self.vqgan.decode(image_tokens=image_tokens, return_dict=True).reconstruction
+        return self.image_processor.postprocess(pixels.float(), output_type=output_type)
 
     def _sample_tokens(
         self,
@@ -326,8 +332,8 @@ class MaskGITPipeline(DiffusionPipeline):
             )
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """diffusers' `save_pretrained`, plus the code of this pipeline and of every component, so that the folder
