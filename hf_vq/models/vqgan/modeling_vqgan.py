@@ -651,15 +651,44 @@ class VQGANModel(VQGANPreTrainedModel):
                 f"torch.autocast(device_type={pixel_values.device.type!r})"
             )
 
+    @classmethod
+    def from_diffusers(cls, vq_model_or_path: Any, *, image_size: int | None = None, **kwargs: Any) -> "VQGANModel":
+        """A `VQGANModel` with the architecture and weights of a `diffusers.VQModel` (the module itself, or a folder or
+        Hub id loaded with `VQModel.from_pretrained(vq_model_or_path, **kwargs)`, e.g. `subfolder="vqvae"`): the same
+        token ids and reconstructions on the same pixels, in [-1, 1] as diffusers takes them. `image_size` defaults to
+        the source's `sample_size`. What a VQGANConfig cannot represent exactly (spatial normalisation, attention
+        that is not mirrored between encoder and decoder, other block types) is refused, naming the option.
+
+        Example:
+
+        ```python
+        >>> from diffusers import VQModel
+        >>> from hf_vq import VQGANModel
+        >>> model = VQGANModel.from_diffusers(VQModel(block_out_channels=(32, 64), norm_num_groups=8))
+        >>> model.config.downsampling_factor, model.config.codebook_size
+        (2, 256)
+
+        ```
+        """
+        try:  # hf_vq's converters: not copied into remote-code checkpoints, and needed only here
+            from hf_vq.conversion.diffusers_vq import load_vq_model, vqgan_config_from_diffusers
+            from hf_vq.conversion.weights import load_converted_weights
+        except ImportError as error:
+            raise ImportError("VQGANModel.from_diffusers needs the hf_vq package installed") from error
+        vq_model = load_vq_model(vq_model_or_path, **kwargs)
+        config = vqgan_config_from_diffusers(vq_model.config, image_size=image_size)
+        return load_converted_weights(cls(config), vq_model.state_dict(), source=type(vq_model).__name__)
+
     def to_diffusers(self) -> "Any":
         """A `diffusers.VQModel` with these weights, whose encode / quantize / decode match this model's.
 
         The effective codebook (after the affine transform, l2-normalised for cosine distance) becomes the plain
-        embedding of diffusers' quantizer, and `lookup_from_codebook=True` lets `decode(ids, force_not_quantize=True,
-        shape=...)` take code ids as existing VQ pipelines pass them. For cosine distance the ids and codes match
-        (the nearest unit-norm code in euclidean distance is the one of largest cosine), but diffusers' own training
-        loss then compares codes with unnormalised latents. Grouped and residual quantizers have no diffusers
-        counterpart and raise `NotImplementedError`.
+        embedding of diffusers' quantizer, and `lookup_from_codebook=True` (the config's default) lets `decode(ids,
+        force_not_quantize=True, shape=...)` take code ids as existing VQ pipelines pass them; a model converted from
+        diffusers exports its source's `lookup_from_codebook`, `scaling_factor` and `force_upcast`. For cosine
+        distance the ids and codes match (the nearest unit-norm code in euclidean distance is the one of largest
+        cosine), but diffusers' own training loss then compares codes with unnormalised latents. Grouped and residual
+        quantizers have no diffusers counterpart and raise `NotImplementedError`.
         """
         if self.config.quantizer_type != "vector":
             raise NotImplementedError(
@@ -695,9 +724,10 @@ class VQGANModel(VQGANPreTrainedModel):
             "norm_num_groups": self.config.norm_num_groups,
             "vq_embed_dim": self.config.embed_dim,
             "mid_block_add_attention": self.config.mid_block_add_attention,
-            "lookup_from_codebook": True,
-            # Code vectors are used as they are; latent-diffusion scaling does not apply to token models.
-            "scaling_factor": 1.0,
+            "lookup_from_codebook": self.config.lookup_from_codebook,
+            # 1.0 unless converted from a diffusers model that had its own: token models use code vectors as they are.
+            "scaling_factor": self.config.scaling_factor,
+            "force_upcast": self.config.force_upcast,
         }
 
     def save_pretrained(

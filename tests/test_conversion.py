@@ -1,0 +1,234 @@
+"""Converters: a diffusers VQModel (and a transformers JanusVQVAE) becomes a VQGANModel with the same token ids and
+reconstructions; the converted model round-trips through save/load, `to_diffusers()` and the Hub; unsupported
+sources are refused with a message naming the feature."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import VQModel
+
+from hf_vq import VQGANModel
+from hf_vq.conversion import SourceNotFoundError, UnsupportedSourceError, convert_tokenizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import HubServer  # noqa: E402
+
+NUM_IMAGES, SIDE = 64, 16
+# VQModel's defaults (one level, one layer, 3 latent channels = code dimension, 256 codes), narrower.
+DEFAULT_LIKE = {"block_out_channels": (32,), "norm_num_groups": 8, "sample_size": SIDE}
+# The latent-diffusion layout: several levels, attention at the lowest, 2 layers, 3-dimensional codes.
+LDM_LIKE = {
+    "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+    "up_block_types": ("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),
+    "block_out_channels": (16, 32, 32),
+    "layers_per_block": 2,
+    "latent_channels": 3,
+    "num_vq_embeddings": 64,
+    "vq_embed_dim": 3,
+    "norm_num_groups": 8,
+    "sample_size": SIDE,
+    "scaling_factor": 0.5,
+}
+DIFFUSERS_SOURCES = {"default-like": DEFAULT_LIKE, "ldm-like": LDM_LIKE}
+TOKEN, USER, ORG = "hf_test_alice", "alice", "org"
+
+
+def random_pixels(seed: int = 1, count: int = NUM_IMAGES) -> torch.Tensor:
+    return torch.rand(count, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def diffusers_source(options: dict) -> VQModel:
+    """A random VQModel whose codes are spread over its latents (random codes near zero would all collapse onto a
+    few ids, and equal ids would then prove little)."""
+    torch.manual_seed(0)
+    model = VQModel(**options).eval()
+    with torch.no_grad():
+        latents = model.encode(random_pixels(seed=0, count=8)).latents
+        vectors = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        picked = vectors[torch.randperm(vectors.shape[0])[: model.config.num_vq_embeddings]]
+        model.quantize.embedding.weight.copy_(picked + 0.01 * torch.randn_like(picked))
+    return model
+
+
+def diffusers_outputs(model: VQModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source's ids and reconstructions, through its own encode / quantize / decode."""
+    with torch.no_grad():
+        latents = model.encode(pixels).latents
+        _, _, (_, _, ids) = model.quantize(latents)
+        reconstruction = model.decode(latents).sample
+    return ids.reshape(latents.shape[0], *latents.shape[2:]), reconstruction
+
+
+def vqgan_outputs(model: VQGANModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        ids = model.encode(pixels).image_tokens
+        return ids, model.decode(image_tokens=ids).reconstruction
+
+
+@pytest.fixture(scope="module", params=list(DIFFUSERS_SOURCES), ids=list(DIFFUSERS_SOURCES))
+def diffusers_pair(request) -> tuple[VQModel, VQGANModel]:
+    source = diffusers_source(DIFFUSERS_SOURCES[request.param])
+    return source, VQGANModel.from_diffusers(source)
+
+
+def test_diffusers_vq_model_converts_to_the_same_ids_and_reconstructions(diffusers_pair):
+    source, converted = diffusers_pair
+    pixels = random_pixels()
+    expected_ids, expected_images = diffusers_outputs(source, pixels)
+    ids, images = vqgan_outputs(converted, pixels)
+    assert expected_ids.unique().numel() > 8, "the test needs many codes in use"
+    assert torch.equal(ids, expected_ids)
+    assert (images - expected_images).abs().max() <= 1e-4
+    assert converted.config.codebook_size == source.config.num_vq_embeddings
+    assert converted.config.token_grid_size == tuple(expected_ids.shape[1:])
+
+
+def test_converted_model_round_trips_through_save_and_load(diffusers_pair, tmp_path):
+    _, converted = diffusers_pair
+    converted.save_pretrained(tmp_path)
+    loaded = VQGANModel.from_pretrained(tmp_path).eval()
+    pixels = random_pixels(seed=2, count=4)
+    for before, after in zip(vqgan_outputs(converted, pixels), vqgan_outputs(loaded, pixels)):
+        assert torch.equal(before, after)
+
+
+def test_converted_model_exports_back_to_the_same_vq_model(diffusers_pair):
+    source, converted = diffusers_pair
+    exported = converted.to_diffusers()
+    for name in ("block_out_channels", "down_block_types", "up_block_types"):
+        assert tuple(exported.config[name]) == tuple(source.config[name]), name
+    for name in ("layers_per_block", "latent_channels", "num_vq_embeddings", "scaling_factor", "force_upcast"):
+        assert exported.config[name] == source.config[name], name
+    assert exported.quantize.embedding.weight.shape == source.quantize.embedding.weight.shape
+    assert exported.config.lookup_from_codebook == source.config.lookup_from_codebook
+    pixels = random_pixels(seed=3, count=8)
+    expected_ids, expected_images = diffusers_outputs(source, pixels)
+    ids, images = diffusers_outputs(exported, pixels)
+    assert torch.equal(ids, expected_ids)
+    assert (images - expected_images).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"norm_type": "spatial"}, "norm_type='spatial'"),
+        ({"act_fn": "gelu"}, "act_fn='gelu'"),
+        (
+            {"down_block_types": ("AttnDownEncoderBlock2D",), "up_block_types": ("UpDecoderBlock2D",)},
+            "attention placement",
+        ),
+        ({"out_channels": 1}, "out_channels=1"),
+    ],
+    ids=["spatial-norm", "gelu", "unmirrored-attention", "channels"],
+)
+def test_vq_model_features_hf_vq_cannot_represent_are_refused_by_name(options, named):
+    source = VQModel(**{**DEFAULT_LIKE, **options})
+    with pytest.raises(UnsupportedSourceError, match=named.replace("(", r"\(")):
+        VQGANModel.from_diffusers(source)
+
+
+def test_convert_tokenizer_recognises_a_diffusers_folder_and_its_pipeline(tmp_path):
+    source = diffusers_source(LDM_LIKE)
+    source.save_pretrained(tmp_path / "pipeline" / "vqvae")
+    (tmp_path / "pipeline" / "model_index.json").write_text(
+        '{"_class_name": "VQDiffusionPipeline", "vqvae": ["diffusers", "VQModel"]}'
+    )
+    with pytest.raises(SourceNotFoundError, match="--subfolder vqvae"):
+        convert_tokenizer(tmp_path / "pipeline")
+    converted = convert_tokenizer(tmp_path / "pipeline", subfolder="vqvae")
+    assert converted.source.kind == "diffusers_vq"
+    assert converted.image_processor.size == {"height": SIDE, "width": SIDE}
+    pixels = random_pixels(count=8)
+    assert torch.equal(vqgan_outputs(converted.model, pixels)[0], diffusers_outputs(source, pixels)[0])
+
+
+def test_convert_tokenizer_refuses_other_models_naming_the_supported_kinds(tmp_path):
+    from transformers import ViTConfig
+
+    ViTConfig().save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedSourceError, match="'vit'.*diffusers VQModel.*JanusVQVAE"):
+        convert_tokenizer(tmp_path)
+    with pytest.raises(SourceNotFoundError, match="has no config.json"):
+        convert_tokenizer(tmp_path, subfolder="vqvae")
+
+
+# ------------------------------------------------------------------------------------------- the Hub
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    server = HubServer(tmp_path_factory.mktemp("hub"), tokens={TOKEN: USER}, orgs={USER: [ORG]}).start()
+    yield server
+    server.stop()
+
+
+def hub_env(hub: HubServer, home: Path) -> dict[str, str]:
+    """A user of the loopback Hub, in a fresh process (huggingface_hub reads these when imported)."""
+    return {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(home),
+        "HF_HUB_OFFLINE": "0",
+        "TRANSFORMERS_OFFLINE": "0",
+        "HF_TOKEN": TOKEN,
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+
+
+def upload(hub: HubServer, folder: Path, repo_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests run offline; this Hub is on loopback
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+
+
+NO_HF_VQ = """
+import sys
+
+class NoHfVq:  # the converted model must load from its own code, as where hf_vq is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_vq" or name.startswith("hf_vq."):
+            raise ImportError("hf_vq is blocked in this test")
+
+sys.meta_path.insert(0, NoHfVq())
+"""
+
+
+def test_converted_model_loads_from_the_hub_without_hf_vq(hub, tmp_path, monkeypatch):
+    source = diffusers_source(LDM_LIKE)
+    convert_dir = tmp_path / "converted"
+    VQGANModel.from_diffusers(source).save_pretrained(convert_dir)
+    upload(hub, convert_dir, f"{ORG}/converted-vq", monkeypatch)
+    pixels = random_pixels(count=8)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    script = NO_HF_VQ + textwrap.dedent(f"""
+        import torch
+        from transformers import AutoImageProcessor, AutoModel
+        model = AutoModel.from_pretrained("{ORG}/converted-vq", trust_remote_code=True).eval()
+        AutoImageProcessor.from_pretrained("{ORG}/converted-vq", trust_remote_code=True)
+        pixels = torch.load("pixels.pt")
+        with torch.no_grad():
+            ids = model.encode(pixels).image_tokens
+            torch.save((type(model).__module__, ids, model.decode(image_tokens=ids).reconstruction), "out.pt")
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=hub_env(hub, tmp_path / "home"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    module, ids, images = torch.load(tmp_path / "out.pt")
+    expected_ids, expected_images = diffusers_outputs(source, pixels)
+    assert module.startswith("transformers_modules")
+    assert torch.equal(ids, expected_ids)
+    assert (images - expected_images).abs().max() <= 1e-4
