@@ -232,3 +232,69 @@ def test_converted_model_loads_from_the_hub_without_hf_vq(hub, tmp_path, monkeyp
     assert module.startswith("transformers_modules")
     assert torch.equal(ids, expected_ids)
     assert (images - expected_images).abs().max() <= 1e-4
+
+
+# ------------------------------------------------------------------------------------------- hf-vq convert
+
+
+def act_as_hub_user(monkeypatch: pytest.MonkeyPatch, hub: HubServer, home: Path) -> None:
+    """This process as a user of the loopback Hub (what HF_ENDPOINT and HF_HOME before the import would do)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "cache"))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+
+def test_cli_converts_a_pipeline_on_the_hub_with_a_card_naming_its_source(hub, tmp_path, monkeypatch):
+    source = diffusers_source(LDM_LIKE)
+    source.save_pretrained(tmp_path / "pipeline" / "vqvae")
+    upload(hub, tmp_path / "pipeline", f"{ORG}/vq-pipeline", monkeypatch)
+    output_dir = tmp_path / "converted"
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_vq.cli", "convert", f"{ORG}/vq-pipeline", "--subfolder", "vqvae"]
+        + ["--output_dir", str(output_dir)],
+        env=hub_env(hub, tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Converted diffusers VQModel org/vq-pipeline (subfolder 'vqvae')" in result.stdout
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.base_model == f"{ORG}/vq-pipeline"
+    assert "converted to `hf_vq` with `hf-vq convert` from a diffusers VQModel" in card.text
+    pixels = random_pixels(count=8)
+    model = VQGANModel.from_pretrained(output_dir).eval()
+    assert torch.equal(vqgan_outputs(model, pixels)[0], diffusers_outputs(source, pixels)[0])
+    assert (output_dir / "preprocessor_config.json").is_file()
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    from hf_vq.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_cli_refuses_a_folder_that_holds_no_supported_tokenizer(tmp_path, capsys):
+    from transformers import ViTConfig
+
+    ViTConfig().save_pretrained(tmp_path / "vit")
+    code, err = run_cli(["convert", str(tmp_path / "vit"), "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("hf-vq convert: error: ") and "holds no tokenizer hf-vq can convert" in err
+    assert "diffusers VQModel" in err and "JanusVQVAE" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_a_hub_id_that_does_not_exist(hub, tmp_path, capsys, monkeypatch):
+    act_as_hub_user(monkeypatch, hub, tmp_path)
+    code, err = run_cli(["convert", f"{ORG}/no-such-model", "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "hf-vq convert: error: no model 'org/no-such-model' on the Hub" in err
