@@ -298,3 +298,122 @@ def test_cli_refuses_a_hub_id_that_does_not_exist(hub, tmp_path, capsys, monkeyp
     code, err = run_cli(["convert", f"{ORG}/no-such-model", "--output_dir", str(tmp_path / "out")], capsys)
     assert code == 1 and err.count("\n") == 1
     assert "hf-vq convert: error: no model 'org/no-such-model' on the Hub" in err
+
+
+# ------------------------------------------------------------------------------------------- transformers JanusVQVAE
+
+JANUS_VQ = {
+    "base_channels": 32,
+    "channel_multiplier": [1, 1, 2],
+    "num_res_blocks": 2,
+    "latent_channels": 32,
+    "embed_dim": 8,
+    "num_embeddings": 64,
+    "num_patches": SIDE // 4,
+}
+
+
+def janus_source(unit_codes: bool = True):
+    """A random JanusVQVAE whose codes are spread over its (normalised) latents; of unit norm, as LlamaGen
+    initialises them, or scaled by random norms."""
+    from transformers import JanusVQVAE, JanusVQVAEConfig
+
+    torch.manual_seed(0)
+    model = JanusVQVAE(JanusVQVAEConfig(**JANUS_VQ)).eval()
+    with torch.no_grad():
+        latents = model.quant_conv(model.encoder(random_pixels(seed=0, count=8)))
+        vectors = latents.permute(0, 2, 3, 1).reshape(-1, JANUS_VQ["embed_dim"])
+        codes = vectors[torch.randperm(vectors.shape[0])[: JANUS_VQ["num_embeddings"]]]
+        codes = torch.nn.functional.normalize(codes + 0.01 * torch.randn_like(codes), dim=-1)
+        if not unit_codes:
+            codes = codes * torch.empty(codes.shape[0], 1).uniform_(0.2, 3.0)
+        model.quantize.embedding.weight.copy_(codes)
+    return model
+
+
+def janus_outputs(model, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' JanusVQVAE.encode ids and the reconstruction its forward gives (decode of those ids)."""
+    with torch.no_grad():
+        ids = model.encode(pixels).image_tokens.reshape(pixels.shape[0], -1)
+        return ids.reshape(pixels.shape[0], *[JANUS_VQ["num_patches"]] * 2), model.decode(ids)
+
+
+def llamagen_ids(model, pixels: torch.Tensor) -> torch.Tensor:
+    """LlamaGen's lookup, written out: latents and codes l2-normalised, then the nearest code."""
+    normalize = torch.nn.functional.normalize
+    with torch.no_grad():
+        latents = model.quant_conv(model.encoder(pixels)).permute(0, 2, 3, 1)
+        distances = torch.cdist(normalize(latents, dim=-1).flatten(0, 2), normalize(model.quantize.embedding.weight))
+    return distances.argmin(dim=1).reshape(latents.shape[:3])
+
+
+def test_janus_vq_converts_to_the_same_ids_and_reconstructions():
+    source = janus_source()
+    converted = VQGANModel.from_transformers(source)
+    pixels = random_pixels()
+    expected_ids, expected_images = janus_outputs(source, pixels)
+    ids, images = vqgan_outputs(converted, pixels)
+    assert expected_ids.unique().numel() > 16, "the test needs many codes in use"
+    assert converted.config.distance == "cosine" and converted.config.token_grid_size == (4, 4)
+    assert torch.equal(ids, expected_ids)
+    assert (images - expected_images).abs().max() <= 1e-4
+    exported_ids, exported_images = diffusers_outputs(converted.to_diffusers(), pixels)  # unit codes: euclidean = cos
+    assert torch.equal(exported_ids, expected_ids) and (exported_images - expected_images).abs().max() <= 1e-4
+
+
+def test_janus_codes_of_other_norms_follow_llamagens_lookup_and_janus_decode(caplog):
+    source = janus_source(unit_codes=False)
+    with caplog.at_level("WARNING", logger="hf_vq.conversion.janus_vq"):
+        converted = VQGANModel.from_transformers(source)
+    assert "not of unit norm" in caplog.text and "JanusVQVAE.encode searches the raw codes" in caplog.text
+    pixels = random_pixels()
+    ids, images = vqgan_outputs(converted, pixels)
+    assert torch.equal(ids, llamagen_ids(source, pixels))
+    with torch.no_grad():
+        expected_images = source.decode(ids.reshape(ids.shape[0], -1))
+    assert (images - expected_images).abs().max() <= 1e-4
+
+
+def test_a_full_janus_model_folder_converts_its_vq_vae(tmp_path):
+    from transformers import JanusConfig, JanusForConditionalGeneration
+
+    text = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
+    text |= {"num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 100}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision |= {"image_size": 32, "patch_size": 16}
+    vq_config = {**JANUS_VQ, "projection_dim": 16, "image_token_embed_dim": 16}
+    full = JanusForConditionalGeneration(JanusConfig(vq_config=vq_config, text_config=text, vision_config=vision))
+    vq_vae = janus_source()
+    full.model.vqmodel.load_state_dict(vq_vae.state_dict())
+    full.save_pretrained(tmp_path / "janus")
+    converted = convert_tokenizer(tmp_path / "janus")
+    assert converted.source.kind == "janus_vq" and converted.source_name.startswith("transformers JanusVQVAE")
+    pixels = random_pixels(count=8)
+    expected = janus_outputs(vq_vae, pixels)
+    for actual, wanted in zip(vqgan_outputs(converted.model, pixels), expected):
+        assert (actual.float() - wanted.float()).abs().max() <= 1e-4
+    converted.save_pretrained(tmp_path / "converted")
+    loaded = VQGANModel.from_pretrained(tmp_path / "converted").eval()
+    assert torch.equal(vqgan_outputs(loaded, pixels)[0], expected[0])
+
+
+def test_chameleon_vq_vae_is_refused_because_transformers_ships_no_decoder(tmp_path):
+    from transformers import ChameleonVQVAE, ChameleonVQVAEConfig
+
+    config = ChameleonVQVAEConfig(base_channels=32, channel_multiplier=[1, 2], num_res_blocks=1, latent_channels=8)
+    with pytest.raises(UnsupportedSourceError, match="no decoder"):
+        VQGANModel.from_transformers(ChameleonVQVAE(config))
+    config.save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedSourceError, match="Chameleon VQ-VAE.*no decoder"):
+        convert_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [({"double_latent": True}, "double_latent=True"), ({"channel_multiplier": [2, 2]}, r"channel_multiplier\[0\]=2")],
+)
+def test_janus_features_hf_vq_cannot_represent_are_refused_by_name(options, named):
+    from transformers import JanusVQVAE, JanusVQVAEConfig
+
+    with pytest.raises(UnsupportedSourceError, match=named):
+        VQGANModel.from_transformers(JanusVQVAE(JanusVQVAEConfig(**{**JANUS_VQ, **options})))

@@ -63,7 +63,8 @@ def convert_tokenizer(
         model = VQGANModel.from_diffusers(resolved.name_or_path, image_size=image_size, **kwargs)
     else:
         model = VQGANModel.from_transformers(resolved.name_or_path, image_size=image_size, **kwargs)
-    # Every supported source takes pixels in [-1, 1] ((x / 255 - 0.5) / 0.5), the processor's default.
+    # Every supported source takes pixels in [-1, 1] ((x / 255 - 0.5) / 0.5, the processor's default): diffusers'
+    # VQModel, and LlamaGen's VQ-16 in Janus, which trains and decodes at mean 0.5, std 0.5.
     processor = VQGANImageProcessor.from_model_config(model.config)
     return ConvertedTokenizer(model=model, image_processor=processor, source=resolved)
 

@@ -679,6 +679,40 @@ class VQGANModel(VQGANPreTrainedModel):
         config = vqgan_config_from_diffusers(vq_model.config, image_size=image_size)
         return load_converted_weights(cls(config), vq_model.state_dict(), source=type(vq_model).__name__)
 
+    @classmethod
+    def from_transformers(
+        cls, module_or_path: Any, subfolder: str | None = None, *, image_size: int | None = None, **kwargs: Any
+    ) -> "VQGANModel":
+        """A `VQGANModel` with the architecture and weights of a transformers `JanusVQVAE` (LlamaGen's VQ-16): the
+        module itself, a Janus model holding one, or a folder or Hub id of either (`subfolder`, and `revision=` among
+        `kwargs`); a full Janus checkpoint is read for the VQ-VAE's tensors only. Its l2-normalised codes become
+        `distance="cosine"`: the same token ids as LlamaGen's lookup and the same reconstructions as
+        `JanusVQVAE.decode`, on pixels in [-1, 1]. `image_size` defaults to the source's `num_patches` tokens a side.
+        `ChameleonVQVAE` is refused: transformers ships it without a decoder.
+
+        Example:
+
+        ```python
+        >>> from transformers import JanusVQVAE, JanusVQVAEConfig
+        >>> from hf_vq import VQGANModel
+        >>> source = JanusVQVAE(JanusVQVAEConfig(base_channels=32, channel_multiplier=[1, 2], num_res_blocks=1,
+        ...                                      latent_channels=16, num_embeddings=64, num_patches=4))
+        >>> model = VQGANModel.from_transformers(source)
+        >>> model.config.distance, model.config.token_grid_size
+        ('cosine', (4, 4))
+
+        ```
+        """
+        try:  # hf_vq's converters: not copied into remote-code checkpoints, and needed only here
+            from hf_vq.conversion.janus_vq import load_janus_vq, vqgan_config_from_janus, vqgan_state_dict_from_janus
+            from hf_vq.conversion.weights import load_converted_weights
+        except ImportError as error:
+            raise ImportError("VQGANModel.from_transformers needs the hf_vq package installed") from error
+        source = load_janus_vq(module_or_path, subfolder=subfolder, **kwargs)
+        config = vqgan_config_from_janus(source.config, image_size=image_size)
+        state_dict = vqgan_state_dict_from_janus(source.state_dict())
+        return load_converted_weights(cls(config), state_dict, source=type(source).__name__)
+
     def to_diffusers(self) -> "Any":
         """A `diffusers.VQModel` with these weights, whose encode / quantize / decode match this model's.
 
