@@ -180,13 +180,14 @@ def hub_env(hub: HubServer, home: Path) -> dict[str, str]:
     }
 
 
-def upload(hub: HubServer, folder: Path, repo_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def upload(hub: HubServer, folder: Path, repo_id: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Upload `folder` as one commit of `repo_id`; returns the commit id."""
     from huggingface_hub import HfApi, constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests run offline; this Hub is on loopback
     api = HfApi(endpoint=hub.url, token=TOKEN)
     api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder)).oid
 
 
 NO_HF_VQ = """
@@ -251,18 +252,20 @@ def act_as_hub_user(monkeypatch: pytest.MonkeyPatch, hub: HubServer, home: Path)
 def test_cli_converts_a_pipeline_on_the_hub_with_a_card_naming_its_source(hub, tmp_path, monkeypatch):
     source = diffusers_source(LDM_LIKE)
     source.save_pretrained(tmp_path / "pipeline" / "vqvae")
-    upload(hub, tmp_path / "pipeline", f"{ORG}/vq-pipeline", monkeypatch)
+    commit = upload(hub, tmp_path / "pipeline", f"{ORG}/vq-pipeline", monkeypatch)
+    (tmp_path / "pipeline" / "vqvae" / "config.json").write_text('{"_class_name": "ViTModel"}')
+    upload(hub, tmp_path / "pipeline", f"{ORG}/vq-pipeline", monkeypatch)  # main no longer holds a VQ model
     output_dir = tmp_path / "converted"
     result = subprocess.run(
         [sys.executable, "-m", "hf_vq.cli", "convert", f"{ORG}/vq-pipeline", "--subfolder", "vqvae"]
-        + ["--output_dir", str(output_dir)],
+        + ["--revision", commit, "--output_dir", str(output_dir)],
         env=hub_env(hub, tmp_path / "home"),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Converted diffusers VQModel org/vq-pipeline (subfolder 'vqvae')" in result.stdout
+    assert f"Converted diffusers VQModel org/vq-pipeline (subfolder 'vqvae', revision '{commit}')" in result.stdout
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(output_dir / "README.md")
@@ -272,6 +275,10 @@ def test_cli_converts_a_pipeline_on_the_hub_with_a_card_naming_its_source(hub, t
     model = VQGANModel.from_pretrained(output_dir).eval()
     assert torch.equal(vqgan_outputs(model, pixels)[0], diffusers_outputs(source, pixels)[0])
     assert (output_dir / "preprocessor_config.json").is_file()
+    rerun = subprocess.run(
+        result.args, env=hub_env(hub, tmp_path / "home"), capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 1 and "holds a model already; choose an empty --output_dir" in rerun.stderr
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:

@@ -664,7 +664,8 @@ class VQGANModel(VQGANPreTrainedModel):
         ```python
         >>> from diffusers import VQModel
         >>> from hf_vq import VQGANModel
-        >>> model = VQGANModel.from_diffusers(VQModel(block_out_channels=(32, 64), norm_num_groups=8))
+        >>> levels = {"down_block_types": ("DownEncoderBlock2D",) * 2, "up_block_types": ("UpDecoderBlock2D",) * 2}
+        >>> model = VQGANModel.from_diffusers(VQModel(block_out_channels=(32, 64), norm_num_groups=8, **levels))
         >>> model.config.downsampling_factor, model.config.codebook_size
         (2, 256)
 
