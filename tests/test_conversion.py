@@ -33,6 +33,7 @@ LDM_LIKE = {
     "norm_num_groups": 8,
     "sample_size": SIDE,
     "scaling_factor": 0.5,
+    "force_upcast": True,
 }
 DIFFUSERS_SOURCES = {"default-like": DEFAULT_LIKE, "ldm-like": LDM_LIKE}
 TINY_VQGAN = {"block_out_channels": [8], "norm_num_groups": 4, "latent_channels": 4, "image_size": 8}
@@ -389,7 +390,9 @@ def test_janus_codes_of_other_norms_follow_llamagens_lookup_and_janus_decode(cap
     assert (images - expected_images).abs().max() <= 1e-4
 
 
-def test_a_full_janus_model_folder_converts_its_vq_vae(tmp_path):
+def full_janus_model(vq_vae):
+    """A tiny JanusForConditionalGeneration (language model, understanding encoder, generation head) around
+    `vq_vae`."""
     from transformers import JanusConfig, JanusForConditionalGeneration
 
     text = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
@@ -398,9 +401,13 @@ def test_a_full_janus_model_folder_converts_its_vq_vae(tmp_path):
     vision |= {"image_size": 32, "patch_size": 16}
     vq_config = {**JANUS_VQ, "projection_dim": 16, "image_token_embed_dim": 16}
     full = JanusForConditionalGeneration(JanusConfig(vq_config=vq_config, text_config=text, vision_config=vision))
-    vq_vae = janus_source()
     full.model.vqmodel.load_state_dict(vq_vae.state_dict())
-    full.save_pretrained(tmp_path / "janus")
+    return full
+
+
+def test_a_full_janus_model_folder_converts_its_vq_vae(tmp_path):
+    vq_vae = janus_source()
+    full_janus_model(vq_vae).save_pretrained(tmp_path / "janus")
     converted = convert_tokenizer(tmp_path / "janus")
     assert converted.source.kind == "janus_vq" and converted.source_name.startswith("transformers JanusVQVAE")
     pixels = random_pixels(count=8)
@@ -432,3 +439,27 @@ def test_janus_features_hf_vq_cannot_represent_are_refused_by_name(options, name
 
     with pytest.raises(UnsupportedSourceError, match=named):
         VQGANModel.from_transformers(JanusVQVAE(JanusVQVAEConfig(**{**JANUS_VQ, **options})))
+
+
+def test_cli_converts_the_vq_vae_of_a_sharded_janus_model_on_the_hub_reading_only_its_shards(
+    hub, tmp_path, monkeypatch
+):
+    vq_vae = janus_source()
+    full_janus_model(vq_vae).save_pretrained(tmp_path / "janus", max_shard_size="100KB")
+    shards = sorted(path.name for path in (tmp_path / "janus").glob("model-*.safetensors"))
+    upload(hub, tmp_path / "janus", f"{ORG}/tiny-janus", monkeypatch)
+    before = len(hub.requests)
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_vq.cli", "convert", f"{ORG}/tiny-janus", "--output_dir", str(tmp_path / "out")],
+        env=hub_env(hub, tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    fetched = {path.rsplit("/", 1)[-1] for method, path in hub.requests[before:] if method == "GET"}
+    assert len(shards) > 2 and 0 < len(fetched & set(shards)) < len(shards)  # the VQ-VAE's shards, not the others
+    pixels = random_pixels(count=8)
+    ids, images = vqgan_outputs(VQGANModel.from_pretrained(tmp_path / "out").eval(), pixels)
+    expected_ids, expected_images = janus_outputs(vq_vae, pixels)
+    assert torch.equal(ids, expected_ids) and (images - expected_images).abs().max() <= 1e-4
