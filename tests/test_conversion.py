@@ -14,6 +14,7 @@ from diffusers import VQModel
 
 from hf_vq import VQGANModel
 from hf_vq.conversion import SourceNotFoundError, UnsupportedSourceError, convert_tokenizer
+from hf_vq.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer  # noqa: E402
@@ -146,6 +147,9 @@ def test_convert_tokenizer_recognises_a_diffusers_folder_and_its_pipeline(tmp_pa
     converted = convert_tokenizer(tmp_path / "pipeline", subfolder="vqvae")
     assert converted.source.kind == "diffusers_vq"
     assert converted.image_processor.size == {"height": SIDE, "width": SIDE}
+    with pytest.raises(ConfigError, match="image_size=18 is not a positive multiple of 4, the downsampling factor"):
+        convert_tokenizer(tmp_path / "pipeline", subfolder="vqvae", image_size=18)
+    assert convert_tokenizer(tmp_path / "pipeline", subfolder="vqvae", image_size=32).model.config.image_size == 32
     pixels = random_pixels(count=8)
     assert torch.equal(vqgan_outputs(converted.model, pixels)[0], diffusers_outputs(source, pixels)[0])
 

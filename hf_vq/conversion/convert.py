@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from hf_vq.errors import ConfigError
 from hf_vq.models.vqgan import VQGANImageProcessor, VQGANModel
 
 from .source import TokenizerSource, resolve_source
@@ -58,6 +59,12 @@ def convert_tokenizer(
         >>> converted.save_pretrained("outputs/ldm-celebahq-vqgan")  # doctest: +SKIP
     """
     resolved = resolve_source(source, subfolder=subfolder, revision=revision)
+    factor = resolved.downsampling_factor
+    if image_size is not None and (image_size < 1 or image_size % factor):
+        raise ConfigError(
+            f"image_size={image_size} is not a positive multiple of {factor}, the downsampling factor of "
+            f"{resolved.description}; pick a multiple of {factor}"
+        )
     kwargs = resolved.from_pretrained_kwargs()
     if resolved.kind == "diffusers_vq":
         model = VQGANModel.from_diffusers(resolved.name_or_path, image_size=image_size, **kwargs)

@@ -60,6 +60,16 @@ class TokenizerSource:
         details += [f"revision {self.revision!r}"] if self.revision else []
         return self.name_or_path + (f" ({', '.join(details)})" if details else "")
 
+    @property
+    def downsampling_factor(self) -> int:
+        """Side of the image patch one token covers: 2 ** (levels - 1), as the source's config describes them."""
+        if self.kind == "diffusers_vq":
+            levels = self.config["block_out_channels"]
+        else:
+            vq_config = self.config.get(FULL_MODEL_VQ_KEYS.get(self.config.get("model_type"), ""), self.config)
+            levels = vq_config.get("channel_multiplier", (1, 1, 2, 2, 4))  # JanusVQVAEConfig's default
+        return 2 ** (len(levels) - 1)
+
     def from_pretrained_kwargs(self) -> dict[str, Any]:
         return {"subfolder": self.subfolder or "", "revision": self.revision}
 
