@@ -245,7 +245,9 @@ def render_model_card(
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    text = environment.get_template(f"{folder.kind}.md.j2").render(card_data=card_data.to_yaml(), **context)
+    text = environment.get_template(f"{folder.kind}.md.j2").render(
+        card_data=card_data.to_yaml(), base_model_id=card_data.base_model, **context
+    )
     try:
         card = ModelCard(text)
     except (ValueError, yaml.YAMLError) as error:
@@ -298,6 +300,8 @@ def card_context(
         "dependents_end": DEPENDENTS_END,
         "no_dependents_yet": NO_DEPENDENTS_YET,
         "generation_call": _generation_call(folder),
+        # `hf-vq convert` records the format a tokenizer was converted from (hf_vq.conversion.command).
+        "converted_from": folder.training_config.get("converted_from"),
     }
 
 

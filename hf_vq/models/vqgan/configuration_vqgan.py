@@ -68,6 +68,14 @@ class VQGANConfig(PreTrainedConfig):
             the same loss under the training flag's name).
         quantizer_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the quantizer loss in the total `loss` returned by `forward`.
+        scaling_factor (`float`, *optional*, defaults to 1.0):
+            Written by `to_diffusers()` into the exported `VQModel`, whose latent-diffusion pipelines multiply the
+            latents by it; hf_vq's own encode and decode never use it. A converted diffusers model keeps its own.
+        force_upcast (`bool`, *optional*, defaults to `False`):
+            Written by `to_diffusers()`: tells diffusers pipelines to run the exported `VQModel` in float32.
+        lookup_from_codebook (`bool`, *optional*, defaults to `True`):
+            Written by `to_diffusers()`: whether the exported `VQModel.decode(..., force_not_quantize=True)` takes code
+            ids (aMUSEd) or code vectors (VQ-Diffusion). hf_vq's `decode` takes either, named.
 
     Example:
 
@@ -123,6 +131,11 @@ class VQGANConfig(PreTrainedConfig):
     # Losses returned by forward
     reconstruction_loss_type: Literal["l1", "mse", "l2"] = "l1"
     quantizer_loss_weight: float | int = 1.0
+    # What a diffusers VQModel records beyond the architecture, kept for `to_diffusers()`. The defaults are what every
+    # export wrote before these fields existed, so older config.json files mean the same.
+    scaling_factor: float | int = 1.0
+    force_upcast: bool = False
+    lookup_from_codebook: bool = True
 
     def __post_init__(self, **kwargs):
         # Lists, not tuples: the JSON round trip gives lists, and save/load must give an equal config.

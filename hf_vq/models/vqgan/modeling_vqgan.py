@@ -5,6 +5,7 @@ The encoder and decoder follow taming-transformers' VQGAN and reuse the module n
 plain weight copy.
 """
 
+import importlib
 import math
 import os
 import shutil
@@ -661,15 +662,71 @@ class VQGANModel(VQGANPreTrainedModel):
                 f"torch.autocast(device_type={pixel_values.device.type!r})"
             )
 
+    @classmethod
+    def from_diffusers(cls, vq_model_or_path: Any, *, image_size: int | None = None, **kwargs: Any) -> "VQGANModel":
+        """A `VQGANModel` with the architecture and weights of a `diffusers.VQModel` (the module itself, or a folder or
+        Hub id loaded with `VQModel.from_pretrained(vq_model_or_path, **kwargs)`, e.g. `subfolder="vqvae"`): the same
+        token ids and reconstructions on the same pixels, in [-1, 1] as diffusers takes them. `image_size` defaults to
+        the source's `sample_size`. What a VQGANConfig cannot represent exactly (spatial normalisation, attention
+        that is not mirrored between encoder and decoder, other block types) is refused, naming the option.
+
+        Example:
+
+        ```python
+        >>> from diffusers import VQModel
+        >>> from hf_vq import VQGANModel
+        >>> levels = {"down_block_types": ("DownEncoderBlock2D",) * 2, "up_block_types": ("UpDecoderBlock2D",) * 2}
+        >>> model = VQGANModel.from_diffusers(VQModel(block_out_channels=(32, 64), norm_num_groups=8, **levels))
+        >>> model.config.downsampling_factor, model.config.codebook_size
+        (2, 256)
+
+        ```
+        """
+        converters = _hf_vq_converters("from_diffusers")
+        vq_model = converters.diffusers_vq.load_vq_model(vq_model_or_path, **kwargs)
+        config = converters.diffusers_vq.vqgan_config_from_diffusers(vq_model.config, image_size=image_size)
+        return converters.weights.load_converted_weights(cls(config), vq_model.state_dict(), type(vq_model).__name__)
+
+    @classmethod
+    def from_transformers(
+        cls, module_or_path: Any, subfolder: str | None = None, *, image_size: int | None = None, **kwargs: Any
+    ) -> "VQGANModel":
+        """A `VQGANModel` with the architecture and weights of a transformers `JanusVQVAE` (LlamaGen's VQ-16): the
+        module itself, a Janus model holding one, or a folder or Hub id of either (`subfolder`, and `revision=` among
+        `kwargs`); a full Janus checkpoint is read for the VQ-VAE's tensors only. Its l2-normalised codes become
+        `distance="cosine"`: the same token ids as LlamaGen's lookup and the same reconstructions as
+        `JanusVQVAE.decode`, on pixels in [-1, 1]. `image_size` defaults to the source's `num_patches` tokens a side.
+        `ChameleonVQVAE` is refused: transformers ships it without a decoder.
+
+        Example:
+
+        ```python
+        >>> from transformers import JanusVQVAE, JanusVQVAEConfig
+        >>> from hf_vq import VQGANModel
+        >>> source = JanusVQVAE(JanusVQVAEConfig(base_channels=32, channel_multiplier=[1, 2], num_res_blocks=1,
+        ...                                      latent_channels=16, num_embeddings=64, num_patches=4))
+        >>> model = VQGANModel.from_transformers(source)
+        >>> model.config.distance, model.config.token_grid_size
+        ('cosine', (4, 4))
+
+        ```
+        """
+        converters = _hf_vq_converters("from_transformers")
+        source = converters.janus_vq.load_janus_vq(module_or_path, subfolder=subfolder, **kwargs)
+        config = converters.janus_vq.vqgan_config_from_janus(source.config, image_size=image_size)
+        state_dict = converters.janus_vq.vqgan_state_dict_from_janus(source.state_dict())
+        return converters.weights.load_converted_weights(cls(config), state_dict, type(source).__name__)
+
     def to_diffusers(self) -> "Any":
         """A `diffusers.VQModel` with these weights, whose encode / quantize / decode match this model's.
 
         The effective codebook (after the affine transform, l2-normalised for cosine distance) becomes the plain
-        embedding of diffusers' quantizer, and `lookup_from_codebook=True` lets `decode(ids, force_not_quantize=True,
-        shape=...)` take code ids as existing VQ pipelines pass them. For cosine distance the ids and codes match
-        (the nearest unit-norm code in euclidean distance is the one of largest cosine), but diffusers' own training
-        loss then compares codes with unnormalised latents. Grouped and residual quantizers have no diffusers
-        counterpart and raise `NotImplementedError`.
+        embedding of diffusers' quantizer, and `lookup_from_codebook=True` (the config's default) lets `decode(ids,
+        force_not_quantize=True, shape=...)` take code ids as existing VQ pipelines pass them; a model converted from
+        diffusers exports its source's `lookup_from_codebook`, `scaling_factor` and `force_upcast`. For cosine
+        distance the ids and codes match (the nearest unit-norm code in euclidean distance is the one of largest
+        cosine), but diffusers' own training loss then compares codes with unnormalised latents. Grouped and residual
+        quantizers have no diffusers counterpart and raise `NotImplementedError`.
         """
         if self.config.quantizer_type != "vector":
             raise NotImplementedError(
@@ -705,9 +762,10 @@ class VQGANModel(VQGANPreTrainedModel):
             "norm_num_groups": self.config.norm_num_groups,
             "vq_embed_dim": self.config.embed_dim,
             "mid_block_add_attention": self.config.mid_block_add_attention,
-            "lookup_from_codebook": True,
-            # Code vectors are used as they are; latent-diffusion scaling does not apply to token models.
-            "scaling_factor": 1.0,
+            "lookup_from_codebook": self.config.lookup_from_codebook,
+            # 1.0 unless converted from a diffusers model that had its own: token models use code vectors as they are.
+            "scaling_factor": self.config.scaling_factor,
+            "force_upcast": self.config.force_upcast,
         }
 
     def save_pretrained(
@@ -741,6 +799,18 @@ class VQGANModel(VQGANPreTrainedModel):
             # `push_to_hub` saves into a temporary folder through this method, so the upload has the extra files too.
             repo_id = hub_kwargs.pop("repo_id", None) or save_directory.name
             self.push_to_hub(repo_id, **hub_kwargs)
+
+
+def _hf_vq_converters(method: str) -> Any:
+    """The `hf_vq.conversion` package, which `from_diffusers` / `from_transformers` delegate to.
+
+    Looked up by name, not imported by an import statement: this file travels with remote-code checkpoints and
+    pipelines, which must load where hf_vq is not installed (their savers refuse a copy that imports hf_vq); the
+    converters are hf_vq's own, and only these two methods need them."""
+    try:
+        return importlib.import_module("hf_vq.conversion")
+    except ImportError as error:
+        raise ImportError(f"VQGANModel.{method} needs the hf_vq package installed") from error
 
 
 def copy_remote_code(save_directory: str | os.PathLike) -> None:

@@ -1,0 +1,22 @@
+"""Converters that bring existing VQ tokenizers into hf_vq: diffusers' `VQModel` and transformers' `JanusVQVAE`
+become a `VQGANModel` (plus its `VQGANImageProcessor`) that gives the same token ids and reconstructions.
+
+`convert_tokenizer(source)` picks the converter from the source's config.json; `VQGANModel.from_diffusers` and
+`VQGANModel.from_transformers` take the source module itself. One file per source format (`diffusers_vq.py`,
+`janus_vq.py`); `hf-vq convert` is `command.py`.
+"""
+
+from . import diffusers_vq, janus_vq, weights
+from .convert import ConvertedTokenizer, convert_tokenizer
+from .source import SUPPORTED_SOURCES, SourceNotFoundError, UnsupportedSourceError
+
+__all__ = [
+    "SUPPORTED_SOURCES",
+    "ConvertedTokenizer",
+    "SourceNotFoundError",
+    "UnsupportedSourceError",
+    "convert_tokenizer",
+    "diffusers_vq",
+    "janus_vq",
+    "weights",
+]
