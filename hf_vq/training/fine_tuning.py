@@ -182,9 +182,7 @@ def _rebuilt(source: VQGANModel, config: VQGANConfig) -> VQGANModel:
     """A model of `config` with `source`'s weights; codebooks whose re-parameterisation changed start from the
     source's effective codes at the identity."""
     model = VQGANModel(config)
-    keep_codebooks = all(
-        getattr(source.config, name) == getattr(config, name) for name in CODEBOOK_PARAMETERIZATION
-    )
+    keep_codebooks = all(getattr(source.config, name) == getattr(config, name) for name in CODEBOOK_PARAMETERIZATION)
     codebooks = {name: module for name, module in source.named_modules() if isinstance(module, Codebook)}
     state = source.state_dict()
     if not keep_codebooks:
