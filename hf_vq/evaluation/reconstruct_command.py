@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ def reconstruct(config: ReconstructConfig) -> dict[str, Any]:
     from ..training.token_data import load_tokenizer
 
     check_reconstruct_args(config)
+    images = image_source(config)  # a folder without image files is refused before the tokenizer loads
     device = torch.device("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
     tokenizer, processor = load_tokenizer(config.tokenizer_name_or_path, device, config.revision)
     side = check_tokenizer_resolution(tokenizer.config, config.resolution)
@@ -102,7 +104,7 @@ def reconstruct(config: ReconstructConfig) -> dict[str, Any]:
     metrics = ReconstructionMetrics(codebook_size=tokenizer.config.codebook_size).to(device)
     grid: list[tuple[torch.Tensor, torch.Tensor]] = []
     counts = {"num_images": 0, "skipped_images": 0}
-    for batch in _batches(image_source(config), config.batch_size):
+    for batch in _batches(images, config.batch_size):
         read = [(name, transform(value)) for name, value in batch]  # None: an unreadable file
         kept = [(name, pixels) for name, pixels in read if pixels is not None]
         counts["skipped_images"] += len(batch) - len(kept)
@@ -177,15 +179,12 @@ def check_reconstruct_args(config: ReconstructConfig) -> None:
 
 def image_source(config: ReconstructConfig) -> Iterator[tuple[str, Any]]:
     """(output file name, image as an image column holds it) for each image to reconstruct, `--max_images` at
-    most."""
+    most. A folder is listed now (`NoImagesError` if it holds no image file); a dataset is read as it is iterated."""
     items = _image_files(Path(config.image_dir)) if config.image_dir else _dataset_images(config)
-    for index, item in enumerate(items):
-        if config.max_images is not None and index >= config.max_images:
-            return
-        yield item
+    return itertools.islice(items, config.max_images)
 
 
-def _image_files(folder: Path) -> Iterator[tuple[str, Any]]:
+def _image_files(folder: Path) -> list[tuple[str, Any]]:
     """Every file under `folder` whose extension PIL reads, in path order, named after its path inside `folder`."""
     extensions = {extension.lower() for extension in PIL.Image.registered_extensions()}
     files = sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in extensions)
@@ -194,8 +193,7 @@ def _image_files(folder: Path) -> Iterator[tuple[str, Any]]:
             f"--image_dir {str(folder)!r} holds no image files (none with an extension PIL reads, such as .png or "
             ".jpg)"
         )
-    for path in files:
-        yield str(path.relative_to(folder).with_suffix(".png")), str(path)
+    return [(str(path.relative_to(folder).with_suffix(".png")), str(path)) for path in files]
 
 
 def _dataset_images(config: ReconstructConfig) -> Iterator[tuple[str, Any]]:
