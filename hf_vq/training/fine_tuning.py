@@ -113,7 +113,8 @@ def load_pretrained_tokenizer(
                 f"(model_type {VQGANConfig.model_type!r}): pass a folder saved by `hf-vq train-tokenizer` or "
                 "`hf-vq convert`"
             )
-        return VQGANModel.from_pretrained(folder), folder
+        # float32 whatever the saved dtype: the weights the optimizer updates (autocast gives mixed precision).
+        return VQGANModel.from_pretrained(folder, dtype=torch.float32), folder
     except (OSError, ValueError) as error:  # not a folder nor a repo on the Hub, offline and not cached, no weights
         if isinstance(error, PretrainedModelError):
             raise
