@@ -256,3 +256,28 @@ def test_the_yaml_of_a_fine_tuning_run_may_hold_only_options(pretrained_dir, ima
     config = _fine_tune_config(tmp_path, pretrained_dir, image_folder, config=str(config_file))
     model, _ = build_model_and_processor(config)
     assert (model.config.affine, model.config.sync_nu, model.config.codebook_size) == ("learned", 0.5, 32)
+
+
+@pytest.mark.parametrize(
+    "quantizer", [{"quantizer_type": "grouped", "num_groups": 2}, {"quantizer_type": "residual", "num_quantizers": 2}]
+)
+def test_each_codebook_of_a_grouped_or_residual_source_starts_unchanged(quantizer, image_folder, tmp_path):
+    source = VQGANModel(VQGANConfig.from_yaml(TINY_CONFIG, **PLAIN_QUANTIZER, **quantizer)).eval()
+    source.save_pretrained(tmp_path / "source")
+    config = _fine_tune_config(tmp_path, tmp_path / "source", image_folder, model_config=dict(PAPER_OPTIONS))
+    model, _ = build_model_and_processor(config)
+    pixel_values = _pixels(3)
+    assert all(torch.equal(a, b) for a, b in zip(_outputs(model, pixel_values), _outputs(source, pixel_values)))
+    assert model.config.quantizer_type == quantizer["quantizer_type"] and model.config.affine == "learned"
+
+
+def test_a_codebook_starts_from_given_codes_at_the_identity():
+    from hf_vq.quantization.codebook import Codebook
+
+    codes = torch.randn(8, 4) * 3 + 1
+    for affine in (None, "learned", "running", "linear"):
+        codebook = Codebook(8, 4, affine=affine)
+        codebook.start_from(codes)
+        assert torch.equal(codebook.effective(), codes), affine
+    with pytest.raises(ValueError, match=r"codes of shape \(8, 3\) for a codebook of \(8, 4\)"):
+        Codebook(8, 4).start_from(torch.zeros(8, 3))
