@@ -281,3 +281,11 @@ def test_a_codebook_starts_from_given_codes_at_the_identity():
         assert torch.equal(codebook.effective(), codes), affine
     with pytest.raises(ValueError, match=r"codes of shape \(8, 3\) for a codebook of \(8, 4\)"):
         Codebook(8, 4).start_from(torch.zeros(8, 3))
+
+
+def test_the_pretrained_revision_is_also_read_from_the_older_revision_flag(pretrained_dir, image_folder):
+    from hf_vq.training.tokenizer_command import parse_tokenizer_args
+
+    base = ["--pretrained_model_name_or_path", str(pretrained_dir), "--train_data_dir", str(image_folder)]
+    assert parse_tokenizer_args([*base, "--pretrained_revision", "v2"]).pretrained_revision == "v2"
+    assert parse_tokenizer_args([*base, "--revision", "v1"]).pretrained_revision == "v1"
