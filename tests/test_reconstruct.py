@@ -209,3 +209,16 @@ def test_what_cannot_be_reconstructed_is_one_line(case, message, tokenizer_dir, 
     errors = [line for line in err.strip().splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("hf-vq reconstruct: error: ") and "Traceback" not in err, err
     assert message.format(tmp=tmp_path) in errors[0], errors[0]
+
+
+def test_images_of_one_name_in_two_formats_get_two_reconstructions(tokenizer_dir, tmp_path, capsys):
+    folder = write_images(tmp_path / "images", count=2, size=16)
+    PIL.Image.open(folder / "image_000.png").save(folder / "image_000.jpg")
+    (folder / "nested").mkdir()
+    PIL.Image.open(folder / "image_001.png").save(folder / "nested" / "deep.bmp")
+    code, _, _ = _run("--tokenizer_name_or_path", tokenizer_dir, "--image_dir", folder, "--output_dir",
+                      tmp_path / "out", capsys=capsys)  # fmt: skip
+    assert code == 0
+    written = sorted(str(path.relative_to(tmp_path / "out" / "reconstructions"))
+                     for path in (tmp_path / "out" / "reconstructions").rglob("*.png"))  # fmt: skip
+    assert written == ["image_000.jpg.png", "image_000.png.png", "image_001.png", "nested/deep.png"]

@@ -193,7 +193,12 @@ def _image_files(folder: Path) -> list[tuple[str, Any]]:
             f"--image_dir {str(folder)!r} holds no image files (none with an extension PIL reads, such as .png or "
             ".jpg)"
         )
-    return [(str(path.relative_to(folder).with_suffix(".png")), str(path)) for path in files]
+    names = [path.relative_to(folder).with_suffix(".png") for path in files]
+    taken = {name for name in names if names.count(name) > 1}  # a.jpg and a.png: a.jpg.png and a.png.png
+    return [
+        (str(path.relative_to(folder)) + ".png" if name in taken else str(name), str(path))
+        for name, path in zip(names, files)
+    ]
 
 
 def _dataset_images(config: ReconstructConfig) -> Iterator[tuple[str, Any]]:
