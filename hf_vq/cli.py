@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     ("hf_vq.training.classifier_command", "add_train_classifier_subcommand"),
     ("hf_vq.training.prior_command", "add_train_prior_subcommand"),
     ("hf_vq.conversion.command", "add_convert_subcommand"),
+    ("hf_vq.evaluation.reconstruct_command", "add_reconstruct_subcommand"),
 ]
 
 DEBUG_HELP = "show the full traceback of an error (also: HF_VQ_DEBUG=1)"

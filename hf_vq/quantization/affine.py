@@ -53,6 +53,11 @@ class LearnedAffine(nn.Module):
         nn.init.zeros_(self.scale)
         nn.init.zeros_(self.shift)
 
+    @torch.no_grad()
+    def start_at_identity(self, raw_codes: torch.Tensor) -> None:
+        """Scale 1 and shift 0: the effective codebook is `raw_codes`."""
+        self.reset_parameters()
+
 
 class RunningStatisticsAffine(nn.Module):
     """Scale and shift that match the codes' statistics to running statistics of the encoder output."""
@@ -66,13 +71,36 @@ class RunningStatisticsAffine(nn.Module):
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def scale_and_shift(self, raw_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code_mean, code_var = self._code_statistics(raw_codes)
+        scale = torch.sqrt(self.running_var + EPS) / torch.sqrt(code_var + EPS)
+        return scale, self.running_mean - scale * code_mean
+
+    def _code_statistics(self, raw_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per group (G, D) mean and variance of the raw codes."""
         grouped = _grouped(raw_codes, self.num_groups)
         code_mean = grouped.mean(dim=1)
         # Two-pass variance: as accurate as Tensor.var, whose reduction over this middle axis runs about
         # 15x slower on CPU; it is evaluated every forward and in every round of set_effective_codes.
         code_var = (grouped - code_mean[:, None]).square().mean(dim=1)
-        scale = torch.sqrt(self.running_var + EPS) / torch.sqrt(code_var + EPS)
-        return scale, self.running_mean - scale * code_mean
+        return code_mean, code_var
+
+    @torch.no_grad()
+    def start_at_identity(self, raw_codes: torch.Tensor) -> None:
+        """Running statistics equal to the codes' own, so that scale is exactly 1 and shift exactly 0: the effective
+        codebook is `raw_codes` (a pretrained codebook kept as it is). They then count as one update already, so
+        the first training batch is folded in with the momentum instead of replacing them.
+
+        Only one group can start so: every group's effective codes take the same running mean and variance, which a
+        codebook whose groups differ in their statistics does not have."""
+        if self.num_groups != 1:
+            raise ValueError(
+                f"affine='running' with affine_groups={self.num_groups} cannot start from a given codebook "
+                "unchanged (all groups take the same running statistics): use affine_groups=1 or affine='learned'"
+            )
+        code_mean, code_var = self._code_statistics(raw_codes)
+        self.running_mean.copy_(code_mean[0])
+        self.running_var.copy_(code_var[0])
+        self.num_updates.fill_(1)
 
     @torch.no_grad()
     def update(self, vectors: torch.Tensor) -> None:

@@ -89,6 +89,22 @@ class Codebook(nn.Module):
         grouped = _grouped(self.weight, self.affine.num_groups)
         return (grouped * scale[:, None] + shift[:, None]).reshape(self.weight.shape)
 
+    @torch.no_grad()
+    def start_from(self, codes: torch.Tensor) -> None:
+        """Make `codes` (K, D) the effective codebook with the re-parameterisation at the identity (affine scale 1
+        and shift 0, SimVQ's matrix I) and EMA statistics of clusters of size 1 at the codes: how a pretrained
+        codebook starts a fine-tuning run with affine codes, so that its first step reproduces the pretrained
+        model exactly. Raises `ValueError` for a re-parameterisation that cannot hold `codes` unchanged."""
+        if tuple(codes.shape) != tuple(self.weight.shape):
+            raise ValueError(f"codes of shape {tuple(codes.shape)} for a codebook of {tuple(self.weight.shape)}")
+        self.weight.copy_(codes.to(self.weight.dtype))
+        if isinstance(self.affine, LinearCodebookTransform):
+            self.affine.reset_parameters()
+        elif self.affine is not None:
+            self.affine.start_at_identity(self.weight)
+        if self.ema is not None:
+            self.ema.reset_statistics(self.weight.detach())
+
     def update_statistics(self, vectors: torch.Tensor) -> None:
         if isinstance(self.affine, RunningStatisticsAffine):
             self.affine.update(vectors)

@@ -79,9 +79,19 @@ class TokenizerModelArguments:
     TITLE: ClassVar[str] = "model"
 
     pretrained_model_name_or_path: str | None = flag(
-        None, "start from a saved VQGANModel (folder or Hub id) instead of the config's model: section"
+        None,
+        "fine-tune a saved VQGANModel (folder or Hub id): its architecture and weights, with the quantizer's training "
+        "options (affine, sync_nu, alternating, beta, replace_freq...) from the config's model: section "
+        "(hf_vq/training/fine_tuning.py)",
     )
-    revision: str | None = flag(None, "revision (branch, tag or commit) of --pretrained_model_name_or_path")
+    pretrained_revision: str | None = flag(
+        None, "revision (branch, tag or commit) of --pretrained_model_name_or_path", aliases=("revision",)
+    )
+    reinitialize_codebook: bool = flag(
+        False,
+        "with --pretrained_model_name_or_path: replace the pretrained codebook by k-means++ on the first training "
+        "batch (default: keep it; kmeans_iterations and kmeans_max_samples from the model: section)",
+    )
 
 
 @dataclass
@@ -624,6 +634,13 @@ def check_tokenizer_args(args: TrainingConfig) -> None:
     if args.model_config and not args.pretrained_model_name_or_path:
         check_model_config(TOKENIZER_COMMAND.model_config_class, args.model_config)
         _check_resolution(args.resolution, args.model_config)
+    if args.pretrained_model_name_or_path:
+        check_model_path("pretrained_model_name_or_path", args.pretrained_model_name_or_path)
+    if args.reinitialize_codebook and not args.pretrained_model_name_or_path:
+        raise ConfigError(
+            "--reinitialize_codebook re-initialises a pretrained codebook: pass --pretrained_model_name_or_path (to "
+            "train from scratch with k-means++, set kmeans_init: true in the model: section)"
+        )
     if args.discriminator_learning_rate is None:
         args.discriminator_learning_rate = args.learning_rate
 
@@ -631,14 +648,20 @@ def check_tokenizer_args(args: TrainingConfig) -> None:
 def check_classifier_args(args: TrainingConfig) -> None:
     if not args.tokenizer_name_or_path:
         raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a trained tokenizer's folder or Hub id)")
-    path = Path(args.tokenizer_name_or_path)
+    check_model_path("tokenizer_name_or_path", args.tokenizer_name_or_path)
+
+
+def check_model_path(flag_name: str, name_or_path: str) -> None:
+    """A local folder must hold a saved model (config.json); a path that is plainly local (absolute or starting
+    with ".") must exist. Anything else may be a Hub id, checked when it is loaded."""
+    path = Path(name_or_path)
     if path.exists() and not (path / "config.json").is_file():
         raise ConfigError(
-            f"--tokenizer_name_or_path {str(path)!r} holds no config.json: pass the folder a tokenizer "
+            f"--{flag_name} {str(path)!r} holds no config.json: pass the folder a tokenizer "
             "was saved in (its --output_dir)"
         )
-    if not path.exists() and (path.is_absolute() or args.tokenizer_name_or_path.startswith(".")):
-        raise ConfigError(f"--tokenizer_name_or_path {str(path)!r} does not exist")
+    if not path.exists() and (path.is_absolute() or name_or_path.startswith(".")):
+        raise ConfigError(f"--{flag_name} {str(path)!r} does not exist")
 
 
 def check_model_config(model_config_class: str, model_config: dict[str, Any]) -> None:
@@ -819,6 +842,7 @@ __all__ += [
     "TrainingConfig",
     "build_parser",
     "check_model_config",
+    "check_model_path",
     "flag",
     "flag_values",
     "load_config_file",

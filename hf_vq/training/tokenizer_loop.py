@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.vqgan import VQGANConfig, VQGANImageProcessor, VQGANModel
-from ..models.vqgan.image_size import align_image_size_with_saved_processor, set_image_size
+from ..models.vqgan.image_size import set_image_size
 from .args import TokenizerTrainingConfig
 from .checkpointing import TrainingState
 from .data import TrainingData, build_training_data
@@ -39,6 +39,7 @@ from .discriminator import NLayerDiscriminator
 from .divergence import DivergenceGuard
 from .end_of_run import SAMPLES_FILE, build_ema, close_run, ema_weights, finish_run, save_final_folder
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
+from .fine_tuning import load_model_to_fine_tune
 from .loop import TrainingLoop, build_accelerator, clip_and_step, resume_if_asked, start_trackers
 from .losses import (
     LeCamEMA,
@@ -106,8 +107,7 @@ def train_tokenizer(config: TokenizerTrainingConfig) -> dict[str, Any]:
 
 def build_model_and_processor(config: TokenizerTrainingConfig) -> tuple[VQGANModel, VQGANImageProcessor]:
     if config.pretrained_model_name_or_path:
-        model = VQGANModel.from_pretrained(config.pretrained_model_name_or_path, revision=config.revision)
-        align_image_size_with_saved_processor(model.config, config.pretrained_model_name_or_path, config.revision)
+        model = load_model_to_fine_tune(config)  # its step 0 gives the pretrained model's ids exactly
     else:
         model = VQGANModel(VQGANConfig(**config.model_config))
     model_config = record_flag_overrides(model.config, config)
