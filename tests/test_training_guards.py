@@ -336,4 +336,3 @@ def test_lpips_scales_images_to_vgg_statistics_and_normalises_feature_channels()
     features = torch.randn(2, 5, 3, 4)
     norms = _normalize_channels(features).norm(dim=1)
     torch.testing.assert_close(norms, torch.ones(2, 3, 4))
-
