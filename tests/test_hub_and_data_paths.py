@@ -177,6 +177,7 @@ def _ramp16() -> np.ndarray:
 def test_arrays_of_every_dtype_decode_with_their_range_or_are_refused():
     assert np.array_equal(np.asarray(decode_image([[0, 255], [255, 0]])), [[0, 255], [255, 0]])  # int64 lists
     assert np.array_equal(np.asarray(decode_image(np.array([[0, 128]], dtype=np.uint8))), [[0, 128]])
+    assert np.array_equal(np.asarray(decode_image(np.array([[True, False]]))), [[255, 0]])  # a mask, as PIL reads it
     sixteen = np.asarray(decode_image(_ramp16()))
     assert sixteen.dtype == np.uint8 and (sixteen.min(), sixteen.max()) == (0, 255)  # scaled, not clipped
     assert np.array_equal(sixteen, np.round(_ramp16() * (255 / 65535)).astype(np.uint8))
