@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from hf_vq.errors import run_reporting_user_errors
 from hf_vq.training import final_save
 from hf_vq.training.args import OptimizationArguments
 from hf_vq.training.checkpoint_state import load_custom_state, save_custom_state
@@ -165,6 +166,23 @@ def test_releasing_never_removes_another_runs_lock(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps(other))
     release_run_lock(tmp_path)
     assert json.loads((tmp_path / LOCK_FILE).read_text()) == other
+
+
+def test_training_errors_reach_the_user_as_one_line_with_their_exit_code(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_VQ_DEBUG", raising=False)
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
+    with pytest.raises(SystemExit) as refused:
+        run_reporting_user_errors("hf-vq train-tokenizer", lambda: acquire_run_lock(tmp_path))
+    assert refused.value.code == 1
+    assert capsys.readouterr().err.startswith(f"hf-vq train-tokenizer: error: {tmp_path} is in use by another ")
+
+    def interrupted():
+        raise TrainingInterrupted("interrupted at step 3; checkpoint-3 saved", signal.SIGINT)
+
+    with pytest.raises(SystemExit) as stopped:
+        run_reporting_user_errors("hf-vq train-prior", interrupted)
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "hf-vq train-prior: error: interrupted at step 3; checkpoint-3 saved\n"
 
 
 # ------------------------------------------------------------------------------------------------ atomic final save
