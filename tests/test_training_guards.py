@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from hf_vq.errors import run_reporting_user_errors
+from hf_vq.errors import ConfigError, run_reporting_user_errors
 from hf_vq.training import final_save
-from hf_vq.training.args import OptimizationArguments
+from hf_vq.training.args import TOKENIZER_COMMAND, OptimizationArguments, resolve_args
 from hf_vq.training.checkpoint_state import load_custom_state, save_custom_state
 from hf_vq.training.checkpointing import TrainingState
 from hf_vq.training.divergence import AVERAGE_WINDOW, MAX_CONSECUTIVE_SKIPS, WARMUP_STEPS, DivergenceGuard
@@ -37,6 +37,8 @@ from hf_vq.training.optimization import _decay_groups, build_lr_scheduler
 from hf_vq.training.run_lock import LOCK_FILE, _process_start_time, acquire_run_lock, release_run_lock
 from hf_vq.training.run_summary import run_summary
 from hf_vq.training.tracking import JSONLTracker
+
+from training_helpers import TINY_CONFIG, write_images
 
 # ------------------------------------------------------------------------------------------------ divergence guard
 
@@ -101,6 +103,16 @@ def test_a_divergence_factor_of_zero_turns_the_jump_check_off_but_not_the_nan_ch
     assert _step(guard, 1.0) and _step(guard, 1e9)
     with pytest.raises(TrainingDivergedError, match="the loss is nan"):
         _step(guard, float("nan"))
+
+
+@pytest.mark.parametrize(("factor", "refused"), [(1.0, True), (0.5, True), (1.01, False), (0.0, False)])
+def test_a_divergence_factor_of_one_or_less_is_refused_unless_zero(tmp_path, factor, refused):
+    given = {"config": TINY_CONFIG, "train_data_dir": str(write_images(tmp_path / "images", 1))}
+    if refused:
+        with pytest.raises(ConfigError, match=f"--divergence_factor must be above 1 .*got {factor}"):
+            resolve_args(TOKENIZER_COMMAND, {**given, "divergence_factor": factor})
+    else:
+        assert resolve_args(TOKENIZER_COMMAND, {**given, "divergence_factor": factor}).divergence_factor == factor
 
 
 # ------------------------------------------------------------------------------------------------ signals
