@@ -14,12 +14,13 @@ import torch
 from safetensors.torch import save_file
 
 from hf_vq.data import ImageTransform, build_image_dataset, decode_image
-from hf_vq.hub.errors import HubPushError
+from hf_vq.hub.errors import HubPushError, InvalidRepoIdError
 from hf_vq.hub.identity import local_tokenizer_of, tokenizer_fingerprint
 from hf_vq.hub.local_paths import check_no_local_paths, is_local_path, rewrite_json_without_local_paths
 from hf_vq.hub.local_paths import without_local_paths
 from hf_vq.hub.model_card import measured_metrics, merge_dependent_entries
 from hf_vq.hub.model_folder import ModelFolder
+from hf_vq.hub.model_set import _check_distinct, _member
 
 # ------------------------------------------------------------------------------------------------ local paths
 
@@ -159,6 +160,25 @@ def test_a_new_entry_for_a_listed_repo_replaces_the_old_one():
         "- [org/a](u): prior, trained on revision `1`",
         "- [org/b](u): classifier, trained on revision `2`",
     ]
+
+
+def _classifier_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    config = {"model_type": "vit", "architectures": ["ViTForImageClassification"], "id2label": {"0": "a", "1": "b"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({"classifier.weight": torch.zeros(2, 2)}, folder / "model.safetensors")
+    return folder
+
+
+def test_a_set_refuses_a_folder_of_the_wrong_kind_and_two_folders_for_one_repo(tmp_path):
+    classifier = _classifier_folder(tmp_path / "vit")
+    assert _member(str(classifier), "classifier", "org").repo_id == "org/vit"
+    assert _member(f"{classifier}=other/name", "classifier", None).repo_id == "other/name"
+    with pytest.raises(HubPushError, match="holds a classifier, not a prior: pass it with --classifier_dirs"):
+        _member(str(classifier), "prior", "org")
+    with pytest.raises(InvalidRepoIdError, match="Two folders would go to the same repo: org/a. Name them"):
+        _check_distinct(["org/a", "org/b", "org/a"])
+    _check_distinct(["org/a", "org/b"])
 
 
 # ------------------------------------------------------------------------------------------------ image decoding
