@@ -166,6 +166,8 @@ def test_generated_images_are_the_pipelines_in_the_tokenizers_range_in_batches(p
         )
         torch.testing.assert_close(images[start : start + len(labels)], output.images.float() * 2 - 1)
         assert torch.equal(tokens[start : start + len(labels)], output.image_tokens)
+    unconditional, _ = generate(config, spec, pipeline, None, 6, torch.Generator().manual_seed(5))
+    assert unconditional.shape == (6, 3, 16, 16)  # 4, then the 2 left
 
 
 def test_the_sample_grid_has_one_row_per_class(pipeline, tmp_path):
