@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from hf_vq.data import ImageTransform, build_image_dataset, decode_image
+from hf_vq.data.photos import split_photos
+from hf_vq.errors import run_reporting_user_errors
 from hf_vq.hub.errors import HubPushError, InvalidRepoIdError
 from hf_vq.hub.identity import local_tokenizer_of, tokenizer_fingerprint
 from hf_vq.hub.local_paths import check_no_local_paths, is_local_path, rewrite_json_without_local_paths
@@ -21,6 +23,7 @@ from hf_vq.hub.local_paths import without_local_paths
 from hf_vq.hub.model_card import measured_metrics, merge_dependent_entries
 from hf_vq.hub.model_folder import ModelFolder
 from hf_vq.hub.model_set import _check_distinct, _member
+from hf_vq.hub.push import check_repo_id
 
 # ------------------------------------------------------------------------------------------------ local paths
 
@@ -179,6 +182,21 @@ def test_a_set_refuses_a_folder_of_the_wrong_kind_and_two_folders_for_one_repo(t
     with pytest.raises(InvalidRepoIdError, match="Two folders would go to the same repo: org/a. Name them"):
         _check_distinct(["org/a", "org/b", "org/a"])
     _check_distinct(["org/a", "org/b"])
+
+
+def test_a_bad_repo_id_is_a_value_error_shown_as_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("HF_VQ_DEBUG", raising=False)
+    with pytest.raises(ValueError, match="Invalid --hub_model_id 'no-namespace'"):
+        check_repo_id("no-namespace")
+    with pytest.raises(SystemExit) as refused:
+        run_reporting_user_errors("hf-vq push", lambda: check_repo_id("no-namespace"))
+    assert refused.value.code == 1
+    assert capsys.readouterr().err.startswith("hf-vq push: error: Invalid --hub_model_id 'no-namespace': use ")
+
+
+def test_every_scene_keeps_a_photograph_in_train():
+    splits = split_photos({"a": "beach", "b": "beach", "c": "forest"}, test_fraction=0.9, seed=0)
+    assert sorted(splits[name] for name in ("a", "b")) == ["test", "train"] and splits["c"] == "train"
 
 
 # ------------------------------------------------------------------------------------------------ image decoding
