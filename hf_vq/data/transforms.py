@@ -103,6 +103,8 @@ def _open_fully(source: bytes | str) -> PIL.Image.Image:
 
 def _as_uint8_array(value: Any) -> np.ndarray:
     array = np.asarray(value)
+    if array.dtype == np.bool_:  # a mask: True is white, as PIL reads a boolean array (mode "1"), not 1 of 255
+        return array.astype(np.uint8) * 255
     if array.dtype == np.uint16:  # 16-bit pixels: scaled to 8 bits with their full range, not clipped
         return np.round(array.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
     if array.dtype != np.uint8:
