@@ -268,6 +268,7 @@ def test_vqgan_pipeline_reconstructs_with_a_bfloat16_tokenizer_and_each_output_t
     assert isinstance(as_array, np.ndarray) and as_array.shape == (1, 16, 16, 3) and as_array.dtype == np.uint8
     as_tensor = pipe(images=[image], output_type="pt").images
     assert as_tensor.shape == (1, 3, 16, 16) and as_tensor.dtype == torch.float32
-    half = VQGANPipeline(vqgan=VQGANModel.from_pretrained(tokenizer_dir, dtype=torch.bfloat16), image_processor=processor)
+    bfloat16 = VQGANModel.from_pretrained(tokenizer_dir, dtype=torch.bfloat16).eval()
+    half = VQGANPipeline(vqgan=bfloat16, image_processor=processor)
     out = half(images=[image], output_type="pt")
     assert out.images.shape == (1, 3, 16, 16) and out.image_tokens.shape == (1, 8, 8)
