@@ -3,6 +3,8 @@ where the classifier reads its prediction, the configs' grids and bounds, the im
 float and transparent images, and the Auto classes the packages register. Each test pins a behaviour that a
 plausible one-line bug changes (scripts/mutants.toml)."""
 
+import importlib
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -167,3 +169,56 @@ def test_postprocess_inverts_preprocessing_without_rescaling():
     pixel_values = processor(image, return_tensors="pt").pixel_values
     assert float(pixel_values.max()) > 2  # not rescaled
     np.testing.assert_array_equal(processor.postprocess(pixel_values, output_type="np")[0], image)
+
+
+# ------------------------------------------------------------------------------------------- packages
+
+LAZY_PACKAGES = {
+    "hf_vq.pipelines": ["MaskGITPipeline", "MaskGITPipelineOutput", "VQGANPipeline", "VQGANPipelineOutput"],
+    "hf_vq.pipelines.maskgit": ["MaskGITPipeline", "MaskGITPipelineOutput"],
+    "hf_vq.pipelines.vqgan": ["VQGANPipeline", "VQGANPipelineOutput"],
+    "hf_vq.pipelines.autoregressive": [
+        "AutoregressivePipeline",
+        "AutoregressivePipelineOutput",
+        "GuidedCodeSampler",
+        "autoregressive_prior_fields",
+        "check_tokenizer",
+    ],
+    "hf_vq.schedulers": ["MaskGITScheduler", "MaskGITSchedulerOutput"],
+}
+
+
+@pytest.mark.parametrize("package", sorted(LAZY_PACKAGES))
+def test_lazy_packages_resolve_each_name_to_its_definition_and_refuse_others(package):
+    """Each name a package imports on first use is the object of that name in the package's own module; a name it
+    does not have is an AttributeError (so `from package import Typo` fails), never a silent None."""
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(LAZY_PACKAGES[package])
+    for name in LAZY_PACKAGES[package]:
+        value = getattr(module, name)
+        assert value.__name__ == name and value.__module__.startswith(package + "."), (name, value.__module__)
+    with pytest.raises(AttributeError, match="has no attribute 'Typo'"):
+        module.Typo  # noqa: B018
+
+
+def test_models_package_exports_every_model_class_of_its_folders():
+    import hf_vq.models
+    from hf_vq.models import maskgit, token_vit, vqgan
+
+    for folder in (maskgit, token_vit, vqgan):
+        for name in folder.__all__:
+            if isinstance(getattr(folder, name), type):
+                assert name in hf_vq.models.__all__ and getattr(hf_vq.models, name) is getattr(folder, name), name
+
+
+def test_saved_models_load_through_the_auto_classes_they_register(tokenizer_dir, tmp_path):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hf_vq import VQGANModel
+
+    assert type(AutoModel.from_pretrained(tokenizer_dir)) is VQGANModel
+    assert type(AutoImageProcessor.from_pretrained(tokenizer_dir)) is VQGANImageProcessor
+    config = TokenViTConfig(codebook_size=32, grid_size=[8, 8], num_labels=2, **TINY)
+    TokenViTForImageClassification(config).save_pretrained(tmp_path / "classifier")
+    for auto_class in (AutoModel, AutoModelForImageClassification):
+        assert type(auto_class.from_pretrained(tmp_path / "classifier")) is TokenViTForImageClassification
