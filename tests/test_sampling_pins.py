@@ -272,3 +272,11 @@ def test_vqgan_pipeline_reconstructs_with_a_bfloat16_tokenizer_and_each_output_t
     half = VQGANPipeline(vqgan=bfloat16, image_processor=processor)
     out = half(images=[image], output_type="pt")
     assert out.images.shape == (1, 3, 16, 16) and out.image_tokens.shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("labels", [[True, False], True, torch.tensor([True, True])])
+def test_boolean_class_labels_are_refused_by_every_pipeline(maskgit_pipe, autoregressive_pipe, labels):
+    """A boolean mask passed as class labels (say `labels == 3`) must not generate classes 0 and 1 in silence."""
+    for pipe in (maskgit_pipe, autoregressive_pipe):
+        with pytest.raises(ValueError, match="class_labels must be an int or a non-empty list of ints"):
+            pipe(class_labels=labels, output_type="pt")
