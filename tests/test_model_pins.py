@@ -4,6 +4,7 @@ float and transparent images, and the Auto classes the packages register. Each t
 plausible one-line bug changes (scripts/mutants.toml)."""
 
 import importlib
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -12,7 +13,14 @@ import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import AutoModel
 
-from hf_vq import MaskGITConfig, MaskGITModel, TokenViTConfig, TokenViTForImageClassification, VQGANImageProcessor
+from hf_vq import (
+    MaskGITConfig,
+    MaskGITModel,
+    TokenViTConfig,
+    TokenViTForImageClassification,
+    VQGANConfig,
+    VQGANImageProcessor,
+)
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -222,3 +230,18 @@ def test_saved_models_load_through_the_auto_classes_they_register(tokenizer_dir,
     TokenViTForImageClassification(config).save_pretrained(tmp_path / "classifier")
     for auto_class in (AutoModel, AutoModelForImageClassification):
         assert type(auto_class.from_pretrained(tmp_path / "classifier")) is TokenViTForImageClassification
+
+
+# ------------------------------------------------------------------------------------------- image size
+
+
+@pytest.mark.parametrize("resolution", [8, 32])
+def test_a_resolution_other_than_the_tokenizers_is_refused_above_and_below(resolution):
+    """A smaller --resolution would make a coarser token grid than the one recorded, as a larger one a finer grid."""
+    from hf_vq.errors import ConfigError
+    from hf_vq.models.vqgan.image_size import check_tokenizer_resolution
+
+    config = VQGANConfig.from_yaml(Path(__file__).parents[1] / "configs" / "vqgan_tiny.yaml")
+    assert check_tokenizer_resolution(config, None) == check_tokenizer_resolution(config, 16) == 16
+    with pytest.raises(ConfigError, match=f"--resolution {resolution} differs from the tokenizer's image size 16"):
+        check_tokenizer_resolution(config, resolution)
