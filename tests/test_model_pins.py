@@ -170,12 +170,17 @@ def test_sixteen_bit_arrays_and_float_images_keep_their_range():
     torch.testing.assert_close(floats[0], torch.full((4,), 1 / 255), atol=1 / 255, rtol=0)  # 128 of 255
 
 
-def test_postprocess_inverts_preprocessing_without_rescaling():
-    """A processor that does not rescale (pixels stay 0..255 before normalising) still returns the original image."""
-    processor = rgb_processor(do_rescale=False, do_resize=False)
+@pytest.mark.parametrize(
+    "options", [{"do_rescale": False}, {"image_mean": (0.2, 0.4, 0.1), "image_std": (0.3, 0.7, 0.9)}]
+)
+def test_postprocess_inverts_preprocessing_without_rescaling_and_with_any_normalisation(options):
+    """Postprocessing undoes what preprocessing did: without rescaling (pixels stay 0..255 before normalising), and
+    with a mean and standard deviation that differ from each other."""
+    processor = rgb_processor(do_resize=False, **options)
     image = np.random.default_rng(0).integers(0, 256, size=(8, 6, 3), dtype=np.uint8)
     pixel_values = processor(image, return_tensors="pt").pixel_values
-    assert float(pixel_values.max()) > 2  # not rescaled
+    if not options.get("do_rescale", True):
+        assert float(pixel_values.max()) > 2  # not rescaled
     np.testing.assert_array_equal(processor.postprocess(pixel_values, output_type="np")[0], image)
 
 
