@@ -287,7 +287,8 @@ class MaskGITPipeline(DiffusionPipeline):
                 "image"
             )
         labels = torch.as_tensor(class_labels if not isinstance(class_labels, int) else [class_labels])
-        if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point():
+        # Booleans are ints to Python and torch: a mask passed by mistake would silently generate classes 0 and 1.
+        if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point() or labels.dtype == torch.bool:
             raise ValueError(f"class_labels must be an int or a non-empty list of ints, got {class_labels!r}")
         if config.num_classes == 0:
             raise ValueError(
