@@ -286,9 +286,18 @@ def test_the_study_reads_the_photo_patches_with_scene_labels(built):
     ):
         paths = sorted((output / "photos" / split).glob("*/*.png"))
         assert len(images) == len(labels) == len(paths)
-        assert labels.tolist() == [["leafy", "rough"].index(path.parent.name) for path in paths]  # sorted scenes
-        first = np.asarray(PIL.Image.open(paths[0]), dtype=np.float32) / 127.5 - 1.0
-        torch.testing.assert_close(images[0], torch.from_numpy(first).permute(2, 0, 1))
+        pixels = {path: torch.from_numpy(np.asarray(PIL.Image.open(path), dtype=np.float32)) for path in paths}
+        for image, label in zip(images, labels):  # every patch once, with its scene's index in sorted order
+            (path,) = [
+                path for path, patch in pixels.items() if torch.equal(patch.permute(2, 0, 1) / 127.5 - 1, image)
+            ]
+            assert label == ["leafy", "rough"].index(path.parent.name)
+            del pixels[path]
+        # Shuffled (the folders are sorted by scene): a first-N cut, as the study's --eval_size takes, has both scenes.
+        assert set(labels[: len(labels) // 3].tolist()) == {0, 1}
+        assert torch.equal(
+            load_dataset("photos", str(output / "photos")).train_images, data.train_images
+        )  # fixed order
 
 
 def test_the_study_without_photo_patches_names_the_command_that_builds_them(tmp_path):

@@ -27,6 +27,7 @@ CIFAR10_TEST_FILE = "test_batch"
 # Where `python scripts/make_photo_dataset.py` writes the photo patches (relative to the working directory).
 PHOTO_DATA_DIR = Path("outputs/photos64/photos")
 PHOTO_SPLITS = ("train", "test")
+PHOTO_ORDER_SEED = 0
 DATASETS = ("fashion_mnist", "cifar10", "photos")
 
 
@@ -132,7 +133,7 @@ def _cifar10_from_hub() -> ClassificationData:
 
 def load_photos(data_dir: str | None = None) -> ClassificationData:
     """The photo patches: `data_dir/{train,test}/<scene>/*.png`, labelled by scene in sorted order (as the
-    `imagefolder` builder that the tokenizer's training reads them with labels them).
+    `imagefolder` builder that the tokenizer's training reads them with labels them), in a fixed shuffled order.
 
     Example:
 
@@ -159,7 +160,10 @@ def load_photos(data_dir: str | None = None) -> ClassificationData:
 
 
 def _read_photo_split(folder: Path, scenes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    paths = sorted(folder.glob("*/*.png"))  # sorted: the same order, hence the same batches, on every machine
+    # Sorted, then shuffled with a fixed seed: the same order on every machine, and a first-N cut (the study's
+    # --eval_size and --curve_size) samples every photograph instead of the first scene's one or two.
+    paths = sorted(folder.glob("*/*.png"))
+    paths = [paths[index] for index in np.random.default_rng(PHOTO_ORDER_SEED).permutation(len(paths))]
     images = [np.asarray(PIL.Image.open(path).convert("RGB"), dtype=np.uint8) for path in paths]
     sizes = sorted({image.shape[:2] for image in images})
     if len(sizes) > 1:

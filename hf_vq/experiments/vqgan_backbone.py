@@ -14,6 +14,10 @@ quantizers get.
 The 28x28 Fashion-MNIST images are resized to the config's 32x32 by `hf_vq.data.ImageTransform`, the transform of
 the tokenizer's training data (`hf_vq/training/data.py`): bicubic resize of the shorter side, crop (a no-op for square
 images), pixels to [-1, 1].
+
+On the photo patches (`--dataset photos`, 64x64 RGB) the model is the photo tokenizer's instead
+(configs/vqgan_photos64_cpu.yaml, through `tokenizer_model_options` as the dataset's `model_options` in
+`reproduce.DATASET_OVERRIDES`): the patches are at its size already, and only the quantizer changes, as above.
 """
 
 from __future__ import annotations
