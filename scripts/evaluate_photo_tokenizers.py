@@ -7,8 +7,9 @@
 For each data folder (default: the test split of the training package, `outputs/photos64/photos/test`, and the
 held-out package, `outputs/photos64/heldout/test`) a seeded random sample of `--num_images` patches, the same for
 every model, is reconstructed in eval mode. PSNR, SSIM, codebook usage and perplexity are printed as a Markdown table
-and written to `metrics.json`; `grid_<folder>.png` shows `--num_grid_images` originals in its first row and each
-model's reconstructions of them in the rows below, in the order of `--model_dirs`.
+and written to `metrics.json`; `grid_<folder>.png` shows `--num_grid_images` originals (spread evenly over the
+sample, so over the scenes and photographs) in its first row and each model's reconstructions of them in the rows
+below, in the order of `--model_dirs`.
 
 A random sample and not the first N files: the folders are sorted by scene, so the first 512 patches (what a training
 run's `--max_eval_samples 512` evaluates) come from one or two photographs.
@@ -79,7 +80,7 @@ def load_tokenizer(model_dir: str):
 def evaluate_model(
     model, processor, paths: list[Path], batch_size: int, num_shown: int
 ) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """The metrics of `model` on the patches at `paths`, and the first `num_shown` patches with their
+    """The metrics of `model` on the patches at `paths`, and `num_shown` of the patches, evenly spread, with their
     reconstructions (for the grid)."""
     images = [PIL.Image.open(path).convert("RGB") for path in paths]
     pixel_values = processor(images, return_tensors="pt").pixel_values
@@ -87,7 +88,8 @@ def evaluate_model(
         {"pixel_values": pixel_values[start : start + batch_size]} for start in range(0, len(images), batch_size)
     ]
     metrics = evaluate_reconstructions(model, batches, torch.device("cpu"), grid_path=None)
-    shown = pixel_values[:num_shown]
+    # Evenly spread over the sample (sorted by scene and photograph), so that the grid shows every scene.
+    shown = pixel_values[torch.linspace(0, len(images) - 1, min(num_shown, len(images))).long()]
     return metrics, shown, model(shown).reconstruction.float() if num_shown else shown
 
 
