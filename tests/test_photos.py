@@ -380,7 +380,8 @@ def test_the_photo_evaluation_script_compares_tokenizers_on_both_packages(built,
     with PIL.Image.open(tmp_path / "grid_heldout_test.png") as grid:  # originals, then a row per model
         assert grid.size == (3 * 64 + 4 * 2, 3 * 64 + 4 * 2)
     assert script.main(["--model_dirs", str(tmp_path), *flags]) == 1  # not a tokenizer: one clear line
-    assert script.main(["--model_dirs", str(run_dir), "--data_dirs", str(tmp_path)]) == 1  # no patches
+    (tmp_path / "empty").mkdir()
+    assert script.main(["--model_dirs", str(run_dir), "--data_dirs", str(tmp_path / "empty")]) == 1  # no patches
 
 
 def dry_run_commands(target: str, **variables: str) -> list[list[str]]:
