@@ -231,10 +231,11 @@ def test_a_resolution_the_downsampling_factor_does_not_divide_is_a_clear_error()
         training_args(Path("unused"), config=str(PHOTO_CONFIG), train_data_dir=str(REPO), model_config=model)
 
 
-def test_the_photo_config_trains_on_the_patches_and_saves_a_loadable_tokenizer(built, tmp_path):
-    from hf_vq.models.vqgan import VQGANImageProcessor, VQGANModel
-
+@pytest.fixture(scope="module")
+def tiny_photo_tokenizer(built, tmp_path_factory) -> tuple[Path, dict]:
+    """The photo config at a tiny width, trained 2 steps on the generated patches: its folder and the run's result."""
     output, _ = built
+    run_dir = tmp_path_factory.mktemp("photo-tokenizer") / "run"
     tiny = yaml.safe_load(PHOTO_CONFIG.read_text())["model"] | {
         "block_out_channels": [8, 8, 16, 16],
         "norm_num_groups": 8,
@@ -242,7 +243,7 @@ def test_the_photo_config_trains_on_the_patches_and_saves_a_loadable_tokenizer(b
         "codebook_size": 16,
     }
     result = train(
-        tmp_path / "run",
+        run_dir,
         config=str(PHOTO_CONFIG),
         model_config=tiny,
         train_data_dir=str(output / "photos"),
@@ -255,11 +256,190 @@ def test_the_photo_config_trains_on_the_patches_and_saves_a_loadable_tokenizer(b
         lr_warmup_steps=0,
         logging_steps=1,
     )
+    return run_dir, result
+
+
+def test_the_photo_config_trains_on_the_patches_and_saves_a_loadable_tokenizer(built, tiny_photo_tokenizer):
+    from hf_vq.models.vqgan import VQGANImageProcessor, VQGANModel
+
+    output, _ = built
+    run_dir, result = tiny_photo_tokenizer
     assert result["global_step"] == 2
-    model = VQGANModel.from_pretrained(tmp_path / "run").eval()
-    processor = VQGANImageProcessor.from_pretrained(tmp_path / "run")
+    model = VQGANModel.from_pretrained(run_dir).eval()
+    processor = VQGANImageProcessor.from_pretrained(run_dir)
     patch = next((output / "photos" / "test").rglob("*.png"))
     pixel_values = processor(PIL.Image.open(patch), return_tensors="pt").pixel_values
     assert pixel_values.shape == (1, 3, 64, 64)
     with torch.no_grad():
         assert model.encode(pixel_values).image_tokens.shape == (1, 8, 8)
+
+
+def test_the_study_reads_the_photo_patches_with_scene_labels(built):
+    from hf_vq.experiments.datasets import load_dataset
+
+    output, _ = built
+    data = load_dataset("photos", str(output / "photos"))
+    assert data.in_channels == 3 and data.image_size == 64
+    for images, labels, split in (
+        (data.train_images, data.train_labels, "train"),
+        (data.test_images, data.test_labels, "test"),
+    ):
+        paths = sorted((output / "photos" / split).glob("*/*.png"))
+        assert len(images) == len(labels) == len(paths)
+        pixels = {path: torch.from_numpy(np.asarray(PIL.Image.open(path), dtype=np.float32)) for path in paths}
+        for image, label in zip(images, labels):  # every patch once, with its scene's index in sorted order
+            (path,) = [
+                path for path, patch in pixels.items() if torch.equal(patch.permute(2, 0, 1) / 127.5 - 1, image)
+            ]
+            assert label == ["leafy", "rough"].index(path.parent.name)
+            del pixels[path]
+        # Shuffled (the folders are sorted by scene): a first-N cut, as the study's --eval_size takes, has both scenes.
+        assert set(labels[: len(labels) // 3].tolist()) == {0, 1}
+        assert torch.equal(
+            load_dataset("photos", str(output / "photos")).train_images, data.train_images
+        )  # fixed order
+
+
+def test_the_study_without_photo_patches_names_the_command_that_builds_them(tmp_path):
+    from hf_vq.data import DataNotFoundError
+    from hf_vq.experiments.compare import main
+    from hf_vq.experiments.datasets import load_dataset
+
+    with pytest.raises(DataNotFoundError, match="no train/<scene>/.* or test/.*make_photo_dataset.py"):
+        load_dataset("photos", str(tmp_path))
+    with pytest.raises(SystemExit, match="make_photo_dataset.py"):
+        main(
+            [
+                "--quick",
+                "--arch",
+                "vqgan",
+                "--dataset",
+                "photos",
+                "--data_dir",
+                str(tmp_path),
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
+
+
+def test_photo_patches_of_two_sizes_are_a_clear_error(built, tmp_path):
+    import shutil
+
+    from hf_vq.experiments.datasets import load_dataset
+
+    output, _ = built
+    shutil.copytree(output / "photos", tmp_path / "photos")
+    PIL.Image.new("RGB", (32, 32)).save(tmp_path / "photos" / "test" / "rough" / "small.png")
+    with pytest.raises(ConfigError, match=r"several sizes .*\(32, 32\), \(64, 64\).*--patch_size"):
+        load_dataset("photos", str(tmp_path / "photos"))
+
+
+def test_the_study_trains_the_photo_tokenizer_model_on_the_photo_patches(built, tmp_path):
+    from hf_vq.experiments.compare import main
+    from hf_vq.experiments.methods import method_defaults
+    from hf_vq.experiments.reproduce import configure
+    from hf_vq.experiments.vqgan_backbone import vqgan_config
+
+    output, _ = built
+    # The backbone on --dataset photos is the photo config's model with the method's quantizer, at 64 px RGB.
+    photo_model = yaml.safe_load(PHOTO_CONFIG.read_text())["model"]
+    config = vqgan_config(method_defaults("fsq", configure("vqgan", "photos", quick=False)), "fsq", num_channels=3)
+    assert config.image_size == 64 and config.num_channels == 3 and config.quantizer_type == "fsq"
+    for name in ("block_out_channels", "latent_channels", "norm_num_groups", "reconstruction_loss_type"):
+        assert getattr(config, name) == photo_model[name], name
+    assert config.codebook_size != photo_model["codebook_size"] and not config.alternating  # the method's quantizer
+    result = main(
+        ["--quick", "--arch", "vqgan", "--methods", "baseline", "--dataset", "photos"]
+        + ["--data_dir", str(output / "photos"), "--output_dir", str(tmp_path)]
+    )
+    (run,) = result["runs"]
+    assert run["dataset"] == "photos" and run["steps"] == 4 and np.isfinite(run["metrics"]["mse"])
+    assert run["defaults"]["model_options"]["image_size"] == 64  # --quick keeps the photo side (a smaller model)
+    assert (tmp_path / "compare_photos_steps4.md").is_file()
+
+
+def test_the_photo_evaluation_script_compares_tokenizers_on_both_packages(built, tiny_photo_tokenizer, tmp_path):
+    import importlib.util
+    import shutil
+
+    output, _ = built
+    run_dir, _ = tiny_photo_tokenizer
+    spec = importlib.util.spec_from_file_location("evaluate_photo", REPO / "scripts" / "evaluate_photo_tokenizers.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data_dirs = [str(output / "photos" / "test"), str(output / "heldout" / "test")]
+    flags = ["--data_dirs", *data_dirs, "--num_images", "6", "--num_grid_images", "3", "--output_dir", str(tmp_path)]
+    copy = shutil.copytree(run_dir, tmp_path / "copy")  # a second tokenizer: the same weights, so the same metrics
+    assert script.main(["--model_dirs", str(run_dir), str(copy), *flags]) == 0
+    results = json.loads((tmp_path / "metrics.json").read_text())["results"]
+    assert list(results) == data_dirs
+    for by_model in results.values():
+        first, second = by_model.values()
+        assert first == second and first["images"] == 6 and 0 < first["codebook_usage"] <= 1 and first["psnr"] > 0
+    with PIL.Image.open(tmp_path / "grid_heldout_test.png") as grid:  # originals, then a row per model
+        assert grid.size == (3 * 64 + 4 * 2, 3 * 64 + 4 * 2)
+    assert script.main(["--model_dirs", str(tmp_path), *flags]) == 1  # not a tokenizer: one clear line
+    (tmp_path / "empty").mkdir()
+    assert script.main(["--model_dirs", str(run_dir), "--data_dirs", str(tmp_path / "empty")]) == 1  # no patches
+
+
+def dry_run_commands(target: str, **variables: str) -> list[list[str]]:
+    """The commands `make -n TARGET VAR=VALUE...` would run (echo lines left out), each split as the shell would."""
+    import shlex
+    import subprocess
+
+    flags = [f"{name}={value}" for name, value in variables.items()]
+    listing = subprocess.run(
+        ["make", "-n", "--no-print-directory", target, *flags], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    lines = listing.replace("\\\n", " ").splitlines()
+    return [shlex.split(line) for line in lines if line.strip() and not line.startswith("echo")]
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_make_demo_photos_runs_the_photo_chain_with_commands_that_parse(built, tiny_photo_tokenizer, tmp_path):
+    from hf_vq.training.args import CLASSIFIER_COMMAND, PRIOR_COMMAND, TOKENIZER_COMMAND, parse_args
+
+    output, _ = built
+    flags = {"PY": "python", "PHOTOS_DATA": str(output), "PHOTOS_OUT": str(tmp_path), "PHOTOS_PRIOR_STEPS": "7"}
+    commands = dry_run_commands("photos-chain", **flags)
+    # Each stage is skipped once its result exists: the dataset's manifest.json (so the chain above starts at the
+    # tokenizer; without it, the dataset comes first), the tokenizer's metrics.json.
+    assert dry_run_commands("photos-chain", **flags | {"PHOTOS_DATA": str(tmp_path / "none")})[0][1] == (
+        "scripts/make_photo_dataset.py"
+    )
+    (tmp_path / "tokenizer").symlink_to(tiny_photo_tokenizer[0])
+    assert [command[3] for command in dry_run_commands("photos-chain", **flags) if "-m" in command] == [
+        "train-classifier",
+        "train-classifier",
+        "train-prior",
+    ]
+    commands_by_subcommand = {"train-tokenizer": TOKENIZER_COMMAND, "train-classifier": CLASSIFIER_COMMAND}
+    commands_by_subcommand["train-prior"] = PRIOR_COMMAND
+    stages = []
+    for command in commands:
+        assert command[0] == "python", command
+        if command[1:3] == ["-m", "hf_vq.cli"]:
+            config = parse_args(commands_by_subcommand[command[3]], command[4:])  # flags and YAML checked together
+            stages.append((command[3], Path(config.output_dir).name, config.max_train_steps))
+        else:
+            script = load_script(Path(command[1]).stem)
+            stages.append((command[1], Path(script.parse_args(command[2:]).output_dir).name, None))
+    tokenizer_steps = yaml.safe_load(PHOTO_CONFIG.read_text())["training"]["max_train_steps"]
+    classifier_steps = yaml.safe_load((REPO / "configs" / "token_vit_photos64.yaml").read_text())["training"]
+    assert stages == [
+        ("train-tokenizer", "tokenizer", tokenizer_steps),
+        ("scripts/evaluate_photo_tokenizers.py", "tokenizer-eval", None),
+        ("train-classifier", "token_vit", classifier_steps["max_train_steps"]),
+        ("train-classifier", "pixel_vit", classifier_steps["max_train_steps"]),
+        ("train-prior", "prior", 7),
+    ]

@@ -21,16 +21,18 @@ from pathlib import Path
 
 import torch
 
+from ..config_files import PHOTO_TOKENIZER_CONFIG
 from ..data import DataNotFoundError
 from .datasets import DATASETS, ClassificationData, load_dataset
 from .defaults import ARCHITECTURES, TASK_ARCHITECTURES, VARIANT_METHODS, ArchitectureDefaults
 from .report import markdown_report, plot_curves
 from .runner import run_one
+from .vqgan_backbone import tokenizer_model_options
 
 # Default step budgets. Fashion-MNIST: sized so that 4 architectures x 6 variants x 3 seeds fit in two
 # hours on two idle cores (see docs/results.md for the measured per-step costs behind it).
 # CIFAR-10: a GPU configuration (wider models below), where steps are cheap.
-DEFAULT_STEPS = {"fashion_mnist": 1000, "cifar10": 20000}
+DEFAULT_STEPS = {"fashion_mnist": 1000, "cifar10": 20000, "photos": 300}
 
 # CIFAR-10 on a GPU: the original widths (ResNet-18 with 64 channels, ViT-Tiny's 192 dimensions and
 # 12 blocks, an AlexNet with 64 first-layer filters) instead of the CPU-sized ones.
@@ -40,7 +42,10 @@ DATASET_OVERRIDES: dict[str, dict[str, dict]] = {
         "resnet18": {"model_options": {"width": 64}},
         "vit": {"embed_dim": 192, "model_options": {"depth": 12, "num_heads": 3}},
         "autoencoder": {"model_options": {"hidden": 128}},
-    }
+    },
+    # The photo patches (64x64 RGB): the vqgan backbone is the photo tokenizer's model (PHOTO_TOKENIZER_CONFIG), not
+    # the 32x32 demo's, so that the study measures the quantizers inside the model the photo chain uses.
+    "photos": {"vqgan": {"model_options": tokenizer_model_options(PHOTO_TOKENIZER_CONFIG)}},
 }
 
 # --quick: a smoke test that every variant trains and the report is written (numbers are meaningless).
@@ -122,8 +127,9 @@ def configure(architecture: str, dataset: str, quick: bool) -> ArchitectureDefau
     """The architecture's defaults, adjusted for the dataset and for --quick."""
     defaults = ARCHITECTURES[architecture]
     overrides = dict(DATASET_OVERRIDES.get(dataset, {}).get(architecture, {}))
-    if quick:
-        overrides.update(QUICK_OVERRIDES, model_options=QUICK_MODEL_OPTIONS[architecture])
+    if quick:  # the small model at the dataset's settings (the photo tokenizer's 64 px side stays)
+        quick_model = {**overrides.get("model_options", {}), **QUICK_MODEL_OPTIONS[architecture]}
+        overrides.update(QUICK_OVERRIDES, model_options=quick_model)
         if architecture == "vit":
             overrides["embed_dim"] = 16
     if "model_options" in overrides:

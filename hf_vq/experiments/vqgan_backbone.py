@@ -14,14 +14,20 @@ quantizers get.
 The 28x28 Fashion-MNIST images are resized to the config's 32x32 by `hf_vq.data.ImageTransform`, the transform of
 the tokenizer's training data (`hf_vq/training/data.py`): bicubic resize of the shorter side, crop (a no-op for square
 images), pixels to [-1, 1].
+
+On the photo patches (`--dataset photos`, 64x64 RGB) the model is the photo tokenizer's instead
+(configs/vqgan_photos64_cpu.yaml, through `tokenizer_model_options` as the dataset's `model_options` in
+`reproduce.DATASET_OVERRIDES`): the patches are at its size already, and only the quantizer changes, as above.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from ..config_files import TOKENIZER_CONFIG
@@ -41,6 +47,22 @@ QUANTIZER_FIELDS = tuple(
 def demo_tokenizer_config() -> Path:
     """configs/vqgan_fashion_mnist_cpu.yaml, the `make demo` tokenizer's config."""
     return TOKENIZER_CONFIG
+
+
+def tokenizer_model_options(config_path: str | os.PathLike) -> dict:
+    """The `model:` section of a tokenizer YAML as the vqgan backbone's `model_options`: every field but the
+    quantizer's (the method sets those) and the channel count (the data's). How the study trains the photo tokenizer's
+    model (`--dataset photos`) instead of the demo's.
+
+    Example:
+        >>> from hf_vq.config_files import PHOTO_TOKENIZER_CONFIG
+        >>> options = tokenizer_model_options(PHOTO_TOKENIZER_CONFIG)
+        >>> options["image_size"], "codebook_size" in options, "num_channels" in options
+        (64, False, False)
+    """
+    model = QuantizerConfig.canonical_names(yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))["model"])
+    not_model = {*QUANTIZER_FIELDS, "embed_dim", "codebook_size", "num_channels"}
+    return {name: value for name, value in model.items() if name not in not_model}
 
 
 def config_quantizer_fields(options: dict, embed_dim: int, codebook_size: int) -> dict:
@@ -148,4 +170,11 @@ def _resize(images: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
     return torch.stack([transform(np.ascontiguousarray(image)) for image in pixels])
 
 
-__all__ = ["VQGANBackbone", "config_quantizer_fields", "demo_tokenizer_config", "vqgan_config", "vqgan_data"]
+__all__ = [
+    "VQGANBackbone",
+    "config_quantizer_fields",
+    "demo_tokenizer_config",
+    "tokenizer_model_options",
+    "vqgan_config",
+    "vqgan_data",
+]
