@@ -43,6 +43,7 @@ from ..data.token_dataset import (
 from ..models.vqgan.image_size import check_tokenizer_resolution
 from .args import EncodeConfig
 from .data import EVAL_SPLIT_CANDIDATES, hold_out
+from .loop import has_accelerator_device
 from .token_data import ImageEncoder, encode_labels, image_source, load_tokenizer
 
 WORK_DIR = ".shards"
@@ -70,7 +71,8 @@ class Shard:
 def run_encode(config: EncodeConfig) -> dict[str, Any]:
     """Encode, save (and push) the token dataset; returns `{"output_dir", "info", "images", "seconds",
     "images_per_second", "skipped_shards", "num_processes", "is_main_process"}`."""
-    state = PartialState(cpu=config.cpu)
+    # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
+    state = PartialState(cpu=config.cpu or not has_accelerator_device())
     tokenizer, processor = load_tokenizer(config.tokenizer_name_or_path, state.device, revision=config.revision)
     side = check_tokenizer_resolution(tokenizer.config, config.resolution)
     with state.main_process_first():  # only the main process writes the `datasets` cache
