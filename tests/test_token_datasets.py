@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import datasets
@@ -27,6 +28,7 @@ from hf_vq.training.encoding import STOP_AFTER_SHARDS_ENV, WORK_DIR, OutputDirIn
 from hf_vq.training.prior_command import resolve_prior_args, train_prior
 from hf_vq.training.token_data import ImageEncoder, build_token_data, load_tokenizer
 
+from hub_server import HubServer
 from training_helpers import CLASSES, REPO, one_thread, reset_accelerate, write_labelled_imagefolder
 
 ENCODE_SCRIPT = REPO / "scripts" / "encode.py"
@@ -161,6 +163,55 @@ def test_a_stopped_run_resumes_without_encoding_its_finished_shards_again(
     assert _encode(flags)["images"] == 0 and batches == []
 
 
+def test_push_to_hub_and_load_back_keeps_rows_labels_record_and_card(tokenizer_dir, image_dir, tmp_path):
+    """`hf-vq encode --push_to_hub` to a loopback Hub, then `load_token_dataset(hub id)` in a fresh process with
+    HF_ENDPOINT set, as a user would: the same rows and features as the local folder, the tokenizer record, and a
+    dataset card that `load_dataset` still reads the features from."""
+    script = textwrap.dedent(f"""
+        import json
+        import datasets
+        from huggingface_hub import DatasetCard
+        from hf_vq.cli import main
+        from hf_vq.data.token_dataset import load_token_dataset
+
+        main(["encode", "--tokenizer_name_or_path", r"{tokenizer_dir}", "--train_data_dir", r"{image_dir}",
+              "--output_dir", r"{tmp_path / "tokens"}", "--no-progress_bar", "--push_to_hub",
+              "--hub_dataset_id", "org/tokens"])
+        hub, info = load_token_dataset("org/tokens")
+        local = datasets.load_from_disk(r"{tmp_path / "tokens"}")
+        card = DatasetCard.load("org/tokens", repo_type="dataset")
+        print("REPORT" + json.dumps({{
+            "same_rows": {{name: split.to_dict() == local[name].to_dict() for name, split in hub.items()}},
+            "same_features": all(hub[name].features == local[name].features for name in local),
+            "weights": info.weights_sha256,
+            "tags": card.data.tags,
+            "card_names_tokenizer": str(info.tokenizer_name_or_path) in card.text,
+        }}))
+    """)
+    with HubServer(
+        tmp_path / "hub", tokens={"hf_test": "alice"}, orgs={"alice": ["org"]}, lfs_suffixes=(".parquet",)
+    ) as hub:
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": hub.url,
+            "HF_HOME": str(tmp_path / "home"),
+            "HF_HUB_OFFLINE": "0",
+            "HF_DATASETS_OFFLINE": "0",
+            "HF_TOKEN": "hf_test",
+            "HF_HUB_DISABLE_XET": "1",  # the loopback Hub speaks LFS, not Xet
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+        }
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert hub.unhandled == []
+    report = json.loads(result.stdout.split("REPORT", 1)[1])
+    assert report["same_rows"] == {"train": True, "test": True} and report["same_features"]
+    assert report["weights"] == json.loads((tmp_path / "tokens" / TOKEN_DATASET_FILE).read_text())["weights_sha256"]
+    assert {"hf-vq", "image-tokens"} <= set(report["tags"]) and report["card_names_tokenizer"]
+
+
 # ------------------------------------------------------------------------------------------------ bad inputs
 
 
@@ -277,9 +328,7 @@ def test_a_token_dataset_of_another_tokenizer_is_refused(other_tokenizer_dir, en
 
 
 def test_a_folder_that_is_not_a_token_dataset_is_refused(tokenizer_dir, image_dir, tmp_path):
-    config = resolve_classifier_args(
-        {"tokenizer_name_or_path": str(tokenizer_dir), "token_dataset": str(image_dir)}
-    )
+    config = resolve_classifier_args({"tokenizer_name_or_path": str(tokenizer_dir), "token_dataset": str(image_dir)})
     tokenizer, processor = load_tokenizer(str(tokenizer_dir), "cpu")
     with pytest.raises(TokenDatasetError, match="holds no token_dataset.json: it is not a token dataset"):
         build_token_data(config, tokenizer, processor, encode=True)

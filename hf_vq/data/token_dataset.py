@@ -239,7 +239,7 @@ def push_token_dataset(
     dataset = datasets.load_from_disk(str(folder))
     dataset.push_to_hub(repo_id, token=token, private=private, commit_message="Upload the token dataset")
     card = DatasetCard.load(repo_id, repo_type="dataset", token=token)  # keeps the features / configs it wrote
-    card.data.tags = sorted(set(card.data.tags or []) | {"hf-vq", "image-tokens", "vq-tokens"})
+    card.data.tags = sorted(set(getattr(card.data, "tags", None) or []) | {"hf-vq", "image-tokens", "vq-tokens"})
     card.text = dataset_card_text(repo_id, info, dataset)
     operations = [
         CommitOperationAdd("README.md", str(card).encode()),

@@ -102,18 +102,17 @@ def run_encode(config: EncodeConfig) -> dict[str, Any]:
     pending = [shard for shard in mine if not shard.folder(work_dir).is_dir()]
     start = time.perf_counter()
     encoded = encode_shards(config, splits, pending, encoder, features, work_dir, state)
-    state.wait_for_everyone()
-    seconds = time.perf_counter() - start
-    total = sum(_gather(state, encoded))
+    total = sum(_gather(state, encoded))  # also waits for every process to have saved its shards
     skipped = sum(_gather(state, len(mine) - len(pending)))
     if state.is_main_process:
         with quiet_datasets_progress():
             save_token_dataset(assemble(shards, work_dir, splits), info, output_dir)
-        if config.push_to_hub:
-            from ..data.token_dataset import push_token_dataset
+    seconds = time.perf_counter() - start  # encoding and writing the dataset, as the main process saw it
+    if state.is_main_process and config.push_to_hub:
+        from ..data.token_dataset import push_token_dataset
 
-            url = push_token_dataset(output_dir, config.hub_dataset_id, token=config.hub_token, private=config.private)
-            state.print(f"pushed to {url}")
+        url = push_token_dataset(output_dir, config.hub_dataset_id, token=config.hub_token, private=config.private)
+        state.print(f"pushed to {url}")
     state.wait_for_everyone()
     return _result(config, state, info, total, seconds, skipped)
 
