@@ -227,7 +227,10 @@ def _cli_error(argv, capsys) -> str:
 
 
 def _argv(flags):
-    return ["encode", *(f"--{key}={value}" for key, value in flags.items() if key != "progress_bar")]
+    def option(key, value):
+        return (f"--{key}" if value else f"--no-{key}") if isinstance(value, bool) else f"--{key}={value}"
+
+    return ["encode", *(option(key, value) for key, value in flags.items())]
 
 
 def test_a_tokenizer_that_does_not_exist_is_one_line(image_dir, tmp_path, capsys):
@@ -252,6 +255,14 @@ def test_an_output_dir_of_another_tokenizer_is_refused(other_tokenizer_dir, imag
     (unfinished / WORK_DIR / "encoding.json").write_text(json.dumps(manifest))
     with pytest.raises(TokenizerMismatchError, match="another tokenizer"):
         _encode(_flags(other_tokenizer_dir, image_dir, unfinished))
+
+
+def test_a_push_that_cannot_succeed_is_refused_before_encoding(tokenizer_dir, image_dir, tmp_path, capsys):
+    flags = _flags(tokenizer_dir, image_dir, tmp_path / "out", push_to_hub=True, hub_dataset_id="no-namespace")
+    assert "Invalid --hub_dataset_id 'no-namespace'" in _cli_error(_argv(flags), capsys)
+    flags["hub_dataset_id"] = "org/tokens"  # the tests run offline (conftest.py)
+    assert "offline mode is on" in _cli_error(_argv(flags), capsys)
+    assert not (tmp_path / "out").exists()  # refused before anything was encoded
 
 
 def test_an_output_dir_of_other_data_or_other_files_is_refused(tokenizer_dir, image_dir, encoded_dir, tmp_path):
@@ -347,3 +358,13 @@ def test_token_dataset_flags_that_cannot_work_are_refused(command, override, mes
     flags = {"tokenizer_name_or_path": str(tokenizer_dir), "token_dataset": str(tmp_path), **override}
     with pytest.raises(ConfigError, match=message):
         resolve(flags)
+
+
+def test_a_local_token_dataset_is_kept_out_of_what_a_push_uploads(tmp_path, monkeypatch):
+    """training_config.json records --token_dataset; a push rewrites it when it names a folder of this machine."""
+    from hf_vq.hub.local_paths import is_local_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tokens").mkdir()
+    assert is_local_path("tokens", "token_dataset")
+    assert not is_local_path("org/fashion-mnist-tokens", "token_dataset")  # a Hub id stays as it is

@@ -36,6 +36,7 @@ from ..data.token_dataset import (
     TokenDatasetError,
     TokenDatasetInfo,
     TokenizerMismatchError,
+    push_token_dataset,
     read_info,
     save_token_dataset,
     token_features,
@@ -69,35 +70,58 @@ class Shard:
 
 
 def run_encode(config: EncodeConfig) -> dict[str, Any]:
-    """Encode, save (and push) the token dataset; returns `{"output_dir", "info", "images", "seconds",
-    "images_per_second", "skipped_shards", "num_processes", "is_main_process"}`."""
+    """Encode (unless `--output_dir` already holds this token dataset), save, and push if asked; returns
+    `{"output_dir", "info", "images", "seconds", "images_per_second", "skipped_shards", "num_processes",
+    "is_main_process"}`."""
+    check_push(config)  # before the encoding, not after it
     # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
     state = PartialState(cpu=config.cpu or not has_accelerator_device())
     tokenizer, processor = load_tokenizer(config.tokenizer_name_or_path, state.device, revision=config.revision)
-    side = check_tokenizer_resolution(tokenizer.config, config.resolution)
+    check_tokenizer_resolution(tokenizer.config, config.resolution)
     with state.main_process_first():  # only the main process writes the `datasets` cache
         splits, id2label = source_splits(config)
     info = TokenDatasetInfo.from_tokenizer(
         tokenizer, config.tokenizer_name_or_path, config.revision, **source_record(config, splits, id2label)
     )
     output_dir = Path(config.output_dir)
-    work_dir = output_dir / WORK_DIR
     with state.main_process_first():  # the main process records the manifest before the others read it
         claim = claim_output_dir(output_dir, info, state.is_main_process)
+    images, seconds, skipped = 0, 0.0, 0
     if claim == "done":
         state.print(f"{output_dir} already holds this token dataset: nothing to encode")
-        return _result(config, state, info, 0, 0.0, skipped=0)
-    label_column = config.label_column if id2label else None
+    else:
+        images, seconds, skipped = encode_dataset(config, state, tokenizer, processor, splits, id2label, info)
+    if state.is_main_process and config.push_to_hub:
+        url = push_token_dataset(output_dir, config.hub_dataset_id, token=config.hub_token, private=config.private)
+        state.print(f"pushed to {url}")
+    state.wait_for_everyone()
+    return _result(config, state, info, images, seconds, skipped)
+
+
+def encode_dataset(
+    config: EncodeConfig,
+    state: PartialState,
+    tokenizer: torch.nn.Module,
+    processor: Any,
+    splits: dict[str, datasets.Dataset],
+    id2label: dict[int, str],
+    info: TokenDatasetInfo,
+) -> tuple[int, float, int]:
+    """This process's unfinished shards encoded and saved, then (main process) the token dataset assembled and saved
+    in `--output_dir`. Returns the images encoded by all processes, the seconds it took (encoding and writing, as
+    the main process saw it) and the number of shards a previous run had finished."""
     encoder = ImageEncoder(
-        ImageTransform(processor, resolution=side, center_crop=True, random_flip=False),
+        ImageTransform(processor, resolution=info.image_size, center_crop=True, random_flip=False),
         tokenizer,
         config.image_column,
-        label_column,
+        config.label_column if id2label else None,
         state.device,
         label_names=list(id2label.values()) if id2label else None,
     )
     features = token_features(tuple(info.token_grid), info.codebook_size, encoder.label_names)
-    shards = [shard for shard in plan_shards(splits, config.shard_size)]
+    output_dir = Path(config.output_dir)
+    work_dir = output_dir / WORK_DIR
+    shards = plan_shards(splits, config.shard_size)
     mine = shards[state.process_index :: state.num_processes]
     pending = [shard for shard in mine if not shard.folder(work_dir).is_dir()]
     start = time.perf_counter()
@@ -107,14 +131,27 @@ def run_encode(config: EncodeConfig) -> dict[str, Any]:
     if state.is_main_process:
         with quiet_datasets_progress():
             save_token_dataset(assemble(shards, work_dir, splits), info, output_dir)
-    seconds = time.perf_counter() - start  # encoding and writing the dataset, as the main process saw it
-    if state.is_main_process and config.push_to_hub:
-        from ..data.token_dataset import push_token_dataset
+    return total, time.perf_counter() - start, skipped
 
-        url = push_token_dataset(output_dir, config.hub_dataset_id, token=config.hub_token, private=config.private)
-        state.print(f"pushed to {url}")
-    state.wait_for_everyone()
-    return _result(config, state, info, total, seconds, skipped)
+
+def check_push(config: EncodeConfig) -> None:
+    """Fail before encoding when `--push_to_hub` could not succeed: a bad repo id, offline mode, no token, or a
+    token that may not write to the namespace (the checks of the training commands' `--push_to_hub`)."""
+    if not config.push_to_hub:
+        return
+    from huggingface_hub import HfApi, constants
+
+    from ..hub.errors import OfflineModeError
+    from ..hub.push import check_repo_id, check_token, hub_errors
+
+    check_repo_id(config.hub_dataset_id, "--hub_dataset_id")
+    if constants.is_offline_mode():
+        raise OfflineModeError(
+            "--push_to_hub was given but offline mode is on (HF_HUB_OFFLINE): unset it or drop --push_to_hub."
+        )
+    api = HfApi()
+    with hub_errors(api.endpoint):
+        check_token(api, config.hub_dataset_id, config.hub_token)
 
 
 def source_splits(config: EncodeConfig) -> tuple[dict[str, datasets.Dataset], dict[int, str]]:
