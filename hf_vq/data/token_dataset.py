@@ -172,9 +172,7 @@ def read_info(folder: str | os.PathLike) -> TokenDatasetInfo | None:
     return TokenDatasetInfo.from_dict(json.loads(path.read_text()))
 
 
-def save_token_dataset(
-    dataset: datasets.DatasetDict, info: TokenDatasetInfo, folder: str | os.PathLike
-) -> Path:
+def save_token_dataset(dataset: datasets.DatasetDict, info: TokenDatasetInfo, folder: str | os.PathLike) -> Path:
     """`dataset.save_to_disk(folder)` with `token_dataset.json` beside it, written to `<folder>.tmp` first and
     renamed into place, so that a reader never sees a half-written dataset."""
     folder = Path(folder)

@@ -198,8 +198,9 @@ def source_record(config: EncodeConfig, splits: dict[str, datasets.Dataset], id2
 
 
 def claim_output_dir(output_dir: Path, info: TokenDatasetInfo, is_main_process: bool) -> str:
-    """"done" when `output_dir` already holds this very token dataset, else "encode" (after checking that what it
-    holds, if anything, is this run's unfinished shards; the main process then records the run's manifest)."""
+    """Whether `output_dir` already holds this very token dataset ("done") or is to be encoded into ("encode"),
+    after checking that what it holds, if anything, is this run's unfinished shards (the main process then records
+    the run's manifest)."""
     finished = read_info(output_dir)
     if finished is not None:
         _check_same_run(finished, info, output_dir)
