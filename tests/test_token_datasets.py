@@ -368,3 +368,14 @@ def test_a_local_token_dataset_is_kept_out_of_what_a_push_uploads(tmp_path, monk
     (tmp_path / "tokens").mkdir()
     assert is_local_path("tokens", "token_dataset")
     assert not is_local_path("org/fashion-mnist-tokens", "token_dataset")  # a Hub id stays as it is
+
+
+def test_a_split_the_token_dataset_lacks_is_refused_naming_its_splits(tokenizer_dir, encoded_dir):
+    config = resolve_classifier_args(
+        {"tokenizer_name_or_path": str(tokenizer_dir), "token_dataset": str(encoded_dir), "eval_split": "validation"}
+    )
+    tokenizer, processor = load_tokenizer(str(tokenizer_dir), "cpu")
+    with pytest.raises(
+        TokenDatasetError, match=r"has no split 'validation' \(--eval_split\); its splits are train, test"
+    ):
+        build_token_data(config, tokenizer, processor, encode=True)
