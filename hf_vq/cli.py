@@ -23,6 +23,7 @@ SUBCOMMANDS = [
     ("hf_vq.training.tokenizer_command", "add_train_tokenizer_subcommand"),
     ("hf_vq.training.classifier_command", "add_train_classifier_subcommand"),
     ("hf_vq.training.prior_command", "add_train_prior_subcommand"),
+    ("hf_vq.training.encode_command", "add_encode_subcommand"),
     ("hf_vq.conversion.command", "add_convert_subcommand"),
     ("hf_vq.evaluation.reconstruct_command", "add_reconstruct_subcommand"),
 ]

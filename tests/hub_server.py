@@ -3,6 +3,11 @@ calls for `whoami`, `create_repo`, `create_branch`, `upload_folder` / `create_co
 commit), `model_info`, `list_repo_tree` (hence `snapshot_download` and diffusers' pipeline download), file
 download (`hf_hub_download`, hence `from_pretrained` and `ModelCard.load`) and collections (`create_collection`,
 `add_collection_item`, `get_collection`; switched off with `collections=False`, to play an endpoint without them).
+Dataset repos (`repo_type="dataset"`: `datasets`' `push_to_hub` / `load_dataset`) take the same routes under
+`/api/datasets/` and `/datasets/`, plus `paths-info`, and live in `root/datasets/` (`HubServer.dataset_store`).
+`datasets` uploads its parquet files from temporary files it deletes before the commit, so they cannot travel
+inline: files ending in one of `lfs_suffixes` are asked for as LFS uploads (the basic transfer of the LFS batch
+API: one PUT per file, then an `lfsFile` commit operation). The client must not use Xet (HF_HUB_DISABLE_XET=1).
 
 Repos live on disk under `root/` so a test can inspect what was pushed:
 
@@ -39,19 +44,24 @@ import yaml
 DEFAULT_BRANCH = "main"
 COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")
 NAME = r"[A-Za-z0-9][\w.-]*"
+KIND = r"(?P<kind>models|datasets)"
 ROUTES = [
     # (method, pattern, handler name). Revisions and branches are URL-quoted by the client ("refs%2Fpr%2F1").
+    # `kind` picks the store: model repos, or dataset repos (`/api/datasets/...`, `/datasets/<repo>/resolve/...`).
     ("GET", r"^/api/whoami-v2$", "whoami"),
     ("GET", r"^/api/agent-harnesses$", "agent_harnesses"),
     ("POST", r"^/api/repos/create$", "create_repo"),
     ("POST", r"^/api/validate-yaml$", "validate_yaml"),
-    ("POST", rf"^/api/models/(?P<repo>{NAME}/{NAME})/preupload/(?P<rev>[^/]+)$", "preupload"),
-    ("POST", rf"^/api/models/(?P<repo>{NAME}/{NAME})/commit/(?P<rev>[^/]+)$", "commit"),
-    ("POST", rf"^/api/models/(?P<repo>{NAME}/{NAME})/branch/(?P<branch>[^/]+)$", "create_branch"),
-    ("GET", rf"^/api/models/(?P<repo>{NAME}/{NAME})(?:/revision/(?P<rev>[^/]+))?$", "model_info"),
-    ("GET", rf"^/api/models/(?P<repo>{NAME}/{NAME})/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?$", "tree"),
-    ("HEAD", rf"^/(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
-    ("GET", rf"^/(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
+    ("POST", rf"^/api/{KIND}/(?P<repo>{NAME}/{NAME})/preupload/(?P<rev>[^/]+)$", "preupload"),
+    ("POST", rf"^/api/{KIND}/(?P<repo>{NAME}/{NAME})/commit/(?P<rev>[^/]+)$", "commit"),
+    ("POST", rf"^/api/{KIND}/(?P<repo>{NAME}/{NAME})/branch/(?P<branch>[^/]+)$", "create_branch"),
+    ("POST", rf"^/api/{KIND}/(?P<repo>{NAME}/{NAME})/paths-info/(?P<rev>[^/]+)$", "paths_info"),
+    ("GET", rf"^/api/{KIND}/(?P<repo>{NAME}/{NAME})(?:/revision/(?P<rev>[^/]+))?$", "model_info"),
+    ("GET", rf"^/api/{KIND}/(?P<repo>{NAME}/{NAME})/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?$", "tree"),
+    ("HEAD", rf"^/(?:(?P<kind>datasets)/)?(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
+    ("GET", rf"^/(?:(?P<kind>datasets)/)?(?P<repo>{NAME}/{NAME})/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
+    ("POST", rf"^/(?:(?P<kind>datasets)/)?(?P<repo>{NAME}/{NAME})\.git/info/lfs/objects/batch$", "lfs_batch"),
+    ("PUT", rf"^/lfs-upload/{KIND}/(?P<repo>{NAME}/{NAME})/(?P<oid>[0-9a-f]{{64}})$", "lfs_upload"),
     ("POST", r"^/api/collections$", "create_collection"),
     ("GET", rf"^/api/collections/(?P<slug>{NAME}/{NAME})$", "get_collection"),
     ("POST", rf"^/api/collections/(?P<slug>{NAME}/{NAME})/items$", "add_collection_item"),
@@ -69,12 +79,13 @@ class HubError(Exception):
 class RepoStore:
     """Git-like repos on disk: immutable commits that map paths to content-addressed blobs."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, kind: str = "models"):
         self.root = root
+        self.kind = kind  # "models" or "datasets": the folder under root
         self.lock = threading.Lock()  # one writer at a time, like the Hub's per-repo commit lock
 
     def repo_dir(self, repo_id: str) -> Path:
-        return self.root / "models" / repo_id
+        return self.root / self.kind / repo_id
 
     def exists(self, repo_id: str) -> bool:
         return (self.repo_dir(repo_id) / "meta.json").is_file()
@@ -150,8 +161,11 @@ class HubServer:
         tokens: dict[str, str],
         orgs: dict[str, list[str]] | None = None,
         collections: bool = True,
+        lfs_suffixes: tuple[str, ...] = (),
     ):
         self.store = RepoStore(Path(root))
+        self.lfs_suffixes = tuple(lfs_suffixes)
+        self.dataset_store = RepoStore(Path(root), kind="datasets")
         self.tokens = dict(tokens)
         self.orgs = dict(orgs or {})
         self.collections = collections
@@ -216,11 +230,12 @@ class HubServer:
             raise HubError(404, f"Collection {slug} not found")
         return json.loads(self.collection_file(slug).read_text())
 
-    def require_read(self, authorization: str | None, repo_id: str) -> None:
+    def require_read(self, authorization: str | None, repo_id: str, store: RepoStore | None = None) -> None:
         """Missing repos and private repos of others look the same (401 RepoNotFound), as on the Hub."""
-        if not self.store.exists(repo_id):
+        store = store or self.store
+        if not store.exists(repo_id):
             raise HubError(404 if authorization else 401, "Repository not found", "RepoNotFound")
-        if self.store.meta(repo_id)["private"]:
+        if store.meta(repo_id)["private"]:
             user = self.user_for(authorization)
             namespace = repo_id.split("/")[0]
             if user is None or (namespace != user and namespace not in self.orgs.get(user, [])):
@@ -243,6 +258,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
         self.query = {key: values[-1] for key, values in parse_qs(split.query).items()}
@@ -253,6 +271,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 match = re.match(pattern, split.path)
                 if route_method == method and match:
                     params = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
+                    kind = params.pop("kind", "models")
+                    self.repo_store = self.hub.dataset_store if kind == "datasets" else self.hub.store
                     getattr(self, f"handle_{name}")(body=body, **params)
                     return
             self.hub.unhandled.append((method, split.path))
@@ -325,8 +345,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def handle_create_repo(self, body: bytes) -> None:
         payload = self._json_body(body)
-        if payload.get("type", "model") != "model":
-            raise HubError(400, "The test Hub only hosts model repos")
+        if payload.get("type", "model") not in ("model", "dataset"):
+            raise HubError(400, "The test Hub only hosts model and dataset repos")
+        store = self.hub.dataset_store if payload.get("type") == "dataset" else self.hub.store
         name, organization = payload.get("name"), payload.get("organization")
         user = self.hub.require_user(self.authorization)
         repo_id = f"{organization or user}/{name}"
@@ -334,13 +355,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             raise HubError(400, f"Invalid repo name: {repo_id}")
         self.hub.require_write(self.authorization, repo_id)
         url = f"{self.hub.url}/{repo_id}"
-        with self.hub.store.lock:
-            if self.hub.store.exists(repo_id):
+        with store.lock:
+            if store.exists(repo_id):
                 self._send_json({"error": "You already created this model repo", "url": url}, status=409)
                 return
-            self.hub.store.create(
-                repo_id, private=payload.get("visibility") == "private" or bool(payload.get("private"))
-            )
+            store.create(repo_id, private=payload.get("visibility") == "private" or bool(payload.get("private")))
         self._send_json({"url": url, "name": repo_id, "id": hashlib.sha1(repo_id.encode()).hexdigest()[:24]})
 
     def handle_validate_yaml(self, body: bytes) -> None:
@@ -359,22 +378,23 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def handle_preupload(self, body: bytes, repo: str, rev: str) -> None:
         self.hub.require_write(self.authorization, repo)
-        self.hub.require_read(self.authorization, repo)
-        head = self.hub.store.resolve(repo, rev)
-        remote_files = self.hub.store.commit(repo, head)["files"]
+        self.hub.require_read(self.authorization, repo, self.repo_store)
+        head = self.repo_store.resolve(repo, rev)
+        remote_files = self.repo_store.commit(repo, head)["files"]
         files = []
         for entry in self._json_body(body).get("files", []):
             existing = remote_files.get(entry["path"])
             # The oid lets the client skip unchanged files; for regular files it is the git blob sha1.
-            oid = _git_sha1(self.hub.store.blob(repo, existing)) if existing else None
-            files.append({"path": entry["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": oid})
+            oid = _git_sha1(self.repo_store.blob(repo, existing)) if existing else None
+            mode = "lfs" if entry["path"].endswith(self.hub.lfs_suffixes or ("\0",)) else "regular"
+            files.append({"path": entry["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         self._send_json({"files": files, "commitOid": head})
 
     def handle_commit(self, body: bytes, repo: str, rev: str) -> None:
         self.hub.require_write(self.authorization, repo)
-        self.hub.require_read(self.authorization, repo)
+        self.hub.require_read(self.authorization, repo, self.repo_store)
         header, operations = _parse_ndjson_commit(body)
-        store = self.hub.store
+        store = self.repo_store
         with store.lock:
             head = store.resolve(repo, rev)
             if store.branch_head(repo, rev) is None:
@@ -400,7 +420,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if key == "file":
             if value.get("encoding") != "base64":
                 raise HubError(400, f"Unsupported file encoding {value.get('encoding')!r}")
-            files[value["path"]] = self.hub.store.put_blob(repo, base64.b64decode(value["content"]))
+            files[value["path"]] = self.repo_store.put_blob(repo, base64.b64decode(value["content"]))
+        elif key == "lfsFile":
+            if not (self.repo_store.repo_dir(repo) / "blobs" / value["oid"]).is_file():
+                raise HubError(422, f"LFS object {value['oid']} of {value['path']} was never uploaded")
+            files[value["path"]] = value["oid"]
         elif key == "deletedFile":
             if files.pop(value["path"], None) is None:
                 raise HubError(404, f"File not found: {value['path']}", "EntryNotFound")
@@ -409,13 +433,35 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             for path in [p for p in files if p.startswith(prefix)]:
                 del files[path]
         else:
-            # lfsFile / xet pointers would need a storage server; preupload never asks for them.
+            # xet pointers would need a storage server; preupload never asks for them.
             raise HubError(422, f"The test Hub does not accept {key!r} operations (all uploads are regular)")
+
+    def handle_lfs_batch(self, body: bytes, repo: str) -> None:
+        """The LFS batch API, basic transfer: one upload URL on this server per object not stored yet."""
+        self.hub.require_write(self.authorization, repo)
+        kind = self.repo_store.kind
+        objects = []
+        for item in self._json_body(body).get("objects", []):
+            answer = {"oid": item["oid"], "size": item["size"], "authenticated": True}
+            if not (self.repo_store.repo_dir(repo) / "blobs" / item["oid"]).is_file():
+                answer["actions"] = {"upload": {"href": f"{self.hub.url}/lfs-upload/{kind}/{repo}/{item['oid']}"}}
+            objects.append(answer)
+        self._send(
+            200,
+            json.dumps({"transfer": "basic", "objects": objects}).encode(),
+            {"Content-Type": "application/vnd.git-lfs+json"},
+        )
+
+    def handle_lfs_upload(self, body: bytes, repo: str, oid: str) -> None:
+        if hashlib.sha256(body).hexdigest() != oid:
+            raise HubError(400, f"LFS upload does not match its oid {oid}")
+        self.repo_store.put_blob(repo, body)
+        self._send(200, b"")
 
     def handle_create_branch(self, body: bytes, repo: str, branch: str) -> None:
         self.hub.require_write(self.authorization, repo)
-        self.hub.require_read(self.authorization, repo)
-        store = self.hub.store
+        self.hub.require_read(self.authorization, repo, self.repo_store)
+        store = self.repo_store
         with store.lock:
             if store.branch_head(repo, branch) is not None:
                 raise HubError(409, f"Branch {branch} already exists")
@@ -424,8 +470,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send_json({})
 
     def handle_model_info(self, body: bytes, repo: str, rev: str = DEFAULT_BRANCH) -> None:
-        self.hub.require_read(self.authorization, repo)
-        store = self.hub.store
+        self.hub.require_read(self.authorization, repo, self.repo_store)
+        store = self.repo_store
         commit_id = store.resolve(repo, rev)
         files = store.commit(repo, commit_id)["files"]
         info = {
@@ -453,7 +499,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         """What the Hub derives from README.md's front matter: cardData, tags, pipeline_tag, library_name."""
         if "README.md" not in files:
             return {}
-        text = self.hub.store.blob(repo, files["README.md"]).decode()
+        text = self.repo_store.blob(repo, files["README.md"]).decode()
         match = re.match(r"^---\s*\n(.*?)\n---\s*\n", text, flags=re.S)
         metadata = (yaml.safe_load(match.group(1)) if match else None) or {}
         fields = {"cardData": metadata, "tags": list(metadata.get("tags") or [])}
@@ -532,8 +578,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def handle_tree(self, body: bytes, repo: str, rev: str, path: str | None = None) -> None:
         """`list_repo_tree` (hence `snapshot_download`): the files of a commit, one page, recursive or not."""
-        self.hub.require_read(self.authorization, repo)
-        store = self.hub.store
+        self.hub.require_read(self.authorization, repo, self.repo_store)
+        store = self.repo_store
         files = store.commit(repo, store.resolve(repo, rev))["files"]
         recursive = self.query.get("recursive", "false").lower() == "true"
         prefix = f"{path.strip('/')}/" if path else ""
@@ -548,12 +594,29 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             content = store.blob(repo, blob_sha)
             entries.append({"type": "file", "path": name, "size": len(content), "oid": _git_sha1(content)})
         entries += [{"type": "directory", "path": folder, "oid": "0" * 40} for folder in sorted(folders)]
+        if prefix and not entries:  # as the Hub: a folder that does not exist is a 404, not an empty listing
+            raise HubError(404, f"{path} does not exist on {rev}", "EntryNotFound")
+        self._send_json(entries)
+
+    def handle_paths_info(self, body: bytes, repo: str, rev: str) -> None:
+        """`get_paths_info` (hence `HfFileSystem.info`): the entries of the paths asked for that exist."""
+        self.hub.require_read(self.authorization, repo, self.repo_store)
+        store = self.repo_store
+        files = store.commit(repo, store.resolve(repo, rev))["files"]
+        entries = []
+        for path in parse_qs(body.decode()).get("paths", []):
+            path = path.strip("/")
+            if path in files:
+                content = store.blob(repo, files[path])
+                entries.append({"type": "file", "path": path, "size": len(content), "oid": _git_sha1(content)})
+            elif any(name.startswith(f"{path}/") for name in files):
+                entries.append({"type": "directory", "path": path, "oid": "0" * 40})
         self._send_json(entries)
 
     def handle_resolve(self, body: bytes, repo: str, rev: str, path: str) -> None:
         head_only = self.command == "HEAD"
-        self.hub.require_read(self.authorization, repo)
-        store = self.hub.store
+        self.hub.require_read(self.authorization, repo, self.repo_store)
+        store = self.repo_store
         commit_id = store.resolve(repo, rev)
         blob_sha = store.commit(repo, commit_id)["files"].get(path)
         if blob_sha is None:

@@ -236,7 +236,8 @@ def test_a_flag_of_another_command_is_refused_naming_the_command_that_has_it(ima
     with pytest.raises(SystemExit):
         parse_args(TOKENIZER_COMMAND, ["--train_data_dir", images, "--label_column", "label"])
     assert (
-        "--label_column is a flag of train-classifier, train-prior, not of train-tokenizer" in capsys.readouterr().err
+        "--label_column is a flag of train-classifier, train-prior, encode, not of train-tokenizer"
+        in capsys.readouterr().err
     )
     with pytest.raises(
         ConfigError, match=r"--tokenizer_hub_id is a flag of .*train-classifier.*not of train-tokenizer"

@@ -23,7 +23,7 @@ TEXT_SUFFIXES = (".json", ".md", ".yaml", ".yml", ".txt", ".jinja")
 # Fields whose value is always a path (`train_data_dir`, `logging_dir`, `cache_dir`, `config_file`...).
 PATH_ONLY_KEY = re.compile(r"(^|_)(dir|dirs|path|paths|file|files)$")
 # Fields that name a model or data set by Hub id or by local folder: a path only when it exists here.
-REFERENCE_KEY = re.compile(r"(name_or_path|^tokenizer|^model|^dataset|dataset_name|checkpoint)$")
+REFERENCE_KEY = re.compile(r"(name_or_path|^tokenizer|^model|^dataset|dataset_name|token_dataset|checkpoint)$")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 

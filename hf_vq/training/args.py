@@ -103,6 +103,12 @@ class TokenCacheArguments:
     tokenizer_name_or_path: str | None = flag(None, "trained tokenizer (folder or Hub id) to read tokens of")
     revision: str | None = flag(None, "revision (branch, tag or commit) of --tokenizer_name_or_path")
     tokenize_batch_size: int = flag(256, "images per tokenizer forward when caching the token grids", check=">= 1")
+    token_dataset: str | None = flag(
+        None,
+        "train on this token dataset (an `hf-vq encode` folder or Hub dataset id, made by --tokenizer_name_or_path) "
+        "instead of images (--dataset_name / --train_data_dir)",
+    )
+    token_dataset_revision: str | None = flag(None, "revision (branch, tag or commit) of a Hub --token_dataset")
 
 
 @dataclass
@@ -322,6 +328,7 @@ def without_flags(name: str, group: type, *flags: str) -> type:
     kept = [(item.name, hints[item.name], item) for item in dataclasses.fields(group) if item.name not in flags]
     reduced = dataclasses.make_dataclass(name, kept)
     reduced.__module__, reduced.TITLE = __name__, group.TITLE
+    reduced.SECTION = getattr(group, "SECTION", "training")
     reduced.__doc__ = f"{group.__name__} without {', '.join('--' + flag for flag in flags)}."
     return reduced
 
@@ -398,6 +405,7 @@ class TrainingCommand:
     model_config_class: str | Callable[[dict[str, Any]], str]  # or a function of the flags' values giving one
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     check: Callable[[TrainingConfig], None] | None = None
+    trains: bool = True  # False: a command that reads data without training (`hf-vq encode`): no run checks
 
     def __post_init__(self) -> None:
         # The --help groups and the config class are two lists of the same groups: they must not drift apart.
@@ -470,7 +478,7 @@ def resolve_args(command: TrainingCommand, given: dict[str, Any]) -> TrainingCon
             else {}
         )
     args = command.config_class(**values, model_config=model_config)
-    check_common_args(args)
+    check_common_args(args) if command.trains else check_data_source(args)
     if command.check is not None:
         command.check(args)
     return args
@@ -593,14 +601,7 @@ def _import(dotted: str) -> type:
 
 def check_common_args(args: TrainingConfig) -> None:
     """Checks that every training command needs: one data source, a resumable checkpoint, a usable tracker."""
-    if not args.dataset_name and not args.train_data_dir:
-        raise ConfigError(
-            "no training data: pass --dataset_name (Hub id, parquet, 'fashion_mnist') or --train_data_dir (a folder)"
-        )
-    if args.dataset_name and args.train_data_dir:
-        raise ConfigError("pass only one of --dataset_name and --train_data_dir")
-    if args.train_data_dir and not Path(args.train_data_dir).exists():
-        raise ConfigError(f"--train_data_dir {args.train_data_dir!r} does not exist")
+    check_data_source(args)
     resume = args.resume_from_checkpoint
     if resume and resume != "latest" and not Path(resume).is_dir():
         raise ConfigError(f"--resume_from_checkpoint {resume!r} is neither 'latest' nor a checkpoint folder")
@@ -611,6 +612,28 @@ def check_common_args(args: TrainingConfig) -> None:
             f"--divergence_factor must be above 1 (or 0 to turn the jump check off), got {args.divergence_factor}"
         )
     check_tracker_installed(args.report_to)
+
+
+def check_data_source(args: Any) -> None:
+    """Exactly one source of images (`--dataset_name` or `--train_data_dir`), or, for the commands that have it, a
+    `--token_dataset` instead of both."""
+    token_dataset = getattr(args, "token_dataset", None)
+    if token_dataset and (args.dataset_name or args.train_data_dir):
+        raise ConfigError(
+            "--token_dataset replaces the images: pass either it or --dataset_name / --train_data_dir, not both"
+        )
+    if token_dataset:
+        return
+    or_tokens = " (or --token_dataset, the tokens `hf-vq encode` made)" if hasattr(args, "token_dataset") else ""
+    if not args.dataset_name and not args.train_data_dir:
+        raise ConfigError(
+            "no training data: pass --dataset_name (Hub id, parquet, 'fashion_mnist') or --train_data_dir (a folder)"
+            + or_tokens
+        )
+    if args.dataset_name and args.train_data_dir:
+        raise ConfigError("pass only one of --dataset_name and --train_data_dir")
+    if args.train_data_dir and not Path(args.train_data_dir).exists():
+        raise ConfigError(f"--train_data_dir {args.train_data_dir!r} does not exist")
 
 
 def check_tracker_installed(report_to: str) -> None:
@@ -649,6 +672,11 @@ def check_classifier_args(args: TrainingConfig) -> None:
     if not args.tokenizer_name_or_path:
         raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a trained tokenizer's folder or Hub id)")
     check_model_path("tokenizer_name_or_path", args.tokenizer_name_or_path)
+    if getattr(args, "token_dataset", None) and getattr(args, "model_type", "token_vit") == "pixel_vit":
+        raise ConfigError(
+            "--model_type pixel_vit reads pixels, and --token_dataset holds only tokens: pass the images "
+            "(--dataset_name / --train_data_dir)"
+        )
 
 
 def check_model_path(flag_name: str, name_or_path: str) -> None:
@@ -781,6 +809,12 @@ def check_prior_args(config: PriorTrainingConfig) -> None:
         )
     if config.inception_weights and not os.path.isfile(config.inception_weights):
         raise ConfigError(f"--inception_weights {config.inception_weights!r} is not a file")
+    if config.token_dataset and (config.eval_classifier_name_or_path or config.inception_weights):
+        raise ConfigError(
+            "--eval_classifier_name_or_path and --inception_weights judge samples against real images, and "
+            "--token_dataset holds only tokens: pass the images (--dataset_name / --train_data_dir) instead, or "
+            "drop those flags (the token metrics are measured either way)"
+        )
 
 
 def prior_config_class(values: dict[str, Any]) -> str:
@@ -828,7 +862,75 @@ PRIOR_COMMAND = TrainingCommand(
 )
 
 
+# ------------------------------------------------------------------------------------------------ hf-vq encode
+
+
+@dataclass
+class EncodeArguments:
+    """`hf-vq encode`: the tokenizer, where the token dataset goes, and how it is cut into resumable shards."""
+
+    TITLE: ClassVar[str] = "encode"
+
+    tokenizer_name_or_path: str | None = flag(None, "tokenizer (folder or Hub id) whose tokens to write")
+    revision: str | None = flag(
+        None, "revision (branch, tag or commit) of --tokenizer_name_or_path", aliases=("tokenizer_revision",)
+    )
+    output_dir: str | None = flag(None, "folder the token dataset is saved to (save_to_disk layout)")
+    batch_size: int = flag(256, "images per tokenizer forward", check=">= 1")
+    shard_size: int = flag(
+        4096, "images per shard: each is saved when done, and a resumed run does not encode it again", check=">= 1"
+    )
+    cpu: bool = flag(False, "encode on the CPU even where a GPU is present")
+    progress_bar: bool = flag(True, "show a progress bar")
+    push_to_hub: bool = flag(False, "push the token dataset to the Hub (a dataset repo, with a dataset card)")
+    hub_dataset_id: str | None = flag(None, "dataset repo to push to, as namespace/name")
+    hub_token: str | None = flag(None, "token to push with (default: HF_TOKEN or `hf auth login`)")
+    private: bool = flag(False, "create the dataset repo as private")
+
+
+# Tokens are encoded once: no data loader workers (the tokenizer forward is the work).
+EncodeDataArguments = without_flags("EncodeDataArguments", DataArguments, "dataloader_num_workers")
+
+
+@dataclass
+class EncodeConfig(ConfigArguments, EncodeDataArguments, LabelArguments, EncodeArguments):
+    """The flags of `hf-vq encode`.
+
+    Example:
+        >>> from hf_vq.training.encode_command import resolve_encode_args
+        >>> config = resolve_encode_args({"tokenizer_name_or_path": "outputs/vqgan", "dataset_name": "fashion_mnist",
+        ...                               "output_dir": "outputs/tokens"})  # doctest: +SKIP
+        >>> config.batch_size, config.max_eval_samples  # doctest: +SKIP
+        (256, None)
+    """
+
+    model_config: dict[str, Any] = field(default_factory=dict)  # no model: section; kept for `resolve_args`
+
+
+def check_encode_args(config: EncodeConfig) -> None:
+    check_classifier_args(config)  # the tokenizer named and plausible
+    if not config.output_dir:
+        raise ConfigError("no --output_dir: pass the folder the token dataset is saved to")
+    if config.push_to_hub and not config.hub_dataset_id:
+        raise ConfigError("--push_to_hub needs --hub_dataset_id (e.g. your-name/fashion-mnist-tokens)")
+
+
+ENCODE_COMMAND = TrainingCommand(
+    name="encode",
+    description="Tokenize an image dataset with a trained tokenizer into a token dataset (image_tokens, labels and "
+    "the tokenizer's record), on one or several processes (torchrun / accelerate launch), resumable.",
+    groups=(ConfigArguments, EncodeArguments, EncodeDataArguments, LabelArguments),
+    config_class=EncodeConfig,
+    model_config_class="hf_vq.models.vqgan.configuration_vqgan:VQGANConfig",
+    defaults=dict(max_eval_samples=None),
+    check=check_encode_args,
+    trains=False,
+)
+
+
 __all__ += [
+    "ENCODE_COMMAND",
+    "EncodeConfig",
     "CLASSIFIER_COMMAND",
     "CLASSIFIER_DEFAULTS",
     "PRIOR_COMMAND",

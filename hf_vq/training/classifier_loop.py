@@ -220,7 +220,7 @@ def summary(config: ClassifierTrainingConfig, accelerator: Accelerator, model, s
     return {
         "model_type": config.model_type,
         "tokenizer": config.tokenizer_name_or_path,
-        "dataset": config.dataset_name or config.train_data_dir,
+        "dataset": config.dataset_name or config.train_data_dir or config.token_dataset,
         "split": split,
         "num_parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
         "global_step": state.global_step,

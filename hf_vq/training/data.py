@@ -93,7 +93,7 @@ def train_and_eval_datasets(config: TrainingConfig, source: dict[str, Any]):
             return train, build_image_dataset(split=split, max_samples=config.max_eval_samples, **source)
         except (ImageDatasetError, ValueError, KeyError, FileNotFoundError):
             continue  # this dataset has no such split: try the next, then hold out part of the training data
-    return _hold_out(train, config)
+    return hold_out(train, config)
 
 
 def _eval_share(evaluation, accelerator: Accelerator):
@@ -105,7 +105,7 @@ def _eval_share(evaluation, accelerator: Accelerator):
     return shard_for_process(evaluation, accelerator.process_index, accelerator.num_processes)
 
 
-def _hold_out(train, config: TrainingConfig):
+def hold_out(train, config: TrainingConfig):
     """Split `--eval_fraction` of the training data off (seeded, so every process and every resume agree)."""
     if isinstance(train, datasets.IterableDataset):
         count = config.max_eval_samples or 256

@@ -89,7 +89,7 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
         trackers.append("all")
     accelerator = Accelerator(
         # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
-        cpu=config.cpu or not _has_accelerator_device(),
+        cpu=config.cpu or not has_accelerator_device(),
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
         log_with=trackers or None,
@@ -110,7 +110,7 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
     return accelerator
 
 
-def _has_accelerator_device() -> bool:
+def has_accelerator_device() -> bool:
     if hasattr(torch, "accelerator"):
         return torch.accelerator.is_available()
     return torch.cuda.is_available()

@@ -314,7 +314,7 @@ def summary(
 ) -> dict[str, Any]:
     return {
         "tokenizer": config.tokenizer_name_or_path,
-        "dataset": config.dataset_name or config.train_data_dir,
+        "dataset": config.dataset_name or config.train_data_dir or config.token_dataset,
         "num_classes": len(data.id2label) if conditional else 0,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "global_step": state.global_step,

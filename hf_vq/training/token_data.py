@@ -7,7 +7,10 @@ everything the result depends on (the source data's fingerprint, the tokenizer's
 the label column). A second run with the same inputs opens that file instead of tokenizing again. The pixel-ViT
 reference goes through the same code with `encoder=None` and caches preprocessed pixels instead of tokens.
 
-Rows come out as `{"image_tokens" (or "pixel_values"): tensor, "labels": int64}`, ready for `model(**batch)`.
+The cached token rows are the project's one token format (`hf_vq.data.token_dataset`: `image_tokens` of the smallest
+integer type that holds the codebook, `labels` a `ClassLabel`), the format `hf-vq encode` exports; with
+`--token_dataset` the commands read such an export instead of images. Rows come out as
+`{"image_tokens" (or "pixel_values"): tensor, "labels": int64}`, ready for `model(**batch)`.
 """
 
 from __future__ import annotations
@@ -18,18 +21,30 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from torch import nn
 
 from ..data import ImageTransform
+from ..data.token_dataset import (
+    LABELS_COLUMN,
+    TOKENS_COLUMN,
+    TokenDatasetError,
+    TokenDatasetInfo,
+    load_token_dataset,
+    module_fingerprint,
+    token_dtype,
+    token_features,
+)
 from ..errors import HfVqUserError
 from ..models.vqgan import VQGANImageProcessor
 from ..models.vqgan.image_size import align_image_size_with_processor, check_tokenizer_resolution
 from .args import TokenTrainingConfig
-from .data import train_and_eval_datasets
+from .data import EVAL_SPLIT_CANDIDATES, hold_out, train_and_eval_datasets
 
 # Bump when the layout of the cached rows changes, so that old cache files are not read as new ones.
-CACHE_FORMAT_VERSION = "1"
+# 2: the token dataset format (smallest integer type for the ids, ClassLabel labels).
+CACHE_FORMAT_VERSION = "2"
 CACHE_SUBDIR = "hf_vq_classifier"
 
 
@@ -66,27 +81,29 @@ def build_token_data(
     """Load the train / evaluation splits named by `config` and encode them: token grids when `encode` is True (the
     token ViT, the prior), preprocessed pixels otherwise (the pixel-ViT reference). Only the `splits` named are
     encoded (the others come back as None). The rows carry the class labels of `--label_column` unless
-    `with_labels` is False (an unconditional prior). Call on the main process first, so that only it writes the
+    `with_labels` is False (an unconditional prior). With `--token_dataset` the token grids are read from that
+    export instead (checked against `tokenizer`). Call on the main process first, so that only it writes the
     cache (`accelerator.main_process_first()`)."""
+    if encode and getattr(config, "token_dataset", None):
+        return read_token_dataset(config, tokenizer, splits, with_labels)
     side = config.resolution or processor.size["height"]
     if tokenizer is not None:  # tokens of the tokenizer's own size: the grid its config (and so the model) records
         side = check_tokenizer_resolution(tokenizer.config, config.resolution)
     label_column = config.label_column if with_labels else None
-    source = dict(
-        dataset_name=config.dataset_name,
-        dataset_config_name=config.dataset_config_name,
-        train_data_dir=config.train_data_dir,
-        image_column=config.image_column,
-        streaming=False,
-        cache_dir=config.cache_dir,
-    )
-    train, evaluation = train_and_eval_datasets(config, source)
+    train, evaluation = train_and_eval_datasets(config, image_source(config))
     train, evaluation, id2label = (
-        _encode_labels(train, evaluation, label_column) if label_column else (train, evaluation, {})
+        encode_labels(train, evaluation, label_column) if label_column else (train, evaluation, {})
     )
     # Center crop, no flips: tokens are computed once, so every epoch sees the same view of an image.
     transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
-    encoder = ImageEncoder(transform, tokenizer if encode else None, config.image_column, label_column, device)
+    encoder = ImageEncoder(
+        transform,
+        tokenizer if encode else None,
+        config.image_column,
+        label_column,
+        device,
+        label_names=list(id2label.values()) if label_column else None,
+    )
     cache_dir = Path(config.cache_dir or datasets.config.HF_DATASETS_CACHE) / CACHE_SUBDIR
     encoded, cache_files, skipped = [], [], 0
     for name, split in (("train", train), ("eval", evaluation)):
@@ -98,6 +115,64 @@ def build_token_data(
         encoded.append(dataset)
         cache_files.append(cache_file)
     return TokenData(encoded[0], encoded[1], encoder.output_column, id2label, cache_files, skipped)
+
+
+def image_source(config: Any) -> dict[str, Any]:
+    """The `build_image_dataset` arguments of a command's data flags (map-style: tokens are cached, not streamed)."""
+    return dict(
+        dataset_name=config.dataset_name,
+        dataset_config_name=config.dataset_config_name,
+        train_data_dir=config.train_data_dir,
+        image_column=config.image_column,
+        streaming=False,
+        cache_dir=config.cache_dir,
+    )
+
+
+def read_token_dataset(
+    config: TokenTrainingConfig, tokenizer: torch.nn.Module, splits: tuple[str, ...], with_labels: bool
+) -> TokenData:
+    """The train / evaluation splits of `--token_dataset` (an `hf-vq encode` export), refused when another
+    tokenizer than `tokenizer` made it. The evaluation split is `--eval_split`, else the first of test /
+    validation the export has, else `--eval_fraction` of the training split, as for images."""
+    dataset, info = load_token_dataset(config.token_dataset, revision=config.token_dataset_revision)
+    info.check_tokenizer(
+        TokenDatasetInfo.from_tokenizer(tokenizer, config.tokenizer_name_or_path, config.revision),
+        f"--token_dataset {config.token_dataset!r}",
+    )
+    train = _token_split(dataset, config.train_split, config.token_dataset, "--train_split")
+    if config.eval_split:
+        evaluation = _token_split(dataset, config.eval_split, config.token_dataset, "--eval_split")
+    else:
+        found = [name for name in EVAL_SPLIT_CANDIDATES if name in dataset and name != config.train_split]
+        train, evaluation = (train, dataset[found[0]]) if found else hold_out(train, config)
+    train = _first(train, config.max_train_samples)
+    evaluation = _first(evaluation, config.max_eval_samples) if evaluation is not None else None
+    if with_labels and LABELS_COLUMN not in train.column_names:
+        raise MissingLabelsError(
+            f"--token_dataset {config.token_dataset!r} has no {LABELS_COLUMN!r} column (it was encoded from data "
+            f"without labels); its columns are {train.column_names}"
+        )
+    feature = train.features.get(LABELS_COLUMN)
+    id2label = dict(enumerate(feature.names)) if with_labels and feature is not None else {}
+    columns = [TOKENS_COLUMN, LABELS_COLUMN] if with_labels else [TOKENS_COLUMN]
+    train, evaluation = (
+        split.select_columns(columns).with_format("torch") if split is not None and name in splits else None
+        for name, split in (("train", train), ("eval", evaluation))
+    )
+    return TokenData(train, evaluation, TOKENS_COLUMN, id2label, [config.token_dataset], skipped_images=0)
+
+
+def _token_split(dataset: datasets.DatasetDict, name: str, source: str, flag: str) -> datasets.Dataset:
+    if name not in dataset:
+        raise TokenDatasetError(
+            f"--token_dataset {source!r} has no split {name!r} ({flag}); its splits are {', '.join(dataset)}"
+        )
+    return dataset[name]
+
+
+def _first(dataset: datasets.Dataset, max_samples: int | None) -> datasets.Dataset:
+    return dataset if max_samples is None else dataset.select(range(min(max_samples, len(dataset))))
 
 
 def load_tokenizer(
@@ -130,8 +205,10 @@ class ImageEncoder:
     """A batch of dataset rows -> `{input column: encoded images, "labels": ids}`, unreadable images dropped
     (no "labels" when `label_column` is None).
 
-    With a tokenizer the images become token grids (int32, (h, w) or (h, w, ids per position)); without one they
-    stay preprocessed pixels (float32, (C, H, W)). A class rather than a closure: `datasets.map` pickles it.
+    With a tokenizer the images become token grids ((h, w) or (h, w, ids per position), in the token format's
+    integer type: `hf_vq.data.token_dataset.token_dtype`); without one they stay preprocessed pixels (float32,
+    (C, H, W)). `label_names` makes the labels a `ClassLabel`. A class rather than a closure: `datasets.map`
+    pickles it.
     """
 
     def __init__(
@@ -141,11 +218,13 @@ class ImageEncoder:
         image_column: str,
         label_column: str | None,
         device: torch.device | str = "cpu",
+        label_names: list[str] | None = None,
     ) -> None:
         self.transform = transform
         self.tokenizer = tokenizer
         self.image_column = image_column
         self.label_column = label_column
+        self.label_names = label_names
         self.device = torch.device(device)
         self.calls = 0  # batches encoded by this instance: how tests see that a cache was reused
 
@@ -155,7 +234,8 @@ class ImageEncoder:
 
     def fingerprint(self) -> str:
         """What the encoded rows depend on, apart from the source data."""
-        digest = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{self.transform!r}|{self.label_column}".encode())
+        key = f"{CACHE_FORMAT_VERSION}|{self.transform!r}|{self.label_column}|{self.label_names}"
+        digest = hashlib.sha256(key.encode())
         digest.update(_processor_bytes(self.transform))
         if self.tokenizer is not None:
             digest.update(module_fingerprint(self.tokenizer).encode())
@@ -166,21 +246,29 @@ class ImageEncoder:
         self.calls += 1
         pixels = [self.transform(value) for value in batch[self.image_column]]
         kept = [index for index, value in enumerate(pixels) if value is not None]
-        labels = {"labels": [int(batch[self.label_column][index]) for index in kept]} if self.label_column else {}
+        labels = {LABELS_COLUMN: [int(batch[self.label_column][index]) for index in kept]} if self.label_column else {}
         if not kept:
             return {self.output_column: [], **labels}
         pixel_values = torch.stack([pixels[index] for index in kept])
         if self.tokenizer is None:
             return {self.output_column: pixel_values.numpy(), **labels}
         tokens = self.tokenizer.encode(pixel_values.to(self.device)).image_tokens
-        return {self.output_column: tokens.to(torch.int32).cpu().numpy(), **labels}
+        dtype = token_dtype(self.tokenizer.config.codebook_size)
+        return {self.output_column: tokens.cpu().numpy().astype(np.dtype(dtype)), **labels}
 
     def features(self, sample_shape: tuple[int, ...]) -> datasets.Features:
-        dtype = "int32" if self.tokenizer is not None else "float32"
+        label_names = self.label_names if self.label_column else None
+        if self.tokenizer is not None:
+            features = token_features(sample_shape, self.tokenizer.config.codebook_size, label_names)
+            if self.label_column and label_names is None:
+                features[LABELS_COLUMN] = datasets.Value("int64")
+            return features
         array = datasets.Array2D if len(sample_shape) == 2 else datasets.Array3D
-        columns = {self.output_column: array(sample_shape, dtype)}
+        columns = {self.output_column: array(sample_shape, "float32")}
         if self.label_column:
-            columns["labels"] = datasets.Value("int64")
+            columns[LABELS_COLUMN] = (
+                datasets.ClassLabel(names=label_names) if label_names is not None else datasets.Value("int64")
+            )
         return datasets.Features(columns)
 
 
@@ -217,7 +305,7 @@ def _encoded_shape(dataset: datasets.Dataset, encoder: ImageEncoder) -> tuple[in
     return grid if config.tokens_per_position == 1 else (*grid, config.tokens_per_position)
 
 
-def _encode_labels(train: datasets.Dataset, evaluation: datasets.Dataset | None, label_column: str):
+def encode_labels(train: datasets.Dataset, evaluation: datasets.Dataset | None, label_column: str):
     """Integer label ids and their names (`id2label`); string labels become a ClassLabel shared by both splits."""
     if label_column not in train.column_names:
         raise MissingLabelsError(
@@ -238,16 +326,6 @@ def _encode_labels(train: datasets.Dataset, evaluation: datasets.Dataset | None,
     raise ValueError(f"label column {label_column!r} holds {feature}; expected class ids, a ClassLabel or strings")
 
 
-def module_fingerprint(module: torch.nn.Module) -> str:
-    """A hash of a module's weights and buffers (names, shapes, dtypes, values): the tokenizer part of the key."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
 def _processor_bytes(transform: ImageTransform) -> bytes:
     processor = transform.processor
     return repr(processor.to_dict() if processor is not None else None).encode()
@@ -259,8 +337,11 @@ __all__ = [
     "MissingTokenizerError",
     "TokenData",
     "build_token_data",
+    "encode_labels",
     "encode_split",
+    "image_source",
     "load_tokenizer",
     "module_fingerprint",
+    "read_token_dataset",
     "tokenizer_reference",
 ]
