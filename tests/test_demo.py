@@ -93,4 +93,5 @@ def test_the_other_prior_is_one_flag_away(tmp_path, capsys):
 def test_demo_refuses_an_unknown_prior_type(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--stages", "prior", "--prior_type", "diffusion", "--output_dir", str(tmp_path)])
-    assert "invalid choice: 'diffusion' (choose from autoregressive, maskgit)" in capsys.readouterr().err
+    message = "--prior_type: invalid choice: 'diffusion' (choose from 'autoregressive', 'maskgit')"
+    assert message in capsys.readouterr().err

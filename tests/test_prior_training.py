@@ -297,7 +297,7 @@ def test_a_sweep_judges_every_setting_from_one_load(
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--sweep_guidance_scale", "0.5"], "--guidance_scale must be >= 1"),
+        (["--sweep_temperature", "1", "-1"], "--temperature must be >= 0, got -1.0"),
         (["--sweep_top_k", "5"], "--top_k and --top_p sample the autoregressive prior"),
         (["--sweep_temperature"], "expected at least one argument"),
     ],
