@@ -5,9 +5,11 @@
 2. the tokenizer: a VQGAN trained with Accelerate (configs/vqgan_fashion_mnist_cpu.yaml), evaluated,
    and saved as a `from_pretrained` folder with metrics.json and a sample grid;
 3. the classifier: a ViT trained on that tokenizer's token grids, with its test accuracy;
-4. the prior: a MaskGIT prior trained on the same token grids, saved as a generation pipeline, with a sample grid
-   (one row per class) judged by a pixel ViT that hf_vq trains on the same images (conditional accuracy and
-   classifier-feature FID against the tokenizer's reconstructions).
+4. the prior: a class-conditional token prior trained on the same token grids (`--prior_type`: MaskGIT by default,
+   the prior that won docs/benchmarks.md's comparison at equal compute; `autoregressive` for transformers' Llama),
+   saved as a generation pipeline, with a sample grid (one row per class) judged by a pixel ViT that hf_vq trains on
+   the same images (conditional accuracy, classifier-feature FID against the tokenizer's reconstructions,
+   within-class diversity).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from .experiments import ARCHITECTURES, VARIANT_METHODS, ConvVQAutoencoder, imag
 
 DEMO_VARIANTS = ("baseline", "all")
 CLASSIFIER_CONFIG = CONFIG_DIR / "token_vit_fashion_mnist.yaml"
-PRIOR_CONFIG = CONFIG_DIR / "maskgit_fashion_mnist.yaml"
+# Stage 4's prior, by --prior_type: the default is the winner of docs/benchmarks.md's MaskGIT vs autoregressive table.
+PRIOR_CONFIGS = {
+    "maskgit": CONFIG_DIR / "maskgit_fashion_mnist.yaml",
+    "autoregressive": CONFIG_DIR / "autoregressive_fashion_mnist.yaml",
+}
+DEFAULT_PRIOR_TYPE = "maskgit"
+PRIOR_NAMES = {"maskgit": "MaskGIT", "autoregressive": "an autoregressive Llama"}
 STAGES = ("quantizer", "tokenizer", "classifier", "prior")
 # --quick: a smoke run of every stage (used by the tests), not a useful model.
 QUICK = {
@@ -58,6 +66,12 @@ def add_demo_subcommand(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=10000,
         help="training images tokenized for the classifier and the prior (and the pixel ViT judging it)",
+    )
+    parser.add_argument(
+        "--prior_type",
+        default=DEFAULT_PRIOR_TYPE,
+        choices=sorted(PRIOR_CONFIGS),
+        help="stage 4's prior: configs/maskgit_fashion_mnist.yaml or configs/autoregressive_fashion_mnist.yaml",
     )
     parser.add_argument("--prior_steps", type=int, default=None, help="default: the prior config's max_train_steps")
     parser.add_argument(
@@ -186,7 +200,10 @@ def train_demo_prior(args: argparse.Namespace, tokenizer_dir: Path, output_dir: 
     from .training.classifier_command import train_classifier
     from .training.prior_command import train_prior
 
-    print("== 4/4 prior: MaskGIT on the tokenizer's token grids, judged by a pixel ViT ==", flush=True)
+    print(
+        f"== 4/4 prior: {PRIOR_NAMES[args.prior_type]} on the tokenizer's token grids, judged by a pixel ViT ==",
+        flush=True,
+    )
     judge_dir = output_dir / "pixel_vit"
     data = {"max_train_samples": args.classifier_train_samples, "seed": args.seed}
     if args.eval_samples is not None:
@@ -206,7 +223,7 @@ def train_demo_prior(args: argparse.Namespace, tokenizer_dir: Path, output_dir: 
             }
         )
     flags = {
-        "config": str(PRIOR_CONFIG),
+        "config": str(PRIOR_CONFIGS[args.prior_type]),
         "tokenizer_name_or_path": str(tokenizer_dir),
         "output_dir": str(output_dir / "prior"),
         "eval_classifier_name_or_path": str(judge_dir),

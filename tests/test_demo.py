@@ -74,3 +74,24 @@ def test_demo_rejects_bad_steps(tmp_path):
 def test_later_stages_need_the_tokenizer(stage, tmp_path):
     with pytest.raises(SystemExit, match=f"the {stage} stage needs the demo tokenizer"):
         main(["demo", "--stages", stage, "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_the_other_prior_is_one_flag_away(tmp_path, capsys):
+    """Stage 4 trains the autoregressive prior with --prior_type autoregressive (its pipeline folder, judged)."""
+    main(
+        ["demo", "--quick", "--stages", "tokenizer", "prior", "--prior_type", "autoregressive"]
+        + ["--output_dir"]
+        + [str(tmp_path)]
+    )
+    assert "== 4/4 prior: an autoregressive Llama" in capsys.readouterr().out
+    index = json.loads((tmp_path / "prior" / "model_index.json").read_text())
+    assert index["_class_name"][-1] == "AutoregressivePipeline" and (tmp_path / "prior" / "samples.png").is_file()
+    assert "conditional_accuracy" in json.loads((tmp_path / "prior" / "metrics.json").read_text())
+
+
+def test_demo_refuses_an_unknown_prior_type(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--stages", "prior", "--prior_type", "diffusion", "--output_dir", str(tmp_path)])
+    message = "--prior_type: invalid choice: 'diffusion' (choose from 'autoregressive', 'maskgit')"
+    assert message in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """`hf-vq train-prior` on tiny data: a pipeline folder that loads and generates, the token cache reused, exact
 resume, an unconditional prior, and inputs that cannot work."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def test_tiny_run_ends_in_a_pipeline_that_loads_and_generates_and_reuses_the_tok
     ):
         assert metrics[name] is not None and metrics[name] >= 0, name
     assert 0 <= metrics["conditional_accuracy"] <= 1 and 0 < metrics["generated_usage"] <= 1
+    # Compute spent as CPU seconds of the process, beside the wall-clock seconds that other work inflates.
+    assert metrics["train_cpu_seconds"] > 0 and metrics["sampling_cpu_seconds_per_image"] > 0
     assert (output_dir / "training_config.json").is_file()
     # One row per class, num_sample_images (2) per row, 16x16 tiles with 2-pixel gaps.
     assert PIL.Image.open(output_dir / "samples.png").size == (2 * 16 + 3 * 2, 3 * 16 + 4 * 2)
@@ -250,9 +253,70 @@ def test_a_saved_pipeline_is_judged_again_without_training(tokenizer_dir, image_
     )
     metrics = evaluate_saved_pipeline(args)
     assert json.loads((tmp_path / "judged" / "metrics.json").read_text()) == metrics
+    # The sample grid at the judged settings: one row per class, num_sample_images (2) per row, 16x16 tiles.
+    assert PIL.Image.open(tmp_path / "judged" / "samples.png").size == (2 * 16 + 3 * 2, 3 * 16 + 4 * 2)
     assert (
         metrics["guidance_scale"] == 1.0 and metrics["eval_images"] == 4 and 0 <= metrics["conditional_accuracy"] <= 1
     )
+
+
+def _evaluate_prior_script():
+    spec = importlib.util.spec_from_file_location("evaluate_prior", REPO / "scripts" / "evaluate_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_sweep_judges_every_setting_from_one_load(
+    tokenizer_dir, image_dir, judge_dir, tmp_path, monkeypatch, capsys
+):
+    from diffusers import DiffusionPipeline
+
+    _train(_flags(tokenizer_dir, image_dir, tmp_path, max_train_steps=2, num_eval_images=0, num_sample_images=0))
+    loads = []
+    load = DiffusionPipeline.from_pretrained.__func__
+    monkeypatch.setattr(
+        DiffusionPipeline, "from_pretrained", classmethod(lambda *a, **k: loads.append(1) or load(*a, **k))
+    )
+    flags = _flags(tokenizer_dir, image_dir, tmp_path, name="sweep", num_eval_images=4)
+    argv = [f"--{name}={value}" for name, value in flags.items()]
+    argv += ["--pretrained_model_name_or_path", str(tmp_path / "prior"), "--eval_classifier_name_or_path"]
+    argv += [str(judge_dir), "--sweep_guidance_scale", "1", "2", "--sweep_temperature", "1", "4.5"]
+    with one_thread():
+        assert _evaluate_prior_script().main(argv) == 0
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [(row["guidance_scale"], row["temperature"]) for row in rows] == [(1, 1), (1, 4.5), (2, 1), (2, 4.5)]
+    assert len(loads) == 1 and all(row["eval_images"] == 4 for row in rows)
+    # Same seed, same settings: the same samples; another temperature: other samples.
+    assert rows[0]["classifier_fid"] != rows[1]["classifier_fid"]
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| guidance_scale | temperature | accuracy ratio | FID ratio | diversity ratio |")
+    assert len(table) == 2 + 4 and table[4].startswith("| 2.0 | 1.0 | ")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sweep_temperature", "1", "-1"], "--temperature must be >= 0, got -1.0"),
+        (["--sweep_top_k", "5"], "--top_k and --top_p sample the autoregressive prior"),
+        (["--sweep_temperature"], "expected at least one argument"),
+    ],
+)
+def test_bad_sweeps_are_refused_before_anything_loads(argv, message, tokenizer_dir, image_dir, tmp_path, capsys):
+    flags = _flags(tokenizer_dir, image_dir, tmp_path, pretrained_model_name_or_path=str(tmp_path / "absent"))
+    with pytest.raises(SystemExit):
+        _evaluate_prior_script().main([f"--{name}={value}" for name, value in flags.items()] + argv)
+    assert message in capsys.readouterr().err
+
+
+def test_a_sweep_refuses_settings_that_differ_in_more_than_sampling(tokenizer_dir, image_dir, tmp_path):
+    from hf_vq.training.prior_evaluation import sweep_configs, sweep_saved_pipeline
+
+    with pytest.raises(ConfigError, match="cannot sweep learning_rate: the sweepable flags are guidance_scale"):
+        sweep_configs(_flags(tokenizer_dir, image_dir, tmp_path), {"learning_rate": [1e-3]})
+    configs = [resolve_prior_args(_flags(tokenizer_dir, image_dir, tmp_path, seed=seed)) for seed in (0, 1)]
+    with pytest.raises(ConfigError, match=r"differ only in sampling flags, not in \['seed'\]"):
+        sweep_saved_pipeline(configs)
 
 
 class CountingPrior(MaskGITPrior):

@@ -24,7 +24,7 @@ from hf_vq.schedulers.scheduling_maskgit import mask_tokens
 from hf_vq.training.classifier_command import report as classifier_report
 from hf_vq.training.classifier_loop import evaluate as evaluate_classifier
 from hf_vq.training.classifier_loop import evaluated_split_name
-from hf_vq.training.data import _hold_out, _max_train_steps
+from hf_vq.training.data import hold_out, _max_train_steps
 from hf_vq.training.discriminator import NLayerDiscriminator
 from hf_vq.training.end_of_run import write_metrics
 from hf_vq.training.evaluate import evaluate_reconstructions
@@ -34,7 +34,7 @@ from hf_vq.training.prior_evaluation import generate, save_class_samples
 from hf_vq.training.prior_loop import check_classes, validation_loss
 from hf_vq.training.priors import get_prior_spec
 from hf_vq.training.priors.maskgit import MaskedTokenLoss, MaskGITPrior, drop_labels
-from hf_vq.training.token_data import ImageEncoder, _encode_labels
+from hf_vq.training.token_data import ImageEncoder, encode_labels
 from hf_vq.training.tokenizer_command import report as tokenizer_report
 from hf_vq.training.tokenizer_loop import Networks, adversarial_generator_loss, frozen
 
@@ -318,9 +318,9 @@ def test_steps_of_an_epoch_count_the_last_partial_batch_and_window():
 def test_the_held_out_part_of_train_is_capped_by_max_eval_samples():
     train = datasets.Dataset.from_dict({"image": list(range(20))})
     config = SimpleNamespace(max_eval_samples=3, eval_fraction=0.5, seed=0)
-    kept, held_out = _hold_out(train, config)
+    kept, held_out = hold_out(train, config)
     assert (len(kept), len(held_out)) == (17, 3)
-    kept, held_out = _hold_out(train, SimpleNamespace(max_eval_samples=None, eval_fraction=0.1, seed=0))
+    kept, held_out = hold_out(train, SimpleNamespace(max_eval_samples=None, eval_fraction=0.1, seed=0))
     assert (len(kept), len(held_out)) == (18, 2)
     assert sorted(list(kept["image"]) + list(held_out["image"])) == list(range(20))
 
@@ -336,10 +336,10 @@ def test_the_token_cache_keeps_each_label_with_its_image_when_one_is_unreadable(
 
 def test_integer_labels_name_every_class_up_to_the_largest():
     train = datasets.Dataset.from_dict({"label": [0, 2, 2]})
-    _, _, id2label = _encode_labels(train, None, "label")
+    _, _, id2label = encode_labels(train, None, "label")
     assert id2label == {0: "0", 1: "1", 2: "2"}
     strings = datasets.Dataset.from_dict({"label": ["cat", "dog", "cat"]})
-    encoded, _, id2label = _encode_labels(strings, None, "label")
+    encoded, _, id2label = encode_labels(strings, None, "label")
     assert id2label == {0: "cat", 1: "dog"} and encoded["label"] == [0, 1, 0]
 
 

@@ -43,7 +43,8 @@ PAUSE_IN_SAVE_ENV = "HF_VQ_TEST_PAUSE_IN_SAVE"
 class TrainingState:
     """Counters that `accelerator.save_state` stores beside the weights (registered for checkpointing), so that a
     resumed run knows its step, where it was in its epoch, how many images were seen and skipped so far, how
-    long it has trained (throughput over the whole run, not since the last resume), and the divergence guard's
+    long it has trained (throughput over the whole run, not since the last resume; wall-clock and CPU seconds of the
+    process, the second unaffected by other work on a shared machine), and the divergence guard's
     loss levels (the running average, the loss before the first update, the first step whose loss exploded)."""
 
     global_step: int = 0
@@ -52,6 +53,7 @@ class TrainingState:
     images_seen: int = 0
     skipped_images: int = 0
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
     loss_average: float = 0.0
     loss_observations: int = 0
     loss_at_start: float = 0.0

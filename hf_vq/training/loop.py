@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from time import process_time  # CPU seconds of the process (all its threads): compute, whatever the load
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -268,7 +269,7 @@ class TrainingLoop:
         )
         running, seconds_before = RunningLosses(), state.train_seconds
         while state.global_step < self.max_steps:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), process_time()
             for batch in self._epoch_batches():
                 running.add(self._train_batch(batch))
                 if not accelerator.sync_gradients:
@@ -277,15 +278,18 @@ class TrainingLoop:
                 progress.update(1)
                 if state.global_step % self.config.logging_steps == 0 or state.global_step == self.max_steps:
                     self._log(running, progress)
-                state.train_seconds += time.perf_counter() - start  # before the checkpoint, which stores it
+                # Before the checkpoint, which stores them.
+                state.train_seconds += time.perf_counter() - start
+                state.train_cpu_seconds += process_time() - cpu_start
                 self._periodic()
                 stop_if_interrupted(self.interrupts, accelerator, state.global_step, self._checkpoint_now)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), process_time()
                 if state.global_step >= self.max_steps:
                     break
             else:
                 self._end_epoch()
             state.train_seconds += time.perf_counter() - start
+            state.train_cpu_seconds += process_time() - cpu_start
         progress.close()
         return state.train_seconds - seconds_before
 

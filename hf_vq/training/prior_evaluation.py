@@ -7,7 +7,10 @@ balanced over the classes; the judge is the pixel classifier given by `--eval_cl
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,13 @@ import torch
 from torch import nn
 
 from ..evaluation import GenerationMetrics, InceptionFeatureExtractor, load_classifier_judge, save_image_grid
-from .args import PriorTrainingConfig
-from .end_of_run import METRICS_FILE, write_metrics
+from .args import PRIOR_COMMAND, ConfigError, PriorTrainingConfig, flag_values, resolve_args
+from .end_of_run import METRICS_FILE, SAMPLES_FILE, write_metrics
 from .priors import TokenPrior, get_prior_spec, spec_of_model
 from .token_data import MissingLabelsError, TokenData, build_token_data, load_tokenizer
 
+# The flags that only change how a saved prior samples: what `sweep_configs` may vary.
+SWEEPABLE_FLAGS = ("guidance_scale", "temperature", "top_k", "top_p", "num_inference_steps")
 # Rows of samples.png for an unconditional prior (a class-conditional one has one row per class).
 UNCONDITIONAL_GRID_ROWS = 8
 
@@ -124,9 +129,9 @@ def evaluate_pipeline(
     real_pixels = _real_pixels(config, processor, conditional) if judge is not None or inception is not None else None
     disjoint = _add_real(config, metrics, data, real_pixels, vqgan, count, conditional, device)
     labels = [index % num_classes for index in range(count)] if num_classes else None
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     images, tokens = generate(config, spec, pipeline, labels, count, torch.Generator().manual_seed(config.seed + 1))
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     for begin in range(0, count, config.eval_batch_size):
         end = min(begin + config.eval_batch_size, count)
         batch_labels = torch.tensor(labels[begin:end]) if labels is not None else None
@@ -137,6 +142,8 @@ def evaluate_pipeline(
         "eval_classifier": config.eval_classifier_name_or_path,
         "reconstructions_disjoint": disjoint,
         "sampling_seconds_per_image": round(seconds / count, 5),
+        # CPU seconds of this process (all its threads): the measure of compute that a loaded machine leaves intact.
+        "sampling_cpu_seconds_per_image": round(cpu_seconds / count, 5),
     }
 
 
@@ -179,10 +186,20 @@ def _add_real(
     return disjoint
 
 
-def evaluate_saved_pipeline(config: PriorTrainingConfig) -> dict[str, Any]:
-    """Judge a saved prior pipeline again (e.g. at another --guidance_scale or --temperature) without training:
-    `--pretrained_model_name_or_path` names the pipeline folder, the data and sampling flags are `train-prior`'s.
-    Returns the generation metrics (also written to `<output_dir>/metrics.json`)."""
+@dataclass
+class SavedPrior:
+    """A saved prior pipeline ready to be judged: its spec, the pipeline, the cached token data, the processor."""
+
+    spec: TokenPrior
+    pipeline: Any
+    data: TokenData
+    processor: Any
+    conditional: bool
+
+
+def load_saved_prior(config: PriorTrainingConfig) -> SavedPrior:
+    """The pipeline folder `--pretrained_model_name_or_path` (checked against `--tokenizer_name_or_path` as training
+    checks it) and the data of `train-prior`'s flags, loaded once for any number of evaluations."""
     from diffusers import DiffusionPipeline
 
     spec = get_prior_spec(config.prior_type)
@@ -194,11 +211,90 @@ def evaluate_saved_pipeline(config: PriorTrainingConfig) -> dict[str, Any]:
     pipeline.set_progress_bar_config(disable=True)
     conditional = pipeline.transformer.config.num_classes > 0
     data = build_prior_data(config, tokenizer, processor, conditional, device)
-    metrics = evaluate_pipeline(config, spec, pipeline, data, processor, conditional)
-    metrics |= {
+    return SavedPrior(spec, pipeline, data, processor, conditional)
+
+
+def _judge(config: PriorTrainingConfig, prior: SavedPrior) -> dict[str, Any]:
+    metrics = evaluate_pipeline(config, prior.spec, prior.pipeline, prior.data, prior.processor, prior.conditional)
+    return metrics | {
         "pipeline": config.pretrained_model_name_or_path,
         "num_inference_steps": config.num_inference_steps,
         "guidance_scale": config.guidance_scale,
         "temperature": config.temperature,
+        "top_k": config.top_k,
+        "top_p": config.top_p,
     }
-    return write_metrics(Path(config.output_dir) / METRICS_FILE, metrics)
+
+
+def evaluate_saved_pipeline(config: PriorTrainingConfig) -> dict[str, Any]:
+    """Judge a saved prior pipeline again (e.g. at another --guidance_scale or --temperature) without training:
+    `--pretrained_model_name_or_path` names the pipeline folder, the data and sampling flags are `train-prior`'s.
+    Returns the generation metrics (also written to `<output_dir>/metrics.json`, beside the sample grid
+    `samples.png` at the same settings: one row per class)."""
+    prior = load_saved_prior(config)
+    metrics = _judge(config, prior)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    id2label = prior.data.id2label if prior.conditional else {}
+    save_class_samples(config, prior.spec, prior.pipeline, id2label, output_dir / SAMPLES_FILE)
+    return write_metrics(output_dir / METRICS_FILE, metrics)
+
+
+def sweep_configs(given: dict[str, Any], settings: dict[str, list[Any]]) -> list[PriorTrainingConfig]:
+    """One checked config per combination of the sampling flags in `settings` (flag name -> values, e.g.
+    `{"guidance_scale": [1.0, 2.0], "temperature": [1.0, 4.5]}`, in `itertools.product` order) over the flags
+    `given` (as `resolve_prior_args` takes them). Only sampling flags (`SWEEPABLE_FLAGS`) can be swept."""
+    unknown = sorted(set(settings) - set(SWEEPABLE_FLAGS))
+    if unknown:
+        raise ConfigError(f"cannot sweep {', '.join(unknown)}: the sweepable flags are {', '.join(SWEEPABLE_FLAGS)}")
+    empty = sorted(name for name, values in settings.items() if not values)
+    if empty:
+        raise ConfigError(f"no values to sweep for {', '.join(empty)}: give at least one each")
+    names = list(settings)
+    return [
+        resolve_args(PRIOR_COMMAND, given | dict(zip(names, values)))
+        for values in itertools.product(*(settings[name] for name in names))
+    ]
+
+
+def sweep_saved_pipeline(configs: list[PriorTrainingConfig], path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Judge one saved prior pipeline at each of `configs` (from `sweep_configs`: the same pipeline and data, other
+    sampling flags), the pipeline and data loaded once and every setting sampled from its seed. Returns one metrics
+    dict per config, also written to `path` as a JSON list when given."""
+    if not configs:
+        raise ConfigError("nothing to sweep: no settings given")
+    first = flag_values(configs[0])
+    for config in configs[1:]:
+        differing = sorted(name for name, value in flag_values(config).items() if value != first[name])
+        if set(differing) - set(SWEEPABLE_FLAGS):
+            raise ConfigError(f"the settings of a sweep may differ only in sampling flags, not in {differing}")
+    prior = load_saved_prior(configs[0])
+    rows = [_judge(config, prior) for config in configs]
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def format_sweep_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of `sweep_saved_pipeline`'s rows: the swept flags, then the ratios of the targets (conditional
+    accuracy to the judge's on real images, classifier FID to the tokenizer's floor, within-class diversity to the
+    data's) and the sampling cost per image."""
+    swept = [name for name in SWEEPABLE_FLAGS if len({str(row.get(name)) for row in rows}) > 1] or ["guidance_scale"]
+    columns = {
+        "accuracy ratio": "relative_conditional_accuracy",
+        "FID ratio": "classifier_fid_ratio",
+        "diversity ratio": "diversity_ratio",
+        "s / image": "sampling_seconds_per_image",
+        "cpu s / image": "sampling_cpu_seconds_per_image",
+    }
+    lines = ["| " + " | ".join(swept + list(columns)) + " |", "|" + "---|" * (len(swept) + len(columns))]
+    for row in rows:
+        cells = [str(row.get(name)) for name in swept]
+        cells += [_cell(row.get(key), 4 if "image" in label else 2) for label, key in columns.items()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"

@@ -324,6 +324,8 @@ def summary(
         "skipped_images": data.skipped_images,
         "train_batch_size": config.train_batch_size,
         "train_seconds": round(state.train_seconds, 2),
+        # CPU seconds of this process's threads: the compute spent, which a loaded machine does not inflate.
+        "train_cpu_seconds": round(state.train_cpu_seconds, 2),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "ema": bool(config.use_ema),
