@@ -205,16 +205,9 @@ def _dataset_images(config: ReconstructConfig) -> Iterator[tuple[str, Any]]:
     """The held-out split of the training commands' data flags (their evaluation's images), else the training split
     when too small to hold anything out."""
     from ..training.data import train_and_eval_datasets
+    from ..training.token_data import image_source
 
-    source = dict(
-        dataset_name=config.dataset_name,
-        dataset_config_name=config.dataset_config_name,
-        train_data_dir=config.train_data_dir,
-        image_column=config.image_column,
-        streaming=False,
-        cache_dir=config.cache_dir,
-    )
-    train, evaluation = train_and_eval_datasets(config, source)
+    train, evaluation = train_and_eval_datasets(config, image_source(config))
     dataset = evaluation if evaluation is not None else train
     for index, row in enumerate(dataset):
         yield f"{index:05d}.png", row[config.image_column]
