@@ -117,16 +117,18 @@ def test_convert_records_its_source_and_keeps_an_existing_model(tmp_path, capsys
 # ------------------------------------------------------------------------------------------------ packages
 
 
-@pytest.mark.parametrize("package", ["hf_vq.training", "hf_vq.hub", "hf_vq.data"])
+@pytest.mark.parametrize("package", ["hf_vq.training", "hf_vq.hub", "hf_vq.data", "hf_vq.conversion"])
 def test_package_exports_are_its_public_names_each_bound_to_its_definition(package):
-    """`__all__` lists every public name the package imports, and each is the object of that name (not another
-    one imported under it)."""
+    """`__all__` lists every public name the package imports (submodules only when it exports them), and each is
+    the object of that name (not another one imported under it)."""
     module = importlib.import_module(package)
     public = {name for name, value in vars(module).items() if not name.startswith("_") and not inspect.ismodule(value)}
-    assert sorted(module.__all__) == sorted(public)
+    assert sorted(name for name in module.__all__ if not inspect.ismodule(getattr(module, name))) == sorted(public)
     for name in module.__all__:
         value = getattr(module, name)
-        if inspect.isclass(value) or inspect.isfunction(value):
+        if inspect.ismodule(value):
+            assert value.__name__ == f"{package}.{name}"
+        elif inspect.isclass(value) or inspect.isfunction(value):
             assert value.__name__ == name, (name, value)
     if package == "hf_vq.data":
         from hf_vq.data import fashion_mnist
