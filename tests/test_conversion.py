@@ -386,6 +386,8 @@ def test_janus_codes_of_other_norms_follow_llamagens_lookup_and_janus_decode(cap
     with caplog.at_level("WARNING", logger="hf_vq.conversion.janus_vq"):
         converted = VQGANModel.from_transformers(source)
     assert "not of unit norm" in caplog.text and "JanusVQVAE.encode searches the raw codes" in caplog.text
+    codes = converted.quantize.embedding.weight
+    torch.testing.assert_close(codes.norm(dim=-1), torch.ones(len(codes)))  # stored normalised, as searched
     pixels = random_pixels()
     ids, images = vqgan_outputs(converted, pixels)
     assert torch.equal(ids, llamagen_ids(source, pixels))
