@@ -222,3 +222,14 @@ def test_images_of_one_name_in_two_formats_get_two_reconstructions(tokenizer_dir
     written = sorted(str(path.relative_to(tmp_path / "out" / "reconstructions"))
                      for path in (tmp_path / "out" / "reconstructions").rglob("*.png"))  # fmt: skip
     assert written == ["image_000.jpg.png", "image_000.png.png", "image_001.png", "nested/deep.png"]
+
+
+def test_a_perfect_reconstructions_infinite_psnr_is_written_as_strict_json(tmp_path):
+    from hf_vq.evaluation.reconstruct_command import ReconstructConfig, _write_results
+
+    config = ReconstructConfig(tokenizer_name_or_path="tok", image_dir="images", num_grid_images=2, grid_columns=2)
+    images = torch.rand(2, 1, 8, 8)
+    result = _write_results(config, tmp_path, {"psnr": float("inf"), "ssim": 1.0}, [(images, images)])
+    written = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=pytest.fail)
+    assert written["psnr"] is None and written["ssim"] == 1.0 and written["tokenizer"] == "tok"
+    assert result["metrics"]["ssim"] == 1.0

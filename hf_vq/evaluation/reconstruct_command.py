@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +136,11 @@ def _write_results(
         "revision": config.revision,
         "source": describe_source(config),
     }
+    from ..training.end_of_run import write_metrics
+
     metrics_path = output_dir / METRICS_FILE
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    # Strict JSON: a perfect reconstruction's infinite PSNR is written as null, as the training commands do.
+    write_metrics(metrics_path, metrics)
     originals = torch.cat([original for original, _ in grid])[: config.num_grid_images]
     reconstructions = torch.cat([reconstruction for _, reconstruction in grid])[: config.num_grid_images]
     grid_path = save_above_below_grid(originals, reconstructions, output_dir / GRID_FILE, config.grid_columns)
