@@ -421,11 +421,20 @@ def test_a_signal_finishes_the_step_saves_a_checkpoint_and_exits_with_its_code(i
 @pytest.mark.slow
 def test_a_second_signal_stops_at_once(image_folder, tmp_path):
     output_dir = tmp_path / "run"
-    process = _start(output_dir, image_folder, max_train_steps=10_000, checkpointing_steps=10_000, logging_steps=1)
+    # The first signal's checkpoint pauses in its save (the test hook), so the second one always comes while the first
+    # is being handled: 50 ms apart, a fast step and save sometimes finished first and the process was already exiting.
+    process = _start(
+        output_dir,
+        image_folder,
+        env={PAUSE_IN_SAVE_ENV: "any"},
+        max_train_steps=10_000,
+        checkpointing_steps=10_000,
+        logging_steps=1,
+    )
     log = output_dir / "logs" / "train_log.jsonl"
     _wait_for(lambda: log.is_file() and log.read_text().count("\n") >= 2, process, "training")
     process.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    _wait_for(lambda: any(output_dir.glob("*/paused")), process, "saving the interrupt's checkpoint")
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130 and "second SIGINT: stopping now, without a checkpoint" in output

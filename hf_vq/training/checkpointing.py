@@ -198,8 +198,8 @@ def prepare_temporary_folder(output_dir: str | Path, step: int) -> Path:
 
 
 def pause_if_asked(folder: Path, step: int) -> None:
-    """The test hook of `PAUSE_IN_SAVE_ENV` (does nothing unless the variable names this step)."""
-    if os.environ.get(PAUSE_IN_SAVE_ENV) == str(step):
+    """The test hook of `PAUSE_IN_SAVE_ENV` (does nothing unless the variable names this step, or is "any")."""
+    if os.environ.get(PAUSE_IN_SAVE_ENV) in (str(step), "any"):
         (folder / "paused").write_text(str(os.getpid()))
         time.sleep(3600)
 
