@@ -379,3 +379,16 @@ def test_a_split_the_token_dataset_lacks_is_refused_naming_its_splits(tokenizer_
         TokenDatasetError, match=r"has no split 'validation' \(--eval_split\); its splits are train, test"
     ):
         build_token_data(config, tokenizer, processor, encode=True)
+
+
+def test_an_unreadable_image_is_left_out_counted_and_reported(tokenizer_dir, image_dir, tmp_path, capsys):
+    import shutil
+
+    from hf_vq.training.encode_command import report
+
+    images = shutil.copytree(image_dir, tmp_path / "images")
+    (images / "train" / CLASSES[0] / "broken.png").write_bytes(b"not a png")
+    result = report(_encode(_flags(tokenizer_dir, images, tmp_path / "tokens")))
+    dataset, _ = load_token_dataset(str(tmp_path / "tokens"))
+    assert (len(dataset["train"]), result["unreadable_images"]) == (12, 1)
+    assert "skipped 1 unreadable images (left out of the token dataset)" in capsys.readouterr().out

@@ -555,26 +555,29 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_push_arguments(args: argparse.Namespace) -> None:
-    """Fail before training, not after it, when `--push_to_hub` could not succeed: a bad repo id, offline mode, no
-    token, or a token the Hub rejects or that may not write to the namespace (asked with `whoami`, which also shows
-    that the endpoint answers)."""
-    if not args.push_to_hub:
-        return
-    if not args.hub_model_id:
-        raise InvalidRepoIdError("--push_to_hub needs --hub_model_id namespace/name.")
-    check_repo_id(args.hub_model_id)
+    """Fail before training, not after it, when `--push_to_hub` could not succeed (`check_push_target`)."""
+    if args.push_to_hub:
+        check_push_target(args.hub_model_id, args.hub_token)
+
+
+def check_push_target(repo_id: str | None, token: str | None, flag: str = "--hub_model_id") -> None:
+    """A push to `repo_id` could succeed: a valid repo id, offline mode off, a token the Hub accepts and that may
+    write to the namespace (asked with `whoami`, which also shows that the endpoint answers)."""
+    if not repo_id:
+        raise InvalidRepoIdError(f"--push_to_hub needs {flag} namespace/name.")
+    check_repo_id(repo_id, flag)
     if constants.is_offline_mode():
         raise OfflineModeError(
             "--push_to_hub was given but offline mode is on (HF_HUB_OFFLINE): unset it or drop --push_to_hub."
         )
-    if not (args.hub_token or get_token()):
+    if not (token or get_token()):
         raise MissingTokenError(
             "--push_to_hub needs a Hugging Face token: run `hf auth login`, set HF_TOKEN or pass --hub_token before "
-            "training."
+            "starting."
         )
     api = HfApi()
     with hub_errors(api.endpoint):
-        check_token(api, args.hub_model_id, args.hub_token)
+        check_token(api, repo_id, token)
 
 
 def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -> str | None:

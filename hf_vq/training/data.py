@@ -83,17 +83,25 @@ def build_training_data(config: TokenizerTrainingConfig, processor: Any, acceler
 
 
 def train_and_eval_datasets(config: TrainingConfig, source: dict[str, Any]):
+    train, evaluation, _ = train_and_named_eval_datasets(config, source)
+    return train, evaluation
+
+
+def train_and_named_eval_datasets(config: TrainingConfig, source: dict[str, Any]):
+    """The training split and the held-out one (`--eval_split`, else the first of `EVAL_SPLIT_CANDIDATES` the source
+    has, else `--eval_fraction` of the training split), and the held-out split's name (None when held out)."""
     train = build_image_dataset(split=config.train_split, max_samples=config.max_train_samples, **source)
     if config.eval_split:
-        return train, build_image_dataset(split=config.eval_split, max_samples=config.max_eval_samples, **source)
+        evaluation = build_image_dataset(split=config.eval_split, max_samples=config.max_eval_samples, **source)
+        return train, evaluation, config.eval_split
     for split in EVAL_SPLIT_CANDIDATES:
         if split == config.train_split:
             continue
         try:
-            return train, build_image_dataset(split=split, max_samples=config.max_eval_samples, **source)
+            return train, build_image_dataset(split=split, max_samples=config.max_eval_samples, **source), split
         except (ImageDatasetError, ValueError, KeyError, FileNotFoundError):
             continue  # this dataset has no such split: try the next, then hold out part of the training data
-    return hold_out(train, config)
+    return (*hold_out(train, config), None)
 
 
 def _eval_share(evaluation, accelerator: Accelerator):

@@ -62,6 +62,8 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
                 f"images/s on {result['num_processes']} process(es)"
                 + (f"; {result['skipped_shards']} finished shards kept" if result["skipped_shards"] else "")
             )
+        if result.get("unreadable_images"):
+            print(f"skipped {result['unreadable_images']} unreadable images (left out of the token dataset)")
     return result
 
 

@@ -28,7 +28,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..data import ImageDatasetError, ImageTransform, build_image_dataset
+from ..data import ImageTransform
 from ..data.token_dataset import (
     LABELS_COLUMN,
     TOKEN_DATASET_FILE,
@@ -43,7 +43,7 @@ from ..data.token_dataset import (
 )
 from ..models.vqgan.image_size import check_tokenizer_resolution
 from .args import EncodeConfig
-from .data import EVAL_SPLIT_CANDIDATES, hold_out
+from .data import train_and_named_eval_datasets
 from .loop import has_accelerator_device
 from .token_data import ImageEncoder, encode_labels, image_source, load_tokenizer
 
@@ -71,7 +71,8 @@ class Shard:
 
 def run_encode(config: EncodeConfig) -> dict[str, Any]:
     """Encode (unless `--output_dir` already holds this token dataset), save, and push if asked; returns
-    `{"output_dir", "info", "images", "seconds", "images_per_second", "skipped_shards", "num_processes",
+    `{"output_dir", "info", "images", "seconds", "images_per_second", "skipped_shards", "unreadable_images",
+    "num_processes",
     "is_main_process"}`."""
     check_push(config)  # before the encoding, not after it
     # Without a GPU, cpu=True is what makes Accelerate start gloo under torchrun (else each process runs alone).
@@ -86,16 +87,18 @@ def run_encode(config: EncodeConfig) -> dict[str, Any]:
     output_dir = Path(config.output_dir)
     with state.main_process_first():  # the main process records the manifest before the others read it
         claim = claim_output_dir(output_dir, info, state.is_main_process)
-    images, seconds, skipped = 0, 0.0, 0
+    images, seconds, skipped, unreadable = 0, 0.0, 0, 0
     if claim == "done":
         state.print(f"{output_dir} already holds this token dataset: nothing to encode")
     else:
-        images, seconds, skipped = encode_dataset(config, state, tokenizer, processor, splits, id2label, info)
+        images, seconds, skipped, unreadable = encode_dataset(
+            config, state, tokenizer, processor, splits, id2label, info
+        )
     if state.is_main_process and config.push_to_hub:
         url = push_token_dataset(output_dir, config.hub_dataset_id, token=config.hub_token, private=config.private)
         state.print(f"pushed to {url}")
     state.wait_for_everyone()
-    return _result(config, state, info, images, seconds, skipped)
+    return _result(config, state, info, images, seconds, skipped) | {"unreadable_images": unreadable}
 
 
 def encode_dataset(
@@ -106,10 +109,11 @@ def encode_dataset(
     splits: dict[str, datasets.Dataset],
     id2label: dict[int, str],
     info: TokenDatasetInfo,
-) -> tuple[int, float, int]:
+) -> tuple[int, float, int, int]:
     """This process's unfinished shards encoded and saved, then (main process) the token dataset assembled and saved
     in `--output_dir`. Returns the images encoded by all processes, the seconds it took (encoding and writing, as
-    the main process saw it) and the number of shards a previous run had finished."""
+    the main process saw it), the number of shards a previous run had finished and (main process; 0 elsewhere) the
+    unreadable images left out of the dataset, counted over every shard, resumed ones included."""
     encoder = ImageEncoder(
         ImageTransform(processor, resolution=info.image_size, center_crop=True, random_flip=False),
         tokenizer,
@@ -128,58 +132,34 @@ def encode_dataset(
     encoded = encode_shards(config, splits, pending, encoder, features, work_dir, state)
     total = sum(_gather(state, encoded))  # also waits for every process to have saved its shards
     skipped = sum(_gather(state, len(mine) - len(pending)))
+    unreadable = 0
     if state.is_main_process:
+        assembled = assemble(shards, work_dir, splits)
+        unreadable = sum(map(len, splits.values())) - sum(map(len, assembled.values()))
         with quiet_datasets_progress():
-            save_token_dataset(assemble(shards, work_dir, splits), info, output_dir)
-    return total, time.perf_counter() - start, skipped
+            save_token_dataset(assembled, info, output_dir)
+    return total, time.perf_counter() - start, skipped, unreadable
 
 
 def check_push(config: EncodeConfig) -> None:
-    """Fail before encoding when `--push_to_hub` could not succeed: a bad repo id, offline mode, no token, or a
-    token that may not write to the namespace (the checks of the training commands' `--push_to_hub`)."""
-    if not config.push_to_hub:
-        return
-    from huggingface_hub import HfApi, constants
+    """Fail before encoding when `--push_to_hub` could not succeed (the training commands' checks)."""
+    if config.push_to_hub:
+        from ..hub.push import check_push_target
 
-    from ..hub.errors import OfflineModeError
-    from ..hub.push import check_repo_id, check_token, hub_errors
-
-    check_repo_id(config.hub_dataset_id, "--hub_dataset_id")
-    if constants.is_offline_mode():
-        raise OfflineModeError(
-            "--push_to_hub was given but offline mode is on (HF_HUB_OFFLINE): unset it or drop --push_to_hub."
-        )
-    api = HfApi()
-    with hub_errors(api.endpoint):
-        check_token(api, config.hub_dataset_id, config.hub_token)
+        check_push_target(config.hub_dataset_id, config.hub_token, "--hub_dataset_id")
 
 
 def source_splits(config: EncodeConfig) -> tuple[dict[str, datasets.Dataset], dict[int, str]]:
     """The training split and the held-out one the training commands would read (`--eval_split`, else the first of
     test / validation the source has, else `--eval_fraction` of the training split, named "validation"), each by
     its name, and the class names (`{}` when the source has no `--label_column`)."""
-    source = image_source(config)
-    train = build_image_dataset(split=config.train_split, max_samples=config.max_train_samples, **source)
-    names = [config.eval_split] if config.eval_split else [n for n in EVAL_SPLIT_CANDIDATES if n != config.train_split]
-    evaluation, eval_name = None, None
-    for name in names:
-        try:
-            evaluation = build_image_dataset(split=name, max_samples=config.max_eval_samples, **source)
-        except (ImageDatasetError, ValueError, KeyError, FileNotFoundError):
-            if config.eval_split:
-                raise
-            continue
-        eval_name = name
-        break
-    if evaluation is None:
-        train, evaluation = hold_out(train, config)
-        eval_name = HELD_OUT_SPLIT
+    train, evaluation, eval_name = train_and_named_eval_datasets(config, image_source(config))
     id2label: dict[int, str] = {}
     if config.label_column in train.column_names:
         train, evaluation, id2label = encode_labels(train, evaluation, config.label_column)
     splits = {config.train_split: train}
     if evaluation is not None:
-        splits[eval_name] = evaluation
+        splits[eval_name or HELD_OUT_SPLIT] = evaluation
     return splits, id2label
 
 
