@@ -15,7 +15,7 @@ command is a few lines:
         model_config_class="hf_vq.models.segmenter:SegmenterConfig",
         groups=(ConfigArguments, TokenCacheArguments, SegmenterArguments, DataArguments, LabelArguments,
                 OptimizationArguments, RunArguments, ReliabilityArguments, HubArguments),
-        defaults=SEGMENTER_DEFAULTS, check=check_classifier_args)
+        defaults=SEGMENTER_DEFAULTS, check=check_tokenizer_flag)
 
 A config file has three sections: `model:` (fields of the model config class), `data:` and `training:` (flags of
 the groups whose SECTION they are). Every key is checked (an unknown one is an error naming the nearest valid
@@ -668,11 +668,16 @@ def check_tokenizer_args(args: TrainingConfig) -> None:
         args.discriminator_learning_rate = args.learning_rate
 
 
-def check_classifier_args(args: TrainingConfig) -> None:
+def check_tokenizer_flag(args: Any) -> None:
+    """The commands that read a tokenizer's tokens (classifier, prior, encode): the tokenizer named and plausible."""
     if not args.tokenizer_name_or_path:
         raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a trained tokenizer's folder or Hub id)")
     check_model_path("tokenizer_name_or_path", args.tokenizer_name_or_path)
-    if getattr(args, "token_dataset", None) and getattr(args, "model_type", "token_vit") == "pixel_vit":
+
+
+def check_classifier_args(args: ClassifierTrainingConfig) -> None:
+    check_tokenizer_flag(args)
+    if args.token_dataset and args.model_type == "pixel_vit":
         raise ConfigError(
             "--model_type pixel_vit reads pixels, and --token_dataset holds only tokens: pass the images "
             "(--dataset_name / --train_data_dir)"
@@ -794,7 +799,7 @@ class PriorTrainingConfig(TokenTrainingConfig, PriorArguments, EMAArguments):
 
 def check_prior_args(config: PriorTrainingConfig) -> None:
     """Reject what cannot work, naming the flag or config key to change."""
-    check_classifier_args(config)  # the tokenizer named and loadable (the same token cache)
+    check_tokenizer_flag(config)  # the tokenizer named and loadable (the same token cache)
     spec = get_prior_spec(config.prior_type)  # an unknown prior_type lists the valid ones
     if config.model_config and not config.pretrained_model_name_or_path:
         check_model_config(spec.config_class, config.model_config)
@@ -908,7 +913,7 @@ class EncodeConfig(ConfigArguments, EncodeDataArguments, LabelArguments, EncodeA
 
 
 def check_encode_args(config: EncodeConfig) -> None:
-    check_classifier_args(config)  # the tokenizer named and plausible
+    check_tokenizer_flag(config)
     if not config.output_dir:
         raise ConfigError("no --output_dir: pass the folder the token dataset is saved to")
     if config.push_to_hub and not config.hub_dataset_id:

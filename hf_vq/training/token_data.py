@@ -84,7 +84,7 @@ def build_token_data(
     `with_labels` is False (an unconditional prior). With `--token_dataset` the token grids are read from that
     export instead (checked against `tokenizer`). Call on the main process first, so that only it writes the
     cache (`accelerator.main_process_first()`)."""
-    if encode and getattr(config, "token_dataset", None):
+    if encode and config.token_dataset:
         return read_token_dataset(config, tokenizer, splits, with_labels)
     side = config.resolution or processor.size["height"]
     if tokenizer is not None:  # tokens of the tokenizer's own size: the grid its config (and so the model) records
