@@ -699,14 +699,20 @@ def check_model_path(flag_name: str, name_or_path: str) -> None:
 
 def check_model_config(model_config_class: str, model_config: dict[str, Any]) -> None:
     """Build the model config once, so that an inconsistent architecture is one line before anything starts."""
+    config_class = _import(model_config_class)
+    checked_config(lambda: config_class(**model_config))
+
+
+def checked_config(build: Callable[[], Any], what: str = "model: section") -> Any:
+    """`build()`'s model config; a config's own refusal (a strict dataclass check, a bad combination) becomes one
+    `ConfigError` line saying where the values came from (`what`)."""
     from huggingface_hub.errors import StrictDataclassError
 
-    config_class = _import(model_config_class)
     try:
-        config_class(**model_config)
+        return build()
     except (TypeError, ValueError, StrictDataclassError) as error:
         cause = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
-        raise ConfigError(f"model: section: {' '.join(str(cause).split())}") from error
+        raise ConfigError(f"{what}: {' '.join(str(cause).split())}") from error
 
 
 def _check_resolution(resolution: int | None, model_config: dict[str, Any]) -> None:

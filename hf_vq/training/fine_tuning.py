@@ -37,7 +37,7 @@ from ..models.vqgan import VQGANConfig, VQGANModel
 from ..models.vqgan.image_size import align_image_size_with_saved_processor
 from ..quantization.codebook import Codebook
 from ..quantization.vector_quantizer import VectorQuantizer
-from .args import TokenizerTrainingConfig
+from .args import TokenizerTrainingConfig, checked_config
 
 __all__ = ["CODEBOOK_PARAMETERIZATION", "FINE_TUNING_OPTIONS", "PretrainedModelError", "load_model_to_fine_tune"]
 
@@ -158,14 +158,10 @@ def fine_tuning_options(
 
 def _config_with(pretrained: VQGANConfig, options: dict[str, Any]) -> VQGANConfig:
     """The pretrained config with `options` laid over it; a combination the quantizer refuses is a `ConfigError`."""
-    from huggingface_hub.errors import StrictDataclassError
-
-    try:
-        return type(pretrained).from_dict({**pretrained.to_dict(), **options})
-    except (TypeError, ValueError, StrictDataclassError) as error:
-        cause = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
-        message = " ".join(str(cause).split())
-        raise ConfigError(f"model: section over the pretrained model's config: {message}") from None
+    return checked_config(
+        lambda: type(pretrained).from_dict({**pretrained.to_dict(), **options}),
+        "model: section over the pretrained model's config",
+    )
 
 
 def _differs(value: Any, pretrained: Any) -> bool:
