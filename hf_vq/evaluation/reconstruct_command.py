@@ -37,7 +37,7 @@ import torch
 from ..data import ImageDatasetError, ImageTransform
 from ..errors import ConfigError
 from ..flags import add_flags, check_bound, flag, flag_specs
-from ..training.args import DataArguments, check_model_path
+from ..training.args import DataArguments, check_tokenizer_flag
 from .metrics import ReconstructionMetrics
 from .samples import save_image_grid
 
@@ -167,9 +167,7 @@ def save_above_below_grid(originals: torch.Tensor, reconstructions: torch.Tensor
 
 def check_reconstruct_args(config: ReconstructConfig) -> None:
     """One tokenizer and exactly one image source, each usable as far as can be told before loading anything."""
-    if not config.tokenizer_name_or_path:
-        raise ConfigError("no tokenizer: pass --tokenizer_name_or_path (a tokenizer's folder or Hub id)")
-    check_model_path("tokenizer_name_or_path", config.tokenizer_name_or_path)
+    check_tokenizer_flag(config)
     sources = [name for name in ("image_dir", "dataset_name", "train_data_dir") if getattr(config, name)]
     if len(sources) != 1:
         given = f"got {', '.join('--' + name for name in sources)}" if sources else "got none"
@@ -207,9 +205,9 @@ def _dataset_images(config: ReconstructConfig) -> Iterator[tuple[str, Any]]:
     """The held-out split of the training commands' data flags (their evaluation's images), else the training split
     when too small to hold anything out."""
     from ..training.data import train_and_eval_datasets
-    from ..training.token_data import image_source
+    from ..training.token_data import image_source as dataset_source  # not this file's image_source
 
-    train, evaluation = train_and_eval_datasets(config, image_source(config))
+    train, evaluation = train_and_eval_datasets(config, dataset_source(config))
     dataset = evaluation if evaluation is not None else train
     for index, row in enumerate(dataset):
         yield f"{index:05d}.png", row[config.image_column]

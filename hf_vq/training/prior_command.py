@@ -134,7 +134,7 @@ def add_train_prior_subcommand(subparsers: argparse._SubParsersAction) -> None:
     add_command_subparser(
         subparsers,
         PRIOR_COMMAND,
-        "train a token prior (MaskGIT) on a tokenizer's tokens; saves a generation pipeline",
+        "train a token prior (MaskGIT or autoregressive) on a tokenizer's tokens; saves a generation pipeline",
         lambda args: report(train_prior(args)),
     )
 

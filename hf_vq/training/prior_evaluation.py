@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..evaluation import GenerationMetrics, InceptionFeatureExtractor, load_classifier_judge, save_image_grid
-from .args import PRIOR_COMMAND, ConfigError, PriorTrainingConfig, flag_values, resolve_args
+from ..errors import ConfigError
+from .args import PRIOR_COMMAND, PriorTrainingConfig, flag_values, resolve_args
 from .end_of_run import METRICS_FILE, SAMPLES_FILE, write_metrics
 from .priors import TokenPrior, get_prior_spec, spec_of_model
 from .token_data import MissingLabelsError, TokenData, build_token_data, load_tokenizer
