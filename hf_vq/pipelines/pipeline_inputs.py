@@ -13,6 +13,24 @@ from typing import Any
 import torch
 
 
+# What `output_type` a pipeline returns: diffusers' three image kinds, or "latent" (the token grids, undecoded).
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def check_output_type(output_type: Any) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
+
+
+def class_label_tensor(class_labels: Any) -> torch.Tensor:
+    """`class_labels` (an int or a list of ints) as a 1-d tensor. Booleans are ints to Python and torch, but a mask
+    passed by mistake would silently generate classes 0 and 1: refused, as floats and empty lists are."""
+    labels = torch.as_tensor([class_labels] if isinstance(class_labels, int) else class_labels)
+    if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"class_labels must be an int or a non-empty list of ints, got {class_labels!r}")
+    return labels
+
+
 def check_call_number(name: str, value: Any) -> None:
     """A real, finite number: NaN or inf in a sampling argument silently returns a degenerate image."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

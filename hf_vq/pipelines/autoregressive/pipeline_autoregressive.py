@@ -48,6 +48,8 @@ try:
         check_call_number,
         check_callback_tensor_inputs,
         check_generator_devices,
+        check_output_type,
+        class_label_tensor,
         class_names,
         label_ids,
     )
@@ -58,6 +60,7 @@ except ImportError:
     check_call_number = _inputs.check_call_number
     check_callback_tensor_inputs = _inputs.check_callback_tensor_inputs
     check_generator_devices = _inputs.check_generator_devices
+    check_output_type, class_label_tensor = _inputs.check_output_type, _inputs.class_label_tensor
     class_names, label_ids = _inputs.class_names, _inputs.label_ids
     from_pretrained_with_installed_components = _remote_code.from_pretrained_with_installed_components
     save_pretrained_with_code = _remote_code.save_pretrained_with_code
@@ -461,9 +464,7 @@ def prepare_class_labels(
         )
     if num_classes == 0:
         raise ValueError("this prior is unconditional (num_classes=0): call the pipeline with class_labels=None")
-    labels = torch.as_tensor([class_labels] if isinstance(class_labels, int) else class_labels)
-    if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"class_labels must be an int or a non-empty list of ints, got {class_labels!r}")
+    labels = class_label_tensor(class_labels)
     out_of_range = [label for label in labels.tolist() if not 0 <= label < num_classes]
     if out_of_range:
         raise ValueError(
@@ -496,8 +497,7 @@ def check_sampling_arguments(
         raise ValueError(f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must lie in (0, 1] (or None for no limit), got {top_p!r}")
-    if output_type not in ("pil", "np", "pt", "latent"):
-        raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
+    check_output_type(output_type)
 
 
 __all__ = [

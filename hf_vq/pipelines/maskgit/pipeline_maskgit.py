@@ -31,6 +31,8 @@ try:
         check_call_number,
         check_callback_tensor_inputs,
         check_generator_devices,
+        check_output_type,
+        class_label_tensor,
         class_names,
         label_ids,
     )
@@ -43,6 +45,7 @@ except ImportError:
     check_call_number = _inputs.check_call_number
     check_callback_tensor_inputs = _inputs.check_callback_tensor_inputs
     check_generator_devices = _inputs.check_generator_devices
+    check_output_type, class_label_tensor = _inputs.check_output_type, _inputs.class_label_tensor
     class_names, label_ids = _inputs.class_names, _inputs.label_ids
     from_pretrained_with_installed_components = _remote_code.from_pretrained_with_installed_components
     save_pretrained_with_code = _remote_code.save_pretrained_with_code
@@ -286,10 +289,7 @@ class MaskGITPipeline(DiffusionPipeline):
                 "batch_size applies to unconditional sampling (class_labels=None); with class labels, pass one per "
                 "image"
             )
-        labels = torch.as_tensor(class_labels if not isinstance(class_labels, int) else [class_labels])
-        # Booleans are ints to Python and torch: a mask passed by mistake would silently generate classes 0 and 1.
-        if labels.ndim != 1 or labels.numel() == 0 or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(f"class_labels must be an int or a non-empty list of ints, got {class_labels!r}")
+        labels = class_label_tensor(class_labels)
         if config.num_classes == 0:
             raise ValueError(
                 "this prior is unconditional (num_classes=0): call the pipeline with class_labels=None (and "
@@ -333,8 +333,7 @@ class MaskGITPipeline(DiffusionPipeline):
             )
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
+        check_output_type(output_type)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """diffusers' `save_pretrained`, plus the code of this pipeline and of every component, so that the folder
