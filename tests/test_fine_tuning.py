@@ -14,7 +14,14 @@ from hf_vq.models.vqgan import VQGANImageProcessor
 from hf_vq.training.fine_tuning import PretrainedModelError
 from hf_vq.training.tokenizer_loop import build_model_and_processor
 
-from training_helpers import TINY_CONFIG, train, training_args, write_images
+from training_helpers import (
+    TINY_CONFIG,
+    assert_same_weights,
+    train,
+    train_and_resume_from_step_2,
+    training_args,
+    write_images,
+)
 
 # A pretrained tokenizer trained with plain straight-through (the kind a converter gives): the fine-tuning run
 # brings the paper's quantizer options.
@@ -155,21 +162,10 @@ def test_training_moves_the_ids_and_the_folder_records_the_options(pretrained_di
 
 
 def test_a_resumed_fine_tuning_run_matches_an_uninterrupted_one(pretrained_dir, image_folder, tmp_path):
-    flags = dict(
-        pretrained_model_name_or_path=str(pretrained_dir),
-        train_data_dir=str(image_folder),
-        max_train_steps=3,
-        checkpointing_steps=2,
-        discriminator_weight=0.0,
-        eval_steps=0,
+    uninterrupted, resumed = train_and_resume_from_step_2(
+        tmp_path, pretrained_model_name_or_path=str(pretrained_dir), train_data_dir=str(image_folder)
     )
-    uninterrupted = train(tmp_path / "uninterrupted", **flags)
-    shutil.copytree(tmp_path / "uninterrupted" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
-    resumed = train(tmp_path / "resumed", resume_from_checkpoint="latest", **flags)
-    assert resumed["global_step"] == 3
-    first, second = uninterrupted["model"].state_dict(), resumed["model"].state_dict()
-    for key in first:
-        assert torch.equal(first[key], second[key]), f"{key} differs after resuming"
+    assert_same_weights(uninterrupted, resumed)
 
 
 def test_reinitialize_codebook_runs_kmeans_on_the_first_batch(pretrained_dir, image_folder, tmp_path):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from hf_vq.data import ImageDatasetError
 from hf_vq.models.vqgan import VQGANImageProcessor, VQGANModel
 
-from training_helpers import train, write_images
+from training_helpers import assert_same_weights, train, train_and_resume_from_step_2, write_images
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +73,9 @@ def _ema_weights_in_checkpoint(checkpoint, model) -> dict:
 def test_resume_mid_epoch_continues_with_the_next_batch(image_folder, tmp_path):
     """Fast exactness check of resuming (the slow test below adds the GAN, EMA and flips): a run resumed from its
     step-2 checkpoint ends with the same weights as the run that went on, so it trained on the same third batch."""
-    import shutil
-
-    flags = dict(
-        train_data_dir=str(image_folder),
-        max_train_steps=3,
-        checkpointing_steps=2,
-        discriminator_weight=0.0,
-        eval_steps=0,
-    )
-    uninterrupted = train(tmp_path / "uninterrupted", **flags)
-    shutil.copytree(tmp_path / "uninterrupted" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
-    resumed = train(tmp_path / "resumed", resume_from_checkpoint="latest", **flags)
-    assert resumed["global_step"] == 3
+    uninterrupted, resumed = train_and_resume_from_step_2(tmp_path, train_data_dir=str(image_folder))
     assert resumed["metrics"]["images_seen"] == uninterrupted["metrics"]["images_seen"] == 12
-    first, second = uninterrupted["model"].state_dict(), resumed["model"].state_dict()
-    for key in first:
-        assert torch.equal(first[key], second[key]), f"{key} differs after resuming"
+    assert_same_weights(uninterrupted, resumed)
 
 
 @pytest.mark.slow

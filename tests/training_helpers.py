@@ -8,6 +8,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import PIL.Image
+import torch
 
 REPO = Path(__file__).parents[1]
 # The classes of `write_labelled_imagefolder`: flat colours a classifier or a class-conditional prior can tell apart.
@@ -90,3 +91,23 @@ def train(output_dir: Path, **flags: Any) -> dict:
     reset_accelerate()
     with one_thread():
         return train_tokenizer(training_args(output_dir, **flags))
+
+
+def train_and_resume_from_step_2(root: Path, **flags: Any) -> tuple[dict, dict]:
+    """Two 3-step tokenizer runs with a checkpoint at step 2: one uninterrupted, one resumed from a copy of that
+    checkpoint. A resume that is exact ends with the same weights (`assert_same_weights`)."""
+    import shutil
+
+    flags = dict(max_train_steps=3, checkpointing_steps=2, discriminator_weight=0.0, eval_steps=0, **flags)
+    uninterrupted = train(root / "uninterrupted", **flags)
+    shutil.copytree(root / "uninterrupted" / "checkpoint-2", root / "resumed" / "checkpoint-2")
+    resumed = train(root / "resumed", resume_from_checkpoint="latest", **flags)
+    assert resumed["global_step"] == 3
+    return uninterrupted, resumed
+
+
+def assert_same_weights(first: dict, second: dict) -> None:
+    """The two runs' final models have equal tensors, every one of them."""
+    first, second = first["model"].state_dict(), second["model"].state_dict()
+    for key in first:
+        assert torch.equal(first[key], second[key]), f"{key} differs after resuming"
