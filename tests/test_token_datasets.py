@@ -121,6 +121,27 @@ def test_encode_writes_the_splits_labels_and_tokenizer_record_the_cache_also_has
     assert dataset["train"].with_format("torch")[0]["image_tokens"].dtype == torch.int64
 
 
+def test_a_source_without_an_eval_split_has_the_split_the_training_commands_hold_out(
+    tokenizer_dir, image_dir, tmp_path
+):
+    """An imagefolder with train/ only (the README's `my_images/`): encode holds out the part of it the classifier
+    and prior hold out (same --eval_fraction, same --seed) and names it "validation"."""
+    import shutil
+
+    images = shutil.copytree(image_dir, tmp_path / "images", ignore=shutil.ignore_patterns("test"))
+    _encode(_flags(tokenizer_dir, images, tmp_path / "tokens", eval_fraction=0.25))
+    dataset, info = load_token_dataset(str(tmp_path / "tokens"))
+    assert info.source["splits"] == {"train": 9, "validation": 3}
+    tokenizer, processor = load_tokenizer(str(tokenizer_dir), "cpu")
+    config = resolve_classifier_args(
+        {"tokenizer_name_or_path": str(tokenizer_dir), "train_data_dir": str(images), "eval_fraction": 0.25}
+        | {"cache_dir": str(tmp_path / "cache")}
+    )
+    cached = build_token_data(config, tokenizer, processor, encode=True)
+    for name, split in (("train", cached.train), ("validation", cached.eval)):
+        assert split.with_format(None).to_dict() == dataset[name].to_dict()
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_two_processes_write_the_dataset_one_process_writes(tokenizer_dir, image_dir, encoded_dir, tmp_path):

@@ -891,6 +891,9 @@ class EncodeArguments:
     shard_size: int = flag(
         4096, "images per shard: each is saved when done, and a resumed run does not encode it again", check=">= 1"
     )
+    seed: int = flag(
+        0, "seed of the part of the training split held out when the source has no evaluation split (as in training)"
+    )
     cpu: bool = flag(False, "encode on the CPU even where a GPU is present")
     progress_bar: bool = flag(True, "show a progress bar")
     push_to_hub: bool = flag(False, "push the token dataset to the Hub (a dataset repo, with a dataset card)")
