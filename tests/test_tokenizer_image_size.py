@@ -224,3 +224,11 @@ def test_a_saved_tokenizer_without_a_processor_keeps_its_configs_size(tokenizer_
         training_args(tmp_path, train_data_dir=str(tmp_path), pretrained_model_name_or_path=str(folder))
     )
     assert model.config.image_size == 16 and processor.size["height"] == 16
+
+
+def test_the_card_of_an_old_folder_states_its_processors_size(disagreeing_tokenizer_dir):
+    from hf_vq.hub.model_card import render_model_card
+    from hf_vq.hub.model_folder import load_model_folder
+
+    card = render_model_card(load_model_folder(disagreeing_tokenizer_dir), "me/old-tokenizer").text
+    assert "(32x32 pixels)" in card and "| `image_size` | 32 |" in card and "| `image_size` | 16 |" not in card

@@ -519,7 +519,12 @@ def _prior_config(folder: ModelFolder) -> dict[str, Any]:
 def _architecture(folder: ModelFolder) -> list[tuple[str, Any]]:
     """(setting, value) rows; a pipeline's settings are named by component (`transformer.hidden_size`)."""
     if not folder.is_pipeline:
-        return [(key, folder.config[key]) for key in ARCHITECTURE_KEYS if folder.config.get(key) is not None]
+        config = dict(folder.config)
+        if config.get("image_size") is not None:
+            # A tokenizer folder saved before issue 28's fix names the YAML's size while its processor (which hf_vq
+            # reads it with) resizes to the size trained at: the card states the processor's, as the prose does.
+            config["image_size"] = _image_size(folder, config)
+        return [(key, config[key]) for key in ARCHITECTURE_KEYS if config.get(key) is not None]
     return [
         (f"{name}.{key}", config[key])
         for name, config in folder.components.items()

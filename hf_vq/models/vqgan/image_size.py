@@ -94,7 +94,8 @@ def align_image_size_with_processor(config: VQGANConfig, processor: Any) -> VQGA
     logger.warning(
         "the tokenizer's config says image_size=%d (a %dx%d token grid) but its image processor makes %dx%d images: "
         "using the processor's size, %d (a %dx%d token grid). The folder was saved before hf_vq recorded the "
-        "training --resolution in the config; re-save it with model.save_pretrained to silence this warning.",
+        "training --resolution in the config; to silence this warning re-save it: model.save_pretrained(folder) after "
+        "hf_vq.models.vqgan.image_size.align_image_size_with_saved_processor(model.config, folder).",
         old_size,
         *old_grid,
         height,
