@@ -123,19 +123,29 @@ def test_a_prior_trains_on_a_folder_whose_config_and_processor_disagree(
 
 
 def test_an_old_folder_loads_with_its_processors_size_and_identical_outputs(disagreeing_tokenizer_dir, caplog):
-    model = AutoModel.from_pretrained(disagreeing_tokenizer_dir).eval()
-    processor = VQGANImageProcessor.from_pretrained(disagreeing_tokenizer_dir)
-    pixel_values = torch.rand(2, 3, 32, 32) * 2 - 1
-    with torch.no_grad():
-        before = model(pixel_values)
     with caplog.at_level(logging.WARNING):
-        align_image_size_with_processor(model.config, processor)
+        model = AutoModel.from_pretrained(disagreeing_tokenizer_dir).eval()  # VQGANModel.from_pretrained aligns
     assert "image_size=16 (a 8x8 token grid)" in caplog.text and "makes 32x32 images" in caplog.text
     assert model.config.image_size == 32 and model.config.token_grid_size == (16, 16)
+    as_saved = AutoModel.from_config(VQGANConfig.from_pretrained(disagreeing_tokenizer_dir)).eval()
+    as_saved.load_state_dict(model.state_dict())
+    assert as_saved.config.image_size == 16  # the config file alone still says the stale size
+    pixel_values = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        after = model(pixel_values)
+        before, after = as_saved(pixel_values), model(pixel_values)
     assert torch.equal(before.image_tokens, after.image_tokens) and after.image_tokens.shape == (2, 16, 16)
     assert torch.equal(before.reconstruction, after.reconstruction)
+
+
+def test_python_consumers_of_an_old_folder_build_the_grid_its_tokenizer_makes(disagreeing_tokenizer_dir, tmp_path):
+    from hf_vq import MaskGITModel, TokenViTForImageClassification
+
+    classifier = TokenViTForImageClassification.from_tokenizer(str(disagreeing_tokenizer_dir), num_labels=2)
+    prior = MaskGITModel.from_tokenizer(str(disagreeing_tokenizer_dir))
+    assert tuple(classifier.config.grid_size) == (16, 16)
+    assert (prior.config.grid_height, prior.config.grid_width) == (16, 16)
+    VQGANModel.from_pretrained(disagreeing_tokenizer_dir).save_pretrained(tmp_path / "resaved")
+    assert VQGANConfig.from_pretrained(tmp_path / "resaved").image_size == 32  # the warning's re-save fixes it
 
 
 def test_set_image_size_keeps_the_architecture_and_refuses_sizes_the_factor_does_not_divide():

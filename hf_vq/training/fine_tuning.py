@@ -34,7 +34,6 @@ import torch
 
 from ..errors import ConfigError, HfVqUserError
 from ..models.vqgan import VQGANConfig, VQGANModel
-from ..models.vqgan.image_size import align_image_size_with_saved_processor
 from ..quantization.codebook import Codebook
 from ..quantization.vector_quantizer import VectorQuantizer
 from .args import TokenizerTrainingConfig, checked_config
@@ -83,8 +82,10 @@ def load_model_to_fine_tune(config: TokenizerTrainingConfig) -> VQGANModel:
     source, folder = load_pretrained_tokenizer(
         config.pretrained_model_name_or_path, config.pretrained_revision, config.cache_dir
     )
-    options = fine_tuning_options(source.config, config.model_config, config.reinitialize_codebook)
-    align_image_size_with_saved_processor(source.config, str(folder))
+    # The model: section is compared with the config as saved: VQGANModel.from_pretrained already took the size of
+    # an old folder's processor (issue 28), and the YAML that trained such a folder names the config's stale size.
+    saved_config = VQGANConfig.from_pretrained(folder)
+    options = fine_tuning_options(saved_config, config.model_config, config.reinitialize_codebook)
     if config.reinitialize_codebook:
         _check_has_codebook(source.config)
         options["kmeans_init"] = True

@@ -64,15 +64,18 @@ def set_image_size(config: VQGANConfig, image_size: int) -> VQGANConfig:
     return config
 
 
-def align_image_size_with_processor(config: VQGANConfig, processor: Any) -> VQGANConfig:
+def align_image_size_with_processor(
+    config: VQGANConfig, processor: Any, check_architecture: bool = True
+) -> VQGANConfig:
     """Make `config` (in place, and returned) agree with the size of the images `processor` makes.
 
     Folders saved before issue 28's fix by a run at another `--resolution` than the YAML's `image_size` have a
     config that names the YAML's size while their processor resizes to the size trained at: the processor's size
     wins, with a warning naming both. Channels and downsampling factor are fixed by the weights, so a processor
-    that disagrees on those is an error.
+    that disagrees on those is an error (`check_architecture=False`, what `VQGANModel.from_pretrained` passes: not
+    checked, as folders with such a processor loaded before this check existed).
     """
-    for name in ("num_channels", "downsampling_factor"):
+    for name in ("num_channels", "downsampling_factor") if check_architecture else ():
         processor_value, config_value = getattr(processor, name, None), getattr(config, name)
         if processor_value is not None and processor_value != config_value:
             raise ValueError(
@@ -94,8 +97,8 @@ def align_image_size_with_processor(config: VQGANConfig, processor: Any) -> VQGA
     logger.warning(
         "the tokenizer's config says image_size=%d (a %dx%d token grid) but its image processor makes %dx%d images: "
         "using the processor's size, %d (a %dx%d token grid). The folder was saved before hf_vq recorded the "
-        "training --resolution in the config; to silence this warning re-save it: model.save_pretrained(folder) after "
-        "hf_vq.models.vqgan.image_size.align_image_size_with_saved_processor(model.config, folder).",
+        "training --resolution in the config; to silence this warning re-save it: "
+        "VQGANModel.from_pretrained(folder).save_pretrained(folder) (from_pretrained reads the processor's size).",
         old_size,
         *old_grid,
         height,
@@ -107,18 +110,23 @@ def align_image_size_with_processor(config: VQGANConfig, processor: Any) -> VQGA
 
 
 def align_image_size_with_saved_processor(
-    config: VQGANConfig, name_or_path: str, revision: str | None = None
+    config: VQGANConfig,
+    name_or_path: str,
+    revision: str | None = None,
+    check_architecture: bool = True,
+    **lookup_kwargs: Any,
 ) -> VQGANConfig:
     """`align_image_size_with_processor` with the processor saved beside the model in `name_or_path` (a folder or
     Hub id), when there is one: what a run that starts from a saved tokenizer calls, so that it goes on at the
-    size the tokenizer was trained at."""
+    size the tokenizer was trained at. `lookup_kwargs` (`subfolder`, `cache_dir`, `token`, `local_files_only`) find
+    the processor as they found the model."""
     from .image_processing_vqgan import VQGANImageProcessor
 
     try:
-        processor = VQGANImageProcessor.from_pretrained(name_or_path, revision=revision)
+        processor = VQGANImageProcessor.from_pretrained(name_or_path, revision=revision, **lookup_kwargs)
     except OSError:  # no preprocessor_config.json: the config is all there is
         return config
-    return align_image_size_with_processor(config, processor)
+    return align_image_size_with_processor(config, processor, check_architecture)
 
 
 def check_tokenizer_resolution(config: VQGANConfig, resolution: int | None) -> int:

@@ -663,6 +663,20 @@ class VQGANModel(VQGANPreTrainedModel):
             )
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """transformers' `from_pretrained`, then the config's `image_size` aligned with the processor saved beside it.
+
+        A folder saved before hf_vq recorded a run's `--resolution` in the config says the YAML's size while its
+        processor resizes to the size trained at; the processor's size wins, with a warning naming both (issue 28),
+        so `from_tokenizer` and the pipelines build the grid the tokenizer really makes. Where hf_vq is not
+        installed (remote code) the config is taken as saved."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives a tuple
+        if pretrained_model_name_or_path is not None:
+            _align_with_saved_processor(model.config, str(pretrained_model_name_or_path), kwargs)
+        return loaded
+
+    @classmethod
     def from_diffusers(cls, vq_model_or_path: Any, *, image_size: int | None = None, **kwargs: Any) -> "VQGANModel":
         """A `VQGANModel` with the architecture and weights of a `diffusers.VQModel` (the module itself, or a folder or
         Hub id loaded with `VQModel.from_pretrained(vq_model_or_path, **kwargs)`, e.g. `subfolder="vqvae"`): the same
@@ -799,6 +813,20 @@ class VQGANModel(VQGANPreTrainedModel):
             # `push_to_hub` saves into a temporary folder through this method, so the upload has the extra files too.
             repo_id = hub_kwargs.pop("repo_id", None) or save_directory.name
             self.push_to_hub(repo_id, **hub_kwargs)
+
+
+_PROCESSOR_LOOKUP_KWARGS = ("revision", "subfolder", "cache_dir", "token", "local_files_only")
+
+
+def _align_with_saved_processor(config: VQGANConfig, name_or_path: str, loading_kwargs: dict) -> None:
+    """hf_vq's `align_image_size_with_saved_processor`, looked up by name (this file travels with remote code, which
+    must load where hf_vq is not installed; there the config is taken as saved)."""
+    try:
+        image_size = importlib.import_module("hf_vq.models.vqgan.image_size")
+    except ImportError:
+        return
+    lookup = {name: loading_kwargs[name] for name in _PROCESSOR_LOOKUP_KWARGS if loading_kwargs.get(name) is not None}
+    image_size.align_image_size_with_saved_processor(config, name_or_path, check_architecture=False, **lookup)
 
 
 def _hf_vq_converters(method: str) -> Any:
