@@ -1,7 +1,8 @@
 """`hf-vq`: the command-line entry point. Each subcommand lives with the code it runs and is listed in
-`commands.py`; this file parses the line with the parser built there, and turns the project's own errors (`hf_vq.errors.HfVqUserError`: a bad flag or config, unusable
-data, missing weights or tokenizer, a push the Hub refuses) into one line, `hf-vq <command>: error: <message>`,
-without a traceback. `--debug` (anywhere on the line) or `HF_VQ_DEBUG=1` shows the traceback."""
+`commands.py`; this file parses the line with the parser built there, and turns the project's own errors
+(`hf_vq.errors.HfVqUserError`: a bad flag or config, unusable data, missing weights or tokenizer, a push the Hub
+refuses) into one line, `hf-vq <command>: error: <message>`, without a traceback. `--debug` (anywhere on the line) or
+`HF_VQ_DEBUG=1` shows the traceback."""
 
 from __future__ import annotations
 
