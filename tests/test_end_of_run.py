@@ -87,3 +87,27 @@ def test_a_failed_final_evaluation_keeps_the_summary_and_names_the_folder(accele
     assert metrics == {"train_steps": 5, "evaluation_error": "RuntimeError: judge weights missing"}
     result = finish_run(config, accelerator, state, {"train_steps": 5}, lambda: {"psnr": float("nan"), "ssim": 0.5})
     assert result["metrics"] == {"psnr": None, "ssim": 0.5, "train_steps": 5} and result["global_step"] == 5
+
+
+@pytest.mark.parametrize("command", ["train-tokenizer", "train-classifier"])
+def test_the_push_gets_the_tokenizer_repo_a_classifier_reads(accelerator, config, tmp_path, monkeypatch, command):
+    """A classifier's (or prior's) `--tokenizer_hub_id` reaches the push that links its card to the tokenizer; the
+    tokenizer's own command has no such flag. Stopped at the network: the upload itself is tested in test_hub*.py."""
+    import dataclasses
+
+    from hf_vq.hub import push as push_module
+    from hf_vq.training.args import ClassifierTrainingConfig, flag_values
+    from hf_vq.training.end_of_run import publish_final_metrics
+
+    uploads = []
+    monkeypatch.setattr(push_module, "push_to_hub", lambda folder, repo_id, **options: uploads.append(options))
+    hub = {"push_to_hub": True, "hub_model_id": "org/model"}
+    if command == "train-tokenizer":
+        run_config = dataclasses.replace(config, **hub)
+    else:
+        shared = {item.name for item in dataclasses.fields(ClassifierTrainingConfig)} & set(flag_values(config))
+        flags = {name: value for name, value in flag_values(config).items() if name in shared}
+        run_config = ClassifierTrainingConfig(**{**flags, **hub, "tokenizer_hub_id": "org/tokenizer"})
+    publish_final_metrics(run_config, accelerator, tmp_path, {"accuracy": 0.5}, step=1)
+    expected = "org/tokenizer" if command == "train-classifier" else None
+    assert len(uploads) == 1 and uploads[0]["tokenizer_hub_id"] == expected

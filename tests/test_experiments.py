@@ -114,3 +114,25 @@ def test_quick_run_is_deterministic(tmp_path):
 def test_reproduce_exits_with_the_data_message_when_cifar10_is_missing(tmp_path):
     with pytest.raises(SystemExit, match="data_batch_1.*test_batch"):
         main(["--dataset", "cifar10", "--data_dir", str(tmp_path), "--quick", "--output_dir", str(tmp_path / "out")])
+
+
+def test_study_evaluations_count_codes_with_the_quantizers_metric():
+    """The study's perplexity and usage over a test set are the quantizer's own (quantization/metrics.py) over the
+    histogram of every code the set used, not a second formula."""
+    from hf_vq.experiments.autoencoder import ConvVQAutoencoder, evaluate_autoencoder
+    from hf_vq.experiments.runner import evaluate
+    from hf_vq.quantization.metrics import code_counts, perplexity_and_usage
+
+    torch.manual_seed(0)
+    model = ConvVQAutoencoder(hidden=8, embed_dim=4, codebook_size=16).eval()
+    images = torch.randn(6, 1, 8, 8) * 3  # spread out enough to use several codes
+    with torch.no_grad():
+        counts = code_counts(model(images)["indices"].flatten(), 16)
+    perplexity, usage = (float(value) for value in perplexity_and_usage(counts))
+    assert 1 < perplexity < 16 and 0 < usage < 1  # a histogram that tells perplexity and usage apart
+    for metrics in (
+        evaluate_autoencoder(model, images, batch_size=4),
+        evaluate("reconstruction", model, images, torch.zeros(6), 16, batch_size=4),
+    ):
+        assert metrics["perplexity"] == pytest.approx(perplexity, rel=1e-6)
+        assert metrics["usage"] == pytest.approx(usage, rel=1e-6)

@@ -4,6 +4,8 @@ eval-mode tokenizer traceable by torch.export / torch.compile (issues 21 and 27)
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,6 +15,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from safetensors.torch import load_file, save_file
 
+import hf_vq
 from hf_vq import VQGANConfig, VQGANModel
 from hf_vq.experiments.methods import make_quantizer
 from hf_vq.models.vqgan.modeling_vqgan import reconstruction_loss
@@ -102,7 +105,7 @@ def test_the_quantizer_classes_validate_through_the_config():
 
 
 def test_a_new_quantizer_type_must_be_declared_in_the_config():
-    with pytest.raises(ValueError, match="QUANTIZER_TYPES"):
+    with pytest.raises(ValueError, match="QUANTIZER_MODULES"):
         register_quantizer("lookup_free")
 
 
@@ -276,3 +279,83 @@ def test_the_study_backbone_does_not_import_the_demo_command():
     tree = ast.parse(Path(backbone.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "demo" not in imported and backbone.demo_tokenizer_config().name == "vqgan_fashion_mnist_cpu.yaml"
+
+
+# ------------------------------------------------------------------------------------- adding a quantizer method
+
+TOY_QUANTIZER_FILE = '''"""A quantizer method added as the README says: one file plus one line in QUANTIZER_MODULES."""
+
+from .registry import register_quantizer
+from .vector_quantizer import VectorQuantizer, vector_options
+
+
+@register_quantizer("toy")
+class ToyQuantizer(VectorQuantizer):
+    @classmethod
+    def from_config(cls, config):
+        return cls(**vector_options(config))
+'''
+
+SAVE_TOY_SCRIPT = """
+import json, sys
+import torch
+import hf_vq
+assert hf_vq.__file__.startswith(sys.argv[1]), hf_vq.__file__  # the copy with the new method, not the repository
+from hf_vq import VQGANConfig, VQGANModel
+torch.manual_seed(0)
+model = VQGANModel(VQGANConfig(**json.loads(sys.argv[2]), quantizer_type="toy")).eval()
+assert type(model.quantize).__name__ == "ToyQuantizer", type(model.quantize)
+model.save_pretrained(sys.argv[3])
+pixel_values = torch.rand(2, 3, 16, 16) * 2 - 1
+with torch.no_grad():
+    torch.save({"pixel_values": pixel_values, "tokens": model(pixel_values).image_tokens}, sys.argv[4])
+"""
+
+LOAD_TOY_SCRIPT = """
+import sys
+sys.modules["hf_vq"] = None  # the checkpoint must bring the new method's code
+import torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+assert type(model.quantize).__name__ == "ToyQuantizer", type(model.quantize)
+assert type(model.quantize).__module__.startswith("transformers_modules"), type(model.quantize).__module__
+saved = torch.load(sys.argv[2])
+with torch.no_grad():
+    assert torch.equal(model(saved["pixel_values"]).image_tokens, saved["tokens"])
+"""
+
+
+def _run_python(script: Path, *args: str, pythonpath: str, modules: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(modules), "PYTHONPATH": pythonpath}
+    result = subprocess.run(
+        [sys.executable, str(script), *args], cwd=script.parent, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_new_quantizer_method_is_one_file_and_one_registration(tmp_path):
+    """The README's recipe, followed in a copy of the package: one new file in hf_vq/quantization/ and one line in
+    QUANTIZER_MODULES; the VQGAN builds it, saves it, and the saved folder runs it where hf_vq is not installed."""
+    package = tmp_path / "copy" / "hf_vq"
+    shutil.copytree(Path(hf_vq.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "quantization" / "toy.py").write_text(TOY_QUANTIZER_FILE)
+    config_file = package / "quantization" / "config.py"
+    registration = '"fsq": "fsq"}'
+    assert config_file.read_text().count(registration) == 1
+    config_file.write_text(config_file.read_text().replace(registration, '"fsq": "fsq", "toy": "toy"}'))
+    (tmp_path / "save.py").write_text(SAVE_TOY_SCRIPT)
+    (tmp_path / "load.py").write_text(LOAD_TOY_SCRIPT)
+    checkpoint, outputs = tmp_path / "checkpoint", tmp_path / "outputs.pt"
+    copy_root = str(package.parent)
+    _run_python(
+        tmp_path / "save.py",
+        copy_root,
+        json.dumps(TINY),
+        str(checkpoint),
+        str(outputs),
+        pythonpath=copy_root,
+        modules=tmp_path / "modules",
+    )
+    assert (checkpoint / "toy.py").is_file()
+    _run_python(tmp_path / "load.py", str(checkpoint), str(outputs), pythonpath="", modules=tmp_path / "modules")

@@ -45,7 +45,6 @@ __all__ = ["NoImagesError", "ReconstructArguments", "ReconstructConfig", "recons
 
 RECONSTRUCTIONS_DIR = "reconstructions"
 GRID_FILE = "grid.png"
-METRICS_FILE = "metrics.json"
 # (key, label, format) of the printed table, in order.
 TABLE_ROWS = (
     ("psnr", "PSNR (dB)", "{:.3f}"),
@@ -136,7 +135,7 @@ def _write_results(
         "revision": config.revision,
         "source": describe_source(config),
     }
-    from ..training.end_of_run import write_metrics
+    from ..training.end_of_run import METRICS_FILE, write_metrics
 
     metrics_path = output_dir / METRICS_FILE
     # Strict JSON: a perfect reconstruction's infinite PSNR is written as null, as the training commands do.

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quantization.metrics import perplexity_and_usage
 from .methods import make_quantizer
 
 
@@ -120,14 +121,8 @@ def evaluate_autoencoder(model: ConvVQAutoencoder, images: torch.Tensor, batch_s
         squared_error += float(F.mse_loss(out["reconstruction"], batch, reduction="sum"))
         counts += torch.bincount(out["indices"].flatten(), minlength=counts.numel()).float()
     mse = squared_error / images.numel()
-    probs = counts / counts.sum()
-    perplexity = float(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum()))
-    return {
-        "mse": mse,
-        "psnr": 10 * math.log10(4.0 / mse),
-        "perplexity": perplexity,
-        "usage": float((counts > 0).float().mean()),
-    }
+    perplexity, usage = perplexity_and_usage(counts)
+    return {"mse": mse, "psnr": 10 * math.log10(4.0 / mse), "perplexity": float(perplexity), "usage": float(usage)}
 
 
 __all__ = [

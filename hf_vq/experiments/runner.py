@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quantization.metrics import perplexity_and_usage
 from .autoencoder import ConvVQAutoencoder
 from .classifiers import CLASSIFIERS, ViTVQ
 from .datasets import ClassificationData
@@ -119,11 +120,8 @@ def evaluate(
         else:
             squared_error += float(F.mse_loss(out["reconstruction"], batch, reduction="sum"))
     model.train(was_training)
-    probs = counts / counts.sum()
-    metrics = {
-        "perplexity": float(torch.exp(-(probs * probs.clamp_min(1e-12).log()).sum())),
-        "usage": float((counts > 0).float().mean()),
-    }
+    perplexity, usage = perplexity_and_usage(counts)
+    metrics = {"perplexity": float(perplexity), "usage": float(usage)}
     if task == "classification":
         metrics["accuracy"] = correct / len(images)
     else:

@@ -580,8 +580,12 @@ def check_push_target(repo_id: str | None, token: str | None, flag: str = "--hub
         check_token(api, repo_id, token)
 
 
-def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -> str | None:
-    """Called by a training loop on the main process after the final `save_pretrained`; returns the commit URL."""
+def push_trained_model(
+    args: HubArguments, model_dir: str | os.PathLike, tokenizer_hub_id: str | None = None
+) -> str | None:
+    """Called by a training loop on the main process after the final `save_pretrained`, with the command's typed
+    config (its `HubArguments` fields; train-tokenizer's lack `--tokenizer_hub_id`, so the caller passes that one);
+    returns the commit URL."""
     if not args.push_to_hub:
         return None
     return push_to_hub(
@@ -591,8 +595,7 @@ def push_trained_model(args: argparse.Namespace, model_dir: str | os.PathLike) -
         revision=hub_revision(args),
         commit_message=args.commit_message,
         license=args.license,
-        # train-tokenizer has no --tokenizer_hub_id (a tokenizer reads no other tokenizer); the others have it.
-        tokenizer_hub_id=getattr(args, "tokenizer_hub_id", None),
+        tokenizer_hub_id=tokenizer_hub_id,
         token=args.hub_token,
     )
 

@@ -2,8 +2,9 @@
 
 `QuantizerConfig` (config.py) holds, checks and documents every option; `build_quantizer(config)` (registry.py) builds
 the quantizer it names. A new quantizer method is one file here: a `QuantizerBase` subclass with `from_config` and
-`reset_parameters`, registered with `@register_quantizer("name")` (plus the name in `config.QUANTIZER_TYPES`, its
-options as `QuantizerConfig` fields, and an import below so that registering happens on `import hf_vq`).
+`reset_parameters`, registered with `@register_quantizer("name")`, plus one line `"name": "file"` in
+`config.QUANTIZER_MODULES` (and its options as `QuantizerConfig` fields): `build_quantizer` imports the file when the
+type is first built, and saved checkpoints carry it. The imports below are the public names, not a registration.
 """
 
 from .affine import LearnedAffine, RunningStatisticsAffine

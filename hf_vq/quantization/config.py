@@ -15,7 +15,11 @@ from typing import Any
 
 from .search import DISTANCES, check_search_backend
 
-QUANTIZER_TYPES = ("vector", "grouped", "residual", "fsq")
+# The one registration of a quantizer method: its `quantizer_type` -> the file of this package that defines its class
+# (decorated with `@register_quantizer(name)`). The registry imports that file when the type is first built, the
+# saved checkpoints carry it, and every list of types (this config's check, VQGANConfig's) is read from here.
+QUANTIZER_MODULES = {"vector": "vector_quantizer", "grouped": "grouped", "residual": "residual", "fsq": "fsq"}
+QUANTIZER_TYPES = tuple(QUANTIZER_MODULES)
 GRADIENT_ESTIMATORS = ("ste", "rotation")
 ALTERNATING_MODES = ("mean", "sgd")
 AFFINE_MODES = (None, "learned", "running", "linear")

@@ -28,7 +28,7 @@ from .alternating import alternating_codebook_step
 from .alternating_sgd import sgd_codebook_step
 from .codebook import Codebook
 from .commitment import beta_commitment_loss
-from .config import ALTERNATING_MODES, DISTANCES, GRADIENT_ESTIMATORS, QuantizerConfig, alternating_mode
+from .config import QuantizerConfig, alternating_mode
 from .distributed import all_gather_cat, all_reduce_min_int, all_reduce_sum, broadcast_, rank
 from .kmeans import kmeans_plus_plus_init
 from .metrics import code_counts as count_codes
@@ -455,15 +455,10 @@ def vector_options(config: QuantizerConfig) -> dict:
 
 
 __all__ = [
-    # Defined in config.py now; re-exported from here, where they used to live.
-    "ALTERNATING_MODES",
-    "DISTANCES",
-    "GRADIENT_ESTIMATORS",
     "NonFiniteInputError",
     "QuantizerBase",
     "VectorQuantizer",
     "VectorQuantizerOutput",
-    "alternating_mode",
     "check_finite",
     "vector_options",
 ]

@@ -43,6 +43,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 import yaml
 
+from ..commands import commands_with_flag, unrecognized_flags_message
 from ..errors import ConfigError
 from ..flags import FlagSpec, OneLineErrorParser, add_flags, check_bound, convert, did_you_mean, flag, flag_specs
 from ..hub.push import HubArguments
@@ -446,8 +447,6 @@ def parse_args(command: TrainingCommand, argv: list[str] | None = None) -> Train
     parser = build_parser(command)
     given, unknown = parser.parse_known_args(argv)
     if unknown:
-        from ..cli import unrecognized_flags_message
-
         parser.error(unrecognized_flags_message(command.name, unknown))
     return resolve_args(command, vars(given))
 
@@ -535,8 +534,6 @@ def _flag_name(specs: dict[str, FlagSpec], key: str, label: str, section: str | 
             return name
     valid = [name for name, spec in specs.items() if section is None or spec.section == section]
     what = f"key {key!r} in section {section}:" if section else f"flag {label}"
-    from ..cli import commands_with_flag
-
     owners = [name for name in commands_with_flag(key) if name != command_name]
     elsewhere = f" (--{key} is a flag of {', '.join(owners)}, not of {command_name})" if owners else ""
     raise ConfigError(f"{label}: unknown {what}{did_you_mean(key, valid)}{elsewhere}; see --help for the valid names")
@@ -617,14 +614,15 @@ def check_common_args(args: TrainingConfig) -> None:
 def check_data_source(args: Any) -> None:
     """Exactly one source of images (`--dataset_name` or `--train_data_dir`), or, for the commands that have it, a
     `--token_dataset` instead of both."""
-    token_dataset = getattr(args, "token_dataset", None)
+    reads_tokens = isinstance(args, TokenCacheArguments)  # the classifier and the prior; not the tokenizer, encode
+    token_dataset = args.token_dataset if reads_tokens else None
     if token_dataset and (args.dataset_name or args.train_data_dir):
         raise ConfigError(
             "--token_dataset replaces the images: pass either it or --dataset_name / --train_data_dir, not both"
         )
     if token_dataset:
         return
-    or_tokens = " (or --token_dataset, the tokens `hf-vq encode` made)" if hasattr(args, "token_dataset") else ""
+    or_tokens = " (or --token_dataset, the tokens `hf-vq encode` made)" if reads_tokens else ""
     if not args.dataset_name and not args.train_data_dir:
         raise ConfigError(
             "no training data: pass --dataset_name (Hub id, parquet, 'fashion_mnist') or --train_data_dir (a folder)"

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 from accelerate import Accelerator
 from torch import nn
 
-from .args import EMAArguments, TrainingConfig, flag_values
+from .args import EMAArguments, TokenTrainingConfig, TrainingConfig, flag_values
 from .checkpointing import TrainingState
 from .divergence import ensure_finite_weights
 from .errors import FinalEvaluationError
@@ -168,7 +168,9 @@ def publish_final_metrics(
     )
     from ..hub import push_trained_model  # the Hub code is imported only by runs that finish
 
-    url = push_trained_model(config, output_dir)
+    # A classifier's or prior's card links the tokenizer it reads; train-tokenizer has no such flag.
+    tokenizer_hub_id = config.tokenizer_hub_id if isinstance(config, TokenTrainingConfig) else None
+    url = push_trained_model(config, output_dir, tokenizer_hub_id=tokenizer_hub_id)
     if url:
         logger.info("pushed %s to %s", output_dir, url)
     return metrics

@@ -126,17 +126,7 @@ class MaskGITConfig(PreTrainedConfig):
             "tokenizer_name_or_path": tokenizer_name_or_path,
         }
         config = cls(**{**fitted, **kwargs})
-        # The tokenizer fixes these: a `model:` section that set them otherwise would build a model that refuses the
-        # tokens it is trained on, at the first batch.
-        conflicts = [
-            f"{name}={getattr(config, name)} (the tokenizer's: {value})"
-            for name, value in fitted.items()
-            if name != "tokenizer_name_or_path" and getattr(config, name) != value
-        ]
-        if conflicts:
-            raise ValueError(
-                f"{', '.join(conflicts)}: these come from the tokenizer; leave them out of the model's settings"
-            )
+        check_fitted_to_tokenizer(config, fitted)
         return config
 
     def validate_architecture(self):
@@ -176,6 +166,21 @@ def check_single_codebook(tokenizer_config: Any) -> None:
             f"the tokenizer has quantizer_type={getattr(tokenizer_config, 'quantizer_type', '?')!r} with "
             f"{per_position} ids per grid position; the MaskGIT prior is not supported yet for grouped or residual "
             "tokenizers (it predicts one code per position). Train it on a tokenizer with quantizer_type='vector'."
+        )
+
+
+# Copied from hf_vq.models.token_vit.configuration_token_vit.check_fitted_to_tokenizer
+def check_fitted_to_tokenizer(config: Any, fitted: dict[str, Any]) -> None:
+    """The tokenizer fixes the `fitted` fields: a `model:` section that set them otherwise would build a model that
+    refuses the tokens it is trained on, at the first batch."""
+    conflicts = [
+        f"{name}={getattr(config, name)} (the tokenizer's: {value})"
+        for name, value in fitted.items()
+        if name != "tokenizer_name_or_path" and getattr(config, name) != value
+    ]
+    if conflicts:
+        raise ValueError(
+            f"{', '.join(conflicts)}: these come from the tokenizer; leave them out of the model's settings"
         )
 
 

@@ -115,17 +115,7 @@ class TokenViTConfig(PreTrainedConfig):
             "tokenizer_name_or_path": tokenizer_name_or_path,
         }
         config = cls(**{**fitted, **kwargs})
-        # The tokenizer fixes these: a `model:` section that set them otherwise would build a model that refuses the
-        # tokens it is trained on, at the first batch.
-        conflicts = [
-            f"{name}={getattr(config, name)} (the tokenizer's: {value})"
-            for name, value in fitted.items()
-            if name != "tokenizer_name_or_path" and getattr(config, name) != value
-        ]
-        if conflicts:
-            raise ValueError(
-                f"{', '.join(conflicts)}: these come from the tokenizer; leave them out of the model's settings"
-            )
+        check_fitted_to_tokenizer(config, fitted)
         return config
 
     def validate_architecture(self):
@@ -156,6 +146,20 @@ class TokenViTConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+
+
+def check_fitted_to_tokenizer(config: Any, fitted: dict[str, Any]) -> None:
+    """The tokenizer fixes the `fitted` fields: a `model:` section that set them otherwise would build a model that
+    refuses the tokens it is trained on, at the first batch."""
+    conflicts = [
+        f"{name}={getattr(config, name)} (the tokenizer's: {value})"
+        for name, value in fitted.items()
+        if name != "tokenizer_name_or_path" and getattr(config, name) != value
+    ]
+    if conflicts:
+        raise ValueError(
+            f"{', '.join(conflicts)}: these come from the tokenizer; leave them out of the model's settings"
+        )
 
 
 def check_model_size(num_parameters: int, fields: str) -> None:

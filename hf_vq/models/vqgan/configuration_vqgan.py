@@ -107,7 +107,7 @@ class VQGANConfig(PreTrainedConfig):
     # Quantizer: the fields of QuantizerConfig.architecture_fields(), with its defaults (a test checks both)
     embed_dim: int = 8
     codebook_size: int = 16384
-    quantizer_type: Literal["vector", "grouped", "residual", "fsq"] = "vector"
+    quantizer_type: str = "vector"  # one of QuantizerConfig's QUANTIZER_TYPES, checked there
     num_groups: int = 1
     num_quantizers: int = 1
     beta: float | int = 0.95

@@ -29,14 +29,7 @@ from .image_processing_vqgan import VQGANImageProcessor
 
 # The quantizer comes through a sibling module so that it travels with remote-code checkpoints: see the docstring of
 # quantization_vqgan.py for why, and `_copy_quantizer_code` below for how.
-from .quantization_vqgan import (
-    FiniteScalarQuantizer,
-    GroupedVectorQuantizer,
-    ResidualVectorQuantizer,
-    VectorQuantizer,
-    build_quantizer,
-    remote_code_source,
-)
+from .quantization_vqgan import QUANTIZER_TYPES, build_quantizer, quantizer_class, remote_code_source
 
 # Same classes as diffusers' `get_activation`, so that every config exports to diffusers.
 ACTIVATIONS = {"silu": nn.SiLU, "swish": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "mish": nn.Mish}
@@ -862,8 +855,8 @@ def _copy_quantizer_code(save_directory: Path) -> None:
         return  # This is the checkpoint's copy already: transformers copied the sibling quantizer files itself.
     ours = {path.name for path in Path(__file__).parent.glob("*.py")}
     sources: set[str] = set()
-    for cls in (VectorQuantizer, GroupedVectorQuantizer, ResidualVectorQuantizer, FiniteScalarQuantizer):
-        source = __import__(cls.__module__, fromlist=["_"]).__file__
+    for name in QUANTIZER_TYPES:  # every registered quantizer's file, with the files it imports
+        source = __import__(quantizer_class(name).__module__, fromlist=["_"]).__file__
         sources.update([source, *get_relative_import_files(source)])
     for source in sorted(sources):
         if Path(source).name in ours:

@@ -17,11 +17,11 @@ So the modeling file imports the quantizer only through `from .quantization_vqga
 
 from hf_vq.quantization.affine import LearnedAffine, RunningStatisticsAffine
 from hf_vq.quantization.codebook import Codebook
-from hf_vq.quantization.config import QuantizerConfig, check_option_names
+from hf_vq.quantization.config import QUANTIZER_TYPES, QuantizerConfig, check_option_names
 from hf_vq.quantization.ema import EMACodebookStatistics
 from hf_vq.quantization.fsq import FiniteScalarQuantizer
 from hf_vq.quantization.grouped import GroupedVectorQuantizer
-from hf_vq.quantization.registry import build_quantizer
+from hf_vq.quantization.registry import build_quantizer, quantizer_class
 from hf_vq.quantization.residual import ResidualVectorQuantizer
 from hf_vq.quantization.simvq import LinearCodebookTransform
 from hf_vq.quantization.vector_quantizer import QuantizerBase, VectorQuantizer, VectorQuantizerOutput
@@ -30,11 +30,11 @@ from hf_vq.quantization.vector_quantizer import QuantizerBase, VectorQuantizer, 
 _REMOTE_IMPORTS = {
     "affine": "LearnedAffine, RunningStatisticsAffine",
     "codebook": "Codebook",
-    "config": "QuantizerConfig, check_option_names",
+    "config": "QUANTIZER_TYPES, QuantizerConfig, check_option_names",
     "ema": "EMACodebookStatistics",
     "fsq": "FiniteScalarQuantizer",
     "grouped": "GroupedVectorQuantizer",
-    "registry": "build_quantizer",
+    "registry": "build_quantizer, quantizer_class",
     "residual": "ResidualVectorQuantizer",
     "simvq": "LinearCodebookTransform",
     "vector_quantizer": "QuantizerBase, VectorQuantizer, VectorQuantizerOutput",
@@ -47,7 +47,15 @@ def remote_code_source() -> str:
     Built here rather than written as a literal: transformers scans source text for lines that start with a
     relative import, and would look for the quantizer files beside this file when saving.
     """
-    imports = "\n".join(f"from .{module} import {names}" for module, names in _REMOTE_IMPORTS.items())
+    # Every registered quantizer's file is imported by name too: transformers copies a checkpoint's files into its
+    # module cache by following `from .x import` lines, and the registry imports a type's file only when it is built.
+    registered = {}
+    for name in QUANTIZER_TYPES:
+        cls = quantizer_class(name)
+        registered[cls.__module__.rpartition(".")[2]] = cls.__name__
+    imports = "\n".join(
+        f"from .{module} import {names}" for module, names in {**registered, **_REMOTE_IMPORTS}.items()
+    )
     return (
         '"""The quantizer of hf_vq (Huh et al., ICML 2023), copied with this checkpoint for trust_remote_code."""\n\n'
         f"{imports}\n\n"
@@ -58,6 +66,7 @@ def remote_code_source() -> str:
 
 
 __all__ = [
+    "QUANTIZER_TYPES",
     "Codebook",
     "EMACodebookStatistics",
     "FiniteScalarQuantizer",
@@ -72,4 +81,5 @@ __all__ = [
     "VectorQuantizerOutput",
     "build_quantizer",
     "check_option_names",
+    "quantizer_class",
 ]
