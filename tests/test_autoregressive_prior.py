@@ -176,3 +176,20 @@ def test_prior_runs_log_sample_grids_to_the_trackers(tokenizer_dir, labelled_ima
     grids = {entry["step"]: entry["samples_image"] for entry in log if "samples_image" in entry}
     assert set(grids) == {2, 4} and grids[2].endswith("samples-2.png") and grids[4].endswith("samples.png")
     assert all(Path(path).is_file() for path in grids.values())
+
+
+def test_prior_runs_put_their_sample_grids_in_tensorboard(tokenizer_dir, labelled_image_dir, tmp_path):
+    """Issue 24 names TensorBoard: the images themselves reach it (the JSON-lines test above sees only paths)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    flags = _flags(tokenizer_dir, labelled_image_dir, tmp_path, validation_steps=2, num_eval_images=0)
+    _train(flags | {"report_to": "tensorboard", "logging_dir": str(tmp_path / "tb")})
+    accumulators = [EventAccumulator(str(path.parent)).Reload() for path in (tmp_path / "tb").rglob("events.out.*")]
+    image_steps = sorted(
+        event.step
+        for accumulator in accumulators
+        for tag in accumulator.Tags()["images"]
+        for event in accumulator.Images(tag)
+    )
+    assert image_steps == [2, 4]  # the grid of the validation at step 2 and the final samples.png

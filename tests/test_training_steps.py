@@ -235,6 +235,17 @@ def test_classifier_evaluation_counts_top1_top5_and_the_mean_loss(accelerator):
     assert metrics["eval_examples"] == 6 and model.training
 
 
+def test_classifier_evaluation_reports_no_top5_accuracy_with_five_classes_or_fewer(accelerator):
+    """With 5 classes or fewer the top 5 hold every class: a top-5 accuracy of 1 whatever the model, so metrics.json
+    (uploaded with the model) does not report it, as the card does not (issue 24)."""
+    for num_classes, reported in ((3, False), (5, False), (6, True)):
+        table = torch.eye(num_classes)
+        loader = torch.utils.data.DataLoader([{"index": 0, "labels": 1}], batch_size=1)
+        metrics = evaluate_classifier(accelerator, _LookupClassifier(table), loader)
+        assert ("top5_accuracy" in metrics) == reported, num_classes
+        assert metrics["accuracy"] == 0.0 and metrics["eval_examples"] == 1
+
+
 def test_the_evaluated_split_is_named_as_held_out_when_it_came_from_train():
     config = SimpleNamespace(train_split="train")
     held_out = datasets.Dataset.from_dict({"x": [1]}, split="train")

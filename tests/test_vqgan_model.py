@@ -305,6 +305,11 @@ def test_bad_model_inputs_raise_clear_errors():
         model.decode(image_tokens=torch.zeros(1, 64, dtype=torch.long))
     with pytest.raises(ValueError, match="embed_dim=4"):
         model.decode(quantized=torch.zeros(1, 3, 8, 8))
+    # An empty batch is named, not a reshape error from the decoder's attention (issue 24).
+    with pytest.raises(ValueError, match=r"image_tokens is an empty batch \(shape \(0, 8, 8\)\)"):
+        model.decode(image_tokens=torch.zeros(0, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"quantized is an empty batch \(shape \(0, 4, 8, 8\)\)"):
+        model.decode(quantized=torch.zeros(0, 4, 8, 8))
 
 
 # ----------------------------------------------------------------------------------------------- diffusers

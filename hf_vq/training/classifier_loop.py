@@ -19,6 +19,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..hub.model_card import TOP5_MIN_CLASSES
 from ..models.token_vit import TokenViTForImageClassification
 from .args import ClassifierTrainingConfig
 from .checkpointing import TrainingState
@@ -150,8 +151,8 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(accelerator: Accelerator, model, eval_loader) -> dict[str, float]:
-    """Top-1 / top-5 accuracy and mean loss over the whole held-out split (each process on its share; the
-    predictions are gathered without the padding Accelerate adds to even out the shares)."""
+    """Top-1 / top-5 accuracy (top-5 only with 6 classes or more) and mean loss over the whole held-out split (each
+    process on its share; the predictions are gathered without the padding Accelerate adds to even out the shares)."""
     was_training = model.training
     model.eval()
     correct = correct_top5 = loss_sum = 0.0
@@ -166,12 +167,10 @@ def evaluate(accelerator: Accelerator, model, eval_loader) -> dict[str, float]:
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
         count += len(labels)
     model.train(was_training)
-    return {
-        "accuracy": correct / count,
-        "top5_accuracy": correct_top5 / count,
-        "eval_loss": loss_sum / count,
-        "eval_examples": count,
-    }
+    metrics = {"accuracy": correct / count, "top5_accuracy": correct_top5 / count}
+    if logits.shape[-1] < TOP5_MIN_CLASSES:  # the top 5 hold every class: 1 whatever the model, so not reported
+        del metrics["top5_accuracy"]
+    return metrics | {"eval_loss": loss_sum / count, "eval_examples": count}
 
 
 def finish(

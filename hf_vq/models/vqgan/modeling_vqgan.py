@@ -538,6 +538,13 @@ class VQGANModel(VQGANPreTrainedModel):
         """
         if (image_tokens is None) == (quantized is None):
             raise ValueError("decode needs exactly one of image_tokens=... (code ids) or quantized=... (code vectors)")
+        given_name, given = ("image_tokens", image_tokens) if image_tokens is not None else ("quantized", quantized)
+        if isinstance(given, torch.Tensor) and given.ndim > 0 and given.shape[0] == 0:
+            # Caught here: the decoder's attention fails on it with a reshape error that names neither.
+            raise ValueError(
+                f"{given_name} is an empty batch (shape {tuple(given.shape)}): pass at least one "
+                f"{'token grid' if given_name == 'image_tokens' else 'grid of code vectors'}"
+            )
         if image_tokens is not None:
             quantized = self.get_codebook_entry(image_tokens)
         elif (
