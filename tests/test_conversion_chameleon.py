@@ -242,3 +242,20 @@ def test_train_tokenizer_fine_tunes_the_initialised_decoder_on_chameleons_pixels
     assert changed, "the decoder did not train"
     saved = VQGANImageProcessor.from_pretrained(run_dir)
     assert saved.rescale_factor == 0.0078 and list(saved.image_mean) == [1.0] * 3
+
+
+def test_decoder_tensors_a_full_checkpoint_holds_are_named_not_converted(source, tmp_path, caplog):
+    """Meta's original checkpoint has a decoder that transformers' class does not define: a Chameleon folder that
+    kept its tensors converts (encoder and codebook), with a warning naming what was left out."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "chameleon"
+    full_chameleon_model(source).save_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["model.vqmodel.decoder.conv_in.weight"] = torch.zeros(16, 16, 3, 3)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level("WARNING", logger="hf_vq.conversion.chameleon_vq"):
+        converted = convert_tokenizer(folder, initialize_missing_decoder=True)
+    assert "1 VQ-VAE tensors that transformers' ChameleonVQVAE does not define (decoder.conv_in.weight" in caplog.text
+    pixels = random_pixels(count=8)
+    assert torch.equal(vqgan_outputs(converted.model, pixels)[0], chameleon_ids(source, pixels))
