@@ -1,6 +1,6 @@
 """Converters: a diffusers VQModel (and a transformers JanusVQVAE) becomes a VQGANModel with the same token ids and
 reconstructions; the converted model round-trips through save/load, `to_diffusers()` and the Hub; unsupported
-sources are refused with a message naming the feature."""
+sources are refused with a message naming the feature. transformers' ChameleonVQVAE: test_conversion_chameleon.py."""
 
 import os
 import subprocess
@@ -423,17 +423,6 @@ def test_a_full_janus_model_folder_converts_its_vq_vae(tmp_path):
     converted.save_pretrained(tmp_path / "converted")
     loaded = VQGANModel.from_pretrained(tmp_path / "converted").eval()
     assert torch.equal(vqgan_outputs(loaded, pixels)[0], expected[0])
-
-
-def test_chameleon_vq_vae_is_refused_because_transformers_ships_no_decoder(tmp_path):
-    from transformers import ChameleonVQVAE, ChameleonVQVAEConfig
-
-    config = ChameleonVQVAEConfig(base_channels=32, channel_multiplier=[1, 2], num_res_blocks=1, latent_channels=8)
-    with pytest.raises(UnsupportedSourceError, match="no decoder"):
-        VQGANModel.from_transformers(ChameleonVQVAE(config))
-    config.save_pretrained(tmp_path)
-    with pytest.raises(UnsupportedSourceError, match="Chameleon VQ-VAE.*no decoder"):
-        convert_tokenizer(tmp_path)
 
 
 @pytest.mark.parametrize(

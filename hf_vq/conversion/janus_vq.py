@@ -173,13 +173,10 @@ def _vq_key(key: str) -> str | None:
 
 
 def _unsupported_module_message(module: Any) -> str:
-    name = type(module).__name__
-    if "Chameleon" in name:
-        return (
-            f"{name}: transformers' ChameleonVQVAE has an encoder and a codebook but no decoder, so it cannot "
-            "reconstruct images, and a VQGANModel always decodes; it is not converted"
-        )
-    return f"{name} is not a JanusVQVAE (nor a Janus model holding one); from_transformers converts JanusVQVAE only"
+    return (
+        f"{type(module).__name__} is neither a JanusVQVAE nor a ChameleonVQVAE (nor a Janus or Chameleon model "
+        "holding one), the transformers VQ-VAEs from_transformers converts"
+    )
 
 
 __all__ = ["load_janus_vq", "vqgan_config_from_janus", "vqgan_state_dict_from_janus"]

@@ -22,9 +22,13 @@ PIPELINE_INDEX_NAME = "model_index.json"
 SUPPORTED_SOURCES = {
     "diffusers_vq": "a diffusers VQModel (config.json with _class_name 'VQModel')",
     "janus_vq": "a transformers JanusVQVAE (model_type 'janus_vqgan'), or a Janus model folder holding one",
+    "chameleon_vq": (
+        "a transformers ChameleonVQVAE (model_type 'chameleon_vqgan'), or a Chameleon model folder holding one: "
+        "encoder and codebook only, with --initialize_missing_decoder"
+    ),
 }
 # transformers model types whose VQ-VAE is inside a larger model's config, under this key.
-FULL_MODEL_VQ_KEYS = {"janus": "vq_config"}
+FULL_MODEL_VQ_KEYS = {"janus": "vq_config", "chameleon": "vq_config"}
 
 
 class UnsupportedSourceError(HfVqUserError, ValueError):
@@ -67,7 +71,8 @@ class TokenizerSource:
             levels = self.config["block_out_channels"]
         else:
             vq_config = self.config.get(FULL_MODEL_VQ_KEYS.get(self.config.get("model_type"), ""), self.config)
-            levels = vq_config.get("channel_multiplier", (1, 1, 2, 2, 4))  # JanusVQVAEConfig's default
+            # JanusVQVAEConfig's and ChameleonVQVAEConfig's default
+            levels = vq_config.get("channel_multiplier", (1, 1, 2, 2, 4))
         return 2 ** (len(levels) - 1)
 
     def from_pretrained_kwargs(self) -> dict[str, Any]:
@@ -95,17 +100,13 @@ def identify_kind(config: dict[str, Any], description: str) -> str:
         return "diffusers_vq"
     model_type = config.get("model_type")
     holds_vq_config = model_type in FULL_MODEL_VQ_KEYS and config.get(FULL_MODEL_VQ_KEYS[model_type])
+    if model_type in ("chameleon_vqgan", "chameleon"):
+        return "chameleon_vq"
     if model_type == "janus_vqgan" or holds_vq_config:
         return "janus_vq"
     if model_type == "vqgan":
         raise UnsupportedSourceError(
             f"{description} is an hf_vq tokenizer already: load it with VQGANModel.from_pretrained"
-        )
-    if model_type in ("chameleon", "chameleon_vqgan"):
-        raise UnsupportedSourceError(
-            f"{description} is a Chameleon VQ-VAE, which hf-vq does not convert: transformers' ChameleonVQVAE has an "
-            "encoder and a codebook but no decoder, so it cannot reconstruct images, and a VQGANModel always decodes. "
-            + supported_kinds_message()
         )
     found = config.get("_class_name") or model_type or (config.get("architectures") or [None])[0]
     raise UnsupportedSourceError(

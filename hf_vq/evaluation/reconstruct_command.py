@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,8 @@ def reconstruct(config: ReconstructConfig) -> dict[str, Any]:
     images = image_source(config)  # a folder without image files is refused before the tokenizer loads
     device = torch.device("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
     tokenizer, processor = load_tokenizer(config.tokenizer_name_or_path, device, config.revision)
+    # A converted Chameleon tokenizer's decoder was not in its source: its reconstructions are not the source's.
+    untrained = {"decoder_initialized": True} if has_initialized_decoder(config) else {}
     side = check_tokenizer_resolution(tokenizer.config, config.resolution)
     transform = ImageTransform(processor, resolution=side, center_crop=True, random_flip=False)
     output_dir = Path(config.output_dir)
@@ -124,7 +127,26 @@ def reconstruct(config: ReconstructConfig) -> dict[str, Any]:
         raise NoImagesError(
             f"no readable image in {describe_source(config)} ({counts['skipped_images']} unreadable files skipped)"
         )
-    return _write_results(config, output_dir, metrics.compute() | counts, grid)
+    return _write_results(config, output_dir, metrics.compute() | counts | untrained, grid)
+
+
+def has_initialized_decoder(config: ReconstructConfig) -> bool:
+    """Whether the tokenizer's folder records (`hf-vq convert --initialize_missing_decoder`) that its decoder was
+    freshly initialised at conversion, not taken from the source, and never trained since."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(
+            config.tokenizer_name_or_path,
+            "training_config.json",
+            revision=config.revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+        record = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    except (OSError, ValueError):  # no readable record: nothing says the decoder is untrained
+        return False
+    return isinstance(record, dict) and bool(record.get("decoder_initialized"))
 
 
 def _write_results(
@@ -264,6 +286,12 @@ def parse_namespace(args: argparse.Namespace) -> ReconstructConfig:
 
 
 def report(result: dict[str, Any]) -> dict[str, Any]:
+    if result["metrics"].get("decoder_initialized"):
+        print(
+            "note: this tokenizer's decoder was freshly initialised when it was converted (its source has none) and "
+            "is untrained: these reconstructions are not the source's; train it with hf-vq train-tokenizer "
+            "--pretrained_model_name_or_path"
+        )
     print(metrics_table(result["metrics"]))
     print(f"reconstructions: {result['reconstructions']}")
     print(f"grid:            {result['grid']}")

@@ -302,6 +302,9 @@ def card_context(
         "generation_call": _generation_call(folder),
         # `hf-vq convert` records the format a tokenizer was converted from (hf_vq.conversion.command).
         "converted_from": folder.training_config.get("converted_from"),
+        # A source without a decoder (Chameleon): the card must not claim the source's reconstructions.
+        "decoder_initialized": bool(folder.training_config.get("decoder_initialized")),
+        "converted_parts": folder.training_config.get("converted_parts") or [],
     }
 
 

@@ -38,7 +38,13 @@ from ..quantization.codebook import Codebook
 from ..quantization.vector_quantizer import VectorQuantizer
 from .args import TokenizerTrainingConfig, checked_config
 
-__all__ = ["CODEBOOK_PARAMETERIZATION", "FINE_TUNING_OPTIONS", "PretrainedModelError", "load_model_to_fine_tune"]
+__all__ = [
+    "CODEBOOK_PARAMETERIZATION",
+    "FINE_TUNING_OPTIONS",
+    "PretrainedModelError",
+    "load_model_to_fine_tune",
+    "pretrained_pixel_mapping",
+]
 
 # What a fine-tuning config may change: how the quantizer trains and the losses `forward` returns, never a weight's
 # shape or which code an encoder vector selects.
@@ -69,6 +75,11 @@ PRETRAINED_FILES = ("*.json", "*.safetensors", "*.py")
 CODEBOOK_PARAMETERIZATION = ("affine", "affine_groups", "affine_lr", "codebook_update")
 
 
+# The saved processor's mapping from images to pixel values, which a fine-tuning run keeps: the encoder was trained on
+# those values (a converted Chameleon tokenizer's Lanczos resize and x * 0.0078 - 1, not hf_vq's x / 127.5 - 1).
+PIXEL_MAPPING_OPTIONS = ("resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
+
+
 class PretrainedModelError(HfVqUserError, OSError):
     """--pretrained_model_name_or_path names nothing that loads as an hf_vq tokenizer."""
 
@@ -96,6 +107,19 @@ def load_model_to_fine_tune(config: TokenizerTrainingConfig) -> VQGANModel:
             module.kmeans_init = config.reinitialize_codebook
             module.initialized.fill_(not config.reinitialize_codebook)
     return model.train()
+
+
+def pretrained_pixel_mapping(config: TokenizerTrainingConfig) -> dict[str, Any]:
+    """The `PIXEL_MAPPING_OPTIONS` of the processor saved with the pretrained tokenizer (none without one), for the
+    run's own processor: the run trains on, and saves, the pixel values the pretrained encoder reads."""
+    from ..models.vqgan import VQGANImageProcessor
+
+    folder = _local_folder(config.pretrained_model_name_or_path, config.pretrained_revision, config.cache_dir)
+    try:
+        processor = VQGANImageProcessor.from_pretrained(str(folder))
+    except OSError:  # no preprocessor_config.json: hf_vq's default mapping
+        return {}
+    return {name: getattr(processor, name) for name in PIXEL_MAPPING_OPTIONS}
 
 
 def load_pretrained_tokenizer(

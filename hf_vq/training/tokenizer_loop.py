@@ -39,7 +39,7 @@ from .discriminator import NLayerDiscriminator
 from .divergence import DivergenceGuard
 from .end_of_run import SAMPLES_FILE, build_ema, close_run, ema_weights, finish_run, save_final_folder
 from .evaluate import build_rfid_extractor, evaluate_reconstructions
-from .fine_tuning import load_model_to_fine_tune
+from .fine_tuning import load_model_to_fine_tune, pretrained_pixel_mapping
 from .loop import TrainingLoop, build_accelerator, clip_and_step, resume_if_asked, start_trackers
 from .losses import (
     LeCamEMA,
@@ -106,8 +106,10 @@ def train_tokenizer(config: TokenizerTrainingConfig) -> dict[str, Any]:
 
 
 def build_model_and_processor(config: TokenizerTrainingConfig) -> tuple[VQGANModel, VQGANImageProcessor]:
+    pixel_mapping = {}
     if config.pretrained_model_name_or_path:
         model = load_model_to_fine_tune(config)  # its step 0 gives the pretrained model's ids exactly
+        pixel_mapping = pretrained_pixel_mapping(config)  # and reads the pixel values the pretrained one read
     else:
         model = VQGANModel(VQGANConfig(**config.model_config))
     model_config = record_flag_overrides(model.config, config)
@@ -117,6 +119,7 @@ def build_model_and_processor(config: TokenizerTrainingConfig) -> tuple[VQGANMod
         size={"height": side, "width": side},
         do_center_crop=config.center_crop,
         crop_size={"height": side, "width": side} if config.center_crop else None,
+        **pixel_mapping,
     )
     if config.gradient_checkpointing:
         # transformers 5 renamed it; the old name still works but warns.

@@ -226,6 +226,10 @@ class VQGANImageProcessor(PilBackend):
             pixels = pixels * std + mean
         if not self.do_rescale:
             pixels = pixels / 255.0
+        elif self.rescale_factor * 255.0 != 1.0:
+            # Another rescale than 1/255 (Chameleon's 0.0078: white is 255 * 0.0078 = 1.989 before the mean) spans
+            # another range; dividing by 255 * rescale_factor brings white back to 1.
+            pixels = pixels / (self.rescale_factor * 255.0)
         return pixels.clamp(0.0, 1.0)
 
 

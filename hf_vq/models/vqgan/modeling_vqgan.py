@@ -703,14 +703,27 @@ class VQGANModel(VQGANPreTrainedModel):
 
     @classmethod
     def from_transformers(
-        cls, module_or_path: Any, subfolder: str | None = None, *, image_size: int | None = None, **kwargs: Any
+        cls,
+        module_or_path: Any,
+        subfolder: str | None = None,
+        *,
+        image_size: int | None = None,
+        initialize_missing_decoder: bool = False,
+        **kwargs: Any,
     ) -> "VQGANModel":
-        """A `VQGANModel` with the architecture and weights of a transformers `JanusVQVAE` (LlamaGen's VQ-16): the
-        module itself, a Janus model holding one, or a folder or Hub id of either (`subfolder`, and `revision=` among
-        `kwargs`); a full Janus checkpoint is read for the VQ-VAE's tensors only. Its l2-normalised codes become
-        `distance="cosine"`: the same token ids as LlamaGen's lookup and the same reconstructions as
-        `JanusVQVAE.decode`, on pixels in [-1, 1]. `image_size` defaults to the source's `num_patches` tokens a side.
-        `ChameleonVQVAE` is refused: transformers ships it without a decoder.
+        """A `VQGANModel` with the architecture and weights of a transformers `JanusVQVAE` (LlamaGen's VQ-16) or
+        `ChameleonVQVAE`: the module itself, a Janus or Chameleon model holding one, or a folder or Hub id of either
+        (`subfolder`, and `revision=` among `kwargs`); a full checkpoint is read for the VQ-VAE's tensors only.
+
+        JanusVQVAE: its l2-normalised codes become `distance="cosine"`: the same token ids as LlamaGen's lookup and the
+        same reconstructions as `JanusVQVAE.decode`, on pixels in [-1, 1]. `image_size` defaults to the source's
+        `num_patches` tokens a side.
+
+        ChameleonVQVAE: transformers ships it without a decoder, so it is refused unless
+        `initialize_missing_decoder=True`; then the encoder, `quant_conv`, codebook and `post_quant_conv` convert
+        exactly (the same ids as `ChameleonVQVAE.encode` on the same pixels: Chameleon's `x * 0.0078 - 1`, see
+        `hf_vq.conversion.chameleon_vq`) and the decoder is freshly initialised, to be trained before reconstructions
+        mean anything. `image_size` defaults to the source's `resolution`.
 
         Example:
 
@@ -726,10 +739,14 @@ class VQGANModel(VQGANPreTrainedModel):
         ```
         """
         converters = _hf_vq_converters("from_transformers")
-        source = converters.janus_vq.load_janus_vq(module_or_path, subfolder=subfolder, **kwargs)
-        config = converters.janus_vq.vqgan_config_from_janus(source.config, image_size=image_size)
-        state_dict = converters.janus_vq.vqgan_state_dict_from_janus(source.state_dict())
-        return converters.weights.load_converted_weights(cls(config), state_dict, type(source).__name__)
+        return converters.transformers_vq.vqgan_from_transformers(
+            cls,
+            module_or_path,
+            subfolder,
+            image_size=image_size,
+            initialize_missing_decoder=initialize_missing_decoder,
+            **kwargs,
+        )
 
     def to_diffusers(self) -> "Any":
         """A `diffusers.VQModel` with these weights, whose encode / quantize / decode match this model's.
