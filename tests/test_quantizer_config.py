@@ -218,6 +218,17 @@ def test_torch_export_of_encode_and_decode_gives_the_eager_outputs():
         exported_decode(torch.full_like(tokens, 16))
 
 
+def test_decoding_token_ids_compiles_without_a_graph_break_and_still_checks_their_range():
+    model = _tiny_model()
+    tokens = model.encode(torch.rand(2, 3, 16, 16) * 2 - 1).image_tokens
+    explanation = torch._dynamo.explain(_Decode(model))(tokens)
+    assert explanation.graph_break_count == 0, [str(reason.reason)[:300] for reason in explanation.break_reasons]
+    compiled = torch.compile(_Decode(model), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(tokens), model.decode(image_tokens=tokens).reconstruction)
+    with pytest.raises(RuntimeError, match="code indices must lie in"):
+        compiled(torch.full_like(tokens, 16))
+
+
 FSQ = dict(quantizer_type="fsq", fsq_levels=[4, 2, 2], embed_dim=3, codebook_size=16, affine=None)
 
 

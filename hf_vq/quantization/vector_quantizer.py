@@ -212,7 +212,12 @@ class QuantizerBase(nn.Module):
     def _check_indices(self, indices: torch.Tensor, codebook_size: int) -> None:
         if indices.numel() == 0:
             return
-        # Plain ints in eager mode; under torch.export unbacked symbols, and the checks become runtime asserts.
+        if torch.compiler.is_compiling():
+            # Traced (torch.compile, torch.export): an assert op inside the graph, a RuntimeError when it fails, with
+            # no host sync and no graph break (reading min/max with .item() would be both).
+            in_range = ((indices >= 0) & (indices < codebook_size)).all()
+            torch._assert_async(in_range, f"code indices must lie in [0, {codebook_size - 1}]")
+            return
         low, high = indices.min().item(), indices.max().item()
 
         def message() -> str:
