@@ -369,8 +369,12 @@ def test_no_token_is_a_clear_error(online, folders, monkeypatch):
 
 
 def test_rejected_token_and_foreign_namespace_are_clear_errors(online, folders):
-    with pytest.raises(MissingTokenError, match="rejected the token"):
+    with pytest.raises(MissingTokenError, match=r"rejected the token \(401\) given in --hub_token: pass a valid"):
         push_to_hub(folders["classifier"], f"{ORG}/bad-token", token="hf_wrong")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("HF_TOKEN", "hf_wrong")
+        with pytest.raises(MissingTokenError, match=r"rejected the token \(401\) found: run `hf auth login"):
+            push_to_hub(folders["classifier"], f"{ORG}/bad-token")
     with pytest.raises(MissingTokenError, match="cannot write to 'someone-else'"):
         push_to_hub(folders["classifier"], "someone-else/model")
 

@@ -341,7 +341,7 @@ def check_repo_id(hub_model_id: str, flag: str = "--hub_model_id") -> None:
 
 def check_token(api: HfApi, hub_model_id: str, token: str | None) -> str:
     """The token to push with, checked against the Hub: it must exist, be valid, and may write to the namespace."""
-    token = token or get_token()
+    given, token = token, token or get_token()
     if not token:
         raise MissingTokenError(
             "No Hugging Face token found. Run `hf auth login`, or set the HF_TOKEN environment variable to a token "
@@ -351,9 +351,14 @@ def check_token(api: HfApi, hub_model_id: str, token: str | None) -> str:
         identity = api.whoami(token=token)
     except HfHubHTTPError as error:
         if error.response is not None and error.response.status_code == 401:
+            fix = (
+                "pass a valid token with write access in --hub_token"
+                if given
+                else "run `hf auth login --force` or set HF_TOKEN to a valid token with write access"
+            )
             raise MissingTokenError(
-                f"The Hub at {api.endpoint} rejected the token (401). Run `hf auth login --force` or set HF_TOKEN to "
-                "a valid token with write access."
+                f"The Hub at {api.endpoint} rejected the token (401) {'given in --hub_token' if given else 'found'}: "
+                f"{fix}."
             ) from error
         raise
     namespace = hub_model_id.split("/")[0]
