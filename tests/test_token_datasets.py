@@ -140,6 +140,14 @@ def test_a_source_without_an_eval_split_has_the_split_the_training_commands_hold
     cached = build_token_data(config, tokenizer, processor, encode=True)
     for name, split in (("train", cached.train), ("validation", cached.eval)):
         assert split.with_format(None).to_dict() == dataset[name].to_dict()
+    # A classifier trained from that export names the split it is evaluated on (the rows read from disk do not).
+    from hf_vq.training.classifier_loop import evaluated_split_name
+
+    from_tokens_config = resolve_classifier_args(
+        {"tokenizer_name_or_path": str(tokenizer_dir), "token_dataset": str(tmp_path / "tokens")}
+    )
+    from_tokens = build_token_data(from_tokens_config, tokenizer, processor, encode=True)
+    assert evaluated_split_name(from_tokens_config, from_tokens.eval, from_tokens.eval_split_name) == "validation"
 
 
 @pytest.mark.distributed

@@ -215,7 +215,7 @@ def write_classifier_folder(model: nn.Module, processor, folder: Path) -> None:
 
 
 def summary(config: ClassifierTrainingConfig, accelerator: Accelerator, model, state: TrainingState, data: TokenData):
-    split = config.eval_split or evaluated_split_name(config, data.eval)
+    split = config.eval_split or evaluated_split_name(config, data.eval, data.eval_split_name)
     return {
         "model_type": config.model_type,
         "tokenizer": config.tokenizer_name_or_path,
@@ -234,11 +234,11 @@ def summary(config: ClassifierTrainingConfig, accelerator: Accelerator, model, s
     }
 
 
-def evaluated_split_name(config: ClassifierTrainingConfig, evaluation) -> str | None:
+def evaluated_split_name(config: ClassifierTrainingConfig, evaluation, known_name: str | None = None) -> str | None:
     """The name of the split evaluated on when `--eval_split` was not given: the dataset's own test or validation
     split, or, when none exists and part of the training data was held out (it keeps the train split's name), say so
-    rather than call it "test"."""
+    rather than call it "test". `known_name` names it where the rows do not (a token dataset read from disk)."""
     if evaluation is None:
         return None
-    name = str(getattr(evaluation, "split", None) or "test")
+    name = str(known_name or getattr(evaluation, "split", None) or "test")
     return f"{name} (held-out part)" if name == config.train_split else name

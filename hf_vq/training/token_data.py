@@ -67,6 +67,8 @@ class TokenData:
     id2label: dict[int, str]
     cache_files: list[str]
     skipped_images: int
+    # The evaluation split's name where its rows do not carry it (a token dataset read from disk or the Hub).
+    eval_split_name: str | None = None
 
 
 def build_token_data(
@@ -146,6 +148,7 @@ def read_token_dataset(
     else:
         found = [name for name in EVAL_SPLIT_CANDIDATES if name in dataset and name != config.train_split]
         train, evaluation = (train, dataset[found[0]]) if found else hold_out(train, config)
+    eval_split_name = config.eval_split or (found[0] if found else config.train_split)
     train = _first(train, config.max_train_samples)
     evaluation = _first(evaluation, config.max_eval_samples) if evaluation is not None else None
     if with_labels and LABELS_COLUMN not in train.column_names:
@@ -160,7 +163,15 @@ def read_token_dataset(
         split.select_columns(columns).with_format("torch") if split is not None and name in splits else None
         for name, split in (("train", train), ("eval", evaluation))
     )
-    return TokenData(train, evaluation, TOKENS_COLUMN, id2label, [config.token_dataset], skipped_images=0)
+    return TokenData(
+        train,
+        evaluation,
+        TOKENS_COLUMN,
+        id2label,
+        [config.token_dataset],
+        skipped_images=0,
+        eval_split_name=eval_split_name if evaluation is not None else None,
+    )
 
 
 def _token_split(dataset: datasets.DatasetDict, name: str, source: str, flag: str) -> datasets.Dataset:
