@@ -10,10 +10,11 @@ Without --tokenizer_name_or_path, a tokenizer of configs/vqgan_fashion_mnist_cpu
 random weights: speed does not depend on what the weights learned) is saved to a temporary folder. Each path runs in
 its own process(es), started the way a user starts it; "images/s" counts the images encoded over the time spent
 encoding and writing them (data and tokenizer loading excluded, the same for every path), "wall s" the whole
-command. Each path runs at its own default batch size unless --batch_size is given. With --baseline_ref, the token
-cache is also timed with the code of that git commit (`git archive` into the temporary folder), to compare against
-the code as it was. Every path must write the same token ids and labels as the first (checked). Prints a table and
-writes it as JSON with --json.
+command, "CPU s" the CPU time of the whole command, all its processes together (on a shared machine the wall times
+follow the other jobs' load, the CPU times much less). Each path runs at its own default batch size unless
+--batch_size is given. With --baseline_ref, the token cache is also timed with the code of that git commit (`git
+archive` into the temporary folder), to compare against the code as it was. Every path must write the same token
+ids and labels as the first (checked). Prints a table and writes it as JSON with --json.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -150,10 +152,10 @@ def same_tokens(first: list[str] | str, other: list[str] | str) -> bool:
 
 def timed(path: str, processes: int, command: list[str], code: Path = REPO) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])))
-    start = time.perf_counter()
+    cpu_start, start = _children_cpu_seconds(), time.perf_counter()
     # Started in `code`: `python -c` imports from its working folder before PYTHONPATH.
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=code)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu_seconds() - cpu_start
     if result.returncode != 0:
         raise RuntimeError(f"{path} ({processes} processes) failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
     match = ENCODED.search(result.stdout)
@@ -165,17 +167,23 @@ def timed(path: str, processes: int, command: list[str], code: Path = REPO) -> d
         "seconds": round(seconds, 2),
         "images_per_second": round(images / seconds, 1),
         "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
         "stdout": result.stdout,
     }
 
 
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished child processes (and theirs), user + system
+    return usage.ru_utime + usage.ru_stime
+
+
 def print_table(rows: list[dict]) -> None:
-    print("| path | processes | images | encoding s | images/s | wall s | same tokens |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| path | processes | images | encoding s | images/s | wall s | CPU s | same tokens |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for row in rows:
         print(
             f"| {row['path']} | {row['processes']} | {row['images']:,} | {row['seconds']:.1f} | "
-            f"{row['images_per_second']:,.0f} | {row['wall_seconds']:.1f} | "
+            f"{row['images_per_second']:,.0f} | {row['wall_seconds']:.1f} | {row['cpu_seconds']:.1f} | "
             f"{'yes' if row['same_tokens_as_first'] else 'NO'} |"
         )
     print(f"load average (1, 5, 15 min) at the end: {load_average()}")
