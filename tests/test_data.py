@@ -337,6 +337,31 @@ def test_transform_uses_the_model_processor():
         ImageTransform(processor=processor, num_channels=3)
 
 
+@pytest.mark.parametrize("with_processor", [True, False])
+@pytest.mark.parametrize("resolution", [12, None])
+def test_a_batch_transform_gives_the_tensors_of_one_image_at_a_time(with_processor, resolution):
+    from hf_vq.models.vqgan.image_processing_vqgan import VQGANImageProcessor
+
+    processor = VQGANImageProcessor(size={"height": 16, "width": 16}, num_channels=3, downsampling_factor=4)
+    transform = ImageTransform(processor if with_processor else None, resolution, random_flip=True, num_channels=3)
+    values = [
+        {"bytes": png_bytes(gradient_image(20, 24, offset=1)), "path": None},
+        {"bytes": b"not an image", "path": "broken.png"},  # unreadable: None in its place
+        gradient_image(18, 18, channels=1, offset=2),
+        PIL.Image.fromarray(gradient_image(16, 16, offset=3)),
+        np.asarray(gradient_image(18, 18, channels=1, offset=4), dtype=np.int64),  # how numpy-formatted rows come
+    ]
+    batch = transform.transform_batch(values)
+    one_by_one = [transform(value) for value in values]
+    assert [tensor is None for tensor in batch] == [False, True, False, False, False]
+    assert all(
+        torch.equal(got, expected) and got.dtype == expected.dtype
+        for got, expected in zip(batch, one_by_one)
+        if expected is not None
+    )
+    assert transform.transform_batch([values[1]]) == [None]
+
+
 def test_transform_pickles_for_spawned_workers():
     transform = ImageTransform(resolution=8, random_flip=True, seed=3)
     clone = pickle.loads(pickle.dumps(transform))

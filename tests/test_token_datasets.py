@@ -9,11 +9,13 @@ import textwrap
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 
 from hf_vq import VQGANConfig, VQGANModel
 from hf_vq.cli import main as cli_main
+from hf_vq.data import ImageTransform, build_image_dataset
 from hf_vq.data.token_dataset import (
     TOKEN_DATASET_FILE,
     TokenDatasetError,
@@ -148,6 +150,43 @@ def test_a_source_without_an_eval_split_has_the_split_the_training_commands_hold
     )
     from_tokens = build_token_data(from_tokens_config, tokenizer, processor, encode=True)
     assert evaluated_split_name(from_tokens_config, from_tokens.eval, from_tokens.eval_split_name) == "validation"
+
+
+def _write_idx_folder(folder, counts):
+    """Fashion-MNIST's IDX files (an `Array2D` image column): random 28x28 images and labels 0..9."""
+    import gzip
+    import struct
+
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = rng.integers(0, 256, (counts[split], 28, 28), dtype=np.uint8)
+        labels = np.arange(counts[split], dtype=np.uint8) % 10
+        header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", *images.shape)
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.tobytes()))
+        header = struct.pack(">HBB", 0, 0x08, 1) + struct.pack(">I", len(labels))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + labels.tobytes()))
+    return folder
+
+
+@pytest.mark.parametrize("source", ["imagefolder", "idx"])
+def test_every_row_holds_the_tokenizer_s_own_encode_of_its_image_alone(source, tokenizer_dir, image_dir, tmp_path):
+    # Whatever encode's shortcuts (numpy rows for array images, one processor call per batch, the CPU's small
+    # default batch), each row is what the tokenizer's `encode` gives for that one image, as the cache computed it.
+    data_dir = image_dir if source == "imagefolder" else _write_idx_folder(tmp_path / "idx", {"train": 37, "test": 5})
+    flags = _flags(tokenizer_dir, data_dir, tmp_path / "tokens")
+    del flags["shard_size"], flags["batch_size"]  # the defaults: 37 training images are 3 batches on the CPU
+    _encode(flags)
+    dataset, _ = load_token_dataset(str(tmp_path / "tokens"))
+    tokenizer, processor = load_tokenizer(str(tokenizer_dir), "cpu")
+    transform = ImageTransform(processor, resolution=16, center_crop=True, random_flip=False)
+    for name in ("train", "test"):
+        images = build_image_dataset(train_data_dir=str(data_dir), split=name)
+        assert len(dataset[name]) == len(images) > 0
+        for row, image in zip(dataset[name], images):
+            with torch.no_grad():
+                expected = tokenizer.encode(transform(image["image"])[None]).image_tokens[0]
+            assert row["image_tokens"] == expected.tolist() and row["labels"] == int(image["label"])
 
 
 @pytest.mark.distributed

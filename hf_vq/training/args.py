@@ -885,7 +885,12 @@ class EncodeArguments:
         None, "revision (branch, tag or commit) of --tokenizer_name_or_path", aliases=("tokenizer_revision",)
     )
     output_dir: str | None = flag(None, "folder the token dataset is saved to (save_to_disk layout)")
-    batch_size: int = flag(256, "images per tokenizer forward", check=">= 1")
+    batch_size: int | None = flag(
+        None,
+        "images per tokenizer forward (default: 16 on the CPU, where small batches keep the feature maps in the "
+        "processor's caches, 256 on a GPU)",
+        check=">= 1",
+    )
     shard_size: int = flag(
         4096, "images per shard: each is saved when done, and a resumed run does not encode it again", check=">= 1"
     )
@@ -913,7 +918,7 @@ class EncodeConfig(ConfigArguments, EncodeDataArguments, LabelArguments, EncodeA
         >>> config = resolve_encode_args({"tokenizer_name_or_path": "outputs/vqgan", "dataset_name": "fashion_mnist",
         ...                               "output_dir": "outputs/tokens"})  # doctest: +SKIP
         >>> config.batch_size, config.max_eval_samples  # doctest: +SKIP
-        (256, None)
+        (None, None)
     """
 
     model_config: dict[str, Any] = field(default_factory=dict)  # no model: section; kept for `resolve_args`

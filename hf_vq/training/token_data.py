@@ -252,10 +252,10 @@ class ImageEncoder:
             digest.update(module_fingerprint(self.tokenizer).encode())
         return digest.hexdigest()[:16]
 
-    @torch.no_grad()
-    def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
-        pixels = [self.transform(value) for value in batch[self.image_column]]
+        pixels = self.transform.transform_batch(batch[self.image_column])
         kept = [index for index, value in enumerate(pixels) if value is not None]
         labels = {LABELS_COLUMN: [int(batch[self.label_column][index]) for index in kept]} if self.label_column else {}
         if not kept:
