@@ -3,9 +3,11 @@ classifier and the prior on one (`--token_dataset`), refused with another tokeni
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import datasets
@@ -26,7 +28,7 @@ from hf_vq.data.token_dataset import (
 from hf_vq.errors import ConfigError
 from hf_vq.training.classifier_command import resolve_classifier_args, train_classifier
 from hf_vq.training.encode_command import encode
-from hf_vq.training.encoding import STOP_AFTER_SHARDS_ENV, WORK_DIR, OutputDirInUseError
+from hf_vq.training.encoding import PAUSE_IN_SHARD_ENV, STOP_AFTER_SHARDS_ENV, WORK_DIR, OutputDirInUseError
 from hf_vq.training.prior_command import resolve_prior_args, train_prior
 from hf_vq.training.token_data import ImageEncoder, build_token_data, load_tokenizer
 
@@ -187,6 +189,41 @@ def test_every_row_holds_the_tokenizer_s_own_encode_of_its_image_alone(source, t
             with torch.no_grad():
                 expected = tokenizer.encode(transform(image["image"])[None]).image_tokens[0]
             assert row["image_tokens"] == expected.tolist() and row["labels"] == int(image["label"])
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_saving_a_shard_resumes_to_the_same_dataset(
+    tokenizer_dir, image_dir, encoded_dir, tmp_path
+):
+    """A real SIGKILL of `hf-vq encode` in the middle of saving its third shard (written, not yet renamed into
+    place): the rerun keeps the two finished shards, writes the third again and gives the uninterrupted dataset."""
+    output_dir = tmp_path / "tokens"
+    flags = _flags(tokenizer_dir, image_dir, output_dir)
+    command = [sys.executable, str(ENCODE_SCRIPT), *(f"--{key}={value}" for key, value in flags.items())]
+    command = [arg for arg in command if not arg.startswith("--progress_bar")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **{PAUSE_IN_SHARD_ENV: "3"})
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    paused = output_dir / WORK_DIR / "train" / "00002.tmp.paused"
+    try:
+        for _ in range(1200):
+            if paused.exists() or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert paused.exists(), process.stderr.read()[-3000:] if process.poll() is not None else "never paused"
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    finished = sorted(str(path.relative_to(output_dir)) for path in (output_dir / WORK_DIR).glob("*/0*"))
+    assert finished == [
+        ".shards/train/00000",
+        ".shards/train/00001",
+        ".shards/train/00002.tmp",
+        ".shards/train/00002.tmp.paused",
+    ]
+    result = _encode(flags)
+    assert (result["images"], result["skipped_shards"]) == (10, 2)  # 18 images, the two finished shards kept
+    assert _rows(output_dir) == _rows(encoded_dir)
 
 
 @pytest.mark.distributed

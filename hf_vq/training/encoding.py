@@ -57,6 +57,9 @@ CPU_BATCH_SIZE = 16
 ACCELERATOR_BATCH_SIZE = 256
 # Test hook: stop (as a kill would) after this many shards were saved by this process.
 STOP_AFTER_SHARDS_ENV = "HF_VQ_ENCODE_STOP_AFTER_SHARDS"
+# Test hook: pause for good while saving this process's N-th shard (written, not yet renamed into place), with a
+# `<shard>.tmp.paused` file beside it, so that a test can kill the process at that point with SIGKILL.
+PAUSE_IN_SHARD_ENV = "HF_VQ_ENCODE_PAUSE_IN_SHARD"
 
 
 class OutputDirInUseError(TokenDatasetError):
@@ -238,6 +241,7 @@ def encode_shards(
 ) -> int:
     """Encode and save `shards` (this process's unfinished ones); returns the number of images read."""
     stop_after = int(os.environ.get(STOP_AFTER_SHARDS_ENV, "0"))
+    pause_in = int(os.environ.get(PAUSE_IN_SHARD_ENV, "0"))
     total = sum(shard.stop - shard.start for shard in shards)
     progress = tqdm(
         total=total,
@@ -250,7 +254,7 @@ def encode_shards(
     batch_size = forward_batch_size(config.batch_size, encoder.device)
     for count, shard in enumerate(shards, start=1):
         dataset = encode_shard(splits[shard.split], shard, encoder, features, batch_size, progress)
-        save_atomically(dataset, shard.folder(work_dir))
+        save_atomically(dataset, shard.folder(work_dir), pause=count == pause_in)
         if stop_after and count >= stop_after:
             raise SystemExit(f"stopped after {count} shards ({STOP_AFTER_SHARDS_ENV})")
     progress.close()
@@ -296,12 +300,16 @@ def encode_shard(
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def save_atomically(dataset: datasets.Dataset, folder: Path) -> None:
-    """`save_to_disk` into `<folder>.tmp`, then one rename: a shard folder exists only once it is complete."""
+def save_atomically(dataset: datasets.Dataset, folder: Path, pause: bool = False) -> None:
+    """`save_to_disk` into `<folder>.tmp`, then one rename: a shard folder exists only once it is complete.
+    `pause` is the test hook of `PAUSE_IN_SHARD_ENV`."""
     staging = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     with quiet_datasets_progress():
         dataset.save_to_disk(str(staging))
+    if pause:
+        staging.with_name(staging.name + ".paused").write_text(str(os.getpid()))
+        time.sleep(3600)
     os.replace(staging, folder)
 
 
