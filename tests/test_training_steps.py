@@ -205,6 +205,15 @@ def test_the_prior_report_reads_each_metric_against_its_reference():
     ]
 
 
+def test_the_prior_report_reads_a_judge_that_gets_no_real_image_right():
+    # A 20-step pixel ViT judged every real test image wrong: the metrics had no ratio and the report raised
+    # KeyError at the end of a finished run (its folder saved, the command failed).
+    metrics = {"conditional_accuracy": 0.25, "real_accuracy": 0.0}
+    assert format_generation_metrics(metrics).splitlines() == [
+        "conditional accuracy 25.00% (classifier on real test images: 0.00%; ratio undefined)"
+    ]
+
+
 # ------------------------------------------------------------------------------------------------ the classifier
 
 

@@ -106,9 +106,11 @@ def format_generation_metrics(metrics: dict[str, Any]) -> str:
         else []
     )
     if "conditional_accuracy" in metrics:
+        # No ratio where the judge gets no real image right (a briefly trained classifier): the metrics leave it out.
+        ratio = metrics.get("relative_conditional_accuracy")
         lines.append(
             f"conditional accuracy {metrics['conditional_accuracy']:.2%} (classifier on real test images: "
-            f"{metrics['real_accuracy']:.2%}; ratio {metrics['relative_conditional_accuracy']:.2f})"
+            f"{metrics['real_accuracy']:.2%}; ratio {'undefined' if ratio is None else f'{ratio:.2f}'})"
         )
     for name in ("classifier_fid", "inception_fid"):
         if name in metrics:
