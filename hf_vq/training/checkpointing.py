@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .kill_points import pause_for_a_kill
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +200,7 @@ def prepare_temporary_folder(output_dir: str | Path, step: int) -> Path:
 def pause_if_asked(folder: Path, step: int) -> None:
     """The test hook of `PAUSE_IN_SAVE_ENV` (does nothing unless the variable names this step, or is "any")."""
     if os.environ.get(PAUSE_IN_SAVE_ENV) in (str(step), "any"):
-        (folder / "paused").write_text(str(os.getpid()))
-        time.sleep(3600)
+        pause_for_a_kill(folder / "paused")
 
 
 def complete_checkpoint(

@@ -44,6 +44,7 @@ from ..data.token_dataset import (
 from ..models.vqgan.image_size import check_tokenizer_resolution
 from .args import EncodeConfig
 from .data import train_and_named_eval_datasets
+from .kill_points import pause_for_a_kill
 from .loop import has_accelerator_device
 from .token_data import ImageEncoder, encode_labels, image_source, load_tokenizer
 
@@ -308,8 +309,7 @@ def save_atomically(dataset: datasets.Dataset, folder: Path, pause: bool = False
     with quiet_datasets_progress():
         dataset.save_to_disk(str(staging))
     if pause:
-        staging.with_name(staging.name + ".paused").write_text(str(os.getpid()))
-        time.sleep(3600)
+        pause_for_a_kill(staging.with_name(staging.name + ".paused"))
     os.replace(staging, folder)
 
 

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +35,7 @@ from .checkpointing import (
     last_good_checkpoint,
 )
 from .errors import FinalSaveError
+from .kill_points import pause_for_a_kill
 from .run_lock import LOCK_FILE
 
 logger = logging.getLogger(__name__)
@@ -198,5 +198,4 @@ def _sync_tree(folder: Path) -> None:
 
 def _pause_if_asked(staging: Path, point: str) -> None:
     if os.environ.get(PAUSE_IN_FINAL_SAVE_ENV) == point:
-        (staging / "paused").write_text(str(os.getpid()))
-        time.sleep(3600)
+        pause_for_a_kill(staging / "paused")
