@@ -28,10 +28,12 @@ demo: install data
 # its result (the tokenizer from its last checkpoint). Budgets are the configs'; PHOTOS_*_STEPS=N shortens a stage and
 # PHOTOS_DATASET_FLAGS passes flags to scripts/make_photo_dataset.py (a smoke run, about 5 CPU-minutes: make demo-photos
 # PHOTOS_DATA=outputs/photos64-small PHOTOS_DATASET_FLAGS="--scales 256" PHOTOS_OUT=outputs/demo-photos-smoke
-# PHOTOS_TOKENIZER_STEPS=20 PHOTOS_CLASSIFIER_STEPS=20 PHOTOS_PRIOR_STEPS=20).
+# PHOTOS_TOKENIZER_STEPS=20 PHOTOS_CLASSIFIER_STEPS=20 PHOTOS_PRIOR_STEPS=20). The chain runs on 16x16 tokens with
+# PHOTOS_TOKENIZER_CONFIG=configs/vqgan_photos64_16x16_cpu.yaml (every later stage reads the grid from the tokenizer).
 PHOTOS_DATA ?= outputs/photos64
 PHOTOS_DATASET_FLAGS ?=
 PHOTOS_OUT ?= outputs/demo-photos
+PHOTOS_TOKENIZER_CONFIG ?= configs/vqgan_photos64_cpu.yaml
 PHOTOS_TOKENIZER_STEPS ?=
 PHOTOS_CLASSIFIER_STEPS ?=
 PHOTOS_PRIOR_STEPS ?=
@@ -50,7 +52,7 @@ $(PHOTOS_DATA)/manifest.json:
 	$(PY) scripts/make_photo_dataset.py --output_dir $(PHOTOS_DATA) $(PHOTOS_DATASET_FLAGS)
 
 $(PHOTOS_OUT)/tokenizer/metrics.json: $(PHOTOS_DATA)/manifest.json
-	$(PY) -m hf_vq.cli train-tokenizer --config configs/vqgan_photos64_cpu.yaml --train_data_dir $(PHOTOS_DATA)/photos \
+	$(PY) -m hf_vq.cli train-tokenizer --config $(PHOTOS_TOKENIZER_CONFIG) --train_data_dir $(PHOTOS_DATA)/photos \
 		--output_dir $(PHOTOS_OUT)/tokenizer --resume_from_checkpoint latest $(call steps_flag,$(PHOTOS_TOKENIZER_STEPS))
 
 $(PHOTOS_OUT)/tokenizer-eval/metrics.json: $(PHOTOS_OUT)/tokenizer/metrics.json

@@ -443,3 +443,21 @@ def test_make_demo_photos_runs_the_photo_chain_with_commands_that_parse(built, t
         ("train-classifier", "pixel_vit", classifier_steps["max_train_steps"]),
         ("train-prior", "prior", 7),
     ]
+
+
+def test_make_demo_photos_trains_the_tokenizer_config_it_is_given(tmp_path):
+    from hf_vq.models.vqgan import VQGANConfig
+    from hf_vq.training.args import TOKENIZER_COMMAND, parse_args
+
+    data = tmp_path / "photos64"
+    (data / "photos" / "train" / "plants").mkdir(parents=True)
+    (data / "manifest.json").write_text("{}")  # the dataset stage is done: the chain starts at the tokenizer
+    flags = {"PY": "python", "PHOTOS_DATA": str(data), "PHOTOS_OUT": str(tmp_path / "chain")}
+    grids = {}
+    for config_file in (None, "configs/vqgan_photos64_16x16_cpu.yaml"):
+        chosen = {} if config_file is None else {"PHOTOS_TOKENIZER_CONFIG": config_file}
+        tokenizer_stage = dry_run_commands("photos-chain", **flags | chosen)[0]
+        assert tokenizer_stage[3] == "train-tokenizer", tokenizer_stage
+        config = parse_args(TOKENIZER_COMMAND, tokenizer_stage[4:])
+        grids[config_file] = VQGANConfig(**config.model_config).token_grid_size
+    assert grids == {None: (8, 8), "configs/vqgan_photos64_16x16_cpu.yaml": (16, 16)}
