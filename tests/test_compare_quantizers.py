@@ -5,7 +5,13 @@ backbone is the demo's with only the quantizer changed, and the report has a PNG
 import inspect
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +73,56 @@ def test_quick_study_runs_every_method_and_resumes(tmp_path):
         ["--quick", "--arch", "autoencoder", "--output_dir", str(tmp_path), "--resume", "--methods", "baseline,fsq"]
     )
     assert len(again["runs"]) == len(METHODS)
+
+
+def pool_workers_of(runner_pid: int) -> list[int]:
+    """The PIDs of the runner's multiprocessing pool workers (children whose command line is spawn_main)."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (ValueError, OSError, IndexError):
+            continue
+        if parent == runner_pid and b"spawn_main" in command:
+            workers.append(int(entry.name))
+    return workers
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the guard it tests is Linux's prctl")
+def test_a_stopped_study_leaves_no_pool_worker_behind(tmp_path):
+    """SIGTERM to the runner (what `timeout` and `pkill` send) used to leave its spawn workers training and then
+    waiting forever."""
+    script = Path(__file__).parents[1] / "scripts" / "compare_quantizers.py"
+    command = [sys.executable, str(script), "--quick", "--arch", "autoencoder", "--seeds", "0", "1", "2"]
+    command += ["--workers", "2", "--output_dir", str(tmp_path)]
+    runner = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("*.json")) and time.monotonic() < deadline and runner.poll() is None:
+            time.sleep(0.1)  # the first result: both workers are up and training
+        workers = pool_workers_of(runner.pid)
+        assert runner.poll() is None and len(workers) == 2, "the runner ended (or never started) before the test"
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if alive(pid)], "pool workers outlived the runner"
+    finally:
+        runner.kill()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_cpu_plan_is_the_documented_study_each_run_once():
