@@ -41,6 +41,7 @@ from hf_vq.experiments.vqgan_backbone import (
     vqgan_config,
     vqgan_data,
 )
+from training_helpers import child_pids
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -76,17 +77,8 @@ def test_quick_study_runs_every_method_and_resumes(tmp_path):
 
 
 def pool_workers_of(runner_pid: int) -> list[int]:
-    """The PIDs of the runner's multiprocessing pool workers (children whose command line is spawn_main)."""
-    workers = []
-    for entry in Path("/proc").iterdir():
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (ValueError, OSError, IndexError):
-            continue
-        if parent == runner_pid and b"spawn_main" in command:
-            workers.append(int(entry.name))
-    return workers
+    """The runner's multiprocessing pool workers: its children running spawn_main (not the resource tracker)."""
+    return [pid for pid in child_pids(runner_pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
 def alive(pid: int) -> bool:

@@ -39,7 +39,7 @@ from hf_vq.training.final_save import (
 from hf_vq.training.interrupts import InterruptHandler
 from hf_vq.training.run_lock import LOCK_FILE, RunLockedError, acquire_run_lock, release_run_lock
 
-from training_helpers import REPO, TINY_CONFIG, train, write_images
+from training_helpers import REPO, TINY_CONFIG, child_pids, train, write_images
 
 FAST = dict(discriminator_weight=0.0, max_train_steps=4, checkpointing_steps=2)
 
@@ -473,10 +473,6 @@ def test_the_previous_handlers_come_back_when_no_signal_came():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(image_folder, tmp_path):
@@ -494,7 +490,7 @@ def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(image_fold
     process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = output_dir / "logs" / "train_log.jsonl"
     _wait_for(lambda: log.is_file() and log.read_text().count("\n") >= 2, process, "training")
-    workers = _children(process.pid)
+    workers = child_pids(process.pid)
     assert len(workers) == 2
     os.kill(max(workers), signal.SIGTERM)  # one worker only (the later-started one: rank 1, as a rule)
     output, _ = process.communicate(timeout=300)

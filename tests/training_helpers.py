@@ -111,3 +111,8 @@ def assert_same_weights(first: dict, second: dict) -> None:
     first, second = first["model"].state_dict(), second["model"].state_dict()
     for key in first:
         assert torch.equal(first[key], second[key]), f"{key} differs after resuming"
+
+
+def child_pids(pid: int) -> list[int]:
+    """The PIDs of `pid`'s child processes (Linux: /proc/<pid>/task/<pid>/children)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
