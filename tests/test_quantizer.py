@@ -373,7 +373,7 @@ def test_residual_stages_reduce_error():
     for stages in (1, 3):
         torch.manual_seed(0)
         vq = ResidualVectorQuantizer(8, 32, num_quantizers=stages, kmeans_init=True)
-        errors.append(float((vq(z).quantized - z).pow(2).mean()))
+        errors.append((vq(z).quantized - z).pow(2).mean().item())
     assert errors[1] < 0.8 * errors[0]
 
 
