@@ -22,7 +22,6 @@ blocked PyTorch one).
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 
@@ -47,10 +46,14 @@ def faiss_wins(embed_dim: int) -> bool:
     return embed_dim <= FAISS_MAX_WINNING_DIM
 
 
-@functools.cache
+# Looked up once, at import, and not with functools.cache: the check runs inside torch.compile'd quantizers, and
+# Dynamo warns at every lru_cache-wrapped call it traces; a module constant it reads silently.
+_FAISS_INSTALLED = importlib.util.find_spec("faiss") is not None
+
+
 def faiss_available() -> bool:
     """Whether the `faiss` package (faiss-cpu) can be imported."""
-    return importlib.util.find_spec("faiss") is not None
+    return _FAISS_INSTALLED
 
 
 def _faiss():

@@ -29,10 +29,13 @@ CHUNK_D = 64
 NUM_WARPS = 4
 
 
-@functools.cache
+# Looked up once, at import: a module constant, not functools.cache, for the reason given in search_faiss.py.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
     """Whether the `triton` package can be imported (checked without importing it)."""
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_INSTALLED
 
 
 @functools.cache
