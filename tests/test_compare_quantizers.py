@@ -5,6 +5,7 @@ backbone is the demo's with only the quantizer changed, and the report has a PNG
 import inspect
 import json
 import math
+import statistics
 import os
 import signal
 import subprocess
@@ -44,6 +45,7 @@ from hf_vq.experiments.vqgan_backbone import (
 from training_helpers import child_pids
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def assert_png(path) -> None:
@@ -335,17 +337,8 @@ def test_vqgan_images_are_resized_as_the_tokenizer_training_data():
     assert vqgan_data(data, ARCHITECTURES["vqgan"]) is resized  # resized once per worker, not once per run
 
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-
-
-@pytest.mark.parametrize(
-    "results_folder, steps, documents",
-    [
-        ("results_photos", 150, ("results.md", "benchmarks.md")),
-        ("results_photos/steps250", 250, ("results.md", "benchmarks.md")),
-    ],
-)
-def test_published_photo_study_tables_are_the_committed_runs(results_folder, steps, documents):
+@pytest.mark.parametrize("results_folder, steps", [("results_photos", 150), ("results_photos/steps250", 250)])
+def test_published_photo_study_tables_are_the_committed_runs(results_folder, steps):
     # The photo study's tables are pasted into the docs by hand from `--report_only`; this rebuilds each from the
     # committed JSON files, as --report_only does, so that an edited number or a changed run file shows here.
     paths = sorted((DOCS / results_folder).glob(f"photos_*_steps{steps}.json"))
@@ -354,21 +347,28 @@ def test_published_photo_study_tables_are_the_committed_runs(results_folder, ste
     report = compare.markdown_report(runs, "", list(CORE_METHODS))
     rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     assert len(rows) == 7
-    for document in documents:
+    for document in ("results.md", "benchmarks.md"):
         text = (DOCS / document).read_text()
         missing = [row for row in rows if row not in text]
         assert not missing, f"docs/{document} does not show these rows of the {steps}-step table: {missing}"
 
 
 def test_published_five_seed_comparison_of_the_photo_leaders_is_the_committed_runs():
-    # docs/results.md's table of the two leaders over seeds 0-4: the per-seed MSEs and mean ± std of the JSON files.
+    # docs/results.md's table of the two leaders over seeds 0-4 (per-seed MSEs, mean ± std, the paired difference)
+    # and its paired t, from the JSON files.
     folders = [DOCS / "results_photos/steps250", DOCS / "results_photos/steps250_seeds34"]
-    paths = [path for folder in folders for path in folder.glob("*.json")]
-    runs = [json.loads(path.read_text()) for path in paths]
+    runs = [json.loads(path.read_text()) for folder in folders for path in folder.glob("*.json")]
     text = (DOCS / "results.md").read_text()
+    mse = {}
     for method, label in (("ema", "EMA with restarts"), ("all", "all (Huh et al.)")):
-        by_seed = {run["seed"]: run["metrics"]["mse"] for run in runs if run["variant"] == method}
-        assert sorted(by_seed) == [0, 1, 2, 3, 4]
-        per_seed = " / ".join(f"{by_seed[seed]:.4f}" for seed in range(5))
-        row = f"| {label} | {per_seed} | {compare.format_value('mse', list(by_seed.values()))} |"
+        mse[method] = {run["seed"]: run["metrics"]["mse"] for run in runs if run["variant"] == method}
+        assert sorted(mse[method]) == [0, 1, 2, 3, 4]
+        per_seed = " / ".join(f"{mse[method][seed]:.4f}" for seed in range(5))
+        row = f"| {label} | {per_seed} | {compare.format_value('mse', list(mse[method].values()))} |"
         assert row in text, f"docs/results.md does not show {row}"
+    differences = [mse["ema"][seed] - mse["all"][seed] for seed in range(5)]
+    per_seed = " / ".join(f"{difference:+.4f}" for difference in differences)
+    row = f"| EMA minus all, same seed | {per_seed} | {compare.format_value('mse', differences)} |"
+    assert row in text, f"docs/results.md does not show {row}"
+    t = statistics.fmean(differences) / (statistics.stdev(differences) / math.sqrt(len(differences)))
+    assert f"paired t = {t:.2f}" in text
